@@ -1,0 +1,128 @@
+"""The ``repsim`` command. Each subcommand is a thin wrapper over a library function.
+
+User errors (RepsimError) print one line, ``repsim: error: ...``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+
+from repsim.errors import RepsimError
+
+
+def _train(args) -> None:
+    from repsim.config import load_config
+    from repsim.train import train
+
+    config = load_config(args.config, args.set or [])
+    final = train(config, args.out, device=args.device, resume=args.resume,
+                  progress=not args.quiet)
+    print(f"trained {config.algorithm} on {config.dataset}: {final}")
+
+
+def _evaluate(args) -> None:
+    from repsim.evaluate import evaluate_checkpoint
+    from repsim.io import atomic_write_json, atomic_write_text
+
+    r = evaluate_checkpoint(args.checkpoint, tasks=args.tasks, inner_steps=args.inner_steps,
+                            seed=args.seed, split=args.split, data_root=args.data_root,
+                            queries=args.queries, nil=args.nil, device=args.device,
+                            progress=not args.quiet)
+    print(f"{r['algorithm']} {r['dataset']} {r['ways']}-way {r['shots']}-shot, {r['mode']}"
+          f"{'' if r['mode'] == 'nil' else ' (' + str(r['inner_steps']) + ' inner steps)'}: "
+          f"{r['accuracy']:.2f} +- {r['ci95']:.2f}% (95% CI over {r['tasks']} {r['split']} "
+          f"tasks, seed {r['seed']})")
+    if args.json:
+        atomic_write_json(args.json, r)
+    if args.csv:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(r))
+        writer.writeheader()
+        writer.writerow(r)
+        atomic_write_text(args.csv, buf.getvalue())
+
+
+def _import(args) -> None:
+    from repsim.checkpoint import import_state_dict
+    from repsim.config import load_config
+
+    config = load_config(args.config, args.set or [])
+    rename = dict(item.split("=", 1) for item in (args.rename or []))
+    out = import_state_dict(args.weights, config, args.out, rename)
+    print(f"imported {args.weights} as {out}")
+
+
+def _bench(args) -> None:
+    if args.what == "train":
+        from repsim.bench import main as bench_train
+        bench_train(device=args.device, quick=args.quick)
+    else:
+        from repsim.bench import similarity_main
+        similarity_main(device=args.device, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="repsim", description=__doc__.splitlines()[0] + " "
+                                "Train meta-learners and measure rapid learning vs feature reuse.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train MAML / FOMAML / ANIL / BOIL / multiclass / multitask")
+    t.add_argument("--config", help="YAML config file (recipes in analyses/configs/)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    t.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, config.yaml")
+    t.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="mean accuracy with 95%% CI over a fixed list of test tasks")
+    e.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
+    e.add_argument("--tasks", type=int, default=600, help="number of test tasks (default 600)")
+    e.add_argument("--inner-steps", type=int, help="inner-loop steps (default: the config's test-time steps)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the task list (default 0)")
+    e.add_argument("--split", default="test", help="test (default), val or train")
+    e.add_argument("--queries", type=int, help="query points per class (default: the config's)")
+    e.add_argument("--nil", action="store_true", help="NIL testing: no head, cosine similarity to support features")
+    e.add_argument("--data-root", help="folder of the real data set (default: the checkpoint's, or $REPSIM_DATA_ROOT)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", help="also write the result to this JSON file")
+    e.add_argument("--csv", help="also write the result to this CSV file")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+    i = sub.add_parser("import", help="turn a plain PyTorch conv4 state dict into a repsim checkpoint")
+    i.add_argument("weights", help=".pt/.pth (loaded with weights_only) or .safetensors state dict")
+    i.add_argument("--config", help="YAML config describing how it was trained (dataset, ways, algorithm...)")
+    i.add_argument("--set", action="append", metavar="KEY=VALUE")
+    i.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename a parameter prefix, e.g. classifier=head")
+    i.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
+    i.set_defaults(func=_import)
+
+    b = sub.add_parser("bench", help="speed benchmarks, printed as side-by-side ratios")
+    b.add_argument("what", choices=["train", "similarity"], help="meta-training or similarity measures")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except RepsimError as e:
+        print(f"repsim: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("repsim: interrupted; a training run continues with 'repsim train ... --resume'",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

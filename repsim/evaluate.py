@@ -1,0 +1,145 @@
+"""Scoring a model on a fixed list of test tasks: mean accuracy with a 95% confidence interval.
+
+Every method and every ablation is scored on the same tasks (a TaskList is fixed by its seed),
+so differences between them are not differences between task draws.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from repsim.errors import RepsimError
+from repsim.meta import HEAD_PREFIX, adapt_and_score, head_input, inner_loop_names
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class Score:
+    mean: float                # mean accuracy over tasks, in percent
+    ci95: float                # 1.96 * std / sqrt(tasks), in percent
+    tasks: int
+    per_task: np.ndarray       # accuracy of every task, in [0, 1]
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} +- {self.ci95:.2f}% (95% CI, {self.tasks} tasks)"
+
+
+def mean_ci(per_task) -> Score:
+    """Mean accuracy and the paper's 95% interval, 1.96 * std / sqrt(n) (population std)."""
+    acc = np.asarray(per_task, dtype=np.float64)
+    if acc.size < 2:
+        raise RepsimError(f"a confidence interval needs at least 2 tasks, got {acc.size}: use --tasks 2 or more (the paper uses 600)")
+    return Score(100 * acc.mean(), 100 * 1.96 * acc.std() / math.sqrt(acc.size), acc.size, acc)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise RepsimError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RepsimError(f"device {device!r} asked for but no CUDA GPU is visible: use --device cpu or auto")
+    return torch.device(device)
+
+
+def fresh_head(model: nn.Module, params: Params, ways: int) -> Params:
+    """Replace the head by a zero-initialised one with ``ways`` outputs.
+
+    Used for networks trained without a ``ways``-sized head (multiclass pretraining,
+    random features) and for the zeroed-head ablation. Zero is the natural start for a head
+    learned from a handful of examples: every class starts equally likely.
+    """
+    weight = params[HEAD_PREFIX + "weight"]
+    out = {n: p for n, p in params.items() if not n.startswith(HEAD_PREFIX)}
+    out[HEAD_PREFIX + "weight"] = weight.new_zeros(ways, weight.shape[1])
+    if HEAD_PREFIX + "bias" in params:
+        out[HEAD_PREFIX + "bias"] = weight.new_zeros(ways)
+    return out
+
+
+def nil_logits(model: nn.Module, params: Params, task) -> torch.Tensor:
+    """NIL testing: no head, no inner loop.
+
+    A query's score for class c is sum_j cos(f(q), f(s_j)) [y_j = c] over support points s_j:
+    cosine similarity of penultimate features weighting the support labels, as in Matching
+    Networks (Raghu et al. 2020, section 5).
+    """
+    support = F.normalize(head_input(model, params, task.support_x), dim=1)
+    query = F.normalize(head_input(model, params, task.query_x), dim=1)
+    ways = int(task.support_y.max()) + 1
+    return (query @ support.T) @ F.one_hot(task.support_y, ways).to(query.dtype)
+
+
+def score_tasks(model: nn.Module, params: Params, tasks, *, names: list[str] | None,
+                lr: float, steps: int, device: torch.device, nil: bool = False,
+                progress: bool = True, desc: str = "evaluating") -> Score:
+    """Adapt ``names`` on each task's support set (or use NIL), and score its queries."""
+    params = {n: p.detach().to(device) for n, p in params.items()}
+    names = list(names or [])
+    for n in names:
+        params[n].requires_grad_(True)
+    accuracies = []
+    for task in tqdm(tasks, desc=desc, disable=not progress, leave=False):
+        task = task.to(device)
+        if nil:
+            with torch.no_grad():
+                logits = nil_logits(model, params, task)
+            accuracies.append((logits.argmax(1) == task.query_y).float().mean().item())
+        else:
+            accuracies.append(adapt_and_score(model, params, task, names, lr, steps).accuracy)
+    return mean_ci(accuracies)
+
+
+def test_time_params(model: nn.Module, params: Params, algorithm: str, ways: int) -> Params:
+    """The starting point of test-time adaptation: regimes without a ways-sized head get a fresh one."""
+    if algorithm in ("multiclass", "multitask") or params[HEAD_PREFIX + "weight"].shape[0] != ways:
+        return fresh_head(model, params, ways)
+    return params
+
+
+def default_names(algorithm: str, model: nn.Module) -> list[str]:
+    return inner_loop_names(algorithm, model)
+
+
+def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None = None,
+                        seed: int = 0, split: str = "test", data_root: str | None = None,
+                        queries: int | None = None, nil: bool = False, device: str = "auto",
+                        progress: bool = True) -> dict:
+    """Score a checkpoint on ``tasks`` fixed tasks of ``split``; returns a flat record.
+
+    The inner loop is the one the checkpoint was trained with (MAML: everything, ANIL: the
+    head, BOIL: the body; no-inner-loop regimes: a fresh head), run for ``inner_steps``
+    (default: the config's test-time steps). ``nil`` scores with NIL testing instead.
+    """
+    from repsim.checkpoint import Checkpoint, load_checkpoint
+    from repsim.data import load_splits
+    from repsim.data.episodes import TaskList
+
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    c = ckpt.config
+    dev = resolve_device(device)
+    splits = load_splits(c.dataset, data_root or c.data_root, split_scheme=c.split_scheme,
+                         rotate=c.rotate, seed=c.split_seed, progress=progress)
+    if split not in splits:
+        raise RepsimError(f"unknown split {split!r}: choose one of {', '.join(splits)}")
+    queries = queries or c.queries
+    task_list = TaskList(splits[split], c.ways, c.shots, queries, tasks, seed)
+    model = ckpt.build_model().to(dev)
+    params = test_time_params(model, dict(model.named_parameters()), c.algorithm, c.ways)
+    steps = c.inner_steps_test if inner_steps is None else inner_steps
+    score = score_tasks(model, params, task_list, names=default_names(c.algorithm, model),
+                        lr=c.inner_lr, steps=steps, device=dev, nil=nil, progress=progress)
+    return {"checkpoint": str(ckpt.path), "algorithm": c.algorithm, "dataset": c.dataset,
+            "ways": c.ways, "shots": c.shots, "queries": queries, "split": split,
+            "iteration": ckpt.iteration, "inner_steps": 0 if nil else steps,
+            "inner_lr": c.inner_lr, "mode": "nil" if nil else "inner-loop", "seed": seed,
+            "tasks": score.tasks, "accuracy": score.mean, "ci95": score.ci95,
+            "reduced_schedule": c.reduced}

@@ -1,0 +1,221 @@
+"""The training script: meta-learning (MAML, FOMAML, ANIL, BOIL), multitask and multiclass.
+
+One loop, readable top to bottom. Iteration ``i`` draws its tasks from (seed, i) alone, so a
+run resumed from a checkpoint sees exactly the tasks an uninterrupted run would have seen and
+ends in the same state (bit for bit on the CPU).
+
+Run folder layout::
+
+    OUT/config.yaml                       the resolved config
+    OUT/metrics.jsonl                     one JSON line per evaluation
+    OUT/checkpoints/iter-000500.safetensors   intermediate checkpoints, all kept
+    OUT/model.safetensors                 the final model
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from repsim.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
+from repsim.config import Config
+from repsim.data import load_splits
+from repsim.data.episodes import TaskList, batch_tasks, sample_task, task_generator
+from repsim.errors import RepsimError
+from repsim.io import atomic_write_text
+from repsim.evaluate import default_names, resolve_device, score_tasks, test_time_params
+from repsim.meta import meta_loss, meta_loss_vmap
+
+VALIDATION_SEED = 12345  # validation tasks are the same for every run and iteration
+
+
+def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool = False,
+          progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train ``config`` into the run folder ``out``; returns the final checkpoint's path.
+
+    ``stop_after`` ends the run early after that many iterations of this call (used to test
+    resuming); the final model is then not written.
+    """
+    out = Path(out)
+    dev = resolve_device(device)
+    splits = load_splits(config.dataset, config.data_root, split_scheme=config.split_scheme,
+                         rotate=config.rotate, seed=config.split_seed, progress=progress)
+    train_split = splits["train"]
+    # Multiclass pretraining classifies every (class, rotation) of the training split.
+    n_rotations = 4 if train_split.rotate else 1
+    head_width = (train_split.num_classes * n_rotations if config.algorithm == "multiclass"
+                  else config.ways)
+
+    torch.manual_seed(config.seed)
+    model = model_for(config, head_width=head_width).to(dev)
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.Adam(params.values(), lr=config.outer_lr)
+
+    start = _prepare_run_folder(out, config, resume)
+    if start > 0:
+        ckpt = load_checkpoint(out / "checkpoints" / f"iter-{start:06d}.safetensors",
+                               with_optimizer=True)
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(ckpt.params[n])
+        _load_optimizer(optimizer, params, ckpt.optimizer)
+        _truncate_metrics(out / "metrics.jsonl", start)
+
+    validation = TaskList(splits["val"], config.ways, config.shots, config.queries,
+                          config.eval_tasks, VALIDATION_SEED)
+    use_vmap = config.execution == "vmap" or (config.execution == "auto" and dev.type == "cuda")
+    run_log = {"device": str(dev), "wall_time_s": 0.0}
+    window_loss, window_acc, window_n = 0.0, 0.0, 0
+    last = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
+    bar = tqdm(range(start + 1, last + 1), initial=start, total=config.iterations,
+               desc=f"{config.algorithm} {config.dataset} {config.ways}w{config.shots}s",
+               disable=not progress)
+    tic = time.perf_counter()
+    for it in bar:
+        loss, acc = _training_loss(model, params, config, train_split, it, dev, use_vmap)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        window_loss, window_acc, window_n = window_loss + loss.item(), window_acc + acc, window_n + 1
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
+
+        if it % config.eval_every == 0 or it == config.iterations:
+            val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
+                              validation, names=default_names(config.algorithm, model),
+                              lr=config.inner_lr, steps=config.inner_steps_test, device=dev,
+                              progress=False)
+            metrics = {"iteration": it, "train_loss": window_loss / window_n,
+                       "train_accuracy": 100 * window_acc / window_n,
+                       "val_accuracy": val.mean, "val_ci95": val.ci95, "val_tasks": val.tasks}
+            _append_jsonl(out / "metrics.jsonl", metrics)
+            window_loss, window_acc, window_n = 0.0, 0.0, 0
+        if it % config.checkpoint_every == 0 or it == config.iterations:
+            run_log["wall_time_s"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            _save(out / "checkpoints" / f"iter-{it:06d}.safetensors", config, params,
+                  optimizer, it, out, run_log)
+    bar.close()
+    if last < config.iterations:
+        return out / "checkpoints" / f"iter-{last:06d}.safetensors"
+    final = out / "model.safetensors"
+    _save(final, config, params, optimizer, config.iterations, out, run_log)
+    return final
+
+
+def _training_loss(model, params, config: Config, split, it: int, dev, use_vmap: bool):
+    """The loss of iteration ``it``: its tasks (or its batch) depend on (seed, it) only."""
+    if config.algorithm == "multiclass":
+        return _multiclass_loss(model, params, split, config, it, dev)
+    first = (it - 1) * config.meta_batch_size
+    tasks = [sample_task(split, config.ways, config.shots, config.queries,
+                         task_generator(config.seed, first + j)).to(dev)
+             for j in range(config.meta_batch_size)]
+    # Multitask training has no inner loop: one shared head is trained on every task directly.
+    steps = 0 if config.algorithm == "multitask" else config.inner_steps
+    if use_vmap:
+        return meta_loss_vmap(model, params, batch_tasks(tasks), config.algorithm,
+                              config.inner_lr, steps)
+    return meta_loss(model, params, tasks, config.algorithm, config.inner_lr, steps)
+
+
+def _multiclass_loss(model, params, split, config: Config, it: int, dev):
+    """Standard supervised learning over all (class, rotation) pairs of the training split."""
+    g = task_generator(config.seed, it)
+    n = config.batch_size
+    classes = torch.randint(split.num_classes, (n,), generator=g)
+    examples = torch.randint(split.examples_per_class, (n,), generator=g)
+    rotations = (torch.randint(4, (n,), generator=g) if split.rotate
+                 else torch.zeros(n, dtype=torch.long))
+    images = split.images[classes, examples].float() / 255
+    images = torch.stack([torch.rot90(x, int(k), dims=(-2, -1)) for x, k in zip(images, rotations)])
+    labels = classes * (4 if split.rotate else 1) + rotations
+    logits = model(images.to(dev))
+    labels = labels.to(dev)
+    return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).float().mean().item()
+
+
+def _prepare_run_folder(out: Path, config: Config, resume: bool) -> int:
+    """Check the folder against ``resume`` and return the iteration to start from."""
+    existing = sorted((out / "checkpoints").glob("iter-*.safetensors"))
+    config_file = out / "config.yaml"
+    if resume:
+        if not config_file.is_file():
+            raise RepsimError(f"nothing to resume in {out}: no config.yaml; start the run without --resume")
+        saved = yaml.safe_load(config_file.read_text())
+        if saved != config.to_dict():
+            changed = sorted(k for k in saved if saved.get(k) != config.to_dict().get(k))
+            raise RepsimError(f"--resume with a different config than {config_file} "
+                              f"(changed: {', '.join(changed)}): use the same config or a new --out")
+        return int(existing[-1].stem.split("-")[1]) if existing else 0
+    if existing or (out / "model.safetensors").exists():
+        raise RepsimError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_file, yaml.safe_dump(config.to_dict(), sort_keys=True))
+    except OSError as e:
+        raise RepsimError(f"cannot write to {out} ({e.strerror}): choose a writable --out") from None
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    return 0
+
+
+def _save(path: Path, config, params, optimizer, it, out: Path, run_log) -> None:
+    last_metrics = _read_last_metrics(out / "metrics.jsonl")
+    save_checkpoint(path, Checkpoint(config, {n: p.detach() for n, p in params.items()}, it,
+                                     last_metrics, _optimizer_tensors(optimizer, params),
+                                     dict(run_log)))
+
+
+def _optimizer_tensors(optimizer, params) -> dict[str, torch.Tensor]:
+    state = optimizer.state_dict()["state"]
+    out = {}
+    for i, name in enumerate(params):
+        for key, value in state.get(i, {}).items():
+            out[f"{name}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def _load_optimizer(optimizer, params, tensors: dict[str, torch.Tensor]) -> None:
+    state = optimizer.state_dict()
+    per_param: dict[int, dict] = {}
+    for i, name in enumerate(params):
+        entries = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == name}
+        if entries:
+            per_param[i] = {k: v.to(params[name].device) if k != "step" else v for k, v in entries.items()}
+    state["state"] = per_param
+    optimizer.load_state_dict(state)
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_last_metrics(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop lines logged after the checkpoint we resume from, so the log matches an unbroken run."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short by the interruption
+        if record.get("iteration", 0) <= iteration:
+            kept.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))

@@ -1,0 +1,146 @@
+"""The inner loop and the meta-gradients, checked against a peer library and finite differences."""
+
+import higher
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repsim.data.episodes import Task, batch_tasks
+from repsim.errors import RepsimError
+from repsim.meta import adapt, inner_loop_names, meta_loss, meta_loss_vmap
+from repsim.model import Conv4, split_body_head
+
+
+def _tasks(n_tasks=3, ways=5, shots=1, queries=2, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    tasks = []
+    for _ in range(n_tasks):
+        tasks.append(Task(
+            support_x=torch.rand(ways * shots, 1, 28, 28, generator=g, dtype=dtype),
+            support_y=torch.arange(ways).repeat(shots),
+            query_x=torch.rand(ways * queries, 1, 28, 28, generator=g, dtype=dtype),
+            query_y=torch.arange(ways).repeat(queries), classes=torch.arange(ways)))
+    return tasks
+
+
+@pytest.fixture
+def model64():
+    torch.manual_seed(0)
+    return Conv4(1, 5, filters=8).double()
+
+
+def _flat(tensors):
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _meta_grad(model, tasks, algorithm, lr=0.4, steps=2):
+    params = dict(model.named_parameters())
+    loss, _ = meta_loss(model, params, tasks, algorithm, lr, steps)
+    return _flat(torch.autograd.grad(loss, list(params.values())))
+
+
+def _higher_grad(model, tasks, algorithm, lr=0.4, steps=2):
+    """The same meta-gradient computed by the `higher` library (monkey-patched modules)."""
+    names = set(inner_loop_names(algorithm, model))
+    model.zero_grad()
+    first_order = [torch.zeros_like(p) for p in model.parameters()]
+    for task in tasks:
+        inner_opt = torch.optim.SGD([p for n, p in model.named_parameters() if n in names], lr=lr)
+        with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False,
+                                  track_higher_grads=algorithm != "fomaml") as (fmodel, diffopt):
+            for _ in range(steps):
+                diffopt.step(F.cross_entropy(fmodel(task.support_x), task.support_y))
+            query_loss = F.cross_entropy(fmodel(task.query_x), task.query_y) / len(tasks)
+            if algorithm == "fomaml":  # higher's first order: gradient at the adapted weights
+                for acc, g in zip(first_order, torch.autograd.grad(query_loss, list(fmodel.parameters()))):
+                    acc += g
+            else:
+                query_loss.backward()
+    if algorithm == "fomaml":
+        return _flat(first_order)
+    return _flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil", "boil"])
+def test_meta_gradient_matches_higher_in_float64(model64, algorithm):
+    tasks = _tasks()
+    ours = _meta_grad(model64, tasks, algorithm)
+    peer = _higher_grad(model64, tasks, algorithm)
+    assert _rel(ours, peer) < 1e-5
+
+
+def test_second_order_maml_matches_finite_differences(model64):
+    tasks = _tasks(n_tasks=2)
+    params = dict(model64.named_parameters())
+    grad = _meta_grad(model64, tasks, "maml")
+    g = torch.Generator().manual_seed(1)
+    direction = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
+
+    def loss_at(t):
+        moved = {n: (p + t * direction[n]).detach().requires_grad_() for n, p in params.items()}
+        return meta_loss(model64, moved, tasks, "maml", 0.4, 2)[0].item()
+
+    eps = 1e-7  # small enough not to cross ReLU kinks, large enough for float64 rounding
+    numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    analytic = (grad * _flat(direction.values())).sum().item()
+    assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-7)
+
+
+def test_first_order_differs_from_second_order(model64):
+    tasks = _tasks()
+    second, first = _meta_grad(model64, tasks, "maml"), _meta_grad(model64, tasks, "fomaml")
+    assert _rel(first, second) > 1e-3
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil", "boil"])
+def test_task_batched_execution_equals_the_loop(model64, algorithm):
+    tasks = _tasks()
+    params = dict(model64.named_parameters())
+    loop = meta_loss(model64, params, tasks, algorithm, 0.4, 2)[0]
+    batched = meta_loss_vmap(model64, params, batch_tasks(tasks), algorithm, 0.4, 2)[0]
+    g_loop = _flat(torch.autograd.grad(loop, list(params.values())))
+    g_vmap = _flat(torch.autograd.grad(batched, list(params.values())))
+    assert loop.item() == pytest.approx(batched.item(), rel=1e-10)
+    assert _rel(g_vmap, g_loop) < 1e-8
+
+
+def test_anil_inner_loop_leaves_body_unchanged_and_boil_leaves_head(model64):
+    task = _tasks(1)[0]
+    params = dict(model64.named_parameters())
+    body, head = split_body_head(model64)
+    for algorithm, frozen, moved in (("anil", body, head), ("boil", head, body)):
+        fast = adapt(model64, params, task.support_x, task.support_y,
+                     inner_loop_names(algorithm, model64), 0.4, 3)
+        for n in frozen:
+            assert torch.equal(fast[n], params[n]), f"{algorithm} changed {n}"
+        assert any(not torch.equal(fast[n], params[n]) for n in moved)
+
+
+class TinyNet(nn.Module):
+    """Not conv4: the meta-learning code must only need a body and a module named head."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 16), nn.Tanh())
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil", "boil"])
+def test_any_model_with_a_head_works(algorithm):
+    torch.manual_seed(0)
+    model = TinyNet().double()
+    tasks = _tasks()
+    assert _rel(_meta_grad(model, tasks, algorithm), _higher_grad(model, tasks, algorithm)) < 1e-5
+
+
+def test_model_without_head_is_refused():
+    with pytest.raises(RepsimError, match="named 'head"):
+        split_body_head(nn.Sequential(nn.Linear(2, 2)))
