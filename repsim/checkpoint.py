@@ -67,16 +67,19 @@ def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source
     unexpected = sorted(set(params) - set(expected))
     wrong_shape = sorted(n for n in set(expected) & set(params) if params[n].shape != expected[n])
     if missing or unexpected or wrong_shape:
+        def layers(names):
+            return ", ".join(dict.fromkeys(n.split(".")[0] for n in names))
         parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected)}")
         if wrong_shape:
-            parts.append("shape mismatch " + ", ".join(
-                f"{n} {tuple(params[n].shape)} vs {tuple(expected[n])}" for n in wrong_shape))
-        raise RepsimError(f"{source} does not fit {type(model).__name__} "
-                          f"({'; '.join(parts)}): check the config's dataset, ways and filters")
+            n = wrong_shape[0]
+            parts.append(f"layers {layers(wrong_shape)} have other shapes (e.g. {n} "
+                         f"{tuple(params[n].shape)} vs {tuple(expected[n])})")
+        if missing:
+            parts.append(f"layers {layers(missing)} are missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"layers {layers(unexpected)} are not in the model (e.g. {unexpected[0]})")
+        raise RepsimError(f"{source} does not fit {type(model).__name__}: {'; '.join(parts)}; "
+                          f"check the config's dataset, ways and filters")
     model.load_state_dict({n: params[n] for n in expected})
 
 

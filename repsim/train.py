@@ -27,7 +27,8 @@ from tqdm import tqdm
 from repsim.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
 from repsim.config import Config
 from repsim.data import load_splits
-from repsim.data.episodes import TaskList, batch_tasks, sample_task, task_generator
+from repsim.data.episodes import (TaskList, batch_tasks, check_task_shape, sample_task,
+                                  task_generator)
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_text
 from repsim.evaluate import default_names, resolve_device, score_tasks, test_time_params
@@ -48,6 +49,9 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     splits = load_splits(config.dataset, config.data_root, split_scheme=config.split_scheme,
                          rotate=config.rotate, seed=config.split_seed, progress=progress)
     train_split = splits["train"]
+    if config.algorithm != "multiclass":
+        check_task_shape(train_split, config.ways, config.shots, config.queries)
+    check_task_shape(splits["val"], config.ways, config.shots, config.queries)
     # Multiclass pretraining classifies every (class, rotation) of the training split.
     n_rotations = 4 if train_split.rotate else 1
     head_width = (train_split.num_classes * n_rotations if config.algorithm == "multiclass"

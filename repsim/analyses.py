@@ -1,0 +1,346 @@
+"""The paper's analyses: does the inner loop change the representation, or reuse it?
+
+Each analysis is a function from checkpoints to a tidy DataFrame (one row per measured
+number, with its 95% CI where it is a mean over tasks). All analyses of one study score the
+same fixed list of test tasks (`Study.tasks`), so their numbers are comparable.
+
+1. ``layer_similarity``   CCA / CKA of each layer before vs after the inner loop (figure 2)
+2. ``freezing``           accuracy with layers frozen in the inner loop at test time (table 1)
+3. ``accuracy``           inner-loop and NIL accuracy of each checkpoint (tables 2 and 4)
+   ``cross_similarity``   body-layer similarity across seeds and algorithms (table 3)
+4. ``head_ablations``     NIL, trained/zeroed/random heads (section 5)
+5. ``training_regimes``   NIL accuracy of MAML, ANIL, multiclass, multitask, random (table 5)
+6. ``through_training``   the above on a run's intermediate checkpoints
+7. ``weight_change``      ||theta_after - theta_before|| / ||theta_before|| per layer (BOIL's side)
+
+Conventions: CCA is mean CCA with spatial positions as data points for conv layers
+((n*h*w, c)); CKA is linear CKA on flattened activations ((n, c*h*w)); both on the query
+points (15 per class) of the test tasks. CIs are 1.96 * std / sqrt(n) over tasks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from repsim.checkpoint import Checkpoint, load_checkpoint, model_for
+from repsim.data import load_splits
+from repsim.data.episodes import TaskList
+from repsim.errors import RepsimError
+from repsim.evaluate import (default_names, fresh_head, resolve_device, score_tasks,
+                             test_time_params)
+from repsim.model import HEAD_PREFIX
+from repsim.probe import check_layers, iter_probes, probe_layers
+from repsim.similarity import compare
+
+CONVENTIONS = {"cca": "spatial", "cka": "flatten"}
+CONVENTION_TEXT = ("CCA: mean canonical correlation, conv layers with spatial positions as data "
+                   "points (n*h*w, c); CKA: linear CKA, conv layers flattened (n, c*h*w)")
+
+
+def ci95(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(1.96 * values.std() / math.sqrt(values.size)) if values.size > 1 else float("nan")
+
+
+@dataclass
+class Model:
+    """A checkpoint ready for analysis: its model, its parameters, and a short label."""
+    ckpt: Checkpoint
+    model: torch.nn.Module
+    params: dict[str, torch.Tensor]
+
+    @property
+    def label(self) -> str:
+        c = self.ckpt.config
+        return f"{c.algorithm}-s{c.seed}-it{self.ckpt.iteration}"
+
+    def provenance(self) -> dict:
+        c = self.ckpt.config
+        return {"checkpoint": str(self.ckpt.path), "algorithm": c.algorithm, "seed": c.seed,
+                "iteration": self.ckpt.iteration, "reduced_schedule": c.reduced,
+                "dataset": c.dataset, "ways": c.ways, "shots": c.shots}
+
+
+@dataclass
+class Study:
+    """The shared test protocol: which tasks, how many, on what device.
+
+    ``ways``/``shots`` default to the first checkpoint's; ``queries`` to 15 per class (the
+    paper's representation analysis). Every checkpoint of a study must share the data set.
+    """
+    dataset: str
+    ways: int
+    shots: int
+    queries: int = 15
+    num_tasks: int = 100
+    seed: int = 0
+    split: str = "test"
+    data_root: str | None = None
+    split_scheme: str = "maml"
+    split_seed: int = 0
+    rotate: bool | None = None
+    device: str = "auto"
+    progress: bool = True
+    _tasks: TaskList | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> "Study":
+        c = ckpt.config
+        base = dict(dataset=c.dataset, ways=c.ways, shots=c.shots, data_root=c.data_root,
+                    split_scheme=c.split_scheme, split_seed=c.split_seed, rotate=c.rotate)
+        base.update({k: v for k, v in kwargs.items() if v is not None})
+        return cls(**base)
+
+    @property
+    def dev(self) -> torch.device:
+        return resolve_device(self.device)
+
+    @property
+    def tasks(self) -> TaskList:
+        if self._tasks is None:
+            if self.num_tasks < 2:
+                raise RepsimError(f"a confidence interval needs at least 2 tasks, got {self.num_tasks}: use --tasks 2 or more")
+            splits = load_splits(self.dataset, self.data_root, split_scheme=self.split_scheme,
+                                 rotate=self.rotate, seed=self.split_seed, progress=self.progress)
+            self._tasks = TaskList(splits[self.split], self.ways, self.shots, self.queries,
+                                   self.num_tasks, self.seed)
+        return self._tasks
+
+    def provenance(self) -> dict:
+        return {"dataset": self.dataset, "split": self.split, "split_scheme": self.split_scheme,
+                "ways": self.ways, "shots": self.shots, "queries": self.queries,
+                "tasks": self.num_tasks, "task_seed": self.seed,
+                "confidence_interval": "95%, 1.96 * std / sqrt(n) over tasks",
+                "conventions": CONVENTION_TEXT}
+
+    def load(self, checkpoint) -> Model:
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        if ckpt.config.dataset != self.dataset:
+            raise RepsimError(f"{ckpt.path} was trained on {ckpt.config.dataset}, not {self.dataset}: "
+                              f"analyse checkpoints of one data set together")
+        model = ckpt.build_model().to(self.dev)
+        params = test_time_params(model, dict(model.named_parameters()), ckpt.config.algorithm, self.ways)
+        return Model(ckpt, model, {n: p.detach() for n, p in params.items()})
+
+    def score(self, m: Model, *, names=None, steps=None, params=None, nil=False, desc="scoring"):
+        c = m.ckpt.config
+        names = default_names(c.algorithm, m.model) if names is None else names
+        return score_tasks(m.model, m.params if params is None else params, self.tasks,
+                           names=names, lr=c.inner_lr,
+                           steps=c.inner_steps_test if steps is None else steps,
+                           device=self.dev, nil=nil, progress=self.progress, desc=desc)
+
+
+def _inner_loop(m: Model, steps: int | None):
+    c = m.ckpt.config
+    return dict(names=default_names(c.algorithm, m.model), lr=c.inner_lr,
+                steps=c.inner_steps_test if steps is None else steps)
+
+
+# 1. ---------------------------------------------------------------------------------------
+def layer_similarity(study: Study, checkpoints, *, layers=None, steps: int | None = None,
+                     points: str = "query", every_step: bool = False) -> pd.DataFrame:
+    """CCA and CKA of every layer's activations before vs after the inner loop, per task.
+
+    Rows: checkpoint, algorithm, seed, iteration, layer, measure, step, task, value.
+    ``summarise`` turns them into means with CIs.
+    """
+    rows = []
+    for checkpoint in checkpoints:
+        m = study.load(checkpoint)
+        chosen = check_layers(m.model, layers or probe_layers(m.model))
+        probes = iter_probes(m.model, m.params, study.tasks, device=study.dev, layers=chosen,
+                             points=points, every_step=every_step, **_inner_loop(m, steps))
+        for probe in tqdm(probes, total=len(study.tasks), desc=f"similarity {m.label}",
+                          disable=not study.progress, leave=False):
+            for s, after in enumerate(probe.steps[1:], start=1):
+                table = compare(probe.before, after, measures=("cca", "cka"), conv=CONVENTIONS)
+                step = s if every_step else _inner_loop(m, steps)["steps"]
+                for layer, measure, value in zip(table["layer"], table["measure"], table["value"]):
+                    rows.append({**_ids(m), "layer": layer, "measure": measure, "step": step,
+                                 "task": probe.task_index, "value": float(value)})
+    return pd.DataFrame(rows)
+
+
+def _ids(m: Model) -> dict:
+    c = m.ckpt.config
+    return {"checkpoint": m.label, "algorithm": c.algorithm, "seed": c.seed,
+            "iteration": m.ckpt.iteration}
+
+
+def summarise(per_task: pd.DataFrame, by=("algorithm", "layer", "measure")) -> pd.DataFrame:
+    """Mean and 95% CI over tasks (pooled over seeds), plus how many seeds and tasks."""
+    by = [b for b in by if b in per_task.columns]
+    grouped = per_task.groupby(list(by), sort=False)["value"]
+    out = grouped.agg(mean="mean", ci95=ci95, n="size").reset_index()
+    if "seed" in per_task.columns:
+        out["seeds"] = per_task.groupby(list(by), sort=False)["seed"].nunique().values
+    return out
+
+
+# 2. ---------------------------------------------------------------------------------------
+def prefix_freezes(model) -> list[list[str]]:
+    """The paper's freezing sets: none, conv1, conv1-2, conv1-3, conv1-4 (the body's layers)."""
+    body = [layer for layer in probe_layers(model) if layer != HEAD_PREFIX.rstrip(".")]
+    return [body[:k] for k in range(len(body) + 1)]
+
+
+def freeze_label(frozen) -> str:
+    return "none" if not frozen else ",".join(frozen)
+
+
+def freezing(study: Study, checkpoint, *, frozen_sets=None, steps: int | None = None) -> pd.DataFrame:
+    """Test accuracy when the inner loop leaves ``frozen`` layers at their meta-learned values."""
+    m = study.load(checkpoint)
+    frozen_sets = prefix_freezes(m.model) if frozen_sets is None else frozen_sets
+    rows = []
+    for frozen in frozen_sets:
+        check_layers(m.model, frozen)
+        adapted = [n for n in default_names(m.ckpt.config.algorithm, m.model)
+                   if n.split(".")[0] not in frozen]
+        s = study.score(m, names=adapted, steps=steps, desc=f"frozen {freeze_label(frozen)}")
+        rows.append({**_ids(m), "frozen": freeze_label(frozen), "accuracy": s.mean,
+                     "ci95": s.ci95, "tasks": s.tasks})
+    return pd.DataFrame(rows)
+
+
+# 3. ---------------------------------------------------------------------------------------
+def accuracy(study: Study, checkpoints, *, steps: int | None = None) -> pd.DataFrame:
+    """Each checkpoint scored with its own inner loop and with NIL testing (tables 2 and 4)."""
+    rows = []
+    for checkpoint in checkpoints:
+        m = study.load(checkpoint)
+        for mode in ("inner-loop", "nil"):
+            s = study.score(m, steps=steps, nil=mode == "nil", desc=f"{m.label} {mode}")
+            rows.append({**_ids(m), "mode": mode, "accuracy": s.mean, "ci95": s.ci95, "tasks": s.tasks})
+    return pd.DataFrame(rows)
+
+
+def cross_similarity(study: Study, checkpoints, *, layers=None) -> pd.DataFrame:
+    """Similarity of the body layers of two different models on the same query points.
+
+    For every pair of checkpoints, mean CCA and linear CKA per layer per task, before any
+    adaptation. Rows carry a ``pair`` label such as ``ANIL-MAML`` (sorted algorithm names).
+    """
+    from repsim.probe import layer_outputs
+    models = [study.load(c) for c in checkpoints]
+    if len(models) < 2:
+        raise RepsimError("cross-model similarity needs at least two checkpoints")
+    body = [layer for layer in probe_layers(models[0].model) if layer != "head"]
+    layers = check_layers(models[0].model, layers or body)
+    rows = []
+    for index, task in enumerate(tqdm(study.tasks, desc="cross-model similarity",
+                                      disable=not study.progress, leave=False)):
+        task = task.to(study.dev)
+        acts = [layer_outputs(m.model, m.params, task.query_x, layers) for m in models]
+        for (i, a), (j, b) in itertools.combinations(enumerate(models), 2):
+            table = compare(acts[i], acts[j], measures=("cca", "cka"), conv=CONVENTIONS)
+            pair = "-".join(sorted((a.ckpt.config.algorithm.upper(), b.ckpt.config.algorithm.upper()), reverse=True))
+            for layer, measure, value in zip(table["layer"], table["measure"], table["value"]):
+                rows.append({"model_a": a.label, "model_b": b.label, "pair": pair, "layer": layer,
+                             "measure": measure, "task": index, "value": float(value)})
+    return pd.DataFrame(rows)
+
+
+# 4. ---------------------------------------------------------------------------------------
+def head_ablations(study: Study, checkpoint, *, steps: int | None = None) -> pd.DataFrame:
+    """How much does the head matter? The trained network scored with its head
+    adapted as trained, removed (NIL), kept but not adapted, zeroed, and randomised."""
+    m = study.load(checkpoint)
+    head = [n for n in m.params if n.startswith(HEAD_PREFIX)]
+    gen = torch.Generator().manual_seed(study.seed)
+    random = dict(m.params)
+    fan_in = m.params[HEAD_PREFIX + "weight"].shape[1]
+    for n in head:  # PyTorch's default Linear initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        random[n] = ((torch.rand(m.params[n].shape, generator=gen) * 2 - 1) / math.sqrt(fan_in)).to(m.params[n])
+    zeroed = fresh_head(m.model, m.params, study.ways)
+    variants = [
+        ("trained inner loop", dict()),
+        ("NIL (no head)", dict(nil=True)),
+        ("trained head, no adaptation", dict(steps=0)),
+        ("zeroed head, head adapted", dict(params=zeroed, names=head)),
+        ("random head, no adaptation", dict(params=random, steps=0)),
+        ("random head, head adapted", dict(params=random, names=head)),
+    ]
+    rows = []
+    for label, kwargs in variants:
+        s = study.score(m, desc=label, **{"steps": steps, **kwargs})
+        rows.append({**_ids(m), "variant": label, "accuracy": s.mean, "ci95": s.ci95, "tasks": s.tasks})
+    return pd.DataFrame(rows)
+
+
+# 5. ---------------------------------------------------------------------------------------
+def training_regimes(study: Study, checkpoints, *, random_seeds=(0,)) -> pd.DataFrame:
+    """NIL accuracy of networks trained by different regimes, and of random features."""
+    rows = []
+    models = [study.load(c) for c in checkpoints]
+    for m in models:
+        s = study.score(m, nil=True, desc=f"NIL {m.label}")
+        rows.append({"regime": m.ckpt.config.algorithm, "seed": m.ckpt.config.seed,
+                     "checkpoint": m.label, "accuracy": s.mean, "ci95": s.ci95, "tasks": s.tasks})
+    if models:
+        config = models[0].ckpt.config
+        for seed in random_seeds:
+            torch.manual_seed(seed)
+            model = model_for(config).to(study.dev)
+            params = {n: p.detach() for n, p in model.named_parameters()}
+            s = score_tasks(model, params, study.tasks, names=[], lr=0.0, steps=0,
+                            device=study.dev, nil=True, progress=study.progress, desc="NIL random")
+            rows.append({"regime": "random features", "seed": seed, "checkpoint": f"random-s{seed}",
+                         "accuracy": s.mean, "ci95": s.ci95, "tasks": s.tasks})
+    return pd.DataFrame(rows)
+
+
+# 6. ---------------------------------------------------------------------------------------
+def run_checkpoints(run_dir: str | Path) -> list[Path]:
+    """A training run's intermediate checkpoints, oldest first."""
+    found = sorted(Path(run_dir).glob("checkpoints/iter-*.safetensors"))
+    if not found:
+        raise RepsimError(f"no intermediate checkpoints in {run_dir}/checkpoints: pass a run folder written by 'repsim train'")
+    return found
+
+
+def through_training(study: Study, run_dir, *, steps: int | None = None) -> pd.DataFrame:
+    """Accuracy, NIL accuracy and before/after similarity at every intermediate checkpoint."""
+    rows = []
+    for path in run_checkpoints(run_dir):
+        m = study.load(path)
+        for mode in ("inner-loop", "nil"):
+            s = study.score(m, steps=steps, nil=mode == "nil", desc=f"it {m.ckpt.iteration} {mode}")
+            rows.append({**_ids(m), "metric": f"accuracy ({mode})", "layer": "", "mean": s.mean,
+                         "ci95": s.ci95, "n": s.tasks})
+        sims = summarise(layer_similarity(study, [m.ckpt], steps=steps))
+        for r in sims.itertuples():
+            rows.append({**_ids(m), "metric": r.measure, "layer": r.layer, "mean": r.mean,
+                         "ci95": r.ci95, "n": r.n})
+    return pd.DataFrame(rows)
+
+
+# 7. ---------------------------------------------------------------------------------------
+def weight_change(study: Study, checkpoints, *, steps: int | None = None) -> pd.DataFrame:
+    """Per layer, ||theta_after - theta_before|| / ||theta_before|| of the inner loop, per task."""
+    rows = []
+    for checkpoint in checkpoints:
+        m = study.load(checkpoint)
+        inner = _inner_loop(m, steps)
+        layers = probe_layers(m.model)
+        probes = iter_probes(m.model, m.params, study.tasks, device=study.dev,
+                             layers=layers[:1], points="query", **inner)
+        for probe in tqdm(probes, total=len(study.tasks), desc=f"weight change {m.label}",
+                          disable=not study.progress, leave=False):
+            before, after = probe.params[0], probe.params[-1]
+            for layer in layers:
+                names = [n for n in before if n.split(".")[0] == layer]
+                num = math.sqrt(sum(float((after[n] - before[n]).double().pow(2).sum()) for n in names))
+                den = math.sqrt(sum(float(before[n].double().pow(2).sum()) for n in names))
+                rows.append({**_ids(m), "layer": layer, "task": probe.task_index,
+                             "value": num / den if den > 0 else float("nan"), "measure": "relative weight change"})
+    return pd.DataFrame(rows)

@@ -1,0 +1,125 @@
+"""Probing: every layer's activations on a task's points, before and after the inner loop.
+
+The layers are a model's direct children that hold parameters, in order (conv4: ``conv1``..
+``conv4``, ``head``). Activations are taken on the query points by default (the paper's
+protocol: 5-way, 15 queries per class, 75 points), or on the support points on request, with
+BatchNorm using that batch's statistics as everywhere else. Probes are produced one task at a
+time, so an analysis over 600 tasks holds one task's activations in memory, never all of them.
+
+Saved probes (``save_probes``) are a folder with ``meta.json`` (checkpoint, layers, steps,
+points, task-list description, repsim version) and one ``task-NNNN.safetensors`` per task whose
+tensors are named ``step{s}/{layer}`` (step 0: before adaptation; the last step: after).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.func import functional_call
+
+import repsim
+from repsim.errors import RepsimError
+from repsim.io import atomic_write_json
+from repsim.meta import adapt
+
+Params = dict[str, torch.Tensor]
+
+
+def probe_layers(model: nn.Module) -> list[str]:
+    """Names of the model's direct children that have parameters, in forward order."""
+    return [name for name, child in model.named_children() if any(True for _ in child.parameters())]
+
+
+def check_layers(model: nn.Module, layers) -> list[str]:
+    valid = probe_layers(model)
+    unknown = [layer for layer in layers if layer not in valid]
+    if unknown:
+        raise RepsimError(f"unknown layer(s) {', '.join(unknown)}: valid layers are {', '.join(valid)}")
+    return list(layers)
+
+
+@torch.no_grad()
+def layer_outputs(model: nn.Module, params: Params, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    """Each named layer's output on ``x`` under ``params`` (one forward pass, hooks)."""
+    modules = dict(model.named_modules())
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [modules[name].register_forward_hook(
+        lambda _m, _i, out, name=name: outputs.__setitem__(name, out.detach()))
+        for name in layers]
+    try:
+        functional_call(model, params, (x,))
+    finally:
+        for h in handles:
+            h.remove()
+    for name, value in outputs.items():
+        if not torch.isfinite(value).all():
+            raise RepsimError(f"layer {name} produced NaN or inf activations: the checkpoint's "
+                              f"weights have diverged; use an earlier checkpoint")
+    return outputs
+
+
+@dataclass
+class Probe:
+    task_index: int
+    steps: list[dict[str, torch.Tensor]]  # steps[0]: before the inner loop; steps[-1]: after
+    params: list[Params]                   # the adapted parameters at the same steps
+
+    @property
+    def before(self) -> dict[str, torch.Tensor]:
+        return self.steps[0]
+
+    @property
+    def after(self) -> dict[str, torch.Tensor]:
+        return self.steps[-1]
+
+
+def probe_task(model: nn.Module, params: Params, task, *, names: list[str], lr: float,
+               steps: int, layers: list[str], points: str = "query",
+               every_step: bool = False, task_index: int = 0) -> Probe:
+    """Activations of ``layers`` on the task's ``points`` before and after adapting ``names``."""
+    if points not in ("query", "support"):
+        raise RepsimError(f"points must be 'query' or 'support', not {points!r}")
+    x = task.query_x if points == "query" else task.support_x
+    current = {n: p.detach().requires_grad_(n in names) for n, p in params.items()}
+    record_at = range(steps + 1) if every_step else (0, steps)
+    snapshots, kept = [], []
+    for step in range(steps + 1):
+        if step in record_at:
+            snapshots.append(layer_outputs(model, current, x, layers))
+            kept.append({n: p.detach() for n, p in current.items()})
+        if step < steps:
+            current = adapt(model, current, task.support_x, task.support_y, names, lr, 1)
+            current = {n: p.detach().requires_grad_(n in names) for n, p in current.items()}
+    return Probe(task_index, snapshots, kept)
+
+
+def iter_probes(model: nn.Module, params: Params, tasks, *, device: torch.device,
+                **kwargs) -> Iterator[Probe]:
+    """Probe every task of ``tasks`` in turn (see :func:`probe_task` for the keywords)."""
+    params = {n: p.detach().to(device) for n, p in params.items()}
+    for i, task in enumerate(tasks):
+        yield probe_task(model, params, task.to(device), task_index=i, **kwargs)
+
+
+def save_probes(folder: str | Path, probes, meta: dict) -> Path:
+    """Write probes task by task (each file atomic), then ``meta.json`` last: a folder with a
+    meta.json is complete."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for probe in probes:
+        tensors = {f"step{s}/{layer}": acts.cpu().contiguous()
+                   for s, step in enumerate(probe.steps) for layer, acts in step.items()}
+        target = folder / f"task-{probe.task_index:04d}.safetensors"
+        tmp = folder / f".{target.name}.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(target)
+        count += 1
+    atomic_write_json(folder / "meta.json", {**meta, "tasks": count,
+                                             "repsim_version": repsim.__version__})
+    return folder

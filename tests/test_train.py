@@ -1,0 +1,189 @@
+"""The trainer, checkpoints and the CLI, as a user drives them."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from repsim.checkpoint import (Checkpoint, import_state_dict, load_checkpoint, model_for,
+                               save_checkpoint)
+from repsim.cli import main as cli
+from repsim.config import Config, load_config
+from repsim.errors import RepsimError
+from repsim.evaluate import evaluate_checkpoint
+from repsim.train import train
+
+TINY = ["dataset=synthetic", "ways=5", "shots=1", "filters=16", "meta_batch_size=2",
+        "iterations=6", "checkpoint_every=3", "eval_every=3", "eval_tasks=4"]
+
+
+def tiny(*extra) -> Config:
+    return load_config(None, TINY + list(extra))
+
+
+def test_unknown_config_key_lists_valid_ones(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("algoritm: maml\n")
+    with pytest.raises(RepsimError, match=r"unknown key\(s\) algoritm .*valid keys: algorithm"):
+        load_config(path)
+
+
+def test_set_values_are_typed():
+    c = load_config(None, ["inner_lr=0.05", "rotate=false", "ways=20"])
+    assert (c.inner_lr, c.rotate, c.ways) == (0.05, False, 20)
+    assert c.inner_steps == 5 and c.meta_batch_size == 16  # 20-way defaults from the paper
+    with pytest.raises(RepsimError, match="bad value 'five' for ways"):
+        load_config(None, ["ways=five"])
+
+
+def test_checkpoint_roundtrip_and_metadata(tmp_path):
+    config = tiny()
+    model = model_for(config)
+    ckpt = Checkpoint(config, dict(model.state_dict()), 7, {"val_accuracy": 50.0})
+    path = save_checkpoint(tmp_path / "c.safetensors", ckpt)
+    back = load_checkpoint(path)
+    assert back.config == config and back.iteration == 7 and back.metrics["val_accuracy"] == 50.0
+    for n, p in model.state_dict().items():
+        assert torch.equal(back.params[n], p)
+
+
+def test_interrupted_checkpoint_write_leaves_the_old_one(tmp_path, monkeypatch):
+    config = tiny()
+    path = save_checkpoint(tmp_path / "c.safetensors", Checkpoint(config, dict(model_for(config).state_dict()), 1))
+    before = path.read_bytes()
+
+    def dies(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("repsim.checkpoint.save_file", dies)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, Checkpoint(config, dict(model_for(config).state_dict()), 2))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+def test_other_architecture_names_the_mismatching_layers(tmp_path):
+    small = tiny()
+    path = save_checkpoint(tmp_path / "c.safetensors", Checkpoint(small, dict(model_for(small).state_dict())))
+    ckpt = load_checkpoint(path)
+    ckpt.config = tiny("filters=32")
+    with pytest.raises(RepsimError, match=r"layers conv1, conv2, conv3, conv4, head have other shapes \(e\.g\. conv1\.bn\.bias \(16,\) vs \(32,\)\)"):
+        ckpt.build_model()
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    Exploit.marker = marker
+    weights = tmp_path / "evil.pt"
+    with open(weights, "wb") as f:
+        pickle.dump({"conv1.conv.weight": Exploit()}, f)
+    with pytest.raises(RepsimError, match="refusing to load .*evil.pt"):
+        import_state_dict(weights, tiny(), tmp_path / "out.safetensors")
+    assert not marker.exists()
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_plain_state_dict_from_elsewhere_imports(tmp_path):
+    """A conv4 trained by other code: native BatchNorm with running stats, a 'module.' prefix."""
+    config = tiny()
+    ours = model_for(config)
+    torch.manual_seed(3)
+    foreign = {}
+    for n, p in ours.state_dict().items():
+        foreign["module." + n] = torch.randn_like(p)
+    for i in range(1, 5):
+        foreign[f"module.conv{i}.bn.running_mean"] = torch.zeros(16)
+        foreign[f"module.conv{i}.bn.num_batches_tracked"] = torch.tensor(5)
+    torch.save(foreign, tmp_path / "w.pt")
+    out = import_state_dict(tmp_path / "w.pt", config, tmp_path / "imported.safetensors")
+    back = load_checkpoint(out)
+    assert torch.equal(back.params["conv2.conv.weight"], foreign["module.conv2.conv.weight"])
+    assert back.extra["imported_from"].endswith("w.pt")
+
+
+def _params_of(path):
+    return {n: t for n, t in load_file(str(path)).items()}
+
+
+def test_resumed_run_ends_bit_identical(tmp_path):
+    config = tiny("algorithm=maml")
+    train(config, tmp_path / "whole", device="cpu", progress=False)
+    train(config, tmp_path / "split", device="cpu", progress=False, stop_after=4)  # dies after iter 4
+    assert (tmp_path / "split" / "checkpoints" / "iter-000003.safetensors").exists()
+    assert not (tmp_path / "split" / "model.safetensors").exists()
+    train(config, tmp_path / "split", device="cpu", progress=False, resume=True)
+    whole = _params_of(tmp_path / "whole" / "model.safetensors")
+    split = _params_of(tmp_path / "split" / "model.safetensors")
+    assert whole.keys() == split.keys()
+    for n in whole:
+        assert torch.equal(whole[n], split[n]), n
+    assert (tmp_path / "whole" / "metrics.jsonl").read_text() == (tmp_path / "split" / "metrics.jsonl").read_text()
+
+
+def test_existing_run_needs_resume(tmp_path):
+    config = tiny("iterations=3")
+    train(config, tmp_path / "r", device="cpu", progress=False)
+    with pytest.raises(RepsimError, match="add --resume"):
+        train(config, tmp_path / "r", device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("algorithm", ["fomaml", "anil", "boil", "multiclass", "multitask"])
+def test_every_algorithm_trains_and_evaluates(tmp_path, algorithm):
+    config = tiny(f"algorithm={algorithm}", "iterations=3", "batch_size=16")
+    final = train(config, tmp_path / algorithm, device="cpu", progress=False)
+    record = evaluate_checkpoint(final, tasks=5, device="cpu", progress=False)
+    assert record["algorithm"] == algorithm and 0 <= record["accuracy"] <= 100
+    lines = (tmp_path / algorithm / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["iteration"] == 3
+
+
+def test_cli_train_and_evaluate(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--device", "cpu", "--quiet"]
+    for item in TINY + ["iterations=2"]:
+        args += ["--set", item]
+    assert cli(args) == 0
+    assert cli(["evaluate", str(out), "--tasks", "10", "--device", "cpu", "--quiet",
+                "--json", str(tmp_path / "e.json"), "--csv", str(tmp_path / "e.csv")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "95% CI over 10 test tasks" in line
+    record = json.loads((tmp_path / "e.json").read_text())
+    assert record["tasks"] == 10 and f"{record['accuracy']:.2f}" in line
+    assert (tmp_path / "e.csv").read_text().splitlines()[0].startswith("checkpoint,")
+
+
+def test_same_seed_same_numbers(tmp_path):
+    config = tiny("iterations=2")
+    final = train(config, tmp_path / "a", device="cpu", progress=False)
+    a, b, c = (evaluate_checkpoint(final, tasks=30, queries=4, device="cpu", progress=False, seed=s)
+               for s in (4, 4, 5))
+    assert a["accuracy"] == b["accuracy"]
+    assert a["accuracy"] != c["accuracy"] or a["ci95"] != c["ci95"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--out", "X", "--set", "algoritm=maml"], "unknown key(s) algoritm"),
+    (["train", "--out", "X", "--set", "ways=5000"], "ways"),
+    (["train", "--out", "X", "--device", "tpu"], "unknown device 'tpu'"),
+    (["train", "--out", "X", "--set", "dataset=omniglot", "--set", "data_root=/nonexistent"], "/nonexistent"),
+    (["evaluate", "/nonexistent.safetensors"], "not found"),
+])
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
+    args = [a.replace("X", str(tmp_path / "out")) for a in args]
+    result = subprocess.run([sys.executable, "-m", "repsim.cli", *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("repsim: error:") and message in err[0], result.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
