@@ -243,7 +243,7 @@ def cross_similarity(study: Study, checkpoints, *, layers=None) -> pd.DataFrame:
         acts = [layer_outputs(m.model, m.params, task.query_x, layers) for m in models]
         for (i, a), (j, b) in itertools.combinations(enumerate(models), 2):
             table = compare(acts[i], acts[j], measures=("cca", "cka"), conv=CONVENTIONS)
-            pair = "-".join(sorted((a.ckpt.config.algorithm.upper(), b.ckpt.config.algorithm.upper()), reverse=True))
+            pair = "-".join(sorted((a.ckpt.config.algorithm.upper(), b.ckpt.config.algorithm.upper())))
             for layer, measure, value in zip(table["layer"], table["measure"], table["value"]):
                 rows.append({"model_a": a.label, "model_b": b.label, "pair": pair, "layer": layer,
                              "measure": measure, "task": index, "value": float(value)})
@@ -344,3 +344,55 @@ def weight_change(study: Study, checkpoints, *, steps: int | None = None) -> pd.
                 rows.append({**_ids(m), "layer": layer, "task": probe.task_index,
                              "value": num / den if den > 0 else float("nan"), "measure": "relative weight change"})
     return pd.DataFrame(rows)
+
+
+# Running an analysis into a results folder -------------------------------------------------
+ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes",
+            "through-training", "weight-change")
+
+
+def run_analysis(name: str, checkpoints, out, *, tasks: int = 100, seed: int = 0,
+                 ways: int | None = None, shots: int | None = None, queries: int = 15,
+                 steps: int | None = None, layers=None, frozen_sets=None,
+                 data_root: str | None = None, device: str = "auto",
+                 progress: bool = True) -> Path:
+    """Run analysis ``name`` on ``checkpoints`` (files or, for through-training, a run folder)
+    and write its tables and provenance into the results folder ``out``."""
+    from repsim.results import check_writable, write_result
+
+    if name not in ANALYSES:
+        raise RepsimError(f"unknown analysis {name!r}: choose one of {', '.join(ANALYSES)}")
+    check_writable(out)
+    checkpoints = [Path(c) for c in checkpoints]
+    if not checkpoints:
+        raise RepsimError(f"analysis {name} needs at least one checkpoint")
+    first = run_checkpoints(checkpoints[0])[-1] if name == "through-training" else checkpoints[0]
+    first_ckpt = load_checkpoint(first)
+    study = Study.for_checkpoint(first_ckpt, ways=ways, shots=shots, queries=queries,
+                                 num_tasks=tasks, seed=seed, data_root=data_root,
+                                 device=device, progress=progress)
+    study.tasks  # build (and validate) the task list before any work
+    per_task = None
+    if name == "similarity":
+        per_task = layer_similarity(study, checkpoints, layers=layers, steps=steps)
+        table = summarise(per_task)
+    elif name == "freezing":
+        table = pd.concat([freezing(study, c, frozen_sets=frozen_sets, steps=steps) for c in checkpoints])
+    elif name == "accuracy":
+        table = accuracy(study, checkpoints, steps=steps)
+    elif name == "cross":
+        per_task = cross_similarity(study, checkpoints, layers=layers)
+        table = summarise(per_task, by=("pair", "layer", "measure"))
+    elif name == "heads":
+        table = pd.concat([head_ablations(study, c, steps=steps) for c in checkpoints])
+    elif name == "regimes":
+        table = training_regimes(study, checkpoints)
+    elif name == "through-training":
+        table = pd.concat([through_training(study, c, steps=steps) for c in checkpoints])
+    else:
+        per_task = weight_change(study, checkpoints, steps=steps)
+        table = summarise(per_task)
+    provenance = {"study": study.provenance(), "checkpoints": [
+        Model(load_checkpoint(p), None, {}).provenance()
+        for c in checkpoints for p in (run_checkpoints(c) if name == "through-training" else [c])]}
+    return write_result(out, name.replace("-", "_"), table, provenance, per_task)

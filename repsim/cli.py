@@ -65,6 +65,20 @@ def _bench(args) -> None:
         similarity_main(device=args.device, quick=args.quick)
 
 
+def _analyze(args) -> None:
+    from repsim.analyses import run_analysis
+
+    frozen = None
+    if args.frozen:
+        frozen = [[] if f in ("", "none") else f.split(",") for f in args.frozen]
+    path = run_analysis(args.analysis, args.checkpoints, args.out, tasks=args.tasks, seed=args.seed,
+                        ways=args.ways, shots=args.shots, queries=args.queries,
+                        steps=args.inner_steps, layers=args.layers, frozen_sets=frozen,
+                        data_root=args.data_root, device=args.device, progress=not args.quiet)
+    print(open(path).read().rstrip())
+    print(f"written {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="repsim", description=__doc__.splitlines()[0] + " "
                                 "Train meta-learners and measure rapid learning vs feature reuse.")
@@ -101,6 +115,30 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename a parameter prefix, e.g. classifier=head")
     i.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
     i.set_defaults(func=_import)
+
+    a = sub.add_parser("analyze", help="run one feature-reuse analysis on checkpoints into a results folder",
+                       description="Analyses: similarity (CCA/CKA before vs after the inner loop), "
+                       "freezing (layers frozen at test time), accuracy (inner loop and NIL), "
+                       "cross (similarity across models), heads (head ablations), regimes "
+                       "(NIL accuracy by training regime, plus random features), through-training "
+                       "(give run folders), weight-change (relative parameter change per layer).")
+    from repsim.analyses import ANALYSES
+    a.add_argument("analysis", choices=ANALYSES)
+    a.add_argument("checkpoints", nargs="+", help="checkpoint files (through-training: run folders)")
+    a.add_argument("--out", required=True, help="results folder (NAME.csv and NAME.json are written there)")
+    a.add_argument("--tasks", type=int, default=100, help="test tasks (default 100; the paper uses 600)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the task list (same tasks for every checkpoint)")
+    a.add_argument("--ways", type=int, help="default: the first checkpoint's")
+    a.add_argument("--shots", type=int, help="default: the first checkpoint's")
+    a.add_argument("--queries", type=int, default=15, help="query points per class (default 15, as in the paper)")
+    a.add_argument("--inner-steps", type=int, help="test-time inner steps (default: the checkpoint's)")
+    a.add_argument("--layers", nargs="+", help="layers to probe (default: all)")
+    a.add_argument("--frozen", nargs="+", metavar="LAYERS",
+                   help="freezing: comma-separated layer sets, e.g. none conv1 conv1,conv2 (default: every prefix)")
+    a.add_argument("--data-root", help="folder of the real data set")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=_analyze)
 
     b = sub.add_parser("bench", help="speed benchmarks, printed as side-by-side ratios")
     b.add_argument("what", choices=["train", "similarity"], help="meta-training or similarity measures")

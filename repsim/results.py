@@ -1,0 +1,58 @@
+"""A results folder: one CSV per analysis, with a JSON of its provenance beside it.
+
+    RESULTS/similarity.csv        summary: mean and 95% CI per (algorithm, layer, measure)
+    RESULTS/similarity_tasks.csv  the per-task numbers behind it
+    RESULTS/similarity.json       provenance: checkpoints, tasks, seeds, conventions, command
+
+`repsim report RESULTS` turns a folder of these into tables and figures.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+import repsim
+from repsim.errors import RepsimError
+from repsim.io import atomic_write_json, atomic_write_text
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Fail before any work is done if results cannot be written there."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".repsim-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise RepsimError(f"cannot write results to {folder} ({e.strerror}): choose a writable --out folder") from None
+    return folder
+
+
+def write_result(folder: str | Path, name: str, table: pd.DataFrame, provenance: dict,
+                 per_task: pd.DataFrame | None = None) -> Path:
+    """Write NAME.csv (+ NAME_tasks.csv) and NAME.json; the JSON last, so its presence means
+    the analysis finished."""
+    folder = check_writable(folder)
+    if per_task is not None:
+        atomic_write_text(folder / f"{name}_tasks.csv", per_task.to_csv(index=False))
+    atomic_write_text(folder / f"{name}.csv", table.to_csv(index=False))
+    atomic_write_json(folder / f"{name}.json", {
+        "analysis": name, **provenance, "repsim_version": repsim.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["repsim"] + sys.argv[1:]) if Path(sys.argv[0]).name == "repsim" else None,
+    })
+    return folder / f"{name}.csv"
+
+
+def read_result(folder: str | Path, name: str) -> tuple[pd.DataFrame, dict] | None:
+    """The table and provenance of analysis ``name``, or None if it has not been run."""
+    folder = Path(folder)
+    if not (folder / f"{name}.json").is_file() or not (folder / f"{name}.csv").is_file():
+        return None
+    return pd.read_csv(folder / f"{name}.csv"), json.loads((folder / f"{name}.json").read_text())
