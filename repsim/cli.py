@@ -79,9 +79,21 @@ def _analyze(args) -> None:
     print(f"written {path}")
 
 
+def _reproduce(args) -> None:
+    from repsim.reproduce import reproduce
+    reproduce(dataset=args.dataset, data_root=args.data_root, profile=args.profile, out=args.out,
+              figures=args.figures, device=args.device, progress=not args.quiet)
+
+
+def _report(args) -> None:
+    from repsim.report import write_report
+    print(f"report: {write_report(args.results, figures_dir=args.figures)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="repsim", description=__doc__.splitlines()[0] + " "
-                                "Train meta-learners and measure rapid learning vs feature reuse.")
+    p = argparse.ArgumentParser(prog="repsim", description="Train meta-learners (MAML, first-order "
+                                "MAML, ANIL, BOIL, multiclass, multitask) and measure rapid learning "
+                                "vs feature reuse (Raghu et al., ICLR 2020).")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train MAML / FOMAML / ANIL / BOIL / multiclass / multitask")
@@ -139,6 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default="auto")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=_analyze)
+
+    r = sub.add_parser("reproduce", help="the main job: train, run every analysis, write the report",
+                       description="Trains small MAML, ANIL, BOIL, multiclass and multitask models (reused "
+                       "when already trained), runs every analysis and writes the report.")
+    r.add_argument("--dataset", default="synthetic", choices=["synthetic", "omniglot", "miniimagenet"])
+    r.add_argument("--data-root", help="folder of the real data set (omniglot: the two official zips)")
+    r.add_argument("--profile", default="quick", choices=["quick", "paper"],
+                   help="quick (default, ~15 min on a 2-core CPU) or paper (full schedules, for a GPU)")
+    r.add_argument("--out", default="reproduction", help="folder for runs/ and results/ (default ./reproduction)")
+    r.add_argument("--figures", help="folder for the figures (default OUT/results/figures)")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_reproduce)
+
+    rep = sub.add_parser("report", help="write report.md, report.html and figures from a results folder")
+    rep.add_argument("results", help="results folder written by 'repsim analyze' or 'repsim reproduce'")
+    rep.add_argument("--figures", help="folder for the figures (default RESULTS/figures)")
+    rep.set_defaults(func=_report)
 
     b = sub.add_parser("bench", help="speed benchmarks, printed as side-by-side ratios")
     b.add_argument("what", choices=["train", "similarity"], help="meta-training or similarity measures")
