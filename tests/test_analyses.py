@@ -1,0 +1,171 @@
+"""Analyses and probing, checked against what the algorithms guarantee by construction."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from repsim import analyses
+from repsim.analyses import Study, run_analysis
+from repsim.checkpoint import load_checkpoint
+from repsim.config import load_config
+from repsim.data.episodes import Task
+from repsim.errors import RepsimError
+from repsim.evaluate import nil_logits
+from repsim.probe import iter_probes, probe_task, save_probes
+from repsim.train import train
+
+SETTINGS = ["dataset=synthetic", "ways=5", "shots=1", "queries=3", "filters=16",
+            "meta_batch_size=4", "iterations=20", "checkpoint_every=10", "eval_every=10",
+            "eval_tasks=4"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Small MAML, ANIL and BOIL runs, trained once for this module."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for algorithm in ("maml", "anil", "boil"):
+        config = load_config(None, SETTINGS + [f"algorithm={algorithm}"])
+        out[algorithm] = train(config, root / algorithm, device="cpu", progress=False)
+    return out
+
+
+def study_for(path, **kwargs):
+    return Study.for_checkpoint(load_checkpoint(path), device="cpu", progress=False,
+                                **{"num_tasks": 6, "queries": 5, **kwargs})
+
+
+def test_anil_body_is_identical_before_and_after_the_inner_loop(runs):
+    per_task = analyses.layer_similarity(study_for(runs["anil"]), [runs["anil"]])
+    body = per_task[per_task.layer != "head"]
+    head = per_task[per_task.layer == "head"]
+    assert body.value.min() > 1 - 1e-6  # ANIL's inner loop never touches the body
+    assert head.value.max() < 1 - 1e-3  # ... but does change the head's outputs
+
+
+def test_boil_head_weights_do_not_move_and_anil_body_weights_do_not(runs):
+    for algorithm, still in (("boil", {"head"}), ("anil", {"conv1", "conv2", "conv3", "conv4"})):
+        table = analyses.weight_change(study_for(runs[algorithm]), [runs[algorithm]])
+        moved = table.groupby("layer").value.max()
+        for layer, value in moved.items():
+            assert (value == 0) == (layer in still), (algorithm, layer, value)
+
+
+def test_freezing_nothing_equals_plain_evaluation_and_freezing_all_anil_body_changes_nothing(runs):
+    study = study_for(runs["maml"])
+    table = analyses.freezing(study, runs["maml"])
+    assert list(table.frozen) == ["none", "conv1", "conv1,conv2", "conv1,conv2,conv3",
+                                  "conv1,conv2,conv3,conv4"]
+    m = study.load(runs["maml"])
+    plain = study.score(m)
+    assert table.accuracy.iloc[0] == pytest.approx(plain.mean)
+    anil = analyses.freezing(study_for(runs["anil"]), runs["anil"])
+    assert anil.accuracy.nunique() == 1  # ANIL adapts only the head: freezing the body is a no-op
+
+
+def test_every_step_probe_records_each_inner_step(runs):
+    study = study_for(runs["maml"])
+    m = study.load(runs["maml"])
+    probe = probe_task(m.model, m.params, study.tasks[0], names=list(m.params), lr=0.4, steps=3,
+                       layers=["conv1", "head"], every_step=True)
+    assert len(probe.steps) == 4 and set(probe.after) == {"conv1", "head"}
+    assert probe.steps[0]["conv1"].shape == (25, 16, 14, 14)
+    assert not torch.equal(probe.steps[0]["head"], probe.steps[3]["head"])
+
+
+def test_saved_probes_have_documented_layout(runs, tmp_path):
+    study = study_for(runs["maml"], num_tasks=3)
+    m = study.load(runs["maml"])
+    probes = iter_probes(m.model, m.params, study.tasks, device=torch.device("cpu"),
+                         names=list(m.params), lr=0.4, steps=1, layers=["conv4", "head"])
+    folder = save_probes(tmp_path / "probes", probes, {"checkpoint": str(runs["maml"])})
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["tasks"] == 3
+    from safetensors.torch import load_file
+    tensors = load_file(str(folder / "task-0002.safetensors"))
+    assert set(tensors) == {"step0/conv4", "step0/head", "step1/conv4", "step1/head"}
+
+
+def test_nil_is_cosine_weighted_vote_of_support_labels():
+    """With an identity body, NIL must pick the support example most aligned with the query."""
+    class Identity(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Flatten()
+            self.head = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    model = Identity()
+    support = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    query = torch.tensor([[2.0, 0.1, 0], [0.1, 5.0, 0], [1.0, 1.2, 0]])
+    task = Task(support, torch.tensor([0, 1]), query, torch.tensor([0, 1, 1]), torch.arange(2))
+    logits = nil_logits(model, dict(model.named_parameters()), task)
+    expected = torch.nn.functional.normalize(query, dim=1) @ support.T  # support rows are unit
+    assert torch.allclose(logits, expected)
+    assert logits.argmax(1).tolist() == [0, 1, 1]
+
+
+def test_cross_similarity_of_a_model_with_itself_is_one(runs):
+    table = analyses.cross_similarity(study_for(runs["maml"]), [runs["maml"], runs["maml"]])
+    assert table.value.min() > 1 - 1e-6 and set(table.pair) == {"MAML-MAML"}
+
+
+def test_unknown_layer_lists_the_valid_ones(runs):
+    with pytest.raises(RepsimError, match="valid layers are conv1, conv2, conv3, conv4, head"):
+        analyses.layer_similarity(study_for(runs["maml"]), [runs["maml"]], layers=["conv9"])
+
+
+def test_one_task_is_not_enough_for_a_confidence_interval(runs):
+    with pytest.raises(RepsimError, match="at least 2 tasks"):
+        study_for(runs["maml"], num_tasks=1).tasks
+
+
+def test_unwritable_results_folder_fails_before_any_work(runs, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RepsimError, match="cannot write results"):
+        run_analysis("accuracy", [runs["maml"]], blocker / "results", tasks=4, device="cpu", progress=False)
+
+
+def test_run_analysis_writes_tables_and_provenance(runs, tmp_path):
+    path = run_analysis("similarity", [runs["maml"], runs["anil"]], tmp_path, tasks=4, queries=5,
+                        device="cpu", progress=False)
+    table = pd.read_csv(path)
+    assert set(table.algorithm) == {"maml", "anil"} and set(table.measure) == {"cca", "cka"}
+    meta = json.loads((tmp_path / "similarity.json").read_text())
+    assert meta["study"]["tasks"] == 4 and meta["study"]["task_seed"] == 0
+    assert "spatial" in meta["study"]["conventions"]
+    assert len(pd.read_csv(tmp_path / "similarity_tasks.csv")) == 2 * 5 * 2 * 4
+
+
+def test_through_training_reads_intermediate_checkpoints(runs, tmp_path):
+    run_dir = runs["maml"].parent
+    table = analyses.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
+    assert sorted(table.iteration.unique()) == [10, 20]
+
+
+def test_regimes_include_random_features(runs):
+    table = analyses.training_regimes(study_for(runs["maml"]), [runs["maml"], runs["anil"]])
+    assert list(table.regime) == ["maml", "anil", "random features"]
+
+
+def test_reproduce_pipeline_end_to_end_and_reuses_runs(tmp_path, monkeypatch, capsys):
+    """The main job, with a tiny profile: trains, analyses, reports; a second call retrains nothing."""
+    from repsim import reproduce as rp
+
+    tiny = dict(settings=dict(ways=5, shots=1, queries=3, filters=8, meta_batch_size=2, iterations=4,
+                              checkpoint_every=2, eval_every=2, eval_tasks=3, batch_size=16, reduced=True),
+                runs=rp.RUNS, tasks=3)
+    monkeypatch.setitem(rp.PROFILES, "tiny", tiny)
+    report = rp.reproduce(profile="tiny", out=tmp_path / "repro", device="cpu", progress=False)
+    assert report.is_file() and (report.parent / "report.html").is_file()
+    for name in ("accuracy", "similarity", "freezing", "cross", "heads", "regimes",
+                 "through_training", "weight_change"):
+        assert (tmp_path / "repro" / "results" / f"{name}.json").is_file(), name
+    capsys.readouterr()
+    rp.reproduce(profile="tiny", out=tmp_path / "repro", device="cpu", progress=False)
+    assert capsys.readouterr().out.count("reusing") == len(rp.RUNS)

@@ -1,0 +1,262 @@
+"""Tests for repsim.report and repsim.paper on small synthetic results folders with known numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from repsim import paper
+from repsim.errors import RepsimError
+from repsim.report import write_report
+
+FIGURES = ("similarity", "freezing", "through_training", "cross", "weight_change", "regimes", "heads")
+CONV = "CCA: mean canonical correlation, spatial; CKA: linear, flattened"
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
+
+
+def _prov(name, dataset, ways, shots, checkpoints, tasks=20):
+    return {"analysis": name, "checkpoints": checkpoints, "command": None, "created": "2026-01-01T00:00:00+00:00",
+            "repsim_version": "0.1.0",
+            "study": {"dataset": dataset, "split": "test", "split_scheme": "maml", "ways": ways, "shots": shots,
+                      "queries": 15, "tasks": tasks, "task_seed": 7,
+                      "confidence_interval": "95%, 1.96 * std / sqrt(n) over tasks", "conventions": CONV}}
+
+
+def _ckpt(alg, seed, it=60000, dataset="omniglot", ways=20, shots=1, reduced=False):
+    return {"checkpoint": f"/ckpt/{alg}-{seed}.safetensors", "algorithm": alg, "seed": seed, "iteration": it,
+            "reduced_schedule": reduced, "dataset": dataset, "ways": ways, "shots": shots}
+
+
+def _write(folder: Path, name, rows, prov, tasks_rows=None):
+    pd.DataFrame(rows).to_csv(folder / f"{name}.csv", index=False)
+    if tasks_rows is not None:
+        pd.DataFrame(tasks_rows).to_csv(folder / f"{name}_tasks.csv", index=False)
+    (folder / f"{name}.json").write_text(json.dumps(prov, indent=2))
+
+
+def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None) -> Path:
+    """A results folder with every analysis; accuracy: MAML 95.0 (3 seeds: 94, 95, 96) and ANIL 96.0
+    (one seed), so that the paper's Omniglot 20w1s 93.7 / 96.2 give differences +1.3 / -0.2."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kw = dict(dataset=dataset, ways=ways, shots=shots)
+    maml = [_ckpt("maml", s, **kw) for s in (0, 1, 2)]
+    anil = [_ckpt("anil", 0, reduced=True, **kw)]
+    boil = [_ckpt("boil", 0, **kw)]
+    everything = {
+        "similarity": ([{"algorithm": a, "layer": layer, "measure": m, "mean": v, "ci95": 0.01, "n": 20, "seeds": 1}
+                        for a, base in (("maml", 0.95), ("anil", 0.99), ("boil", 0.6))
+                        for i, layer in enumerate(LAYERS) for m, v in
+                        (("cca", 0.4 if layer == "head" else base - 0.01 * i),
+                         ("cka", 0.3 if layer == "head" else min(1.0, base + 0.03)))],
+                       maml[:1] + anil + boil),
+        "freezing": ([{"checkpoint": f"maml-s{s}-it60000", "algorithm": "maml", "seed": s, "iteration": 60000,
+                       "frozen": f, "accuracy": 90.0 + s - k * 0.5, "ci95": 0.8, "tasks": 20}
+                      for s in (0, 1) for k, f in enumerate(["none", "conv1", "conv1,conv2", "conv1,conv2,conv3",
+                                                            "conv1,conv2,conv3,conv4"])], maml[:2]),
+        "accuracy": ([{"checkpoint": f"maml-s{s}-it60000", "algorithm": "maml", "seed": s, "iteration": 60000,
+                       "mode": mode, "accuracy": (94.0 + s) if mode == "inner-loop" else 90.0 + s,
+                       "ci95": 0.5, "tasks": 20} for s in (0, 1, 2) for mode in ("inner-loop", "nil")]
+                     + [{"checkpoint": "anil-s0-it60000", "algorithm": "anil", "seed": 0, "iteration": 60000,
+                         "mode": mode, "accuracy": 96.0 if mode == "inner-loop" else 97.0, "ci95": 0.4, "tasks": 20}
+                        for mode in ("inner-loop", "nil")], maml + anil),
+        "cross": ([{"pair": p, "layer": layer, "measure": m, "mean": v - 0.1 * i, "ci95": 0.01, "n": 20}
+                   for p in ("MAML-MAML", "ANIL-MAML", "ANIL-ANIL") for i, layer in enumerate(LAYERS[:4])
+                   for m, v in (("cca", 0.8), ("cka", 0.95))], maml + anil),
+        "heads": ([{"checkpoint": "maml-s0-it60000", "algorithm": "maml", "seed": 0, "iteration": 60000,
+                    "variant": v, "accuracy": a, "ci95": 1.0, "tasks": 20}
+                   for v, a in (("trained inner loop", 94.0), ("NIL (no head)", 90.0),
+                                ("trained head, no adaptation", 5.0))], maml[:1]),
+        "regimes": ([{"regime": r, "seed": s, "checkpoint": f"{r}-s{s}", "accuracy": a + s, "ci95": 1.0, "tasks": 20}
+                     for r, a in (("maml", 90.0), ("anil", 91.0), ("multiclass", 80.0), ("random features", 40.0))
+                     for s in (0, 1)], maml[:2]),
+        "through_training": ([{"checkpoint": f"maml-s0-it{it}", "algorithm": "maml", "seed": 0, "iteration": it,
+                               "metric": metric, "layer": layer, "mean": v, "ci95": ci, "n": 20}
+                              for it in (10000, 20000, 30000)
+                              for metric, layer, v, ci in
+                              [("accuracy (inner-loop)", "", 80 + it / 2000, 1.0), ("accuracy (nil)", "", 78 + it / 2000, 1.0)]
+                              + [(m, layer, 0.4 if layer == "head" else 0.95, 0.01) for m in ("cca", "cka") for layer in LAYERS]],
+                             [_ckpt("maml", 0, it, **kw) for it in (10000, 20000, 30000)]),
+        "weight_change": ([{"algorithm": a, "layer": layer, "measure": "relative weight change",
+                            "mean": (0.4 if layer == "head" else 0.02) if a != "boil" else (0.0 if layer == "head" else 0.1),
+                            "ci95": 0.001, "n": 20, "seeds": 1} for a in ("maml", "anil", "boil") for layer in LAYERS],
+                          maml[:1] + anil + boil),
+    }
+    cross_tasks = [{"model_a": f"maml-s0-it60000", "model_b": "maml-s1-it60000", "pair": "MAML-MAML", "layer": "conv1",
+                    "measure": "cca", "task": 0, "value": 0.8}]
+    for name, (rows, ckpts) in everything.items():
+        if names is None or name in names:
+            _write(folder, name, rows, _prov(name, dataset, ways, shots, ckpts),
+                   cross_tasks if name == "cross" else None)
+    return folder
+
+
+def _table_row(md: str, *cells) -> str:
+    """The first Markdown table row containing all ``cells`` as whole cells."""
+    for line in md.splitlines():
+        if line.startswith("|"):
+            parts = [c.strip() for c in line.strip("|").split("|")]
+            if all(c in parts for c in cells):
+                return line
+    raise AssertionError(f"no table row with {cells}")
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    folder = build_results(tmp_path_factory.mktemp("res") / "results")
+    report = write_report(folder)
+    return folder, report
+
+
+def test_paper_lookup():
+    assert paper.paper_value("table2", ("omniglot", 20, 1), "MAML", "inner-loop").value == 93.7
+    assert paper.paper_value("maml_vs_anil", ("Omniglot", 20, 1), "ANIL", "inner-loop").value == 96.2
+    assert paper.paper_value("freezing", ("miniimagenet", 5, 5), "conv1", "accuracy").uncertain
+    assert not paper.paper_value("freezing", ("miniimagenet", 5, 5), "none", "accuracy").uncertain
+    assert paper.paper_value("freezing", ("miniimagenet", 5, 1), "conv1,conv2,conv3,conv4",
+                             "accuracy (earlier version)").value == 44.7
+    assert paper.paper_value("maml_original", ("omniglot", 5, 5), "MAML (Finn et al. 2017)", "inner-loop").value == 99.9
+    assert paper.paper_value("nil", ("omniglot", 20, 5), "ANIL", "nil").pm == 0.04
+    assert paper.paper_value("regimes", ("miniimagenet", 5, 5), "multitask", "nil").value == 34.2
+    assert paper.paper_value("boil", ("miniimagenet", 5, 5), "BOIL", "inner-loop").value == 66.5
+    assert paper.paper_value("table3", ("miniimagenet", 5, None), "ANIL-ANIL", "cka").value == 0.86
+    assert paper.paper_value("table2", ("synthetic", 5, 1), "MAML", "inner-loop") is None
+    assert paper.nearest_setting("table2", ("synthetic", 5, 1)) == ("miniimagenet", 5, 1)
+    assert paper.nearest_setting("table2", ("omniglot", 5, 1)) == ("omniglot", 20, 1)
+    assert paper.setting_label(("miniimagenet", 5, 1)) == "MiniImageNet 5w1s"
+
+
+def test_every_figure_is_written_as_valid_png_and_pdf(full):
+    folder, _ = full
+    for stem in FIGURES:
+        png, pdf = folder / "figures" / f"{stem}.png", folder / "figures" / f"{stem}.pdf"
+        with Image.open(png) as im:
+            im.verify()
+        with Image.open(png) as im:
+            assert im.size[0] > 400 and im.size[1] > 200
+        assert pdf.read_bytes().startswith(b"%PDF")
+    leftovers = [p.name for p in folder.rglob("*.tmp")]
+    assert not leftovers
+
+
+def test_markdown_tables_compare_with_the_paper_where_the_setting_matches(full):
+    _, report = full
+    md = report.read_text()
+    # Table 2, Omniglot 20w1s: MAML mean of 94/95/96 = 95.0 vs 93.7; ANIL 96.0 vs 96.2
+    row = _table_row(md, "MAML", "inner-loop")
+    assert "95.0" in row and "93.7 ± 0.7" in row and "+1.3" in row and "±1.0" in row  # std over seeds = 1.0
+    row = _table_row(md, "ANIL†", "inner-loop")
+    assert "96.0" in row and "96.2 ± 0.5" in row and "-0.2" in row
+    assert "Finn et al. 2017: 95.8" in _table_row(md, "MAML", "inner-loop")
+    # Table 4: ANIL NIL 97.0 vs 96.7
+    row = _table_row(md, "ANIL†", "NIL")
+    assert "96.7 ± 0.3" in row and "+0.3" in row
+    # Table 1 is MiniImageNet only: shown in a separate, labelled column with no difference
+    assert "paper (MiniImageNet 5w1s), not the same setting" in md
+    row = _table_row(md, "MAML", "60000", "none")
+    assert "46.9 ± 0.2" in row and "90.5" in row
+    # Table 3 and Table 5 present, with the paper's numbers
+    assert "0.51" in _table_row(md, "MAML-MAML", "conv1, conv2, conv3, conv4")
+    assert "39.7" in _table_row(md, "multiclass", "multiclass pretraining")
+    # reduced schedule is marked, provenance and verdict are there
+    assert "† Reduced training schedule" in md
+    assert "## Verdict" in md and "feature reuse" in md
+    assert "NIL vs inner loop (MAML" in md
+    for stem in FIGURES:
+        assert f"](figures/{stem}.png)" in md
+    assert "task seed 7" in md
+
+
+def test_miniimagenet_setting_gives_differences_for_freezing_and_regimes(tmp_path):
+    folder = build_results(tmp_path / "r", dataset="miniimagenet", ways=5, shots=5,
+                           names=("freezing", "regimes", "accuracy"))
+    md = write_report(folder).read_text()
+    row = _table_row(md, "MAML", "60000", "conv1")  # ours 90.0 (seeds 89.5, 90.5) vs 63.0 (?)
+    assert "63.0 ± 0.4 (?)" in row and "+27.0 (?)" in row
+    assert "34.2" not in md  # multitask was not run: no row invented
+    assert "-2.7" in _table_row(md, "random features", "random features")  # 40.5 vs 43.2
+    assert "46.9" not in md  # only the matching (5-shot) setting's numbers
+
+
+def test_html_is_self_contained(full):
+    folder, _ = full
+    page = (folder / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page
+    assert 'src="figures/' not in page
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert len(srcs) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<table>" in page and "93.7 ± 0.7" in page
+    assert "<link" not in page and "<script" not in page
+
+
+def test_output_is_deterministic(full, tmp_path):
+    folder, report = full
+    first = {p.name: p.read_bytes() for p in [report, folder / "report.html", *(folder / "figures").iterdir()]}
+    write_report(folder)
+    second = {p.name: p.read_bytes() for p in [report, folder / "report.html", *(folder / "figures").iterdir()]}
+    assert first == second
+
+
+def test_missing_or_empty_folder_raises(tmp_path):
+    with pytest.raises(RepsimError, match="no results folder"):
+        write_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RepsimError, match="no finished repsim analysis"):
+        write_report(tmp_path / "empty")
+    assert not (tmp_path / "empty" / "report.md").exists()
+
+
+def test_unreadable_csv_names_the_file(tmp_path):
+    folder = build_results(tmp_path / "r", names=("similarity", "accuracy"))
+    (folder / "accuracy.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00\x01")
+    with pytest.raises(RepsimError, match="accuracy.csv") as e:
+        write_report(folder)
+    assert "\n" not in str(e.value)
+    (folder / "accuracy.csv").write_text("algorithm,seed\nmaml,0\n")  # columns missing
+    with pytest.raises(RepsimError, match="accuracy.csv.*no column"):
+        write_report(folder)
+    (folder / "accuracy.json").write_text("{not json")
+    with pytest.raises(RepsimError, match="accuracy.json"):
+        write_report(folder)
+    assert not (folder / "report.md").exists() and not (folder / "report.html").exists()
+
+
+def test_a_subset_of_analyses_is_reported_and_the_rest_listed_missing(tmp_path):
+    folder = build_results(tmp_path / "r", dataset="synthetic", ways=5, shots=1, names=("similarity", "regimes"))
+    (folder / "heads.csv").write_text("checkpoint,algorithm\n")  # unfinished: no heads.json
+    out = tmp_path / "figs"
+    md = write_report(folder, figures_dir=out, title="Subset").read_text()
+    assert md.startswith("# Subset\n")
+    assert sorted(p.name for p in out.iterdir()) == ["regimes.pdf", "regimes.png", "similarity.pdf", "similarity.png"]
+    assert "](../figs/similarity.png)" in md
+    assert "## Missing analyses" in md
+    assert "freezing: not run" in md and "heads: unfinished" in md
+    # synthetic data: the paper's nearest setting, clearly labelled, and no difference column
+    assert "paper (Table 5, NIL) (MiniImageNet 5w1s), not the same setting" in md
+    assert "| ours − paper |" not in md
+
+
+def test_edge_cases_nan_ci_no_head_accuracy_only_through_training(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    ck = [_ckpt("maml", 0, 500, dataset="synthetic", ways=20, shots=1)]
+    _write(folder, "accuracy", [{"checkpoint": "maml-s0-it500", "algorithm": "maml", "seed": 0, "iteration": 500,
+                                 "mode": m, "accuracy": 50.0, "ci95": float("nan"), "tasks": 1}
+                                for m in ("inner-loop", "nil")], _prov("accuracy", "synthetic", 20, 1, ck, tasks=1))
+    _write(folder, "similarity", [{"algorithm": "maml", "layer": "conv1", "measure": "cca", "mean": 0.9,
+                                   "ci95": float("nan"), "n": 1, "seeds": 1}], _prov("similarity", "synthetic", 20, 1, ck))
+    _write(folder, "through_training", [{"checkpoint": "maml-s0-it500", "algorithm": "maml", "seed": 0, "iteration": 500,
+                                         "metric": "accuracy (nil)", "layer": "", "mean": 40.0, "ci95": 2.0, "n": 5}],
+           _prov("through_training", "synthetic", 20, 1, ck))
+    md = write_report(folder).read_text()
+    row = _table_row(md, "MAML", "inner-loop")
+    # nearest paper setting for synthetic 20w1s is Omniglot 20w1s, for every row of the table
+    assert "paper (Omniglot 20w1s), not the same setting" in md and "93.7 ± 0.7" in row and "n/a" in row
+    assert "96.7" not in md  # ANIL NIL (Table 4) not invented for MAML
+    for stem in ("similarity", "through_training"):
+        with Image.open(folder / "figures" / f"{stem}.png") as im:
+            im.verify()
