@@ -78,6 +78,28 @@ def _analyze(args) -> None:
     print(f"written {path}")
 
 
+def _probe(args) -> None:
+    from repsim.analyses import Study
+    from repsim.checkpoint import load_checkpoint
+    from repsim.evaluate import default_names
+    from repsim.probe import check_layers, iter_probes, probe_layers, save_probes
+
+    ckpt = load_checkpoint(args.checkpoint)
+    study = Study.for_checkpoint(ckpt, num_tasks=args.tasks, seed=args.seed, queries=args.queries,
+                                 data_root=args.data_root, device=args.device, progress=not args.quiet)
+    m = study.load(ckpt)
+    c = ckpt.config
+    layers = check_layers(m.model, args.layers or probe_layers(m.model))
+    steps = c.inner_steps_test if args.inner_steps is None else args.inner_steps
+    probes = iter_probes(m.model, m.params, study.tasks, device=study.dev, layers=layers,
+                         names=default_names(c.algorithm, m.model), lr=c.inner_lr, steps=steps,
+                         points=args.points, every_step=args.every_step)
+    folder = save_probes(args.out, probes, {"checkpoint": str(ckpt.path), "layers": layers,
+                                            "inner_steps": steps, "points": args.points,
+                                            "every_step": args.every_step, **study.provenance()})
+    print(f"probes of {len(study.tasks)} tasks written to {folder}")
+
+
 def _reproduce(args) -> None:
     from repsim.reproduce import reproduce
     reproduce(dataset=args.dataset, data_root=args.data_root, profile=args.profile, out=args.out,
@@ -150,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default="auto")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=_analyze)
+
+    pr = sub.add_parser("probe", help="save every layer's activations before/after the inner loop",
+                        description="Writes OUT/meta.json and OUT/task-NNNN.safetensors with tensors "
+                        "named step{s}/{layer} (step 0: before the inner loop, last: after).")
+    pr.add_argument("checkpoint")
+    pr.add_argument("--out", required=True, help="folder for the probes")
+    pr.add_argument("--tasks", type=int, default=100)
+    pr.add_argument("--seed", type=int, default=0, help="seed of the task list")
+    pr.add_argument("--queries", type=int, default=15)
+    pr.add_argument("--points", choices=["query", "support"], default="query")
+    pr.add_argument("--every-step", action="store_true", help="record after every inner step")
+    pr.add_argument("--inner-steps", type=int)
+    pr.add_argument("--layers", nargs="+")
+    pr.add_argument("--data-root")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=_probe)
 
     r = sub.add_parser("reproduce", help="the main job: train, run every analysis, write the report",
                        description="Trains small MAML, ANIL, BOIL, multiclass and multitask models (reused "

@@ -169,3 +169,30 @@ def test_reproduce_pipeline_end_to_end_and_reuses_runs(tmp_path, monkeypatch, ca
     capsys.readouterr()
     rp.reproduce(profile="tiny", out=tmp_path / "repro", device="cpu", progress=False)
     assert capsys.readouterr().out.count("reusing") == len(rp.RUNS)
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "repsim.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_analyze_refuses_a_corrupt_checkpoint_in_one_line(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    result = _cli("analyze", "freezing", bad, "--out", tmp_path / "results", "--quiet")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.safetensors" in lines[0] and lines[0].startswith("repsim: error:")
+    assert not any((tmp_path / "results").glob("*.csv"))
+
+
+def test_cli_probe_saves_every_step(runs, tmp_path):
+    result = _cli("probe", runs["maml"], "--out", tmp_path / "p", "--tasks", 2, "--every-step",
+                  "--inner-steps", 2, "--layers", "conv4", "head", "--device", "cpu", "--quiet")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert meta["tasks"] == 2 and meta["layers"] == ["conv4", "head"]
+    from safetensors.torch import load_file
+    assert sorted(load_file(str(tmp_path / "p" / "task-0001.safetensors"))) == [
+        "step0/conv4", "step0/head", "step1/conv4", "step1/head", "step2/conv4", "step2/head"]
