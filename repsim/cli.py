@@ -17,7 +17,10 @@ def _train(args) -> None:
     from repsim.config import load_config
     from repsim.train import train
 
-    config = load_config(args.config, args.set or [])
+    overrides = list(args.set or [])
+    if args.data_root:
+        overrides.append(f"data_root={args.data_root}")
+    config = load_config(args.config, overrides)
     final = train(config, args.out, device=args.device, resume=args.resume,
                   progress=not args.quiet)
     print(f"trained {config.algorithm} on {config.dataset}: {final}")
@@ -121,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="YAML config file (recipes in analyses/configs/)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, config.yaml")
+    t.add_argument("--data-root", help="folder of the real data set (same as --set data_root=DIR; "
+                   "default $REPSIM_DATA_ROOT)")
     t.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
