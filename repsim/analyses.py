@@ -66,7 +66,8 @@ class Model:
         c = self.ckpt.config
         return {"checkpoint": str(self.ckpt.path), "algorithm": c.algorithm, "seed": c.seed,
                 "iteration": self.ckpt.iteration, "reduced_schedule": c.reduced,
-                "dataset": c.dataset, "ways": c.ways, "shots": c.shots}
+                "dataset": c.dataset, "ways": c.ways, "shots": c.shots,
+                "inner_lr": c.inner_lr, "test_inner_steps": c.inner_steps_test}
 
 
 @dataclass
@@ -116,16 +117,27 @@ class Study:
 
     def provenance(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "split_scheme": self.split_scheme,
-                "ways": self.ways, "shots": self.shots, "queries": self.queries,
+                "split_seed": self.split_seed, "rotate": self.rotate, "ways": self.ways, "shots": self.shots, "queries": self.queries,
                 "tasks": self.num_tasks, "task_seed": self.seed,
                 "confidence_interval": "95%, 1.96 * std / sqrt(n) over tasks",
                 "conventions": CONVENTION_TEXT}
 
     def load(self, checkpoint) -> Model:
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-        if ckpt.config.dataset != self.dataset:
-            raise RepsimError(f"{ckpt.path} was trained on {ckpt.config.dataset}, not {self.dataset}: "
+        c = ckpt.config
+        if c.dataset != self.dataset:
+            raise RepsimError(f"{ckpt.path} was trained on {c.dataset}, not {self.dataset}: "
                               f"analyse checkpoints of one data set together")
+        # Test classes must be unseen by every checkpoint, and scored the same way for all.
+        for key, ours in (("split_scheme", self.split_scheme), ("split_seed", self.split_seed),
+                          ("rotate", self.rotate)):
+            if ours is not None and getattr(c, key) != ours:
+                raise RepsimError(f"{ckpt.path} was trained with {key}={getattr(c, key)}, the other "
+                                  f"checkpoints with {key}={ours}: its training classes may be this "
+                                  f"study's test classes; analyse checkpoints of one split together")
+        if c.algorithm not in ("multiclass", "multitask") and c.ways != self.ways:
+            raise RepsimError(f"{ckpt.path} has a {c.ways}-way head but the study's tasks are "
+                              f"{self.ways}-way: analyse it with --ways {c.ways}, or separately")
         model = ckpt.build_model().to(self.dev)
         params = test_time_params(model, dict(model.named_parameters()), ckpt.config.algorithm, self.ways)
         return Model(ckpt, model, {n: p.detach() for n, p in params.items()})
@@ -153,6 +165,8 @@ def layer_similarity(study: Study, checkpoints, *, layers=None, steps: int | Non
     Rows: checkpoint, algorithm, seed, iteration, layer, measure, step, task, value.
     ``summarise`` turns them into means with CIs.
     """
+    if steps is not None and steps < 1:
+        raise RepsimError(f"before-vs-after similarity needs at least 1 inner step, got {steps}: use --inner-steps 1 or more")
     rows = []
     for checkpoint in checkpoints:
         m = study.load(checkpoint)
@@ -176,13 +190,17 @@ def _ids(m: Model) -> dict:
             "iteration": m.ckpt.iteration}
 
 
-def summarise(per_task: pd.DataFrame, by=("algorithm", "layer", "measure")) -> pd.DataFrame:
-    """Mean and 95% CI over tasks (pooled over seeds), plus how many seeds and tasks."""
+def summarise(per_task: pd.DataFrame, by=("algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
+    """Mean and 95% CI over tasks, plus how many tasks (n) and seeds.
+
+    Every checkpoint is scored on the same tasks, so seeds are averaged per task first: the
+    CI is over the n distinct tasks, not over tasks x seeds (which are not independent).
+    """
     by = [b for b in by if b in per_task.columns]
-    grouped = per_task.groupby(list(by), sort=False)["value"]
-    out = grouped.agg(mean="mean", ci95=ci95, n="size").reset_index()
+    per = per_task.groupby(by + ["task"], sort=False)["value"].mean().reset_index()
+    out = per.groupby(by, sort=False)["value"].agg(mean="mean", ci95=ci95, n="size").reset_index()
     if "seed" in per_task.columns:
-        out["seeds"] = per_task.groupby(list(by), sort=False)["seed"].nunique().values
+        out["seeds"] = per_task.groupby(by, sort=False)["seed"].nunique().values
     return out
 
 
@@ -392,7 +410,8 @@ def run_analysis(name: str, checkpoints, out, *, tasks: int = 100, seed: int = 0
     else:
         per_task = weight_change(study, checkpoints, steps=steps)
         table = summarise(per_task)
-    provenance = {"study": study.provenance(), "checkpoints": [
+    provenance = {"study": {**study.provenance(), "inner_steps": steps if steps is not None
+                            else "each checkpoint's test_inner_steps"}, "checkpoints": [
         Model(load_checkpoint(p), None, {}).provenance()
         for c in checkpoints for p in (run_checkpoints(c) if name == "through-training" else [c])]}
     return write_result(out, name.replace("-", "_"), table, provenance, per_task)

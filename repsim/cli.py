@@ -53,6 +53,9 @@ def _import(args) -> None:
     from repsim.config import load_config
 
     config = load_config(args.config, args.set or [])
+    bad = [item for item in args.rename or [] if "=" not in item]
+    if bad:
+        raise RepsimError(f"--rename expects OLD=NEW, got {bad[0]!r} (e.g. --rename classifier=head)")
     rename = dict(item.split("=", 1) for item in (args.rename or []))
     out = import_state_dict(args.weights, config, args.out, rename)
     print(f"imported {args.weights} as {out}")

@@ -83,9 +83,17 @@ class Config:
             raise RepsimError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
         if self.execution not in ("auto", "loop", "vmap"):
             raise RepsimError(f"unknown execution {self.execution!r}: choose auto, loop or vmap")
-        for key in ("ways", "shots", "iterations", "checkpoint_every", "eval_every", "eval_tasks"):
-            if getattr(self, key) < 1:
-                raise RepsimError(f"{key} must be at least 1, got {getattr(self, key)}")
+        for key, least in (("ways", 1), ("shots", 1), ("queries", 1), ("filters", 1),
+                           ("meta_batch_size", 1), ("batch_size", 1), ("iterations", 1),
+                           ("checkpoint_every", 1), ("eval_every", 1), ("eval_tasks", 2),
+                           ("inner_steps", 0), ("inner_steps_test", 0)):
+            value = getattr(self, key)
+            if value is not None and value < least:
+                raise RepsimError(f"{key} must be at least {least}, got {value}")
+        for key in ("inner_lr", "outer_lr"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise RepsimError(f"{key} must be positive, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

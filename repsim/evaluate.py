@@ -47,7 +47,11 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise RepsimError(f"unknown device {device!r}: use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RepsimError(f"device {device!r} asked for but no CUDA GPU is visible: use --device cpu or auto")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RepsimError(f"device {device!r} does not exist: this machine has "
+                          f"{torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return dev
 
 
 def fresh_head(model: nn.Module, params: Params, ways: int) -> Params:
@@ -68,14 +72,16 @@ def fresh_head(model: nn.Module, params: Params, ways: int) -> Params:
 def nil_logits(model: nn.Module, params: Params, task) -> torch.Tensor:
     """NIL testing: no head, no inner loop.
 
-    A query's score for class c is sum_j cos(f(q), f(s_j)) [y_j = c] over support points s_j:
-    cosine similarity of penultimate features weighting the support labels, as in Matching
-    Networks (Raghu et al. 2020, section 5).
+    A query's score for class c is  sum_j a(q, s_j) [y_j = c]  with attention
+    a(q, s_j) = softmax_j cos(f(q), f(s_j)) over the support points s_j: cosine similarities of
+    penultimate features weighting the support labels, as in Matching Networks (Raghu et al.
+    2020, section 5). For 1-shot tasks this is the nearest support point by cosine.
     """
     support = F.normalize(head_input(model, params, task.support_x), dim=1)
     query = F.normalize(head_input(model, params, task.query_x), dim=1)
     ways = int(task.support_y.max()) + 1
-    return (query @ support.T) @ F.one_hot(task.support_y, ways).to(query.dtype)
+    attention = (query @ support.T).softmax(dim=1)
+    return attention @ F.one_hot(task.support_y, ways).to(query.dtype)
 
 
 def score_tasks(model: nn.Module, params: Params, tasks, *, names: list[str] | None,
@@ -130,7 +136,7 @@ def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None
                          rotate=c.rotate, seed=c.split_seed, progress=progress)
     if split not in splits:
         raise RepsimError(f"unknown split {split!r}: choose one of {', '.join(splits)}")
-    queries = queries or c.queries
+    queries = c.queries if queries is None else queries
     task_list = TaskList(splits[split], c.ways, c.shots, queries, tasks, seed)
     model = ckpt.build_model().to(dev)
     params = test_time_params(model, dict(model.named_parameters()), c.algorithm, c.ways)

@@ -111,6 +111,9 @@ def save_probes(folder: str | Path, probes, meta: dict) -> Path:
     meta.json is complete."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").unlink(missing_ok=True)  # until rewritten, the folder reads as unfinished
+    for old in folder.glob("task-*.safetensors"):
+        old.unlink()
     count = 0
     for probe in probes:
         tensors = {f"step{s}/{layer}": acts.cpu().contiguous()

@@ -62,7 +62,8 @@ def run_config(profile: str, dataset: str, data_root: str | None, run: Run):
 def _train_or_reuse(config, folder: Path, device: str, progress: bool) -> Path:
     """Reuse a finished run, resume an interrupted one, or start it."""
     if (folder / "model.safetensors").is_file():
-        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        saved = (yaml.safe_load((folder / "config.yaml").read_text())
+                 if (folder / "config.yaml").is_file() else None)
         if saved != config.to_dict():
             raise RepsimError(f"{folder} holds a run with another config: use another --out "
                               f"or delete that folder to retrain")

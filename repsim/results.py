@@ -39,6 +39,7 @@ def write_result(folder: str | Path, name: str, table: pd.DataFrame, provenance:
     """Write NAME.csv (+ NAME_tasks.csv) and NAME.json; the JSON last, so its presence means
     the analysis finished."""
     folder = check_writable(folder)
+    (folder / f"{name}.json").unlink(missing_ok=True)  # stale provenance must not outlive its CSVs
     if per_task is not None:
         atomic_write_text(folder / f"{name}_tasks.csv", per_task.to_csv(index=False))
     atomic_write_text(folder / f"{name}.csv", table.to_csv(index=False))

@@ -63,6 +63,14 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     optimizer = torch.optim.Adam(params.values(), lr=config.outer_lr)
 
     start = _prepare_run_folder(out, config, resume)
+    final = out / "model.safetensors"
+    if start == config.iterations and final.is_file():
+        return final  # resuming a finished run: nothing to do, and nothing rewritten
+    # What a checkpoint carries besides weights: provenance, and the running training-metric
+    # sums, so that a resumed run logs exactly what an unbroken one would.
+    run_log = {"devices": [str(dev)], "wall_time_s": 0.0, "window": [0.0, 0.0, 0]}
+    if resume:
+        _truncate_metrics(out / "metrics.jsonl", start)
     if start > 0:
         ckpt = load_checkpoint(out / "checkpoints" / f"iter-{start:06d}.safetensors",
                                with_optimizer=True)
@@ -70,13 +78,14 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
             for n, p in params.items():
                 p.copy_(ckpt.params[n])
         _load_optimizer(optimizer, params, ckpt.optimizer)
-        _truncate_metrics(out / "metrics.jsonl", start)
+        run_log["wall_time_s"] = ckpt.extra.get("wall_time_s", 0.0)
+        run_log["devices"] = list(dict.fromkeys(ckpt.extra.get("devices", []) + [str(dev)]))
+        run_log["window"] = ckpt.extra.get("window", [0.0, 0.0, 0])
 
     validation = TaskList(splits["val"], config.ways, config.shots, config.queries,
                           config.eval_tasks, VALIDATION_SEED)
     use_vmap = config.execution == "vmap" or (config.execution == "auto" and dev.type == "cuda")
-    run_log = {"device": str(dev), "wall_time_s": 0.0}
-    window_loss, window_acc, window_n = 0.0, 0.0, 0
+    window_loss, window_acc, window_n = run_log["window"]
     last = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
     bar = tqdm(range(start + 1, last + 1), initial=start, total=config.iterations,
                desc=f"{config.algorithm} {config.dataset} {config.ways}w{config.shots}s",
@@ -102,13 +111,13 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
             window_loss, window_acc, window_n = 0.0, 0.0, 0
         if it % config.checkpoint_every == 0 or it == config.iterations:
             run_log["wall_time_s"] += time.perf_counter() - tic
+            run_log["window"] = [window_loss, window_acc, window_n]
             tic = time.perf_counter()
             _save(out / "checkpoints" / f"iter-{it:06d}.safetensors", config, params,
                   optimizer, it, out, run_log)
     bar.close()
     if last < config.iterations:
         return out / "checkpoints" / f"iter-{last:06d}.safetensors"
-    final = out / "model.safetensors"
     _save(final, config, params, optimizer, config.iterations, out, run_log)
     return final
 

@@ -104,9 +104,20 @@ def test_nil_is_cosine_weighted_vote_of_support_labels():
     query = torch.tensor([[2.0, 0.1, 0], [0.1, 5.0, 0], [1.0, 1.2, 0]])
     task = Task(support, torch.tensor([0, 1]), query, torch.tensor([0, 1, 1]), torch.arange(2))
     logits = nil_logits(model, dict(model.named_parameters()), task)
-    expected = torch.nn.functional.normalize(query, dim=1) @ support.T  # support rows are unit
+    # Matching-Networks attention: softmax over the cosines (the support rows are unit vectors)
+    expected = (torch.nn.functional.normalize(query, dim=1) @ support.T).softmax(dim=1)
     assert torch.allclose(logits, expected)
     assert logits.argmax(1).tolist() == [0, 1, 1]
+
+
+def test_checkpoints_of_another_split_are_refused(runs, tmp_path):
+    """A checkpoint trained on another class split may have seen the study's test classes."""
+    from repsim.checkpoint import save_checkpoint
+    other = load_checkpoint(runs["anil"])
+    other.config.split_seed = 1
+    path = save_checkpoint(tmp_path / "other.safetensors", other)
+    with pytest.raises(RepsimError, match="split_seed=1.*one split together"):
+        analyses.accuracy(study_for(runs["maml"]), [runs["maml"], path])
 
 
 def test_cross_similarity_of_a_model_with_itself_is_one(runs):

@@ -118,7 +118,9 @@ def _params_of(path):
 
 
 def test_resumed_run_ends_bit_identical(tmp_path):
-    config = tiny("algorithm=maml")
+    # evaluations (every 2) straddle checkpoints (every 3): the running training-metric sums
+    # must survive the interruption too
+    config = tiny("algorithm=maml", "eval_every=2")
     train(config, tmp_path / "whole", device="cpu", progress=False)
     train(config, tmp_path / "split", device="cpu", progress=False, stop_after=4)  # dies after iter 4
     assert (tmp_path / "split" / "checkpoints" / "iter-000003.safetensors").exists()
@@ -130,6 +132,20 @@ def test_resumed_run_ends_bit_identical(tmp_path):
     for n in whole:
         assert torch.equal(whole[n], split[n]), n
     assert (tmp_path / "whole" / "metrics.jsonl").read_text() == (tmp_path / "split" / "metrics.jsonl").read_text()
+
+
+def test_resuming_a_finished_run_rewrites_nothing(tmp_path):
+    config = tiny("iterations=3")
+    final = train(config, tmp_path / "r", device="cpu", progress=False)
+    before = final.read_bytes()
+    assert train(config, tmp_path / "r", device="cpu", progress=False, resume=True) == final
+    assert final.read_bytes() == before
+
+
+@pytest.mark.parametrize("setting", ["meta_batch_size=0", "inner_steps=-2", "queries=0", "inner_lr=-1", "eval_tasks=1"])
+def test_impossible_settings_are_refused(setting):
+    with pytest.raises(RepsimError, match=setting.split("=")[0]):
+        tiny(setting)
 
 
 def test_existing_run_needs_resume(tmp_path):
