@@ -1,0 +1,106 @@
+"""Recipe: publish finished training runs as reference checkpoints, with a MANIFEST and a report.
+
+    python analyses/reference_checkpoints.py RUNS_DIR --data-root ../shared/data/omniglot \
+        [--out checkpoints/omniglot_20w1s] [--tasks 600] [--analysis-tasks 200]
+
+RUNS_DIR holds run folders written by `repsim train` (named e.g. maml-s0, anil-s0,
+multiclass-s0). For each run, the intermediate checkpoints and the final model are copied
+into OUT/<run>/checkpoints/ and OUT/<run>/model.safetensors (a run folder's layout) as
+weights-only safetensors (the optimiser state is dropped: these are for
+analysis, not for resuming), the final model is scored on a fixed list of `--tasks` test tasks
+(task seed 0), and one MANIFEST row is written per checkpoint. Then every analysis runs on
+them and the report is written to OUT/results/ (figures in OUT/results/figures/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from repsim.analyses import run_analysis
+from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from repsim.evaluate import evaluate_checkpoint
+from repsim.io import atomic_write_text
+from repsim.report import write_report
+
+FIELDS = ["path", "run", "algorithm", "dataset", "ways", "shots", "seed", "iteration",
+          "iterations_planned", "reduced_schedule", "devices", "wall_time_s",
+          "test_accuracy", "test_ci95", "nil_accuracy", "nil_ci95", "test_tasks", "task_seed",
+          "config"]
+
+
+def publish(runs: Path, out: Path, tasks: int, data_root: str | None) -> list[dict]:
+    rows = []
+    for run in sorted(p for p in runs.iterdir() if (p / "model.safetensors").is_file()):
+        for source in sorted(run.glob("checkpoints/iter-*.safetensors")):
+            ckpt = load_checkpoint(source)
+            is_final = ckpt.iteration == ckpt.config.iterations
+            # the layout of a training run, so that every analysis (through-training too) reads it
+            target = out / run.name / "checkpoints" / source.name
+            save_checkpoint(target, Checkpoint(ckpt.config, ckpt.params, ckpt.iteration,
+                                               ckpt.metrics, {}, ckpt.extra))
+            if is_final:
+                target = save_checkpoint(out / run.name / "model.safetensors", load_checkpoint(target))
+            row = {"path": str(target), "run": run.name, "algorithm": ckpt.config.algorithm,
+                   "dataset": ckpt.config.dataset, "ways": ckpt.config.ways,
+                   "shots": ckpt.config.shots, "seed": ckpt.config.seed,
+                   "iteration": ckpt.iteration, "iterations_planned": ckpt.config.iterations,
+                   "reduced_schedule": ckpt.config.reduced,
+                   "devices": " ".join(ckpt.extra.get("devices", [ckpt.extra.get("device", "")])),
+                   "wall_time_s": round(ckpt.extra.get("wall_time_s", 0.0), 1),
+                   "config": json.dumps(ckpt.config.to_dict(), sort_keys=True)}
+            if is_final:
+                scored = evaluate_checkpoint(target, tasks=tasks, data_root=data_root, progress=True)
+                nil = evaluate_checkpoint(target, tasks=tasks, data_root=data_root, nil=True, progress=True)
+                row.update(test_accuracy=round(scored["accuracy"], 2), test_ci95=round(scored["ci95"], 2),
+                           nil_accuracy=round(nil["accuracy"], 2), nil_ci95=round(nil["ci95"], 2),
+                           test_tasks=tasks, task_seed=0)
+                print(f"{run.name}: {scored['accuracy']:.2f} +- {scored['ci95']:.2f}% "
+                      f"(NIL {nil['accuracy']:.2f} +- {nil['ci95']:.2f}%) over {tasks} test tasks")
+            rows.append(row)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "MANIFEST.csv", buf.getvalue())
+    return rows
+
+
+def analyse(out: Path, rows: list[dict], tasks: int, analysis_tasks: int, data_root: str | None) -> Path:
+    finals = {r["run"]: Path(r["path"]) for r in rows if r["iteration"] == r["iterations_planned"]}
+    results = out / "results"
+    meta = [finals[n] for n in sorted(finals) if n.startswith(("maml", "anil"))]
+    common = dict(data_root=data_root, progress=True)
+    run_analysis("accuracy", meta, results, tasks=tasks, **common)
+    run_analysis("freezing", [finals[n] for n in sorted(finals) if n.startswith("maml")], results,
+                 tasks=tasks, **common)
+    run_analysis("similarity", meta, results, tasks=analysis_tasks, **common)
+    run_analysis("cross", meta, results, tasks=analysis_tasks, **common)
+    run_analysis("heads", meta, results, tasks=analysis_tasks, **common)
+    run_analysis("regimes", list(finals.values()), results, tasks=tasks, **common)
+    run_analysis("weight-change", meta, results, tasks=analysis_tasks, **common)
+    run_analysis("through-training", [out / n for n in sorted(finals) if n.startswith(("maml", "anil"))],
+                 results, tasks=analysis_tasks, **common)
+    return write_report(results, title="repsim reference checkpoints: Omniglot "
+                        f"{rows[0]['ways']}-way {rows[0]['shots']}-shot")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", type=Path)
+    p.add_argument("--out", type=Path, default=Path("checkpoints/omniglot_20w1s"))
+    p.add_argument("--data-root")
+    p.add_argument("--tasks", type=int, default=600)
+    p.add_argument("--analysis-tasks", type=int, default=200)
+    args = p.parse_args(argv)
+    rows = publish(args.runs, args.out, args.tasks, args.data_root)
+    print(f"report: {analyse(args.out, rows, args.tasks, args.analysis_tasks, args.data_root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
