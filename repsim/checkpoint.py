@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 import repsim
 from repsim.config import Config, from_dict
 from repsim.errors import RepsimError
+from repsim.io import shareable
 from repsim.model import conv4_for
 
 OPTIMIZER_PREFIX = "optimizer/"
@@ -107,6 +108,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         save_file(tensors, tmp, metadata={"repsim": json.dumps(meta, sort_keys=True)})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

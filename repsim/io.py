@@ -19,6 +19,11 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
+def shareable(path: str | Path) -> None:
+    """Give a file made by mkstemp (mode 0600) the permissions of an ordinary new file."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
@@ -32,7 +37,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
+        shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
