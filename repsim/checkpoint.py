@@ -10,20 +10,18 @@ safetensors cannot hold code, so loading a checkpoint never runs any.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 import repsim
 from repsim.config import Config, from_dict
 from repsim.errors import RepsimError
-from repsim.io import shareable
+from repsim.io import atomic_write_bytes
 from repsim.model import conv4_for
 
 OPTIMIZER_PREFIX = "optimizer/"
@@ -87,7 +85,6 @@ def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write atomically: a temporary file in the same folder, then a rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().cpu().contiguous() for n, p in ckpt.params.items()}
     tensors.update({OPTIMIZER_PREFIX + n: t.detach().cpu().contiguous()
                     for n, t in ckpt.optimizer.items()})
@@ -102,18 +99,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "metrics": ckpt.metrics,
         "extra": ckpt.extra,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"repsim": json.dumps(meta, sort_keys=True)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        shareable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, save(tensors, metadata={"repsim": json.dumps(meta, sort_keys=True)}))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

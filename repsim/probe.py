@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 from torch.func import functional_call
 
 import repsim
 from repsim.errors import RepsimError
-from repsim.io import atomic_write_json
+from repsim.io import atomic_write_bytes, atomic_write_json
 from repsim.meta import adapt
 
 Params = dict[str, torch.Tensor]
@@ -118,10 +118,7 @@ def save_probes(folder: str | Path, probes, meta: dict) -> Path:
     for probe in probes:
         tensors = {f"step{s}/{layer}": acts.cpu().contiguous()
                    for s, step in enumerate(probe.steps) for layer, acts in step.items()}
-        target = folder / f"task-{probe.task_index:04d}.safetensors"
-        tmp = folder / f".{target.name}.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(target)
+        atomic_write_bytes(folder / f"task-{probe.task_index:04d}.safetensors", save(tensors))
         count += 1
     atomic_write_json(folder / "meta.json", {**meta, "tasks": count,
                                              "repsim_version": repsim.__version__})

@@ -5,7 +5,6 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -58,11 +57,10 @@ def test_interrupted_checkpoint_write_leaves_the_old_one(tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path / "c.safetensors", Checkpoint(config, dict(model_for(config).state_dict()), 1))
     before = path.read_bytes()
 
-    def dies(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half a checkpoint")
+    def dies(fd):  # killed after the bytes are written, before the rename
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("repsim.checkpoint.save_file", dies)
+    monkeypatch.setattr("repsim.io.os.fsync", dies)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, Checkpoint(config, dict(model_for(config).state_dict()), 2))
     assert path.read_bytes() == before
