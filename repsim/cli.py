@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", default="synthetic", choices=["synthetic", "omniglot", "miniimagenet"])
     r.add_argument("--data-root", help="folder of the real data set (omniglot: the two official zips)")
     r.add_argument("--profile", default="quick", choices=["quick", "paper"],
-                   help="quick (default, ~15 min on a 2-core CPU) or paper (full schedules, for a GPU)")
+                   help="quick (default, about 6-7 min on a 2-core CPU) or paper (full schedules, for a GPU)")
     r.add_argument("--out", default="reproduction", help="folder for runs/ and results/ (default ./reproduction)")
     r.add_argument("--figures", help="folder for the figures (default OUT/results/figures)")
     r.add_argument("--device", default="auto")
