@@ -144,7 +144,7 @@ class Study:
 
     def score(self, m: Model, *, names=None, steps=None, params=None, nil=False, desc="scoring"):
         c = m.ckpt.config
-        names = default_names(c.algorithm, m.model) if names is None else names
+        names = default_names(c, m.model) if names is None else names
         return score_tasks(m.model, m.params if params is None else params, self.tasks,
                            names=names, lr=c.inner_lr,
                            steps=c.inner_steps_test if steps is None else steps,
@@ -153,7 +153,7 @@ class Study:
 
 def _inner_loop(m: Model, steps: int | None):
     c = m.ckpt.config
-    return dict(names=default_names(c.algorithm, m.model), lr=c.inner_lr,
+    return dict(names=default_names(c, m.model), lr=c.inner_lr,
                 steps=c.inner_steps_test if steps is None else steps)
 
 
@@ -222,7 +222,7 @@ def freezing(study: Study, checkpoint, *, frozen_sets=None, steps: int | None = 
     rows = []
     for frozen in frozen_sets:
         check_layers(m.model, frozen)
-        adapted = [n for n in default_names(m.ckpt.config.algorithm, m.model)
+        adapted = [n for n in default_names(m.ckpt.config, m.model)
                    if n.split(".")[0] not in frozen]
         s = study.score(m, names=adapted, steps=steps, desc=f"frozen {freeze_label(frozen)}")
         rows.append({**_ids(m), "frozen": freeze_label(frozen), "accuracy": s.mean,

@@ -98,7 +98,7 @@ def _probe(args) -> None:
     layers = check_layers(m.model, args.layers or probe_layers(m.model))
     steps = c.inner_steps_test if args.inner_steps is None else args.inner_steps
     probes = iter_probes(m.model, m.params, study.tasks, device=study.dev, layers=layers,
-                         names=default_names(c.algorithm, m.model), lr=c.inner_lr, steps=steps,
+                         names=default_names(c, m.model), lr=c.inner_lr, steps=steps,
                          points=args.points, every_step=args.every_step)
     folder = save_probes(args.out, probes, {"checkpoint": str(ckpt.path), "layers": layers,
                                             "inner_steps": steps, "points": args.points,

@@ -39,6 +39,7 @@ class Config:
     inner_lr: float | None = None
     inner_steps: int | None = None
     inner_steps_test: int | None = None
+    adapt_batchnorm: bool = True       # false: BatchNorm weight/bias left to the outer loop (Finn's TF)
     # outer loop
     meta_batch_size: int | None = None
     outer_lr: float = 0.001
@@ -123,7 +124,7 @@ def _coerce(key: str, value: Any) -> Any:
                   "meta_batch_size", "iterations", "batch_size", "seed", "checkpoint_every",
                   "eval_every", "eval_tasks", "split_seed"}
     float_fields = {"inner_lr", "outer_lr"}
-    bool_fields = {"rotate", "reduced"}
+    bool_fields = {"rotate", "reduced", "adapt_batchnorm"}
     ok = ((key in int_fields and isinstance(value, int) and not isinstance(value, bool))
           or (key in float_fields and isinstance(value, (int, float)) and not isinstance(value, bool))
           or (key in bool_fields and isinstance(value, bool))

@@ -111,8 +111,9 @@ def test_time_params(model: nn.Module, params: Params, algorithm: str, ways: int
     return params
 
 
-def default_names(algorithm: str, model: nn.Module) -> list[str]:
-    return inner_loop_names(algorithm, model)
+def default_names(config, model: nn.Module) -> list[str]:
+    """The parameters a checkpoint's own inner loop adapts, as its config trained it."""
+    return inner_loop_names(config.algorithm, model, adapt_batchnorm=config.adapt_batchnorm)
 
 
 def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None = None,
@@ -141,7 +142,7 @@ def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None
     model = ckpt.build_model().to(dev)
     params = test_time_params(model, dict(model.named_parameters()), c.algorithm, c.ways)
     steps = c.inner_steps_test if inner_steps is None else inner_steps
-    score = score_tasks(model, params, task_list, names=default_names(c.algorithm, model),
+    score = score_tasks(model, params, task_list, names=default_names(c, model),
                         lr=c.inner_lr, steps=steps, device=dev, nil=nil, progress=progress)
     return {"checkpoint": str(ckpt.path), "algorithm": c.algorithm, "dataset": c.dataset,
             "ways": c.ways, "shots": c.shots, "queries": queries, "split": split,

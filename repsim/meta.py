@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from repsim.model import HEAD_PREFIX, split_body_head
+from repsim.model import HEAD_PREFIX, norm_param_names, split_body_head
 
 Params = dict[str, torch.Tensor]
 
@@ -35,14 +35,24 @@ META_ALGORITHMS = ("maml", "fomaml", "anil", "boil")
 ALGORITHMS = META_ALGORITHMS + ("multiclass", "multitask")
 
 
-def inner_loop_names(algorithm: str, model: nn.Module) -> list[str]:
-    """The parameters the inner loop adapts for ``algorithm`` (at training and test time)."""
+def inner_loop_names(algorithm: str, model: nn.Module, *, adapt_batchnorm: bool = True) -> list[str]:
+    """The parameters the inner loop adapts for ``algorithm`` (at training and test time).
+
+    ``adapt_batchnorm=False`` keeps normalisation layers' weight and bias out of the inner
+    loop, so that the outer loop alone learns them: the convention of Finn et al.'s TensorFlow
+    MAML, whose BatchNorm variables were not among the fast weights.
+    """
     body, head = split_body_head(model)
     if algorithm in ("maml", "fomaml"):
-        return body + head
-    if algorithm == "boil":
-        return body
-    return head  # anil, and the no-inner-loop regimes, which adapt a fresh head at test time
+        names = body + head
+    elif algorithm == "boil":
+        names = body
+    else:
+        names = head  # anil, and the no-inner-loop regimes, which adapt a fresh head at test time
+    if not adapt_batchnorm:
+        norms = set(norm_param_names(model))
+        names = [n for n in names if n not in norms]
+    return names
 
 
 def head_input(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -126,12 +136,12 @@ def adapt_and_score(model: nn.Module, params: Params, task, names: list[str], lr
 
 
 def meta_loss(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-              steps: int) -> tuple[torch.Tensor, float]:
+              steps: int, *, adapt_batchnorm: bool = True) -> tuple[torch.Tensor, float]:
     """Mean query loss over a meta-batch after each task's inner loop, and mean accuracy.
 
     Backpropagating the loss gives the algorithm's meta-gradient with respect to ``params``.
     """
-    names = inner_loop_names(algorithm, model)
+    names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
     second_order = algorithm != "fomaml"
     results = [adapt_and_score(model, params, t, names, lr, steps, create_graph=second_order)
                for t in tasks]
@@ -140,7 +150,7 @@ def meta_loss(model: nn.Module, params: Params, tasks, algorithm: str, lr: float
 
 
 def meta_loss_vmap(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-                   steps: int) -> tuple[torch.Tensor, float]:
+                   steps: int, *, adapt_batchnorm: bool = True) -> tuple[torch.Tensor, float]:
     """Same as :func:`meta_loss`, with the meta-batch run as one batched computation.
 
     ``tasks`` is a batched task (leading task dimension). torch.func.vmap turns per-task
@@ -149,7 +159,7 @@ def meta_loss_vmap(model: nn.Module, params: Params, tasks, algorithm: str, lr: 
     """
     from torch.func import grad, vmap
 
-    names = inner_loop_names(algorithm, model)
+    names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
     second_order = algorithm != "fomaml"
 
     def support_loss(adapted, fixed, x, y):

@@ -100,6 +100,16 @@ def conv4_for(dataset: str, ways: int, filters: int | None = None) -> Conv4:
     return Conv4(1, ways, filters or 64, 28, "stride")
 
 
+NORM_LAYERS = (BatchStatNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def norm_param_names(model: nn.Module) -> list[str]:
+    """Names of the normalisation layers' parameters (BatchNorm weight and bias, and the like)."""
+    return [f"{prefix}.{name}" if prefix else name
+            for prefix, module in model.named_modules() if isinstance(module, NORM_LAYERS)
+            for name, _ in module.named_parameters(recurse=False)]
+
+
 def is_head(name: str) -> bool:
     return name.startswith(HEAD_PREFIX)
 

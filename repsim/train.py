@@ -101,7 +101,7 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
 
         if it % config.eval_every == 0 or it == config.iterations:
             val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
-                              validation, names=default_names(config.algorithm, model),
+                              validation, names=default_names(config, model),
                               lr=config.inner_lr, steps=config.inner_steps_test, device=dev,
                               progress=False)
             metrics = {"iteration": it, "train_loss": window_loss / window_n,
@@ -134,8 +134,9 @@ def _training_loss(model, params, config: Config, split, it: int, dev, use_vmap:
     steps = 0 if config.algorithm == "multitask" else config.inner_steps
     if use_vmap:
         return meta_loss_vmap(model, params, batch_tasks(tasks), config.algorithm,
-                              config.inner_lr, steps)
-    return meta_loss(model, params, tasks, config.algorithm, config.inner_lr, steps)
+                              config.inner_lr, steps, adapt_batchnorm=config.adapt_batchnorm)
+    return meta_loss(model, params, tasks, config.algorithm, config.inner_lr, steps,
+                     adapt_batchnorm=config.adapt_batchnorm)
 
 
 def _multiclass_loss(model, params, split, config: Config, it: int, dev):

@@ -9,7 +9,7 @@ from torch import nn
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
 from repsim.meta import adapt, inner_loop_names, meta_loss, meta_loss_vmap
-from repsim.model import Conv4, split_body_head
+from repsim.model import Conv4, norm_param_names, split_body_head
 
 
 def _tasks(n_tasks=3, ways=5, shots=1, queries=2, seed=0, dtype=torch.float64):
@@ -34,15 +34,15 @@ def _flat(tensors):
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
-def _meta_grad(model, tasks, algorithm, lr=0.4, steps=2):
+def _meta_grad(model, tasks, algorithm, lr=0.4, steps=2, adapt_batchnorm=True):
     params = dict(model.named_parameters())
-    loss, _ = meta_loss(model, params, tasks, algorithm, lr, steps)
+    loss, _ = meta_loss(model, params, tasks, algorithm, lr, steps, adapt_batchnorm=adapt_batchnorm)
     return _flat(torch.autograd.grad(loss, list(params.values())))
 
 
-def _higher_grad(model, tasks, algorithm, lr=0.4, steps=2):
+def _higher_grad(model, tasks, algorithm, lr=0.4, steps=2, adapt_batchnorm=True):
     """The same meta-gradient computed by the `higher` library (monkey-patched modules)."""
-    names = set(inner_loop_names(algorithm, model))
+    names = set(inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm))
     model.zero_grad()
     first_order = [torch.zeros_like(p) for p in model.parameters()]
     for task in tasks:
@@ -72,6 +72,29 @@ def test_meta_gradient_matches_higher_in_float64(model64, algorithm):
     ours = _meta_grad(model64, tasks, algorithm)
     peer = _higher_grad(model64, tasks, algorithm)
     assert _rel(ours, peer) < 1e-5
+
+
+def test_batchnorm_outside_the_inner_loop(model64):
+    """Finn et al.'s convention: the inner loop leaves BatchNorm alone, the outer loop learns it.
+    The meta-gradient matches higher's with an inner optimiser over the other parameters."""
+    bn = [f"conv{i}.bn.{w}" for i in range(1, 5) for w in ("weight", "bias")]
+    assert sorted(norm_param_names(model64)) == sorted(bn)
+    names = inner_loop_names("maml", model64, adapt_batchnorm=False)
+    assert set(names) == {n for n, _ in model64.named_parameters()} - set(bn)
+    task = _tasks(n_tasks=1)[0]
+    params = dict(model64.named_parameters())
+    fast = adapt(model64, params, task.support_x, task.support_y, names, 0.4, 2)
+    assert all(torch.equal(fast[n], params[n]) for n in bn)
+    assert not torch.equal(fast["conv4.conv.weight"], params["conv4.conv.weight"])
+    tasks = _tasks()
+    ours = _meta_grad(model64, tasks, "maml", adapt_batchnorm=False)
+    assert _rel(ours, _higher_grad(model64, tasks, "maml", adapt_batchnorm=False)) < 1e-5
+    assert _rel(ours, _meta_grad(model64, tasks, "maml")) > 1e-3  # a different meta-gradient
+
+
+def test_norm_params_of_a_user_model():
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    assert norm_param_names(model) == ["1.weight", "1.bias", "2.weight", "2.bias"]
 
 
 def test_second_order_maml_matches_finite_differences(model64):

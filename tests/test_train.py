@@ -15,7 +15,7 @@ from repsim.checkpoint import (Checkpoint, import_state_dict, load_checkpoint, m
 from repsim.cli import main as cli
 from repsim.config import Config, load_config
 from repsim.errors import RepsimError
-from repsim.evaluate import evaluate_checkpoint
+from repsim.evaluate import default_names, evaluate_checkpoint
 from repsim.train import train
 
 TINY = ["dataset=synthetic", "ways=5", "shots=1", "filters=16", "meta_batch_size=2",
@@ -161,6 +161,19 @@ def test_every_algorithm_trains_and_evaluates(tmp_path, algorithm):
     assert record["algorithm"] == algorithm and 0 <= record["accuracy"] <= 100
     lines = (tmp_path / algorithm / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["iteration"] == 3
+
+
+def test_batchnorm_convention_travels_with_the_checkpoint(tmp_path):
+    """A run trained with BatchNorm outside the inner loop is tested the same way, and its
+    outer loop still learns BatchNorm's weight and bias."""
+    config = tiny("iterations=2", "adapt_batchnorm=false")
+    final = train(config, tmp_path / "r", device="cpu", progress=False)
+    ckpt = load_checkpoint(final)
+    model = ckpt.build_model()
+    assert ckpt.config.adapt_batchnorm is False
+    names = default_names(ckpt.config, model)
+    assert "conv4.conv.weight" in names and not any(".bn." in n for n in names)
+    assert ckpt.params["conv1.bn.bias"].abs().max() > 0  # initialised at zero, moved by Adam
 
 
 def test_cli_train_and_evaluate(tmp_path, capsys):
