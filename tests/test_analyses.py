@@ -207,3 +207,40 @@ def test_cli_probe_saves_every_step(runs, tmp_path):
     from safetensors.torch import load_file
     assert sorted(load_file(str(tmp_path / "p" / "task-0001.safetensors"))) == [
         "step0/conv4", "step0/head", "step1/conv4", "step1/head", "step2/conv4", "step2/head"]
+
+
+def _recipe(name):
+    """A script of analyses/ loaded as a module (analyses/ is recipes, not a package)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "analyses" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs, tmp_path, monkeypatch):
+    recipe = _recipe("reference_checkpoints")
+    root = runs["maml"].parent.parent
+    out = tmp_path / "ref"
+    rows = recipe.publish(root, out, 4, None)
+    assert [(r["run"], r["iteration"]) for r in rows] == [
+        (a, i) for a in ("anil", "boil", "maml") for i in (10, 20)]
+    manifest = (out / "MANIFEST.csv").read_text()
+
+    scored = []
+    real = recipe.evaluate_checkpoint
+    monkeypatch.setattr(recipe, "evaluate_checkpoint",
+                        lambda path, **kw: scored.append(str(path)) or real(path, **kw))
+    assert recipe.publish(root, out, 4, None) == rows  # nothing changed: nothing scored
+    assert scored == [] and (out / "MANIFEST.csv").read_text() == manifest
+
+    # a published checkpoint that no longer matches its run is published and scored again
+    stale = out / "boil" / "checkpoints" / "iter-000010.safetensors"
+    ckpt = load_checkpoint(stale)
+    recipe.save_checkpoint(stale, recipe.Checkpoint(ckpt.config, {n: p + 1 for n, p in ckpt.params.items()},
+                                                    ckpt.iteration))
+    assert recipe.publish(root, out, 4, None) == rows
+    assert scored == [str(stale)] * 2  # inner loop and NIL
+    assert (out / "MANIFEST.csv").read_text() == manifest
