@@ -25,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from repsim.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
-from repsim.config import Config
+from repsim.config import Config, from_dict
 from repsim.data import load_splits
 from repsim.data.episodes import (TaskList, batch_tasks, check_task_shape, sample_task,
                                   task_generator)
@@ -162,9 +162,10 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> int:
     if resume:
         if not config_file.is_file():
             raise RepsimError(f"nothing to resume in {out}: no config.yaml; start the run without --resume")
-        saved = yaml.safe_load(config_file.read_text())
+        # keys added to Config since the run started take their defaults
+        saved = from_dict(yaml.safe_load(config_file.read_text()), str(config_file)).to_dict()
         if saved != config.to_dict():
-            changed = sorted(k for k in saved if saved.get(k) != config.to_dict().get(k))
+            changed = sorted(k for k in saved if saved[k] != config.to_dict()[k])
             raise RepsimError(f"--resume with a different config than {config_file} "
                               f"(changed: {', '.join(changed)}): use the same config or a new --out")
         return int(existing[-1].stem.split("-")[1]) if existing else 0

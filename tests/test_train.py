@@ -140,6 +140,19 @@ def test_resuming_a_finished_run_rewrites_nothing(tmp_path):
     assert final.read_bytes() == before
 
 
+def test_resume_accepts_a_run_started_before_a_config_key_existed_and_names_real_changes(tmp_path):
+    import yaml
+    config = tiny("iterations=3")
+    train(config, tmp_path / "r", device="cpu", progress=False, stop_after=1)
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    del saved["adapt_batchnorm"]  # written by a repsim that did not have the key yet
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert train(config, tmp_path / "r", device="cpu", progress=False, resume=True).is_file()
+    with pytest.raises(RepsimError, match=r"different config .*\(changed: adapt_batchnorm, inner_lr\)"):
+        train(tiny("iterations=3", "inner_lr=0.2", "adapt_batchnorm=false"), tmp_path / "r",
+              device="cpu", progress=False, resume=True)
+
+
 @pytest.mark.parametrize("setting", ["meta_batch_size=0", "inner_steps=-2", "queries=0", "inner_lr=-1", "eval_tasks=1"])
 def test_impossible_settings_are_refused(setting):
     with pytest.raises(RepsimError, match=setting.split("=")[0]):
