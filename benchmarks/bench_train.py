@@ -7,5 +7,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--data-root", help="time real Omniglot tasks from this folder instead of noise")
     args = p.parse_args()
-    main(args.device, args.quick)
+    main(args.device, args.quick, args.data_root)

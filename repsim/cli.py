@@ -64,7 +64,7 @@ def _import(args) -> None:
 def _bench(args) -> None:
     if args.what == "train":
         from repsim.bench import main as bench_train
-        bench_train(device=args.device, quick=args.quick)
+        bench_train(device=args.device, quick=args.quick, data_root=args.data_root)
     else:
         from repsim.bench import similarity_main
         similarity_main(device=args.device, quick=args.quick)
@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=["train", "similarity"], help="meta-training or similarity measures")
     b.add_argument("--device", default="auto")
     b.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
+    b.add_argument("--data-root", help="train: time real Omniglot tasks from this folder instead of noise")
     b.set_defaults(func=_bench)
     return p
 
