@@ -227,3 +227,16 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     err = result.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("repsim: error:") and message in err[0], result.stderr
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_execution_auto_follows_the_measured_rule_and_an_explicit_choice_wins():
+    from repsim.train import resolve_execution
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for ways, shots in ((5, 1), (20, 1), (20, 5)):
+        setting = [f"ways={ways}", f"shots={shots}", "dataset=omniglot"]
+        assert resolve_execution(load_config(None, setting + ["algorithm=maml"]), cpu) == "vmap"
+        assert resolve_execution(load_config(None, setting + ["algorithm=anil"]), cuda) == "vmap"
+        assert resolve_execution(load_config(None, setting + ["algorithm=maml", "execution=loop"]), cuda) == "loop"
+    # head-only inner loops: the body runs once per task in the loop, which wins on 40-image tasks
+    assert resolve_execution(load_config(None, ["algorithm=anil", "ways=20", "dataset=omniglot"]), cpu) == "loop"
+    assert resolve_execution(load_config(None, ["algorithm=anil", "ways=5", "dataset=omniglot"]), cpu) == "vmap"
