@@ -128,11 +128,12 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
 def resolve_execution(config: Config, dev: torch.device) -> str:
     """How a meta-batch runs: ``loop`` (task after task) or ``vmap`` (all tasks as one batch).
 
-    ``auto`` follows measurements on real Omniglot (``repsim bench train --data-root``): on a
-    GPU one large kernel beats many small ones; on a CPU vmap also wins whenever the inner loop
-    moves the body (MAML 20-way 1-shot 1.4x, 5-way 1-shot 3x), and for head-only inner loops
-    on small tasks (ANIL 5-way 1-shot 2.8x), but the loop wins for head-only inner loops on
-    larger tasks (ANIL 20-way 1-shot 1.5x), where it runs the body once per task.
+    ``auto`` follows side-by-side timings on real Omniglot tasks (2-core CPU; README,
+    Benchmarks): on a GPU one large kernel beats many small ones; on a CPU vmap also wins
+    whenever the inner loop moves the body (MAML 20-way 1-shot 1.13x, 5-way 1-shot 3.1x) and
+    for head-only inner loops on small tasks (ANIL 5-way 1-shot 2.8x), but the loop wins for
+    head-only inner loops on larger tasks (ANIL 20-way 1-shot 1.6x), where it runs the body
+    once per task.
     """
     if config.execution != "auto":
         return config.execution
