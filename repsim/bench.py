@@ -47,7 +47,7 @@ class TorchConv4(nn.Module):
 def _tasks(device, data_root=None) -> list[Task]:
     """The meta-batch every method runs: real Omniglot training tasks when ``data_root`` is
     given, else uniform noise (the loop's speed depends on the data: on real Omniglot it is
-    up to 25% slower than on noise, while vmap's is not)."""
+    about 15% slower than on noise, while vmap's is not)."""
     g = torch.Generator().manual_seed(0)
     if data_root is not None:
         from repsim.data import load_splits
