@@ -244,3 +244,17 @@ def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs,
     assert recipe.publish(root, out, 4, None) == rows
     assert scored == [str(stale)] * 2  # inner loop and NIL
     assert (out / "MANIFEST.csv").read_text() == manifest
+
+
+def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path):
+    rows = ["path,run,algorithm,dataset,ways,shots,seed,iteration,iterations_planned,reduced_schedule,"
+            "test_accuracy,test_ci95,nil_accuracy,nil_ci95"]
+    for seed, acc in enumerate((90.0, 92.0, 94.0)):
+        rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},1500,1500,True,{acc},0.5,{acc + 1},0.5")
+        rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},250,1500,True,10.0,0.5,10.0,0.5")  # not final
+    (tmp_path / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
+    out = _recipe("reproduction_table").table([tmp_path])
+    # mean and sample std over the three seeds; the paper's ANIL 96.2 (table 2) and NIL 96.7 (table 4)
+    assert "| Omniglot 20w1s | ANIL | 0, 1, 2 | 1500 (reduced) | 92.00 ± 2.00 | 96.2 ± 0.5 (table 2) | -4.2 |" in out
+    assert "| NIL after ANIL training | 0, 1, 2 | 1500 (reduced) | 93.00 ± 2.00 | 96.7 ± 0.3 (table 4) | -3.7 |" in out
+    assert "MAML" not in out

@@ -1,0 +1,82 @@
+"""Recipe: the README's reproduction table (tables 2 and 4), from the reference MANIFESTs.
+
+    python analyses/reproduction_table.py [checkpoints/omniglot_20w1s checkpoints/omniglot_5w1s ...]
+
+For every setting and method, the final checkpoints' 600-task test accuracies are averaged
+over seeds and printed as mean ± std over seeds (sample std; a single seed shows its 95% CI
+over tasks instead, marked "CI"), beside the paper's number (mean +- std over 3 seeds) and
+the difference. Rows: MAML and ANIL with their own inner loop (table 2) and NIL testing
+after ANIL training (table 4). Prints markdown to standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from repsim import paper
+
+# label, algorithm, MANIFEST column prefix, paper table, its row and column, where
+ROWS = (("MAML", "maml", "test", "maml_vs_anil", "MAML", "inner-loop", "table 2"),
+        ("ANIL", "anil", "test", "maml_vs_anil", "ANIL", "inner-loop", "table 2"),
+        ("NIL after ANIL training", "anil", "nil", "nil", "ANIL", "nil", "table 4"))
+
+
+def finals(folder: Path) -> pd.DataFrame:
+    m = pd.read_csv(folder / "MANIFEST.csv")
+    return m[m.iteration == m.iterations_planned]
+
+
+def describe(values: list[float], ci: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f} ± {ci[0]:.2f} (CI)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def table(folders: list[Path]) -> str:
+    lines = ["| setting | method | seeds | iterations | ours | paper | ours - paper |",
+             "|---|---|---|---|---|---|---|"]
+    for folder in folders:
+        m = finals(folder)
+        for (dataset, ways, shots), group in m.groupby(["dataset", "ways", "shots"]):
+            setting = (dataset, int(ways), int(shots))
+            for label, algorithm, mode, source, row, col, where in ROWS:
+                rows = group[group.algorithm == algorithm].sort_values("seed")
+                if rows.empty:
+                    continue
+                values = list(rows[f"{mode}_accuracy"])
+                ours = describe(values, list(rows[f"{mode}_ci95"]))
+                published = paper.paper_value(source, setting, row, col)
+                original = (paper.paper_value("maml_original", setting, "MAML (Finn et al. 2017)", "inner-loop")
+                            if algorithm == "maml" and mode == "test" else None)
+                cells = []
+                diffs = []
+                if published:
+                    cells.append(f"{published.format()} ({where})")
+                    diffs.append(f"{statistics.mean(values) - published.value:+.1f}")
+                if original:
+                    cells.append(f"Finn et al.: {original.value:.1f}")
+                    diffs.append(f"{statistics.mean(values) - original.value:+.1f} vs Finn")
+                iterations = ", ".join(sorted({str(int(i)) for i in rows.iteration}))
+                reduced = " (reduced)" if rows.reduced_schedule.any() else ""
+                lines.append(f"| {paper.setting_label(setting)} | {label} | "
+                             f"{', '.join(str(int(s)) for s in rows.seed)} | {iterations}{reduced} | {ours} | "
+                             f"{'; '.join(cells) or '—'} | {'; '.join(diffs) or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="*", type=Path,
+                   default=[Path("checkpoints/omniglot_20w1s"), Path("checkpoints/omniglot_5w1s")])
+    args = p.parse_args(argv)
+    print(table(args.folders), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
