@@ -985,11 +985,17 @@ def caveats(results: dict[str, Result]) -> list[str]:
     if tasks and min(tasks) < PAPER_TASKS:
         out.append(f"Test tasks per analysis: {', '.join(str(t) for t in tasks)} (paper: {PAPER_TASKS}); "
                    f"confidence intervals are correspondingly wider.")
-    reduced = sorted({(c.get("algorithm"), c.get("seed"), c.get("iteration")) for r in results.values()
-                      for c in r.checkpoints if c.get("reduced_schedule")}, key=str)
+    reduced: dict[str, tuple[set, set]] = {}
+    for c in (c for r in results.values() for c in r.checkpoints if c.get("reduced_schedule")):
+        seeds, iterations = reduced.setdefault(str(c.get("algorithm")), (set(), set()))
+        seeds.add(c.get("seed"))
+        iterations.add(c.get("iteration"))
     if reduced:
+        def listed(values):
+            return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v)))
         out.append("† Reduced training schedule (shorter than the paper's 60,000 iterations): "
-                   + "; ".join(f"{_alg(a)} seed {s} iteration {i}" for a, s, i in reduced) + ".")
+                   + "; ".join(f"{_alg(a)} seeds {listed(s)} at iterations {listed(i)}"
+                               for a, (s, i) in sorted(reduced.items())) + ".")
     short = sorted({int(c["iteration"]) for r in results.values() for c in r.checkpoints
                     if isinstance(c.get("iteration"), (int, float)) and c["iteration"] < PAPER_ITERATIONS
                     and not c.get("reduced_schedule")})
