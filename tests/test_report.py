@@ -86,7 +86,7 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
                             "ci95": 0.001, "n": 20, "seeds": 1} for a in ("maml", "anil", "boil") for layer in LAYERS],
                           maml[:1] + anil + boil),
     }
-    cross_tasks = [{"model_a": f"maml-s0-it60000", "model_b": "maml-s1-it60000", "pair": "MAML-MAML", "layer": "conv1",
+    cross_tasks = [{"model_a": "maml-s0-it60000", "model_b": "maml-s1-it60000", "pair": "MAML-MAML", "layer": "conv1",
                     "measure": "cca", "task": 0, "value": 0.8}]
     for name, (rows, ckpts) in everything.items():
         if names is None or name in names:
