@@ -30,19 +30,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from repsim.analyses import Study, run_checkpoints
 from repsim.checkpoint import load_checkpoint
-from repsim.data import load_splits
-from repsim.data.episodes import TaskList
 from repsim.evaluate import default_names, score_tasks
 from repsim.io import atomic_write_text
 from repsim.model import HEAD_PREFIX, norm_param_names
 
 HEAD = [HEAD_PREFIX + "weight", HEAD_PREFIX + "bias"]
-
-
-def checkpoints_of(run: Path) -> list[Path]:
-    """A run folder's checkpoints in training order (the final model is the last of them)."""
-    return sorted(run.glob("checkpoints/iter-*.safetensors")) or [run / "model.safetensors"]
 
 
 def score(path: Path, tasks, variant: str, *, lr: float | None = None, steps: int | None = None,
@@ -86,13 +80,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     maml = args.ref / "maml-s0"
-    c = load_checkpoint(maml / "model.safetensors").config
-    splits = load_splits(c.dataset, args.data_root or c.data_root, split_scheme=c.split_scheme,
-                         rotate=c.rotate, seed=c.split_seed, progress=False)
-    tasks = TaskList(splits["test"], c.ways, c.shots, c.queries, args.tasks, 0)
+    ckpt = load_checkpoint(maml / "model.safetensors")
+    c = ckpt.config
+    tasks = Study.for_checkpoint(ckpt, data_root=args.data_root, queries=c.queries,
+                                 num_tasks=args.tasks, seed=0, progress=False).tasks
 
     rows = []
-    for path in checkpoints_of(maml):
+    for path in run_checkpoints(maml):  # the final model is the last of them
         for variant in ("own inner loop", "conv1-conv4 frozen", "conv1-conv3 frozen", "NIL"):
             rows.append(score(path, tasks, variant, hypothesis="schedule"))
             print(rows[-1], flush=True)

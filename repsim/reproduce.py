@@ -19,13 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from repsim.analyses import run_analysis
 from repsim.config import from_dict
 from repsim.errors import RepsimError
 from repsim.results import check_writable
-from repsim.train import train
+from repsim.train import saved_config, train
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,7 @@ def run_config(profile: str, dataset: str, data_root: str | None, run: Run):
 def _train_or_reuse(config, folder: Path, device: str, progress: bool) -> Path:
     """Reuse a finished run, resume an interrupted one, or start it."""
     if (folder / "model.safetensors").is_file():
-        saved = (yaml.safe_load((folder / "config.yaml").read_text())
-                 if (folder / "config.yaml").is_file() else None)
-        if saved != config.to_dict():
+        if saved_config(folder) != config.to_dict():
             raise RepsimError(f"{folder} holds a run with another config: use another --out "
                               f"or delete that folder to retrain")
         print(f"  reusing {folder}")

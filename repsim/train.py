@@ -177,6 +177,15 @@ def _multiclass_loss(model, params, split, config: Config, it: int, dev):
     return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).float().mean().item()
 
 
+def saved_config(out: Path) -> dict | None:
+    """The config a run folder was started with (None if it has none); keys added to Config
+    since the run started take their defaults, so older runs still compare equal."""
+    config_file = Path(out) / "config.yaml"
+    if not config_file.is_file():
+        return None
+    return from_dict(yaml.safe_load(config_file.read_text()), str(config_file)).to_dict()
+
+
 def _prepare_run_folder(out: Path, config: Config, resume: bool) -> int:
     """Check the folder against ``resume`` and return the iteration to start from."""
     existing = sorted((out / "checkpoints").glob("iter-*.safetensors"))
@@ -184,8 +193,7 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> int:
     if resume:
         if not config_file.is_file():
             raise RepsimError(f"nothing to resume in {out}: no config.yaml; start the run without --resume")
-        # keys added to Config since the run started take their defaults
-        saved = from_dict(yaml.safe_load(config_file.read_text()), str(config_file)).to_dict()
+        saved = saved_config(out)
         if saved != config.to_dict():
             changed = sorted(k for k in saved if saved[k] != config.to_dict()[k])
             raise RepsimError(f"--resume with a different config than {config_file} "

@@ -147,7 +147,11 @@ def test_resume_accepts_a_run_started_before_a_config_key_existed_and_names_real
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     del saved["adapt_batchnorm"]  # written by a repsim that did not have the key yet
     (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
-    assert train(config, tmp_path / "r", device="cpu", progress=False, resume=True).is_file()
+    final = train(config, tmp_path / "r", device="cpu", progress=False, resume=True)
+    assert final.is_file()
+    from repsim.reproduce import _train_or_reuse  # `repsim reproduce` reuses it the same way
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert _train_or_reuse(config, tmp_path / "r", "cpu", False) == final
     with pytest.raises(RepsimError, match=r"different config .*\(changed: adapt_batchnorm, inner_lr\)"):
         train(tiny("iterations=3", "inner_lr=0.2", "adapt_batchnorm=false"), tmp_path / "r",
               device="cpu", progress=False, resume=True)
