@@ -1,7 +1,9 @@
 """``repsim bench train``: meta-training speed, ours against a peer library, side by side.
 
-Setting: Omniglot 20-way 1-shot (1 query per class), 5 inner steps of 0.1, meta-batch 16,
-second-order meta-gradients; one iteration = meta-batch forward + meta-gradient + Adam step.
+Setting: Omniglot 20-way 1-shot by default (``--ways``/``--shots`` for the others), with the
+paper's inner loop and meta-batch for that setting (20-way: 5 inner steps of 0.1, meta-batch 16;
+5-way: 1 step of 0.4, meta-batch 32) and as many queries per class as shots; second-order
+meta-gradients; one iteration = meta-batch forward + meta-gradient + Adam step.
 The peer is ``higher`` (monkey-patched modules, the usual way MAML was written in PyTorch),
 running the standard torch conv4 (nn.BatchNorm2d on batch statistics) with the same tasks.
 
@@ -24,9 +26,6 @@ from repsim.evaluate import resolve_device
 from repsim.meta import meta_loss, meta_loss_vmap
 from repsim.model import conv4_for
 
-WAYS, SHOTS, QUERIES, STEPS, LR, META_BATCH = 20, 1, 1, 5, 0.1, 16
-
-
 class TorchConv4(nn.Module):
     """The textbook PyTorch conv4 a peer-library user would write (native BatchNorm)."""
 
@@ -44,62 +43,66 @@ class TorchConv4(nn.Module):
         return self.head(self.body(x).mean(dim=(2, 3)))
 
 
-def _tasks(device, data_root=None) -> list[Task]:
+def _setting(ways: int, shots: int, algorithm: str = "maml"):
+    """The paper's Omniglot configuration for ``ways``-way ``shots``-shot (inner loop, meta-batch)."""
+    from repsim.config import Config
+    return Config(algorithm=algorithm, dataset="omniglot", ways=ways, shots=shots).resolved()
+
+
+def _tasks(setting, device, data_root=None) -> list[Task]:
     """The meta-batch every method runs: real Omniglot training tasks when ``data_root`` is
     given, else uniform noise (the loop's speed depends on the data: on real Omniglot it is
     about 15% slower than on noise, while vmap's is not)."""
-    g = torch.Generator().manual_seed(0)
+    c, g = setting, torch.Generator().manual_seed(0)
     if data_root is not None:
         from repsim.data import load_splits
         from repsim.data.episodes import sample_task
         train = load_splits("omniglot", data_root, progress=False)["train"]
-        return [sample_task(train, WAYS, SHOTS, QUERIES, g).to(device) for _ in range(META_BATCH)]
-    return [Task(torch.rand(WAYS * SHOTS, 1, 28, 28, generator=g), torch.arange(WAYS).repeat(SHOTS),
-                 torch.rand(WAYS * QUERIES, 1, 28, 28, generator=g), torch.arange(WAYS).repeat(QUERIES),
-                 torch.arange(WAYS)).to(device) for _ in range(META_BATCH)]
+        return [sample_task(train, c.ways, c.shots, c.queries, g).to(device)
+                for _ in range(c.meta_batch_size)]
+    return [Task(torch.rand(c.ways * c.shots, 1, 28, 28, generator=g), torch.arange(c.ways).repeat(c.shots),
+                 torch.rand(c.ways * c.queries, 1, 28, 28, generator=g), torch.arange(c.ways).repeat(c.queries),
+                 torch.arange(c.ways)).to(device) for _ in range(c.meta_batch_size)]
 
 
-def _repsim_step(algorithm: str, batched: bool, device, tasks):
+def _repsim_step(algorithm: str, batched: bool, device, tasks, setting):
+    c = setting
     torch.manual_seed(0)
-    model = conv4_for("omniglot", WAYS).to(device)
+    model = conv4_for("omniglot", c.ways).to(device)
     params = dict(model.named_parameters())
     opt = torch.optim.Adam(params.values(), lr=1e-3)
     stacked = batch_tasks(tasks)
 
     def step():
         if batched:
-            loss, _ = meta_loss_vmap(model, params, stacked, algorithm, LR, STEPS)
+            loss, _ = meta_loss_vmap(model, params, stacked, algorithm, c.inner_lr, c.inner_steps)
         else:
-            loss, _ = meta_loss(model, params, tasks, algorithm, LR, STEPS)
+            loss, _ = meta_loss(model, params, tasks, algorithm, c.inner_lr, c.inner_steps)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return step
 
 
-def _higher_step(algorithm: str, device, tasks):
+def _higher_step(algorithm: str, device, tasks, setting):
     import higher
 
+    c = setting
     torch.manual_seed(0)
-    model = TorchConv4(WAYS).to(device)
+    model = TorchConv4(c.ways).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     inner = list(model.head.parameters()) if algorithm == "anil" else list(model.parameters())
 
     def step():
         opt.zero_grad()
         for t in tasks:
-            inner_opt = torch.optim.SGD(inner, lr=LR)
+            inner_opt = torch.optim.SGD(inner, lr=c.inner_lr)
             with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False) as (fmodel, diffopt):
-                for _ in range(STEPS):
+                for _ in range(c.inner_steps):
                     diffopt.step(F.cross_entropy(fmodel(t.support_x), t.support_y))
                 (F.cross_entropy(fmodel(t.query_x), t.query_y) / len(tasks)).backward()
         opt.step()
     return step
-
-
-def _config(algorithm: str):
-    from repsim.config import Config
-    return Config(algorithm=algorithm, dataset="omniglot", ways=WAYS, shots=SHOTS, queries=QUERIES)
 
 
 def _seconds(step, repeats: int, device) -> float:
@@ -116,29 +119,34 @@ def _seconds(step, repeats: int, device) -> float:
     return statistics.median(times)
 
 
-def run(device: str = "auto", quick: bool = False, data_root=None) -> dict[str, float]:
+def run(device: str = "auto", quick: bool = False, data_root=None,
+        ways: int = 20, shots: int = 1) -> dict[str, float]:
     dev = resolve_device(device)
     repeats = 1 if quick else 3
-    tasks = _tasks(dev, data_root)
+    setting = _setting(ways, shots)
+    tasks = _tasks(setting, dev, data_root)
     times = {}
     for algorithm in ("maml", "anil"):
-        times[f"repsim {algorithm} loop"] = _seconds(_repsim_step(algorithm, False, dev, tasks), repeats, dev)
-        times[f"repsim {algorithm} vmap"] = _seconds(_repsim_step(algorithm, True, dev, tasks), repeats, dev)
+        for name, batched in (("loop", False), ("vmap", True)):
+            step = _repsim_step(algorithm, batched, dev, tasks, setting)
+            times[f"repsim {algorithm} {name}"] = _seconds(step, repeats, dev)
         try:
-            times[f"higher {algorithm}"] = _seconds(_higher_step(algorithm, dev, tasks), repeats, dev)
+            times[f"higher {algorithm}"] = _seconds(_higher_step(algorithm, dev, tasks, setting), repeats, dev)
         except ImportError:
             pass
     return times
 
 
-def main(device: str = "auto", quick: bool = False, data_root=None) -> dict[str, float]:
+def main(device: str = "auto", quick: bool = False, data_root=None,
+         ways: int = 20, shots: int = 1) -> dict[str, float]:
     from repsim.train import resolve_execution
 
-    dev = resolve_device(device)
+    dev, c = resolve_device(device), _setting(ways, shots)
     print(f"meta-training speed on {dev} ({torch.get_num_threads()} threads): Omniglot "
-          f"{WAYS}-way {SHOTS}-shot, {STEPS} inner steps, meta-batch {META_BATCH}, second order, "
+          f"{c.ways}-way {c.shots}-shot, {c.inner_steps} inner steps of {c.inner_lr}, "
+          f"meta-batch {c.meta_batch_size}, second order, "
           + ("real Omniglot training tasks" if data_root else "noise images (--data-root for real tasks)"))
-    times = run(device, quick, data_root)
+    times = run(device, quick, data_root, ways, shots)
     print(f"{'method':<22}{'s/iter':>10}{'iter/s':>10}")
     for name, s in times.items():
         print(f"{name:<22}{s:>10.3f}{1 / s:>10.3f}")
@@ -147,7 +155,7 @@ def main(device: str = "auto", quick: bool = False, data_root=None) -> dict[str,
         ours = min(times[f"repsim {alg} loop"], times[f"repsim {alg} vmap"])
         best = "loop" if times[f"repsim {alg} loop"] <= times[f"repsim {alg} vmap"] else "vmap"
         print(f"  {alg}: vmap vs loop speed-up {times[f'repsim {alg} loop'] / times[f'repsim {alg} vmap']:.2f}x "
-              f"(auto picks {resolve_execution(_config(alg), dev)}; fastest here: {best})")
+              f"(auto picks {resolve_execution(_setting(ways, shots, alg), dev)}; fastest here: {best})")
         if f"higher {alg}" in times:
             print(f"  {alg}: repsim ({best}) vs higher {times[f'higher {alg}'] / ours:.2f}x (target >= 2x)")
     maml = min(times["repsim maml loop"], times["repsim maml vmap"])

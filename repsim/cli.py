@@ -64,7 +64,8 @@ def _import(args) -> None:
 def _bench(args) -> None:
     if args.what == "train":
         from repsim.bench import main as bench_train
-        bench_train(device=args.device, quick=args.quick, data_root=args.data_root)
+        bench_train(device=args.device, quick=args.quick, data_root=args.data_root,
+                    ways=args.ways, shots=args.shots)
     else:
         from repsim.bench import similarity_main
         similarity_main(device=args.device, quick=args.quick)
@@ -221,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
     b.add_argument("--data-root", help="train: time real Omniglot tasks from this folder instead of noise")
+    b.add_argument("--ways", type=int, default=20, help="train: Omniglot setting to time (default 20)")
+    b.add_argument("--shots", type=int, default=1, help="train: Omniglot setting to time (default 1)")
     b.set_defaults(func=_bench)
     return p
 

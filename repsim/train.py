@@ -128,20 +128,22 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
 def resolve_execution(config: Config, dev: torch.device) -> str:
     """How a meta-batch runs: ``loop`` (task after task) or ``vmap`` (all tasks as one batch).
 
-    ``auto`` follows side-by-side timings on real Omniglot tasks (2-core CPU; README,
-    Benchmarks): on a GPU one large kernel beats many small ones; on a CPU vmap also wins
-    whenever the inner loop moves the body (MAML 20-way 1-shot 1.13x, 5-way 1-shot 3.1x) and
-    for head-only inner loops on small tasks (ANIL 5-way 1-shot 2.8x), but the loop wins for
-    head-only inner loops on larger tasks (ANIL 20-way 1-shot 1.6x), where it runs the body
-    once per task.
+    ``auto`` follows side-by-side timings on real Omniglot tasks (``repsim bench train
+    --ways W --shots K``, 2-core CPU; README, Benchmarks). On a GPU one large kernel beats many
+    small ones. On a CPU vmap wins while tasks are small, where it fuses many tiny kernels
+    (MAML: 5-way 1-shot, 10 images, 3.1x; 20-way 1-shot, 40 images, 1.13x), and loses once a
+    task's own work dominates (MAML 20-way 5-shot, 200 images: the loop is 1.5x faster). The
+    crossover lies between 40 and 200 images, not measured in between; we switch at 100.
+    Head-only inner loops switch earlier, because the loop runs the body once per task while
+    vmap runs it per step (ANIL 5-way 1-shot: vmap 2.8x; 20-way 1-shot: loop 1.6x).
     """
     if config.execution != "auto":
         return config.execution
     if dev.type == "cuda":
         return "vmap"
-    head_only = config.algorithm == "anil"
     task_images = config.ways * (config.shots + config.queries)
-    return "loop" if head_only and task_images >= 32 else "vmap"
+    head_only = config.algorithm == "anil"
+    return "loop" if task_images >= (32 if head_only else 100) else "vmap"
 
 
 def _training_loss(model, params, config: Config, split, it: int, dev, use_vmap: bool):

@@ -236,11 +236,26 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
 def test_execution_auto_follows_the_measured_rule_and_an_explicit_choice_wins():
     from repsim.train import resolve_execution
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+
+    def auto(algorithm, ways, shots, dev, *extra):
+        return resolve_execution(load_config(None, [f"algorithm={algorithm}", f"ways={ways}",
+                                                    f"shots={shots}", "dataset=omniglot", *extra]), dev)
     for ways, shots in ((5, 1), (20, 1), (20, 5)):
-        setting = [f"ways={ways}", f"shots={shots}", "dataset=omniglot"]
-        assert resolve_execution(load_config(None, setting + ["algorithm=maml"]), cpu) == "vmap"
-        assert resolve_execution(load_config(None, setting + ["algorithm=anil"]), cuda) == "vmap"
-        assert resolve_execution(load_config(None, setting + ["algorithm=maml", "execution=loop"]), cuda) == "loop"
-    # head-only inner loops: the body runs once per task in the loop, which wins on 40-image tasks
-    assert resolve_execution(load_config(None, ["algorithm=anil", "ways=20", "dataset=omniglot"]), cpu) == "loop"
-    assert resolve_execution(load_config(None, ["algorithm=anil", "ways=5", "dataset=omniglot"]), cpu) == "vmap"
+        assert auto("maml", ways, shots, cuda) == auto("anil", ways, shots, cuda) == "vmap"
+        assert auto("maml", ways, shots, cuda, "execution=loop") == "loop"
+        assert auto("maml", ways, shots, cpu, "execution=vmap") == "vmap"
+    # CPU: vmap for small tasks; the loop once a task's own work dominates (earlier for head-only
+    # inner loops, where the loop runs the body once per task)
+    assert auto("maml", 5, 1, cpu) == auto("maml", 20, 1, cpu) == auto("anil", 5, 1, cpu) == "vmap"
+    assert auto("maml", 20, 5, cpu) == auto("anil", 20, 1, cpu) == auto("anil", 20, 5, cpu) == "loop"
+
+
+def test_bench_train_times_every_method_on_the_requested_setting():
+    # what `repsim bench train --ways 5 --shots 1` prints its ratios from (timings are not asserted)
+    from repsim.bench import _setting, _tasks, run
+    setting = _setting(5, 1)
+    tasks = _tasks(setting, torch.device("cpu"))
+    assert len(tasks) == setting.meta_batch_size == 32 and tasks[0].support_x.shape[0] == 5
+    times = run("cpu", quick=True, ways=5, shots=1)
+    methods = {f"repsim {a} {e}" for a in ("maml", "anil") for e in ("loop", "vmap")}
+    assert methods <= set(times) and all(t > 0 for t in times.values())
