@@ -6,7 +6,9 @@ For every setting and method, the final checkpoints' 600-task test accuracies ar
 over seeds and printed as mean ± std over seeds (sample std; a single seed shows its 95% CI
 over tasks instead, marked "CI"), beside the paper's number (mean +- std over 3 seeds) and
 the difference. Rows: MAML and ANIL with their own inner loop (table 2) and NIL testing
-after ANIL training (table 4). Prints markdown to standard output.
+after ANIL training (table 4). Every Omniglot entry of tables 2 and 4 that has no run in the
+folders is listed too, as "not trained", so the table never hides a gap. Prints markdown to
+standard output.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def describe(values: list[float], ci: list[float]) -> str:
 def table(folders: list[Path]) -> str:
     lines = ["| setting | method | seeds | iterations | ours | paper | ours - paper |",
              "|---|---|---|---|---|---|---|"]
+    trained = set()
     for folder in folders:
         m = finals(folder)
         for (dataset, ways, shots), group in m.groupby(["dataset", "ways", "shots"]):
@@ -48,6 +51,7 @@ def table(folders: list[Path]) -> str:
                 rows = group[group.algorithm == algorithm].sort_values("seed")
                 if rows.empty:
                     continue
+                trained.add((setting, label))
                 values = list(rows[f"{mode}_accuracy"])
                 ours = describe(values, list(rows[f"{mode}_ci95"]))
                 published = paper.paper_value(source, setting, row, col)
@@ -66,6 +70,15 @@ def table(folders: list[Path]) -> str:
                 lines.append(f"| {paper.setting_label(setting)} | {label} | "
                              f"{', '.join(str(int(s)) for s in rows.seed)} | {iterations}{reduced} | {ours} | "
                              f"{'; '.join(cells) or '—'} | {'; '.join(diffs) or '—'} |")
+    for setting in sorted(s for s in paper.settings("maml_vs_anil") if s[0] == "omniglot"):
+        for label, _, _, source, row, col, where in ROWS:
+            published = paper.paper_value(source, setting, row, col)
+            if published and (setting, label) not in trained:
+                original = (paper.paper_value("maml_original", setting, "MAML (Finn et al. 2017)", "inner-loop")
+                            if label == "MAML" else None)
+                finn = f"; Finn et al.: {original.value:.1f}" if original else ""
+                lines.append(f"| {paper.setting_label(setting)} | {label} | — | not trained | — | "
+                             f"{published.format()} ({where}){finn} | — |")
     return "\n".join(lines) + "\n"
 
 
