@@ -994,7 +994,8 @@ def caveats(results: dict[str, Result]) -> list[str]:
         def listed(values):
             return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v)))
         out.append("† Reduced training schedule (shorter than the paper's 60,000 iterations): "
-                   + "; ".join(f"{_alg(a)} seed{'s' if len(s) > 1 else ''} {listed(s)} at iterations {listed(i)}"
+                   + "; ".join(f"{_alg(a)} seed{'s' if len(s) > 1 else ''} {listed(s)} "
+                                 f"at iteration{'s' if len(i) > 1 else ''} {listed(i)}"
                                for a, (s, i) in sorted(reduced.items())) + ".")
     short = sorted({int(c["iteration"]) for r in results.values() for c in r.checkpoints
                     if isinstance(c.get("iteration"), (int, float)) and c["iteration"] < PAPER_ITERATIONS

@@ -163,7 +163,7 @@ def test_markdown_tables_compare_with_the_paper_where_the_setting_matches(full):
     assert "0.51" in _table_row(md, "MAML-MAML", "conv1, conv2, conv3, conv4")
     assert "39.7" in _table_row(md, "multiclass", "multiclass pretraining")
     # reduced schedule is marked, provenance and verdict are there
-    assert "† Reduced training schedule" in md
+    assert "† Reduced training schedule" in md and "ANIL seed 0 at iteration 60000." in md
     assert "## Verdict" in md and "feature reuse" in md
     assert "NIL vs inner loop (MAML" in md
     for stem in FIGURES:
