@@ -1,7 +1,7 @@
 """Recipe: publish finished training runs as reference checkpoints, with a MANIFEST and a report.
 
     python analyses/reference_checkpoints.py RUNS_DIR --data-root ../shared/data/omniglot \
-        [--out checkpoints/omniglot_20w1s] [--tasks 600] [--analysis-tasks 200]
+        [--out checkpoints/omniglot_20w1s] [--tasks 600] [--analysis-tasks 200] [--manifest-only]
 
 RUNS_DIR holds run folders written by `repsim train` (named e.g. maml-s0, anil-s0,
 multiclass-s0). For each run, the intermediate checkpoints and the final model are copied
@@ -10,6 +10,8 @@ weights-only safetensors (the optimiser state is dropped: these are for
 analysis, not for resuming), every checkpoint is scored on a fixed list of `--tasks` test tasks
 (task seed 0), and one MANIFEST row is written per checkpoint. Then every analysis runs on
 them and the report is written to OUT/results/ (figures in OUT/results/figures/).
+`--manifest-only` stops after the MANIFEST: for a setting whose runs are not all trained yet
+(the analyses compare MAML with ANIL and seeds with seeds).
 """
 
 from __future__ import annotations
@@ -127,8 +129,13 @@ def main(argv=None) -> int:
     p.add_argument("--data-root")
     p.add_argument("--tasks", type=int, default=600)
     p.add_argument("--analysis-tasks", type=int, default=200)
+    p.add_argument("--manifest-only", action="store_true",
+                   help="publish and score the checkpoints, but run no analysis and write no report")
     args = p.parse_args(argv)
     rows = publish(args.runs, args.out, args.tasks, args.data_root)
+    if args.manifest_only:
+        print(f"manifest: {args.out / 'MANIFEST.csv'} ({len(rows)} checkpoints)")
+        return 0
     print(f"report: {analyse(args.out, rows, args.tasks, args.analysis_tasks, args.data_root)}")
     return 0
 

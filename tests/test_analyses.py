@@ -246,6 +246,15 @@ def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs,
     assert (out / "MANIFEST.csv").read_text() == manifest
 
 
+def test_publishing_with_manifest_only_scores_every_checkpoint_and_analyses_nothing(runs, tmp_path):
+    root, out = runs["maml"].parent.parent, tmp_path / "ref"
+    assert _recipe("reference_checkpoints").main([str(root), "--out", str(out), "--tasks", "4",
+                                                  "--manifest-only"]) == 0
+    manifest = pd.read_csv(out / "MANIFEST.csv")
+    assert len(manifest) == 6 and manifest.test_accuracy.between(0, 100).all()
+    assert (out / "maml" / "model.safetensors").is_file() and not (out / "results").exists()
+
+
 def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path):
     rows = ["path,run,algorithm,dataset,ways,shots,seed,iteration,iterations_planned,reduced_schedule,"
             "test_accuracy,test_ci95,nil_accuracy,nil_ci95"]
