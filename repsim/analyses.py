@@ -331,12 +331,10 @@ def through_training(study: Study, run_dir, *, steps: int | None = None) -> pd.D
     rows = []
     for path in run_checkpoints(run_dir):
         m = study.load(path)
-        for mode in ("inner-loop", "nil"):
-            s = study.score(m, steps=steps, nil=mode == "nil", desc=f"it {m.ckpt.iteration} {mode}")
-            rows.append({**_ids(m), "metric": f"accuracy ({mode})", "layer": "", "mean": s.mean,
-                         "ci95": s.ci95, "n": s.tasks})
-        sims = summarise(layer_similarity(study, [m.ckpt], steps=steps))
-        for r in sims.itertuples():
+        for r in accuracy(study, [m.ckpt], steps=steps).itertuples():
+            rows.append({**_ids(m), "metric": f"accuracy ({r.mode})", "layer": "", "mean": r.accuracy,
+                         "ci95": r.ci95, "n": r.tasks})
+        for r in summarise(layer_similarity(study, [m.ckpt], steps=steps)).itertuples():
             rows.append({**_ids(m), "metric": r.measure, "layer": r.layer, "mean": r.mean,
                          "ci95": r.ci95, "n": r.n})
     return pd.DataFrame(rows)
