@@ -23,7 +23,7 @@ from torch import nn
 
 from repsim.data.episodes import Task, batch_tasks
 from repsim.evaluate import resolve_device
-from repsim.meta import meta_loss, meta_loss_vmap
+from repsim.meta import meta_backward, meta_loss_vmap
 from repsim.model import conv4_for
 
 class TorchConv4(nn.Module):
@@ -73,13 +73,13 @@ def _repsim_step(algorithm: str, batched: bool, device, tasks, setting):
     opt = torch.optim.Adam(params.values(), lr=1e-3)
     stacked = batch_tasks(tasks)
 
-    def step():
+    def step():  # what one training iteration does (repsim.train)
+        opt.zero_grad()
         if batched:
             loss, _ = meta_loss_vmap(model, params, stacked, algorithm, c.inner_lr, c.inner_steps)
+            loss.backward()
         else:
-            loss, _ = meta_loss(model, params, tasks, algorithm, c.inner_lr, c.inner_steps)
-        opt.zero_grad()
-        loss.backward()
+            meta_backward(model, params, tasks, algorithm, c.inner_lr, c.inner_steps)
         opt.step()
     return step
 

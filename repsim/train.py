@@ -32,7 +32,7 @@ from repsim.data.episodes import (TaskList, batch_tasks, check_task_shape, sampl
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_text
 from repsim.evaluate import default_names, resolve_device, score_tasks, test_time_params
-from repsim.meta import meta_loss, meta_loss_vmap
+from repsim.meta import meta_backward, meta_loss_vmap
 
 VALIDATION_SEED = 12345  # validation tasks are the same for every run and iteration
 
@@ -95,12 +95,11 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
                disable=not progress)
     tic = time.perf_counter()
     for it in bar:
-        loss, acc = _training_loss(model, params, config, train_split, it, dev, use_vmap)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, acc = _meta_gradient(model, params, config, train_split, it, dev, use_vmap)
         optimizer.step()
-        window_loss, window_acc, window_n = window_loss + loss.item(), window_acc + acc, window_n + 1
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
+        window_loss, window_acc, window_n = window_loss + loss, window_acc + acc, window_n + 1
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
 
         if it % config.eval_every == 0 or it == config.iterations:
             val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
@@ -146,10 +145,13 @@ def resolve_execution(config: Config, dev: torch.device) -> str:
     return "loop" if task_images >= (32 if head_only else 100) else "vmap"
 
 
-def _training_loss(model, params, config: Config, split, it: int, dev, use_vmap: bool):
-    """The loss of iteration ``it``: its tasks (or its batch) depend on (seed, it) only."""
+def _meta_gradient(model, params, config: Config, split, it: int, dev, use_vmap: bool):
+    """Backpropagate the loss of iteration ``it`` into ``params``' ``.grad``; return the loss
+    and accuracy. Its tasks (or its batch) depend on (seed, it) only."""
     if config.algorithm == "multiclass":
-        return _multiclass_loss(model, params, split, config, it, dev)
+        loss, acc = _multiclass_loss(model, params, split, config, it, dev)
+        loss.backward()
+        return loss.item(), acc
     first = (it - 1) * config.meta_batch_size
     tasks = [sample_task(split, config.ways, config.shots, config.queries,
                          task_generator(config.seed, first + j)).to(dev)
@@ -157,10 +159,12 @@ def _training_loss(model, params, config: Config, split, it: int, dev, use_vmap:
     # Multitask training has no inner loop: one shared head is trained on every task directly.
     steps = 0 if config.algorithm == "multitask" else config.inner_steps
     if use_vmap:
-        return meta_loss_vmap(model, params, batch_tasks(tasks), config.algorithm,
-                              config.inner_lr, steps, adapt_batchnorm=config.adapt_batchnorm)
-    return meta_loss(model, params, tasks, config.algorithm, config.inner_lr, steps,
-                     adapt_batchnorm=config.adapt_batchnorm)
+        loss, acc = meta_loss_vmap(model, params, batch_tasks(tasks), config.algorithm,
+                                   config.inner_lr, steps, adapt_batchnorm=config.adapt_batchnorm)
+        loss.backward()
+        return loss.item(), acc
+    return meta_backward(model, params, tasks, config.algorithm, config.inner_lr, steps,
+                         adapt_batchnorm=config.adapt_batchnorm)
 
 
 def _multiclass_loss(model, params, split, config: Config, it: int, dev):

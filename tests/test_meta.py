@@ -8,7 +8,7 @@ from torch import nn
 
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
-from repsim.meta import adapt, inner_loop_names, meta_loss, meta_loss_vmap
+from repsim.meta import adapt, inner_loop_names, meta_backward, meta_loss, meta_loss_vmap
 from repsim.model import Conv4, norm_param_names, split_body_head
 
 
@@ -130,6 +130,19 @@ def test_task_batched_execution_equals_the_loop(model64, algorithm):
     g_vmap = _flat(torch.autograd.grad(batched, list(params.values())))
     assert loop.item() == pytest.approx(batched.item(), rel=1e-10)
     assert _rel(g_vmap, g_loop) < 1e-8
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil"])
+def test_task_by_task_backward_accumulates_the_same_meta_gradient(model64, algorithm):
+    # what training runs in loop execution: the meta-gradient one task at a time
+    tasks = _tasks()
+    params = dict(model64.named_parameters())
+    model64.zero_grad()
+    loss, accuracy = meta_backward(model64, params, tasks, algorithm, 0.4, 2)
+    accumulated = _flat([p.grad for p in params.values()])
+    whole, whole_accuracy = meta_loss(model64, params, tasks, algorithm, 0.4, 2)
+    assert loss == pytest.approx(whole.item(), rel=1e-12) and accuracy == whole_accuracy
+    assert _rel(accumulated, _higher_grad(model64, tasks, algorithm)) < 1e-8
 
 
 def test_anil_inner_loop_leaves_body_unchanged_and_boil_leaves_head(model64):
