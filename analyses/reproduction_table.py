@@ -1,6 +1,6 @@
 """Recipe: the README's reproduction table (tables 2 and 4), from the reference MANIFESTs.
 
-    python analyses/reproduction_table.py [checkpoints/omniglot_20w1s checkpoints/omniglot_5w1s ...]
+    python analyses/reproduction_table.py [checkpoints/omniglot_20w1s checkpoints/omniglot_20w5s ...]
 
 For every setting and method, the final checkpoints' 600-task test accuracies are averaged
 over seeds and printed as mean ± std over seeds (sample std; a single seed shows its 95% CI
@@ -85,7 +85,7 @@ def table(folders: list[Path]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="*", type=Path,
-                   default=[Path("checkpoints/omniglot_20w1s"), Path("checkpoints/omniglot_5w1s")])
+                   default=[Path(f"checkpoints/omniglot_{s}") for s in ("20w1s", "20w5s", "5w1s")])
     args = p.parse_args(argv)
     print(table(args.folders), end="")
     return 0
