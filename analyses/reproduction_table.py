@@ -33,6 +33,11 @@ def finals(folder: Path) -> pd.DataFrame:
     return m[m.iteration == m.iterations_planned]
 
 
+def finn_value(setting) -> paper.PaperValue | None:
+    """Finn et al.'s MAML number for ``setting`` (quoted under table 2), or None."""
+    return paper.paper_value("maml_original", setting, "MAML (Finn et al. 2017)", "inner-loop")
+
+
 def describe(values: list[float], ci: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f} ± {ci[0]:.2f} (CI)"
@@ -55,8 +60,7 @@ def table(folders: list[Path]) -> str:
                 values = list(rows[f"{mode}_accuracy"])
                 ours = describe(values, list(rows[f"{mode}_ci95"]))
                 published = paper.paper_value(source, setting, row, col)
-                original = (paper.paper_value("maml_original", setting, "MAML (Finn et al. 2017)", "inner-loop")
-                            if algorithm == "maml" and mode == "test" else None)
+                original = finn_value(setting) if algorithm == "maml" and mode == "test" else None
                 cells = []
                 diffs = []
                 if published:
@@ -74,8 +78,7 @@ def table(folders: list[Path]) -> str:
         for label, _, _, source, row, col, where in ROWS:
             published = paper.paper_value(source, setting, row, col)
             if published and (setting, label) not in trained:
-                original = (paper.paper_value("maml_original", setting, "MAML (Finn et al. 2017)", "inner-loop")
-                            if label == "MAML" else None)
+                original = finn_value(setting) if label == "MAML" else None
                 finn = f"; Finn et al.: {original.value:.1f}" if original else ""
                 lines.append(f"| {paper.setting_label(setting)} | {label} | — | not trained | — | "
                              f"{published.format()} ({where}){finn} | — |")

@@ -135,16 +135,23 @@ def adapt_and_score(model: nn.Module, params: Params, task, names: list[str], lr
     return TaskResult(loss, accuracy)
 
 
+def _adapted_tasks(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
+                   steps: int, adapt_batchnorm: bool):
+    """Each task's inner loop and query score, one task at a time (a generator, so that a
+    caller can free a task's graph before the next is built)."""
+    names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
+    second_order = algorithm != "fomaml"
+    for t in tasks:
+        yield adapt_and_score(model, params, t, names, lr, steps, create_graph=second_order)
+
+
 def meta_loss(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
               steps: int, *, adapt_batchnorm: bool = True) -> tuple[torch.Tensor, float]:
     """Mean query loss over a meta-batch after each task's inner loop, and mean accuracy.
 
     Backpropagating the loss gives the algorithm's meta-gradient with respect to ``params``.
     """
-    names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
-    second_order = algorithm != "fomaml"
-    results = [adapt_and_score(model, params, t, names, lr, steps, create_graph=second_order)
-               for t in tasks]
+    results = list(_adapted_tasks(model, params, tasks, algorithm, lr, steps, adapt_batchnorm))
     loss = torch.stack([r.loss for r in results]).mean()
     return loss, sum(r.accuracy for r in results) / len(results)
 
@@ -158,11 +165,8 @@ def meta_backward(model: nn.Module, params: Params, tasks, algorithm: str, lr: f
     20-way 5-shot, 0.8 GB instead of 4.7 GB, and faster on a CPU, where the larger graph's
     memory has to be mapped afresh at every iteration.
     """
-    names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
-    second_order = algorithm != "fomaml"
     loss = accuracy = 0.0
-    for t in tasks:
-        r = adapt_and_score(model, params, t, names, lr, steps, create_graph=second_order)
+    for r in _adapted_tasks(model, params, tasks, algorithm, lr, steps, adapt_batchnorm):
         (r.loss / len(tasks)).backward()
         loss, accuracy = loss + r.loss.item(), accuracy + r.accuracy
     return loss / len(tasks), accuracy / len(tasks)
