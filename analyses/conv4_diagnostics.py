@@ -35,6 +35,7 @@ from repsim.checkpoint import load_checkpoint
 from repsim.evaluate import default_names, score_tasks
 from repsim.io import atomic_write_text
 from repsim.model import HEAD_PREFIX, norm_param_names
+from repsim.report import markdown_table
 
 HEAD = [HEAD_PREFIX + "weight", HEAD_PREFIX + "bias"]
 
@@ -63,12 +64,6 @@ def score(path: Path, tasks, variant: str, *, lr: float | None = None, steps: in
             "variant": variant, "inner_lr": 0.0 if variant == "NIL" else lr,
             "steps": 0 if variant == "NIL" else steps, "accuracy": round(s.mean, 2),
             "ci95": round(s.ci95, 2), "tasks": s.tasks}
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -110,7 +105,7 @@ def main(argv=None) -> int:
           f"Omniglot {c.ways}-way {c.shots}-shot, {args.tasks} test tasks (task seed 0), "
           f"{c.queries} query per class, accuracy in % with 95% CI over tasks "
           f"(1.96 * std / sqrt(n)). Recipe: analyses/conv4_diagnostics.py.\n\n"
-          + markdown_table(table))
+          + markdown_table(table.columns, table.itertuples(index=False)) + "\n")
     atomic_write_text(out / "conv4_diagnostics.md", md)
     print(md)
     return 0

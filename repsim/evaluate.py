@@ -69,19 +69,24 @@ def fresh_head(model: nn.Module, params: Params, ways: int) -> Params:
     return out
 
 
-def nil_logits(model: nn.Module, params: Params, task) -> torch.Tensor:
-    """NIL testing: no head, no inner loop.
+def nil_scores(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor,
+               temperature: float = 1.0) -> torch.Tensor:
+    """NIL's classifier on penultimate features: a query's score for class c is
 
-    A query's score for class c is  sum_j a(q, s_j) [y_j = c]  with attention
-    a(q, s_j) = softmax_j cos(f(q), f(s_j)) over the support points s_j: cosine similarities of
-    penultimate features weighting the support labels, as in Matching Networks (Raghu et al.
-    2020, section 5). For 1-shot tasks this is the nearest support point by cosine.
+        sum_j a(q, s_j) [y_j = c],   a(q, s_j) = softmax_j cos(f(q), f(s_j)) / T
+
+    cosine similarities weighting the support labels, as in Matching Networks (Raghu et al.
+    2020, section 5: T = 1). For 1-shot tasks this is the nearest support point by cosine.
     """
-    support = F.normalize(head_input(model, params, task.support_x), dim=1)
-    query = F.normalize(head_input(model, params, task.query_x), dim=1)
-    ways = int(task.support_y.max()) + 1
-    attention = (query @ support.T).softmax(dim=1)
-    return attention @ F.one_hot(task.support_y, ways).to(query.dtype)
+    cos = F.normalize(query, dim=1) @ F.normalize(support, dim=1).T
+    ways = int(support_y.max()) + 1
+    return (cos / temperature).softmax(dim=1) @ F.one_hot(support_y, ways).to(cos.dtype)
+
+
+def nil_logits(model: nn.Module, params: Params, task) -> torch.Tensor:
+    """NIL testing: no head, no inner loop; :func:`nil_scores` on the body's features."""
+    return nil_scores(head_input(model, params, task.support_x), task.support_y,
+                      head_input(model, params, task.query_x))
 
 
 def score_tasks(model: nn.Module, params: Params, tasks, *, names: list[str] | None,

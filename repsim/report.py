@@ -267,6 +267,14 @@ def _md_cell(x) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
+def markdown_table(headers, rows) -> str:
+    """A GitHub-flavoured markdown table (cells escaped so that '|' cannot split them)."""
+    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def render_markdown(doc: Doc, fig_rel: str) -> str:
     out = []
     for b in doc.blocks:
@@ -277,11 +285,7 @@ def render_markdown(doc: Doc, fig_rel: str) -> str:
         elif b[0] == "ul":
             out.append("\n".join(f"- {x}" for x in b[1]))
         elif b[0] == "table":
-            headers, rows = b[1], b[2]
-            lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
-                     "|" + "|".join("---" for _ in headers) + "|"]
-            lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-            out.append("\n".join(lines))
+            out.append(markdown_table(b[1], b[2]))
         elif b[0] == "fig":
             _, stem, alt, cap = b
             out.append(f"![{alt}]({fig_rel}/{stem}.png)\n\n*{cap}* "

@@ -270,3 +270,43 @@ def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path):
     assert "| Omniglot 20w1s | MAML | — | not trained | — | 93.7 ± 0.7 (table 2); Finn et al.: 95.8 | — |" in out
     assert "| Omniglot 20w5s | NIL after ANIL training | — | not trained | — | 98.0 ± 0.04 (table 4) | — |" in out
     assert out.count("not trained") == 4  # 20w1s MAML; 20w5s MAML, ANIL, NIL
+
+
+def test_nil_diagnostics_classifiers_agree_on_one_shot_and_differ_as_designed_on_five():
+    recipe = _recipe("nil_diagnostics")
+    g = torch.Generator().manual_seed(0)
+    one_shot = torch.randn(5, 8, generator=g), torch.arange(5)
+    query = torch.randn(30, 8, generator=g)
+    # one support point per class: every cosine classifier is the nearest-neighbour rule
+    picks = [f(*one_shot, query).argmax(1) for f in recipe.CLASSIFIERS.values()]
+    assert all(torch.equal(p, picks[0]) for p in picks)
+
+    support, labels = torch.randn(25, 8, generator=g), torch.arange(5).repeat(5)
+    # cosines see directions only: rescaling any feature vector changes no score
+    scale = torch.rand(25, 1, generator=g) + 0.1
+    for f in recipe.CLASSIFIERS.values():
+        assert torch.allclose(f(support, labels, query), f(support * scale, labels, query * 3), atol=1e-6)
+    # NIL's softmax sharpens into the nearest support point as its temperature goes to 0
+    assert torch.equal(recipe.nil_scores(support, labels, query, temperature=1e-4).argmax(1),
+                       recipe.nearest_support(support, labels, query).argmax(1))
+    # the prototype of a class is the direction of its support points' mean direction
+    normed = torch.nn.functional.normalize(support, dim=1)
+    means = torch.stack([normed[labels == c].mean(0) for c in range(5)])
+    expected = torch.nn.functional.cosine_similarity(query[:, None], means[None], dim=2)
+    assert torch.allclose(recipe.cosine_prototype(support, labels, query), expected, atol=1e-6)
+
+
+def test_nil_diagnostics_reproduces_the_manifest_nil_score(runs, tmp_path):
+    """The recipe's NIL row is the NIL of the MANIFEST: same tasks, same classifier."""
+    root, ref = runs["maml"].parent.parent, tmp_path / "ref"
+    _recipe("reference_checkpoints").main([str(root), "--out", str(ref), "--tasks", "4", "--manifest-only"])
+    assert _recipe("nil_diagnostics").main(["--ref", str(ref), "--tasks", "4"]) == 0
+    table = pd.read_csv(ref / "results" / "nil_diagnostics.csv")
+    manifest = pd.read_csv(ref / "MANIFEST.csv").query("iteration == iterations_planned")
+    nil = table[table.classifier.str.startswith("NIL (paper")].set_index("run").accuracy
+    own = table[table.classifier.str.startswith("own inner loop")].set_index("run").accuracy
+    assert sorted(nil.index) == ["anil", "boil", "maml"]
+    for row in manifest.itertuples():
+        assert nil[row.run] == pytest.approx(row.nil_accuracy, abs=0.01)
+        assert own[row.run] == pytest.approx(row.test_accuracy, abs=0.01)
+    assert (ref / "results" / "nil_diagnostics.md").read_text().startswith("# Is NIL's gap")
