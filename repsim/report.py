@@ -443,37 +443,48 @@ def _body(layers):
     return [layer for layer in layers if layer != HEAD]
 
 
+def _curve_over_seeds(ax, sub: pd.DataFrame, **style) -> None:
+    """One algorithm's curve through training. With one seed: its values and 95% CI over
+    tasks; with several: the mean over seeds, shaded from the lowest seed to the highest
+    (one line per seed would make six indistinguishable line styles at three seeds)."""
+    if sub["seed"].nunique() == 1:
+        sub = sub.sort_values("iteration")
+        ax.errorbar(sub["iteration"], sub["mean"], yerr=np.nan_to_num(sub["ci95"]), marker="o",
+                    capsize=3, **style)
+        return
+    by = sub.groupby("iteration")["mean"]
+    ax.plot(by.mean().index, by.mean(), marker="o", **style)
+    ax.fill_between(by.mean().index, by.min(), by.max(), color=style["color"], alpha=0.18, lw=0)
+
+
 def fig_through_training(res: Result, folder: Path) -> bytes:
     t = res.table
-    runs = list(dict.fromkeys(zip(t["algorithm"], t["seed"])))
+    algorithms = list(dict.fromkeys(t["algorithm"]))
     styles = ["-", "--", "-.", ":"]
     sims = [m for m in ("cca", "cka") if m in set(t["metric"])]
     fig, axes = _new_figure(4.8 * (1 + len(sims)) + 1.0, 5.4, 1 + len(sims))
     acc = t[t["metric"].str.startswith("accuracy")]
-    for r, (a, s) in enumerate(runs):
+    for r, a in enumerate(algorithms):
         for k, metric in enumerate(dict.fromkeys(acc["metric"])):
-            sub = acc[(acc["algorithm"] == a) & (acc["seed"] == s) & (acc["metric"] == metric)].sort_values("iteration")
+            sub = acc[(acc["algorithm"] == a) & (acc["metric"] == metric)]
             if sub.empty:
                 continue
             mode = metric.replace("accuracy", "").strip(" ()")
-            axes[0].errorbar(sub["iteration"], sub["mean"], yerr=np.nan_to_num(sub["ci95"]), marker="o", capsize=3,
-                             ls=styles[r % len(styles)], color=_COLORS[k % len(_COLORS)],
-                             label=f"{_alg(a)} s{_iter(s)} {'NIL' if mode == 'nil' else mode}")
+            _curve_over_seeds(axes[0], sub, ls=styles[r % len(styles)], color=_COLORS[k % len(_COLORS)],
+                              label=f"{_alg(a)} {'NIL' if mode == 'nil' else mode}")
     _chance(axes[0], res.chance)
     axes[0].set_ylim(0, 100)
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].set_title("Accuracy through training")
     layers = [layer for layer in dict.fromkeys(t["layer"]) if layer]
     for ax, m in zip(axes[1:], sims):
-        for r, (a, s) in enumerate(runs):
+        for r, a in enumerate(algorithms):
             for k, layer in enumerate(layers):
-                sub = t[(t["algorithm"] == a) & (t["seed"] == s) & (t["metric"] == m) & (t["layer"] == layer)]
-                sub = sub.sort_values("iteration")
+                sub = t[(t["algorithm"] == a) & (t["metric"] == m) & (t["layer"] == layer)]
                 if sub.empty:
                     continue
-                ax.errorbar(sub["iteration"], sub["mean"], yerr=np.nan_to_num(sub["ci95"]), marker="o", ms=4,
-                            capsize=2, ls=styles[r % len(styles)], color=_COLORS[k % len(_COLORS)],
-                            label=layer if len(runs) == 1 else f"{_alg(a)} s{_iter(s)} {layer}")
+                _curve_over_seeds(ax, sub, ls=styles[r % len(styles)], color=_COLORS[k % len(_COLORS)],
+                                  ms=4, label=layer if len(algorithms) == 1 else f"{_alg(a)} {layer}")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(f"{m.upper()} (before vs after)")
         ax.set_title(f"{m.upper()} per layer through training")
@@ -485,9 +496,12 @@ def fig_through_training(res: Result, folder: Path) -> bytes:
             ax.set_xticklabels([_iter(i) for i in its])
     axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9)
     if len(axes) > 1:
-        axes[-1].legend(title="layer" if len(runs) == 1 else "run, layer", loc="upper left",
+        axes[-1].legend(title="layer" if len(algorithms) == 1 else "algorithm, layer", loc="upper left",
                         bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    return _save(fig, folder, "through_training", _footer(fig, _short_caption(res, conventions=True)))
+    several = t.groupby("algorithm")["seed"].nunique().max() > 1
+    values = ("lines: mean over seeds, shaded from the lowest seed to the highest" if several
+              else "error bars: 95% CI over tasks")
+    return _save(fig, folder, "through_training", _footer(fig, _short_caption(res, conventions=True, values=values)))
 
 
 def fig_cross(res: Result, folder: Path) -> bytes:
@@ -1048,7 +1062,8 @@ _SECTIONS = [
     ("regimes", "Training regimes, NIL-tested (paper Table 5)", table_regimes,
      "NIL test accuracy by training regime; bars are means over seeds, dots each seed", False),
     ("through_training", "Through training (paper Section 4.1)", table_through_training,
-     "Accuracy and per-layer before/after similarity at intermediate checkpoints", True),
+     "Accuracy and per-layer before/after similarity at intermediate checkpoints (with several seeds: "
+     "mean over seeds, shaded from the lowest seed to the highest)", True),
     ("weight_change", "Relative weight change per layer (MAML / ANIL / BOIL)", table_weight_change,
      "Relative change of each layer's weights over the inner loop", False),
     ("heads", "What the head contributes (repsim ablation)", table_heads,

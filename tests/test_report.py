@@ -260,3 +260,26 @@ def test_edge_cases_nan_ci_no_head_accuracy_only_through_training(tmp_path):
     for stem in ("similarity", "through_training"):
         with Image.open(folder / "figures" / f"{stem}.png") as im:
             im.verify()
+
+
+def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from repsim.report import _curve_over_seeds
+
+    rows = pd.DataFrame([{"seed": s, "iteration": it, "mean": m, "ci95": 1.0}
+                         for s, ms in enumerate(((40, 70), (50, 80), (60, 60))) for it, m in zip((250, 500), ms)])
+    fig, ax = plt.subplots()
+    _curve_over_seeds(ax, rows, color="C0", ls="-")
+    (line,) = ax.get_lines()
+    assert line.get_xdata().tolist() == [250, 500] and line.get_ydata().tolist() == [50, 70]
+    band = ax.collections[0].get_paths()[0].vertices  # lowest and highest seed at each iteration
+    assert {(x, y) for x, y in band} >= {(250, 40), (250, 60), (500, 60), (500, 80)}
+
+    # one seed: its own values with the 95% CI over tasks as error bars, no band
+    fig, ax = plt.subplots()
+    _curve_over_seeds(ax, rows[rows.seed == 1], color="C0", ls="-")
+    assert ax.get_lines()[0].get_ydata().tolist() == [50, 80] and not any(
+        isinstance(c, matplotlib.collections.PolyCollection) for c in ax.collections)
+    plt.close("all")
