@@ -66,8 +66,7 @@ def score_classifiers(path: Path, tasks) -> list[dict]:
     params = {n: p.detach() for n, p in model.named_parameters()}
     own = score_tasks(model, params, tasks, names=default_names(c, model), lr=c.inner_lr,
                       steps=c.inner_steps_test, device=torch.device("cpu"), progress=False)
-    scores = {"own inner loop (head, "
-              f"{c.inner_steps_test} steps of {c.inner_lr})": own.per_task}
+    scores = {f"own inner loop ({c.inner_steps_test} steps of {c.inner_lr})": own.per_task}
     per_task = {name: [] for name in CLASSIFIERS}
     with torch.no_grad():
         for task in tasks:
@@ -78,9 +77,13 @@ def score_classifiers(path: Path, tasks) -> list[dict]:
                 per_task[name].append((predicted == task.query_y).float().mean().item())
     scores.update(per_task)
     run = path.parent.name
-    return [{"run": run, "algorithm": c.algorithm, "seed": c.seed, "iteration": ckpt.iteration, "classifier": name,
-             "accuracy": round(mean_ci(acc).mean, 2), "ci95": round(mean_ci(acc).ci95, 2),
-             "tasks": len(acc)} for name, acc in scores.items()]
+    rows = []
+    for name, per_task_accuracy in scores.items():
+        score = mean_ci(per_task_accuracy)
+        rows.append({"run": run, "algorithm": c.algorithm, "seed": c.seed, "iteration": ckpt.iteration,
+                     "classifier": name, "accuracy": round(score.mean, 2), "ci95": round(score.ci95, 2),
+                     "tasks": score.tasks})
+    return rows
 
 
 def main(argv=None) -> int:
