@@ -97,8 +97,9 @@ def main(argv=None) -> int:
     if not finals:
         sys.exit(f"error: no run (RUN/model.safetensors) in {args.ref}: pass --ref a folder "
                  f"published by analyses/reference_checkpoints.py")
-    c = load_checkpoint(finals[0]).config
-    tasks = Study.for_checkpoint(load_checkpoint(finals[0]), data_root=args.data_root,
+    first = load_checkpoint(finals[0])
+    c = first.config
+    tasks = Study.for_checkpoint(first, data_root=args.data_root,
                                  queries=c.queries, num_tasks=args.tasks, seed=0,
                                  progress=False).tasks
     rows = []

@@ -453,8 +453,9 @@ def _curve_over_seeds(ax, sub: pd.DataFrame, **style) -> None:
                     capsize=3, **style)
         return
     by = sub.groupby("iteration")["mean"]
-    ax.plot(by.mean().index, by.mean(), marker="o", **style)
-    ax.fill_between(by.mean().index, by.min(), by.max(), color=style["color"], alpha=0.18, lw=0)
+    mean = by.mean()
+    ax.plot(mean.index, mean, marker="o", **style)
+    ax.fill_between(mean.index, by.min(), by.max(), color=style["color"], alpha=0.18, lw=0)
 
 
 def fig_through_training(res: Result, folder: Path) -> bytes:
