@@ -15,6 +15,19 @@ def omniglot_root():
     pytest.skip("no copy of Omniglot found (set REPSIM_TEST_OMNIGLOT to the folder with the zips)")
 
 
+@pytest.fixture(scope="session")
+def recipe():
+    """Loads a script of analyses/ as a module (analyses/ holds recipes, not a package)."""
+    import importlib.util
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, REPO / "analyses" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Tests run many tiny tensor ops, for which a second intra-op thread buys nothing; and on

@@ -209,60 +209,49 @@ def test_cli_probe_saves_every_step(runs, tmp_path):
         "step0/conv4", "step0/head", "step1/conv4", "step1/head", "step2/conv4", "step2/head"]
 
 
-def _recipe(name):
-    """A script of analyses/ loaded as a module (analyses/ is recipes, not a package)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "analyses" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs, tmp_path, monkeypatch):
-    recipe = _recipe("reference_checkpoints")
+def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs, tmp_path, monkeypatch, recipe):
+    publisher = recipe("reference_checkpoints")
     root = runs["maml"].parent.parent
     out = tmp_path / "ref"
-    rows = recipe.publish(root, out, 4, None)
+    rows = publisher.publish(root, out, 4, None)
     assert [(r["run"], r["iteration"]) for r in rows] == [
         (a, i) for a in ("anil", "boil", "maml") for i in (10, 20)]
     manifest = (out / "MANIFEST.csv").read_text()
 
     scored = []
-    real = recipe.evaluate_checkpoint
+    real = publisher.evaluate_checkpoint
     monkeypatch.setattr(recipe, "evaluate_checkpoint",
                         lambda path, **kw: scored.append(str(path)) or real(path, **kw))
-    assert recipe.publish(root, out, 4, None) == rows  # nothing changed: nothing scored
+    assert publisher.publish(root, out, 4, None) == rows  # nothing changed: nothing scored
     assert scored == [] and (out / "MANIFEST.csv").read_text() == manifest
 
     # a published checkpoint that no longer matches its run is published and scored again
     stale = out / "boil" / "checkpoints" / "iter-000010.safetensors"
     ckpt = load_checkpoint(stale)
-    recipe.save_checkpoint(stale, recipe.Checkpoint(ckpt.config, {n: p + 1 for n, p in ckpt.params.items()},
+    publisher.save_checkpoint(stale, publisher.Checkpoint(ckpt.config, {n: p + 1 for n, p in ckpt.params.items()},
                                                     ckpt.iteration))
-    assert recipe.publish(root, out, 4, None) == rows
+    assert publisher.publish(root, out, 4, None) == rows
     assert scored == [str(stale)] * 2  # inner loop and NIL
     assert (out / "MANIFEST.csv").read_text() == manifest
 
 
-def test_publishing_with_manifest_only_scores_every_checkpoint_and_analyses_nothing(runs, tmp_path):
+def test_publishing_with_manifest_only_scores_every_checkpoint_and_analyses_nothing(runs, tmp_path, recipe):
     root, out = runs["maml"].parent.parent, tmp_path / "ref"
-    assert _recipe("reference_checkpoints").main([str(root), "--out", str(out), "--tasks", "4",
+    assert recipe("reference_checkpoints").main([str(root), "--out", str(out), "--tasks", "4",
                                                   "--manifest-only"]) == 0
     manifest = pd.read_csv(out / "MANIFEST.csv")
     assert len(manifest) == 6 and manifest.test_accuracy.between(0, 100).all()
     assert (out / "maml" / "model.safetensors").is_file() and not (out / "results").exists()
 
 
-def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path):
+def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path, recipe):
     rows = ["path,run,algorithm,dataset,ways,shots,seed,iteration,iterations_planned,reduced_schedule,"
             "test_accuracy,test_ci95,nil_accuracy,nil_ci95"]
     for seed, acc in enumerate((90.0, 92.0, 94.0)):
         rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},1500,1500,True,{acc},0.5,{acc + 1},0.5")
         rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},250,1500,True,10.0,0.5,10.0,0.5")  # not final
     (tmp_path / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
-    out = _recipe("reproduction_table").table([tmp_path])
+    out = recipe("reproduction_table").table([tmp_path])
     # mean and sample std over the three seeds; the paper's ANIL 96.2 (table 2) and NIL 96.7 (table 4)
     assert "| Omniglot 20w1s | ANIL | 0, 1, 2 | 1500 (reduced) | 92.00 ± 2.00 | 96.2 ± 0.5 (table 2) | -4.2 |" in out
     assert "| NIL after ANIL training | 0, 1, 2 | 1500 (reduced) | 93.00 ± 2.00 | 96.7 ± 0.3 (table 4) | -3.7 |" in out
@@ -272,35 +261,35 @@ def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path):
     assert out.count("not trained") == 4  # 20w1s MAML; 20w5s MAML, ANIL, NIL
 
 
-def test_nil_diagnostics_classifiers_agree_on_one_shot_and_differ_as_designed_on_five():
-    recipe = _recipe("nil_diagnostics")
+def test_nil_diagnostics_classifiers_agree_on_one_shot_and_differ_as_designed_on_five(recipe):
+    diagnostics = recipe("nil_diagnostics")
     g = torch.Generator().manual_seed(0)
     one_shot = torch.randn(5, 8, generator=g), torch.arange(5)
     query = torch.randn(30, 8, generator=g)
     # one support point per class: every cosine classifier is the nearest-neighbour rule
-    picks = [f(*one_shot, query).argmax(1) for f in recipe.CLASSIFIERS.values()]
+    picks = [f(*one_shot, query).argmax(1) for f in diagnostics.CLASSIFIERS.values()]
     assert all(torch.equal(p, picks[0]) for p in picks)
 
     support, labels = torch.randn(25, 8, generator=g), torch.arange(5).repeat(5)
     # cosines see directions only: rescaling any feature vector changes no score
     scale = torch.rand(25, 1, generator=g) + 0.1
-    for f in recipe.CLASSIFIERS.values():
+    for f in diagnostics.CLASSIFIERS.values():
         assert torch.allclose(f(support, labels, query), f(support * scale, labels, query * 3), atol=1e-6)
     # NIL's softmax sharpens into the nearest support point as its temperature goes to 0
-    assert torch.equal(recipe.nil_scores(support, labels, query, temperature=1e-4).argmax(1),
-                       recipe.nearest_support(support, labels, query).argmax(1))
+    assert torch.equal(diagnostics.nil_scores(support, labels, query, temperature=1e-4).argmax(1),
+                       diagnostics.nearest_support(support, labels, query).argmax(1))
     # the prototype of a class is the direction of its support points' mean direction
     normed = torch.nn.functional.normalize(support, dim=1)
     means = torch.stack([normed[labels == c].mean(0) for c in range(5)])
     expected = torch.nn.functional.cosine_similarity(query[:, None], means[None], dim=2)
-    assert torch.allclose(recipe.cosine_prototype(support, labels, query), expected, atol=1e-6)
+    assert torch.allclose(diagnostics.cosine_prototype(support, labels, query), expected, atol=1e-6)
 
 
-def test_nil_diagnostics_reproduces_the_manifest_nil_score(runs, tmp_path):
+def test_nil_diagnostics_reproduces_the_manifest_nil_score(runs, tmp_path, recipe):
     """The recipe's NIL row is the NIL of the MANIFEST: same tasks, same classifier."""
     root, ref = runs["maml"].parent.parent, tmp_path / "ref"
-    _recipe("reference_checkpoints").main([str(root), "--out", str(ref), "--tasks", "4", "--manifest-only"])
-    assert _recipe("nil_diagnostics").main(["--ref", str(ref), "--tasks", "4"]) == 0
+    recipe("reference_checkpoints").main([str(root), "--out", str(ref), "--tasks", "4", "--manifest-only"])
+    assert recipe("nil_diagnostics").main(["--ref", str(ref), "--tasks", "4"]) == 0
     table = pd.read_csv(ref / "results" / "nil_diagnostics.csv")
     manifest = pd.read_csv(ref / "MANIFEST.csv").query("iteration == iterations_planned")
     nil = table[table.classifier.str.startswith("NIL (paper")].set_index("run").accuracy
