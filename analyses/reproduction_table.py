@@ -7,8 +7,13 @@ over seeds and printed as mean ± std over seeds (sample std; a single seed show
 over tasks instead, marked "CI"), beside the paper's number (mean +- std over 3 seeds) and
 the difference. Rows: MAML and ANIL with their own inner loop (table 2) and NIL testing
 after ANIL training (table 4). Every Omniglot entry of tables 2 and 4 that has no run in the
-folders is listed too, as "not trained", so the table never hides a gap. Prints markdown to
-standard output.
+folders is listed too, as "not trained", so the table never hides a gap.
+
+Then table 3: for every folder whose report compared models across seeds
+(``results/cross_tasks.csv``), the similarity of body layers for MAML-MAML, ANIL-ANIL and
+ANIL-MAML, mean ± std over pairs of models of different seeds (the paper's comparison; ANIL
+and MAML of one seed share their initial weights and are left out), beside the paper's
+MiniImageNet numbers. Prints markdown to standard output.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from repsim import paper
+from repsim import paper, report
 
 # label, algorithm, MANIFEST column prefix, paper table, its row and column, where
 ROWS = (("MAML", "maml", "test", "maml_vs_anil", "MAML", "inner-loop", "table 2"),
         ("ANIL", "anil", "test", "maml_vs_anil", "ANIL", "inner-loop", "table 2"),
         ("NIL after ANIL training", "anil", "nil", "nil", "ANIL", "nil", "table 4"))
+
+PAIRS = ("MAML-MAML", "ANIL-ANIL", "ANIL-MAML")  # table 3's order
 
 
 def finals(folder: Path) -> pd.DataFrame:
@@ -85,12 +92,29 @@ def table(folders: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cross_table(folders: list[Path]) -> str:
+    lines = ["| setting | pair | model pairs | CCA | CKA | paper CCA / CKA (table 3, MiniImageNet 5w) |",
+             "|---|---|---|---|---|---|"]
+    for folder in folders:
+        if not (folder / "results" / "cross_tasks.csv").is_file():
+            continue
+        cross = report.load_results(folder / "results")[0]["cross"]
+        rows = [r for r in report.cross_summary(cross.tasks_table) if not r["same_seed"]]
+        for r in sorted(rows, key=lambda r: PAIRS.index(r["pair"]) if r["pair"] in PAIRS else len(PAIRS)):
+            published = [paper.paper_value("cross", paper.MINI_5_UNSTATED, r["pair"], m) for m in ("cca", "cka")]
+            theirs = " / ".join(f"{v.value:.2f}" for v in published) if all(published) else "—"
+            lines.append(f"| {paper.setting_label(cross.setting)} | {r['pair']} | {len(r['models'])} | "
+                         f"{r['cca'][0]:.3f} ± {r['cca'][1]:.3f} | {r['cka'][0]:.3f} ± {r['cka'][1]:.3f} | {theirs} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="*", type=Path,
                    default=[Path(f"checkpoints/omniglot_{s}") for s in ("20w1s", "20w5s", "5w1s")])
     args = p.parse_args(argv)
-    print(table(args.folders), end="")
+    print(table(args.folders))
+    print(cross_table(args.folders), end="")
     return 0
 
 

@@ -44,7 +44,7 @@ _REQUIRED = {
     "through_training": ("algorithm", "seed", "iteration", "metric", "layer", "mean", "ci95"),
     "weight_change": ("algorithm", "layer", "mean", "ci95"),
 }
-_NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds")
+_NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value")
 HEAD = "head"
 PAPER_TASKS = 600
 PAPER_ITERATIONS = 60000
@@ -769,24 +769,91 @@ def _body_mean(t, pair_col, pair, measure):
     return (float(sub["mean"].mean()), float(sub["mean"].min()), float(sub["mean"].max())) if len(sub) else None
 
 
+# How repsim.analyses.Model labels a checkpoint in the cross-model tables.
+_MODEL_LABEL = re.compile(r"^(?P<algorithm>.+)-s(?P<seed>\d+)-it(?P<iteration>\d+)$")
+
+
+def cross_pairs(tasks: pd.DataFrame) -> pd.DataFrame:
+    """Paper table 3's unit: one row per pair of models and measure, the similarity averaged
+    over tasks t and body layers l,
+
+        s(a, b) = mean_{t, l} sim(h_l^a(x_t), h_l^b(x_t)),
+
+    with ``same_seed`` true where both models were trained from one seed. Training seeds the
+    initialisation, so ANIL and MAML of one seed start from the same weights (and two labels
+    of one algorithm and seed are one run); the paper compares models across seeds.
+    ``tasks`` is ``repsim.analyses.cross_similarity``'s table (``cross_tasks.csv``).
+    """
+    body = tasks[tasks["layer"] != HEAD]
+    out = body.groupby(["pair", "model_a", "model_b", "measure"], sort=False)["value"].mean().reset_index()
+    seeds = {}
+    for label in set(out["model_a"]) | set(out["model_b"]):
+        match = _MODEL_LABEL.match(str(label))
+        if match is None:
+            raise RepsimError(f"cannot read the seed of model {label!r} in a cross-model table: models are "
+                              f"labelled ALGORITHM-sSEED-itITERATION; re-run 'repsim analyze cross' to rewrite it")
+        seeds[label] = int(match["seed"])
+    out["same_seed"] = [seeds[a] == seeds[b] for a, b in zip(out["model_a"], out["model_b"])]
+    return out
+
+
+def cross_summary(tasks: pd.DataFrame) -> list[dict]:
+    """Per pair of algorithms, models of different seeds first, then of the same seed: the
+    mean and sample std over model pairs of :func:`cross_pairs`' similarity, per measure."""
+    pairs = cross_pairs(tasks)
+    out = []
+    for same in (False, True):
+        for pair, g in pairs[pairs["same_seed"] == same].groupby("pair", sort=False):
+            row = {"pair": pair, "same_seed": same, "models": sorted(set(zip(g["model_a"], g["model_b"])))}
+            for m, v in g.groupby("measure", sort=False)["value"]:
+                row[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
+            out.append(row)
+    return out
+
+
+def _cross_summary_of(res: Result) -> list[dict] | None:
+    """:func:`cross_summary` of a cross result, or None for results written without per-task rows."""
+    tt = res.tasks_table
+    return cross_summary(tt) if tt is not None and {"model_a", "model_b", "pair"} <= set(tt.columns) else None
+
+
 def table_cross(doc: Doc, res: Result):
     t = res.table
+    summary = _cross_summary_of(res)
     pc = {m: _PaperColumns("cross", res.setting, label=f"paper {m.upper()}", digits=2) for m in ("cca", "cka")}
-    headers = ["pair", "body layers"]
-    for m in ("cca", "cka"):
-        headers += [f"{m.upper()} (mean over body layers; range)"] + pc[m].headers()
-    rows = []
-    for pair in dict.fromkeys(t["pair"]):
-        body = [layer for layer in dict.fromkeys(t[t["pair"] == pair]["layer"]) if layer != HEAD]
-        row = [pair, ", ".join(body)]
+    if summary is not None:
+        headers = ["pair", "seeds", "model pairs"]
         for m in ("cca", "cka"):
-            s = _body_mean(t, "pair", pair, m)
-            if s is None:
-                row += ["—"] + ["—"] * len(pc[m].headers())
-                continue
-            row += [f"{s[0]:.3f} ({s[1]:.2f}–{s[2]:.2f})"] + pc[m].cells(s[0], pair, m)
-        rows.append(row)
-    doc.table(headers, rows)
+            headers += [f"{m.upper()} (body layers; mean ± std over model pairs)"] + pc[m].headers()
+        rows = []
+        for r in summary:
+            row = [r["pair"], "same (shared initialisation)" if r["same_seed"] else "different", str(len(r["models"]))]
+            for m in ("cca", "cka"):
+                mean, std = r.get(m, (float("nan"), float("nan")))
+                paper_cells = (["—"] * len(pc[m].headers()) if r["same_seed"]
+                               else pc[m].cells(mean, r["pair"], m))
+                row += [f"{_f(mean, 3)} ± {_f(std, 3)}" if math.isfinite(std) else _f(mean, 3)] + paper_cells
+            rows.append(row)
+        doc.table(headers, rows)
+        doc.p("Paper table 3 compares models trained from different seeds. Models of one seed share their "
+              "initial weights (ANIL and MAML) or are one run (one algorithm at two iterations), so their "
+              "rows are apart and have no paper column.")
+    else:
+        headers = ["pair", "body layers"]
+        for m in ("cca", "cka"):
+            headers += [f"{m.upper()} (mean over body layers; range)"] + pc[m].headers()
+        rows = []
+        for pair in dict.fromkeys(t["pair"]):
+            body = [layer for layer in dict.fromkeys(t[t["pair"] == pair]["layer"]) if layer != HEAD]
+            row = [pair, ", ".join(body)]
+            for m in ("cca", "cka"):
+                s = _body_mean(t, "pair", pair, m)
+                if s is None:
+                    row += ["—"] + ["—"] * len(pc[m].headers())
+                    continue
+                row += [f"{s[0]:.3f} ({s[1]:.2f}–{s[2]:.2f})"] + pc[m].cells(s[0], pair, m)
+            rows.append(row)
+        doc.table(headers, rows)
     layers = list(dict.fromkeys(t["layer"]))
     detail = []
     for pair in dict.fromkeys(t["pair"]):
@@ -794,19 +861,11 @@ def table_cross(doc: Doc, res: Result):
             sub = t[(t["pair"] == pair) & (t["measure"] == m)].set_index("layer")
             detail.append([pair, m.upper()] + [f"{sub.loc[layer, 'mean']:.3f} {_ci(sub.loc[layer, 'ci95'], 3)}"
                                                if layer in sub.index else "—" for layer in layers])
-    doc.p("Per layer (mean ± 95% CI over tasks):")
+    doc.p("Per layer, all model pairs of each pair of algorithms (mean ± 95% CI over tasks):")
     doc.table(["pair", "measure"] + layers, detail)
-    notes = []
-    tt = res.tasks_table
-    if tt is not None and {"model_a", "model_b", "pair"} <= set(tt.columns):
-        for pair, g in tt.groupby("pair", sort=False):
-            models = sorted(set(zip(g["model_a"], g["model_b"])))
-            notes.append(f"{pair}: " + "; ".join(f"{a} vs {b}" for a, b in models))
-            same_seed = [(a, b) for a, b in models if a.split("-it")[0] == b.split("-it")[0]]
-            if same_seed:
-                notes.append(f"{pair} includes checkpoints of the same training run (same algorithm and seed, "
-                             f"different iterations): this is not the paper's comparison across seeds.")
-    if notes:
+    if summary is not None:
+        notes = [f"{r['pair']}, {'same' if r['same_seed'] else 'different'} seeds: "
+                 + "; ".join(f"{a} vs {b}" for a, b in r["models"]) for r in summary]
         doc.p("Models compared:")
         doc.items(notes)
     doc.p("Paper: Raghu et al. Table 3, body layers averaged, across seeds (its data setting is not stated in "
@@ -944,13 +1003,24 @@ def verdict(results: dict[str, Result]) -> list[str]:
                 txt += f"; paper, same setting: NIL {pn.value:.1f} vs {pi.value:.1f} ({pn.value - pi.value:+.1f})"
             out.append(txt + ".")
     if "cross" in results:
-        t = results["cross"].table
-        parts = []
-        for pair in dict.fromkeys(t["pair"]):
-            c, k = _body_mean(t, "pair", pair, "cca"), _body_mean(t, "pair", pair, "cka")
-            parts.append(f"{pair} CCA {c[0]:.2f} / CKA {k[0]:.2f}" if c and k else pair)
-        out.append("Similarity between models, body layers averaged: " + "; ".join(parts)
-                   + " (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA 0.50–0.51, CKA 0.83–0.86).")
+        summary = _cross_summary_of(results["cross"])
+        if summary is not None:
+            parts = [f"{r['pair']} CCA {r['cca'][0]:.2f} / CKA {r['cka'][0]:.2f}" for r in summary
+                     if not r["same_seed"] and "cca" in r and "cka" in r]
+            # same seed, two algorithms: same initial weights (one algorithm: one run, left out)
+            shared = [f"{r['pair']} {r['cca'][0]:.2f} / {r['cka'][0]:.2f}" for r in summary
+                      if r["same_seed"] and len(set(r["pair"].split("-"))) == 2 and "cca" in r and "cka" in r]
+            out.append("Similarity between models of different seeds, body layers averaged: " + "; ".join(parts)
+                       + " (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA 0.50–0.51, CKA 0.83–0.86)"
+                       + (f"; models of one seed, which share their initial weights: {'; '.join(shared)}." if shared else "."))
+        else:
+            t = results["cross"].table
+            parts = []
+            for pair in dict.fromkeys(t["pair"]):
+                c, k = _body_mean(t, "pair", pair, "cca"), _body_mean(t, "pair", pair, "cka")
+                parts.append(f"{pair} CCA {c[0]:.2f} / CKA {k[0]:.2f}" if c and k else pair)
+            out.append("Similarity between models, body layers averaged: " + "; ".join(parts)
+                       + " (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA 0.50–0.51, CKA 0.83–0.86).")
     if "weight_change" in results:
         t = results["weight_change"].table
         for a in dict.fromkeys(t["algorithm"]):

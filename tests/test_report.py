@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -39,6 +40,40 @@ def _write(folder: Path, name, rows, prov, tasks_rows=None):
     (folder / f"{name}.json").write_text(json.dumps(prov, indent=2))
 
 
+def _cross_tasks() -> list[dict]:
+    """Per-task similarities of MAML and ANIL seeds 0 and 1, on 2 tasks: body layer i of a pair
+    scores base - 0.1 i + 0.02 task (CKA 0.15 higher), so its mean over layers and tasks is
+    base - 0.14. base: MAML-MAML 0.80, ANIL-ANIL 0.82, ANIL-MAML of different seeds 0.70 and
+    0.72 (the pair with MAML seed 1), ANIL-MAML of one seed (shared initial weights) 0.75.
+    The head scores 0.3 and must not count."""
+    models = ["maml-s0-it60000", "maml-s1-it60000", "anil-s0-it60000", "anil-s1-it60000"]
+    rows = []
+    for a, b in itertools.combinations(models, 2):
+        pair = "-".join(sorted((a.split("-")[0].upper(), b.split("-")[0].upper())))
+        same_seed = a.split("-")[1] == b.split("-")[1]
+        base = {"MAML-MAML": 0.80, "ANIL-ANIL": 0.82}.get(pair, 0.75 if same_seed else 0.70)
+        base += 0.02 if pair == "ANIL-MAML" and not same_seed and "maml-s1-it60000" in (a, b) else 0.0
+        for i, layer in enumerate(LAYERS):
+            for measure, shift in (("cca", 0.0), ("cka", 0.15)):
+                for task in (0, 1):
+                    value = 0.3 if layer == "head" else base + shift - 0.1 * i + 0.02 * task
+                    rows.append({"model_a": a, "model_b": b, "pair": pair, "layer": layer, "measure": measure,
+                                 "task": task, "value": value})
+    return rows
+
+
+CROSS_TASKS = _cross_tasks()
+
+
+def _cross_means(tasks) -> list[dict]:
+    """cross.csv as cross_similarity writes it: per pair of algorithms, layer and measure."""
+    t = pd.DataFrame(tasks)
+    t = t[t.layer != "head"]
+    g = t.groupby(["pair", "layer", "measure"], sort=False)["value"]
+    return [{"pair": p, "layer": layer, "measure": m, "mean": v.mean(), "ci95": 0.01, "n": len(v)}
+            for (p, layer, m), v in g]
+
+
 def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None) -> Path:
     """A results folder with every analysis; accuracy: MAML 95.0 (3 seeds: 94, 95, 96) and ANIL 96.0
     (one seed), so that the paper's Omniglot 20w1s 93.7 / 96.2 give differences +1.3 / -0.2."""
@@ -64,9 +99,7 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
                      + [{"checkpoint": "anil-s0-it60000", "algorithm": "anil", "seed": 0, "iteration": 60000,
                          "mode": mode, "accuracy": 96.0 if mode == "inner-loop" else 97.0, "ci95": 0.4, "tasks": 20}
                         for mode in ("inner-loop", "nil")], maml + anil),
-        "cross": ([{"pair": p, "layer": layer, "measure": m, "mean": v - 0.1 * i, "ci95": 0.01, "n": 20}
-                   for p in ("MAML-MAML", "ANIL-MAML", "ANIL-ANIL") for i, layer in enumerate(LAYERS[:4])
-                   for m, v in (("cca", 0.8), ("cka", 0.95))], maml + anil),
+        "cross": (_cross_means(CROSS_TASKS), maml[:2] + anil),
         "heads": ([{"checkpoint": "maml-s0-it60000", "algorithm": "maml", "seed": 0, "iteration": 60000,
                     "variant": v, "accuracy": a, "ci95": 1.0, "tasks": 20}
                    for v, a in (("trained inner loop", 94.0), ("NIL (no head)", 90.0),
@@ -86,12 +119,10 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
                             "ci95": 0.001, "n": 20, "seeds": 1} for a in ("maml", "anil", "boil") for layer in LAYERS],
                           maml[:1] + anil + boil),
     }
-    cross_tasks = [{"model_a": "maml-s0-it60000", "model_b": "maml-s1-it60000", "pair": "MAML-MAML", "layer": "conv1",
-                    "measure": "cca", "task": 0, "value": 0.8}]
     for name, (rows, ckpts) in everything.items():
         if names is None or name in names:
             _write(folder, name, rows, _prov(name, dataset, ways, shots, ckpts),
-                   cross_tasks if name == "cross" else None)
+                   CROSS_TASKS if name == "cross" else None)
     return folder
 
 
@@ -160,7 +191,7 @@ def test_markdown_tables_compare_with_the_paper_where_the_setting_matches(full):
     row = _table_row(md, "MAML", "60000", "none")
     assert "46.9 ± 0.2" in row and "90.5" in row
     # Table 3 and Table 5 present, with the paper's numbers
-    assert "0.51" in _table_row(md, "MAML-MAML", "conv1, conv2, conv3, conv4")
+    assert "0.51" in _table_row(md, "MAML-MAML", "different")
     assert "39.7" in _table_row(md, "multiclass", "multiclass pretraining")
     # reduced schedule is marked, provenance and verdict are there
     assert "† Reduced training schedule" in md and "ANIL seed 0 at iteration 60000." in md
@@ -283,3 +314,44 @@ def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range()
     assert ax.get_lines()[0].get_ydata().tolist() == [50, 80] and not any(
         isinstance(c, matplotlib.collections.PolyCollection) for c in ax.collections)
     plt.close("all")
+
+
+def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_initialisations_apart(full):
+    from repsim.report import cross_pairs, cross_summary
+    pairs = cross_pairs(pd.DataFrame(CROSS_TASKS))
+    # a second route to the same number: the mean of every body-layer row of one pair of models
+    t = pd.DataFrame(CROSS_TASKS)
+    one = t[(t.model_a == "maml-s0-it60000") & (t.model_b == "anil-s1-it60000") & (t.measure == "cka")
+            & (t.layer != "head")]
+    row = pairs[(pairs.model_a == "maml-s0-it60000") & (pairs.model_b == "anil-s1-it60000") & (pairs.measure == "cka")]
+    assert row.value.item() == pytest.approx(one.value.mean()) == pytest.approx(0.70 + 0.15 - 0.14)
+    assert set(pairs[pairs.same_seed].pair) == {"ANIL-MAML"}  # maml-s0/anil-s0 and maml-s1/anil-s1
+    summary = {(r["pair"], r["same_seed"]): r for r in cross_summary(pd.DataFrame(CROSS_TASKS))}
+    across = summary[("ANIL-MAML", False)]
+    assert len(across["models"]) == 2 and across["cca"][0] == pytest.approx(0.57)
+    assert across["cca"][1] == pytest.approx(0.02 / 2 ** 0.5)  # sample std of 0.56 and 0.58
+    assert summary[("ANIL-MAML", True)]["cca"][0] == pytest.approx(0.61)
+    # the report: models of different seeds beside the paper, shared initialisations apart, no paper
+    md = full[1].read_text()
+    assert "0.570 ± 0.014" in _table_row(md, "ANIL-MAML", "different") and "0.50" in _table_row(md, "ANIL-MAML", "different")
+    shared = _table_row(md, "ANIL-MAML", "same (shared initialisation)")
+    assert "0.610" in shared and "0.50" not in shared
+    assert "Similarity between models of different seeds, body layers averaged: MAML-MAML CCA 0.66 / CKA 0.81" in md
+    assert "ANIL-MAML CCA 0.57 / CKA 0.72; ANIL-ANIL CCA 0.68 / CKA 0.83" in md
+    assert "models of one seed, which share their initial weights: ANIL-MAML 0.61 / 0.76" in md
+
+
+def test_cross_model_labels_that_carry_no_seed_are_refused():
+    from repsim.report import cross_pairs
+    bad = pd.DataFrame([{"model_a": "mine", "model_b": "maml-s1-it5", "pair": "MAML-MAML", "layer": "conv1",
+                         "measure": "cca", "task": 0, "value": 0.5}])
+    with pytest.raises(RepsimError, match="cannot read the seed of model 'mine'.*re-run 'repsim analyze cross'"):
+        cross_pairs(bad)
+
+
+def test_reproduction_table_lists_table_3_across_seeds_in_the_papers_order(tmp_path, recipe):
+    build_results(tmp_path / "results", names=("cross",))
+    out = recipe("reproduction_table").cross_table([tmp_path]).splitlines()
+    pairs = [line.split("|")[2].strip() for line in out[2:]]
+    assert pairs == ["MAML-MAML", "ANIL-ANIL", "ANIL-MAML"]  # shared initialisations left out
+    assert out[4] == "| Omniglot 20w1s | ANIL-MAML | 2 | 0.570 ± 0.014 | 0.720 ± 0.014 | 0.50 / 0.83 |"
