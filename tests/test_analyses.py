@@ -220,7 +220,7 @@ def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs,
 
     scored = []
     real = publisher.evaluate_checkpoint
-    monkeypatch.setattr(recipe, "evaluate_checkpoint",
+    monkeypatch.setattr(publisher, "evaluate_checkpoint",
                         lambda path, **kw: scored.append(str(path)) or real(path, **kw))
     assert publisher.publish(root, out, 4, None) == rows  # nothing changed: nothing scored
     assert scored == [] and (out / "MANIFEST.csv").read_text() == manifest
@@ -229,7 +229,7 @@ def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs,
     stale = out / "boil" / "checkpoints" / "iter-000010.safetensors"
     ckpt = load_checkpoint(stale)
     publisher.save_checkpoint(stale, publisher.Checkpoint(ckpt.config, {n: p + 1 for n, p in ckpt.params.items()},
-                                                    ckpt.iteration))
+                                                          ckpt.iteration))
     assert publisher.publish(root, out, 4, None) == rows
     assert scored == [str(stale)] * 2  # inner loop and NIL
     assert (out / "MANIFEST.csv").read_text() == manifest
