@@ -32,8 +32,6 @@ ROWS = (("MAML", "maml", "test", "maml_vs_anil", "MAML", "inner-loop", "table 2"
         ("ANIL", "anil", "test", "maml_vs_anil", "ANIL", "inner-loop", "table 2"),
         ("NIL after ANIL training", "anil", "nil", "nil", "ANIL", "nil", "table 4"))
 
-PAIRS = ("MAML-MAML", "ANIL-ANIL", "ANIL-MAML")  # table 3's order
-
 
 def finals(folder: Path) -> pd.DataFrame:
     m = pd.read_csv(folder / "MANIFEST.csv")
@@ -96,15 +94,17 @@ def cross_table(folders: list[Path]) -> str:
     lines = ["| setting | pair | model pairs | CCA | CKA | paper CCA / CKA (table 3, MiniImageNet 5w) |",
              "|---|---|---|---|---|---|"]
     for folder in folders:
-        if not (folder / "results" / "cross_tasks.csv").is_file():
+        if not (folder / "results" / "cross.csv").is_file():
             continue
-        cross = report.load_results(folder / "results")[0]["cross"]
-        rows = [r for r in report.cross_summary(cross.tasks_table) if not r["same_seed"]]
-        for r in sorted(rows, key=lambda r: PAIRS.index(r["pair"]) if r["pair"] in PAIRS else len(PAIRS)):
+        cross = report.load_results(folder / "results")[0].get("cross")
+        summary = report.cross_summary_of(cross) if cross is not None else None
+        for r in summary or []:
+            if r["seeds"] != "different":
+                continue
             published = [paper.paper_value("cross", paper.MINI_5_UNSTATED, r["pair"], m) for m in ("cca", "cka")]
             theirs = " / ".join(f"{v.value:.2f}" for v in published) if all(published) else "—"
             lines.append(f"| {paper.setting_label(cross.setting)} | {r['pair']} | {len(r['models'])} | "
-                         f"{r['cca'][0]:.3f} ± {r['cca'][1]:.3f} | {r['cka'][0]:.3f} ± {r['cka'][1]:.3f} | {theirs} |")
+                         f"{report.format_mean_std(r.get('cca'))} | {report.format_mean_std(r.get('cka'))} | {theirs} |")
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -38,16 +37,12 @@ from repsim.evaluate import (default_names, fresh_head, resolve_device, score_ta
                              test_time_params)
 from repsim.model import HEAD_PREFIX
 from repsim.probe import check_layers, iter_probes, probe_layers
+from repsim.results import summarise
 from repsim.similarity import compare
 
 CONVENTIONS = {"cca": "spatial", "cka": "flatten"}
 CONVENTION_TEXT = ("CCA: mean canonical correlation, conv layers with spatial positions as data "
                    "points (n*h*w, c); CKA: linear CKA, conv layers flattened (n, c*h*w)")
-
-
-def ci95(values) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    return float(1.96 * values.std() / math.sqrt(values.size)) if values.size > 1 else float("nan")
 
 
 @dataclass
@@ -188,20 +183,6 @@ def _ids(m: Model) -> dict:
     c = m.ckpt.config
     return {"checkpoint": m.label, "algorithm": c.algorithm, "seed": c.seed,
             "iteration": m.ckpt.iteration}
-
-
-def summarise(per_task: pd.DataFrame, by=("algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
-    """Mean and 95% CI over tasks, plus how many tasks (n) and seeds.
-
-    Every checkpoint is scored on the same tasks, so seeds are averaged per task first: the
-    CI is over the n distinct tasks, not over tasks x seeds (which are not independent).
-    """
-    by = [b for b in by if b in per_task.columns]
-    per = per_task.groupby(by + ["task"], sort=False)["value"].mean().reset_index()
-    out = per.groupby(by, sort=False)["value"].agg(mean="mean", ci95=ci95, n="size").reset_index()
-    if "seed" in per_task.columns:
-        out["seeds"] = per_task.groupby(by, sort=False)["seed"].nunique().values
-    return out
 
 
 # 2. ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import pandas as pd
 from repsim import paper
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes
+from repsim.results import summarise
 
 ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes",
             "through_training", "weight_change")
@@ -506,12 +507,14 @@ def fig_through_training(res: Result, folder: Path) -> bytes:
 
 
 def fig_cross(res: Result, folder: Path) -> bytes:
-    t = res.table
+    t = cross_layer_table(res)
+    if "seeds" in t:
+        t = t.assign(pair=[p if s == "different" else f"{p}, same seed" for p, s in zip(t["pair"], t["seeds"])])
     pairs = list(dict.fromkeys(t["pair"]))
     layers = list(dict.fromkeys(t["layer"]))
     measures = [m for m in ("cca", "cka") if m in set(t["measure"])] or list(dict.fromkeys(t["measure"]))
     # explicit geometry in inches: room for pair labels on the left, a colour bar on the right
-    cell_w, cell_h, left, gap, right, top, bottom = 1.0, 0.6, 1.5, 0.5, 1.3, 0.6, 1.25
+    cell_w, cell_h, left, gap, right, top, bottom = 1.0, 0.6, 2.0, 0.5, 1.3, 0.6, 1.25
     panel_w = cell_w * len(layers)
     width = left + len(measures) * panel_w + (len(measures) - 1) * gap + right
     height = top + max(cell_h * len(pairs), 1.0) + bottom
@@ -546,7 +549,7 @@ def fig_cross(res: Result, folder: Path) -> bytes:
                             (height - top - bottom) / height])
         fig.colorbar(image, cax=cax, label="similarity")
     fig.text(0.01, 0.01, textwrap.fill(_short_caption(res, conventions=True, values="cells: mean over tasks, "
-                                                        "no adaptation"), int(width * 14)),
+                                                        "no adaptation; rows: models of different seeds unless marked"), int(width * 14)),
              fontsize=8, color="#444", ha="left", va="bottom")
     png, pdf = io.BytesIO(), io.BytesIO()
     fig.savefig(png, format="png", metadata={"Software": "repsim"})
@@ -770,104 +773,145 @@ def _body_mean(t, pair_col, pair, measure):
 
 
 # How repsim.analyses.Model labels a checkpoint in the cross-model tables.
-_MODEL_LABEL = re.compile(r"^(?P<algorithm>.+)-s(?P<seed>\d+)-it(?P<iteration>\d+)$")
+_MODEL_LABEL = re.compile(r"^(?P<algorithm>.+)-s(?P<seed>-?\d+)-it(?P<iteration>\d+)$")
+CROSS_PAIRS = ("MAML-MAML", "ANIL-ANIL", "ANIL-MAML")  # table 3's order
+SAME_SEED = "same (same initial weights)"
 
 
-def cross_pairs(tasks: pd.DataFrame) -> pd.DataFrame:
-    """Paper table 3's unit: one row per pair of models and measure, the similarity averaged
-    over tasks t and body layers l,
-
-        s(a, b) = mean_{t, l} sim(h_l^a(x_t), h_l^b(x_t)),
-
-    with ``same_seed`` true where both models were trained from one seed. Training seeds the
-    initialisation, so ANIL and MAML of one seed start from the same weights (and two labels
-    of one algorithm and seed are one run); the paper compares models across seeds.
-    ``tasks`` is ``repsim.analyses.cross_similarity``'s table (``cross_tasks.csv``).
-    """
-    body = tasks[tasks["layer"] != HEAD]
-    out = body.groupby(["pair", "model_a", "model_b", "measure"], sort=False)["value"].mean().reset_index()
+def tag_seeds(tasks: pd.DataFrame) -> pd.DataFrame:
+    """``cross_tasks.csv`` with a ``seeds`` column: "different", or :data:`SAME_SEED` where both
+    models were trained from one seed. Training seeds the initialisation, so ANIL and MAML of
+    one seed start from the same weights (and one algorithm twice is one run); the paper's
+    table 3 compares models across seeds."""
     seeds = {}
-    for label in set(out["model_a"]) | set(out["model_b"]):
+    for label in set(tasks["model_a"]) | set(tasks["model_b"]):
         match = _MODEL_LABEL.match(str(label))
         if match is None:
             raise RepsimError(f"cannot read the seed of model {label!r} in a cross-model table: models are "
                               f"labelled ALGORITHM-sSEED-itITERATION; re-run 'repsim analyze cross' to rewrite it")
         seeds[label] = int(match["seed"])
-    out["same_seed"] = [seeds[a] == seeds[b] for a, b in zip(out["model_a"], out["model_b"])]
-    return out
+    clash = tasks.duplicated(["model_a", "model_b", "layer", "measure", "task"])
+    if clash.any():
+        a, b = tasks.loc[clash, ["model_a", "model_b"]].iloc[0]
+        raise RepsimError(f"two checkpoints in one cross-model table share the label of {a} or {b} (same "
+                          f"algorithm, seed and iteration): compare them in separate 'repsim analyze cross' runs")
+    same = [seeds[a] == seeds[b] for a, b in zip(tasks["model_a"], tasks["model_b"])]
+    return tasks.assign(seeds=np.where(same, SAME_SEED, "different"))
+
+
+def cross_pairs(tasks: pd.DataFrame) -> pd.DataFrame:
+    """Paper table 3's unit: one row per pair of models and measure, the similarity averaged
+    over tasks t and body layers l (NaN values, from degenerate activations, are skipped),
+
+        s(a, b) = mean_{t, l} sim(h_l^a(x_t), h_l^b(x_t)),
+
+    with :func:`tag_seeds`' ``seeds``. ``tasks`` is ``cross_tasks.csv``."""
+    body = tag_seeds(tasks)
+    body = body[body["layer"] != HEAD]
+    keys = ["pair", "seeds", "model_a", "model_b", "measure"]
+    return body.groupby(keys, sort=False)["value"].mean().reset_index()
+
+
+def _pair_order(pair: str, seeds: str):
+    return (seeds != "different", CROSS_PAIRS.index(pair) if pair in CROSS_PAIRS else len(CROSS_PAIRS), pair)
 
 
 def cross_summary(tasks: pd.DataFrame) -> list[dict]:
-    """Per pair of algorithms, models of different seeds first, then of the same seed: the
-    mean and sample std over model pairs of :func:`cross_pairs`' similarity, per measure."""
+    """Per pair of algorithms and ``seeds``, the mean and sample std over model pairs of
+    :func:`cross_pairs`' similarity, per measure m present:
+
+        row[m] = (mean_{(a, b)} s(a, b), std_{(a, b)} s(a, b))
+
+    Different seeds first, in table 3's order. Pairs share models, so the std is a spread
+    over pairs, not a standard error."""
     pairs = cross_pairs(tasks)
     out = []
-    for same in (False, True):
-        for pair, g in pairs[pairs["same_seed"] == same].groupby("pair", sort=False):
-            row = {"pair": pair, "same_seed": same, "models": sorted(set(zip(g["model_a"], g["model_b"])))}
-            for m, v in g.groupby("measure", sort=False)["value"]:
-                row[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
-            out.append(row)
-    return out
+    for (pair, seeds), g in pairs.groupby(["pair", "seeds"], sort=False):
+        row = {"pair": pair, "seeds": seeds, "models": sorted(set(zip(g["model_a"], g["model_b"])))}
+        for m, v in g.groupby("measure", sort=False)["value"]:
+            row[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
+        out.append(row)
+    return sorted(out, key=lambda r: _pair_order(r["pair"], r["seeds"]))
 
 
-def _cross_summary_of(res: Result) -> list[dict] | None:
+def cross_summary_of(res: Result) -> list[dict] | None:
     """:func:`cross_summary` of a cross result, or None for results written without per-task rows."""
     tt = res.tasks_table
     return cross_summary(tt) if tt is not None and {"model_a", "model_b", "pair"} <= set(tt.columns) else None
 
 
+def cross_layer_table(res: Result) -> pd.DataFrame:
+    """Per pair of algorithms, :func:`tag_seeds`' ``seeds``, layer and measure: mean and 95% CI
+    over tasks, in :func:`cross_summary`'s order. Results written without per-task rows give
+    their own table, all model pairs together."""
+    summary = cross_summary_of(res)
+    if summary is None:
+        return res.table
+    layers = summarise(tag_seeds(res.tasks_table), by=("pair", "seeds", "layer", "measure"))
+    order = {(r["pair"], r["seeds"]): i for i, r in enumerate(summary)}
+    rank = [order.get(key, len(order)) for key in zip(layers["pair"], layers["seeds"])]
+    return layers.iloc[np.argsort(rank, kind="stable")]
+
+
+def format_mean_std(stats, digits=3) -> str:
+    """"0.617 ± 0.002" from (mean, std); the mean alone where the std is NaN; "—" for None."""
+    if stats is None:
+        return "—"
+    mean, std = stats
+    return f"{_f(mean, digits)} ± {_f(std, digits)}" if math.isfinite(std) else _f(mean, digits)
+
+
+def _cross_layers(doc: Doc, table: pd.DataFrame, keys: list[str]):
+    """Per layer: mean ± 95% CI over tasks, one row per ``keys`` and measure."""
+    layers = list(dict.fromkeys(table["layer"]))
+    rows = []
+    for key, g in table.groupby(keys + ["measure"], sort=False):
+        sub = g.set_index("layer")
+        rows.append(list(key[:-1]) + [key[-1].upper()]
+                    + [f"{sub.loc[layer, 'mean']:.3f} {_ci(sub.loc[layer, 'ci95'], 3)}" if layer in sub.index else "—"
+                       for layer in layers])
+    doc.table(keys + ["measure"] + layers, rows)
+
+
 def table_cross(doc: Doc, res: Result):
-    t = res.table
-    summary = _cross_summary_of(res)
     pc = {m: _PaperColumns("cross", res.setting, label=f"paper {m.upper()}", digits=2) for m in ("cca", "cka")}
-    if summary is not None:
+    summary = cross_summary_of(res)
+    if summary is None:  # results written before per-task rows: all model pairs together
+        rows = []
+        for pair in dict.fromkeys(res.table["pair"]):
+            row = [pair, "all"]
+            for m in ("cca", "cka"):
+                s = _body_mean(res.table, "pair", pair, m)
+                row += (["—"] * (1 + len(pc[m].headers())) if s is None
+                        else [_f(s[0], 3)] + pc[m].cells(s[0], pair, m))
+            rows.append(row)
+        headers = ["pair", "seeds"]
+        for m in ("cca", "cka"):
+            headers += [f"{m.upper()} (mean over body layers)"] + pc[m].headers()
+        doc.table(headers, rows)
+        doc.p("Per layer, all model pairs (mean ± 95% CI over tasks):")
+        _cross_layers(doc, res.table, ["pair"])
+    else:
+        rows = []
+        for r in summary:
+            row = [r["pair"], r["seeds"], str(len(r["models"]))]
+            for m in ("cca", "cka"):
+                paper_cells = (pc[m].cells(r[m][0], r["pair"], m) if r["seeds"] == "different" and m in r
+                               else ["—"] * len(pc[m].headers()))
+                row += [format_mean_std(r.get(m))] + paper_cells
+            rows.append(row)
         headers = ["pair", "seeds", "model pairs"]
         for m in ("cca", "cka"):
             headers += [f"{m.upper()} (body layers; mean ± std over model pairs)"] + pc[m].headers()
-        rows = []
-        for r in summary:
-            row = [r["pair"], "same (shared initialisation)" if r["same_seed"] else "different", str(len(r["models"]))]
-            for m in ("cca", "cka"):
-                mean, std = r.get(m, (float("nan"), float("nan")))
-                paper_cells = (["—"] * len(pc[m].headers()) if r["same_seed"]
-                               else pc[m].cells(mean, r["pair"], m))
-                row += [f"{_f(mean, 3)} ± {_f(std, 3)}" if math.isfinite(std) else _f(mean, 3)] + paper_cells
-            rows.append(row)
         doc.table(headers, rows)
-        doc.p("Paper table 3 compares models trained from different seeds. Models of one seed share their "
-              "initial weights (ANIL and MAML) or are one run (one algorithm at two iterations), so their "
-              "rows are apart and have no paper column.")
-    else:
-        headers = ["pair", "body layers"]
-        for m in ("cca", "cka"):
-            headers += [f"{m.upper()} (mean over body layers; range)"] + pc[m].headers()
-        rows = []
-        for pair in dict.fromkeys(t["pair"]):
-            body = [layer for layer in dict.fromkeys(t[t["pair"] == pair]["layer"]) if layer != HEAD]
-            row = [pair, ", ".join(body)]
-            for m in ("cca", "cka"):
-                s = _body_mean(t, "pair", pair, m)
-                if s is None:
-                    row += ["—"] + ["—"] * len(pc[m].headers())
-                    continue
-                row += [f"{s[0]:.3f} ({s[1]:.2f}–{s[2]:.2f})"] + pc[m].cells(s[0], pair, m)
-            rows.append(row)
-        doc.table(headers, rows)
-    layers = list(dict.fromkeys(t["layer"]))
-    detail = []
-    for pair in dict.fromkeys(t["pair"]):
-        for m in dict.fromkeys(t["measure"]):
-            sub = t[(t["pair"] == pair) & (t["measure"] == m)].set_index("layer")
-            detail.append([pair, m.upper()] + [f"{sub.loc[layer, 'mean']:.3f} {_ci(sub.loc[layer, 'ci95'], 3)}"
-                                               if layer in sub.index else "—" for layer in layers])
-    doc.p("Per layer, all model pairs of each pair of algorithms (mean ± 95% CI over tasks):")
-    doc.table(["pair", "measure"] + layers, detail)
-    if summary is not None:
-        notes = [f"{r['pair']}, {'same' if r['same_seed'] else 'different'} seeds: "
-                 + "; ".join(f"{a} vs {b}" for a, b in r["models"]) for r in summary]
+        doc.p("Paper table 3 compares models trained from different seeds. Models of one seed start from the "
+              "same weights (ANIL and MAML; one algorithm twice is one run), so they are listed apart, "
+              "without the paper's numbers.")
+        doc.p("Per layer (mean ± 95% CI over tasks):")
+        _cross_layers(doc, cross_layer_table(res), ["pair", "seeds"])
         doc.p("Models compared:")
-        doc.items(notes)
+        doc.items([f"{r['pair']}, seeds {r['seeds']}: " + "; ".join(f"{a} vs {b}" for a, b in r["models"])
+                   for r in summary])
     doc.p("Paper: Raghu et al. Table 3, body layers averaged, across seeds (its data setting is not stated in "
           "PAPER.md beyond the representation analysis' 5-way MiniImageNet tasks).")
 
@@ -1003,24 +1047,28 @@ def verdict(results: dict[str, Result]) -> list[str]:
                 txt += f"; paper, same setting: NIL {pn.value:.1f} vs {pi.value:.1f} ({pn.value - pi.value:+.1f})"
             out.append(txt + ".")
     if "cross" in results:
-        summary = _cross_summary_of(results["cross"])
-        if summary is not None:
-            parts = [f"{r['pair']} CCA {r['cca'][0]:.2f} / CKA {r['cka'][0]:.2f}" for r in summary
-                     if not r["same_seed"] and "cca" in r and "cka" in r]
-            # same seed, two algorithms: same initial weights (one algorithm: one run, left out)
-            shared = [f"{r['pair']} {r['cca'][0]:.2f} / {r['cka'][0]:.2f}" for r in summary
-                      if r["same_seed"] and len(set(r["pair"].split("-"))) == 2 and "cca" in r and "cka" in r]
-            out.append("Similarity between models of different seeds, body layers averaged: " + "; ".join(parts)
-                       + " (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA 0.50–0.51, CKA 0.83–0.86)"
-                       + (f"; models of one seed, which share their initial weights: {'; '.join(shared)}." if shared else "."))
-        else:
+        summary = cross_summary_of(results["cross"])
+        paper_text = " (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA 0.50–0.51, CKA 0.83–0.86)"
+
+        def similarities(rows, prefix=""):
+            return "; ".join(f"{r['pair']} {prefix}{format_mean_std(r.get('cca'), 2)} / {format_mean_std(r.get('cka'), 2)}"
+                             for r in rows)
+        if summary is None:
             t = results["cross"].table
-            parts = []
-            for pair in dict.fromkeys(t["pair"]):
-                c, k = _body_mean(t, "pair", pair, "cca"), _body_mean(t, "pair", pair, "cka")
-                parts.append(f"{pair} CCA {c[0]:.2f} / CKA {k[0]:.2f}" if c and k else pair)
-            out.append("Similarity between models, body layers averaged: " + "; ".join(parts)
-                       + " (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA 0.50–0.51, CKA 0.83–0.86).")
+
+            def body(pair, m):
+                s = _body_mean(t, "pair", pair, m)
+                return None if s is None else (s[0], math.nan)
+            rows = [{"pair": p, "cca": body(p, "cca"), "cka": body(p, "cka")} for p in dict.fromkeys(t["pair"])]
+            out.append("Similarity between models (CCA / CKA), body layers averaged: " + similarities(rows) + paper_text + ".")
+        else:
+            across = [r for r in summary if r["seeds"] == "different"]
+            shared = [r for r in summary if r["seeds"] != "different"]
+            text = ("Similarity between models of different seeds (CCA / CKA, body layers averaged, ± std over "
+                    "model pairs): " + (similarities(across) or "no such models") + paper_text)
+            if shared:
+                text += "; models of one seed, which start from the same weights: " + similarities(shared)
+            out.append(text + ".")
     if "weight_change" in results:
         t = results["weight_change"].table
         for a in dict.fromkeys(t["algorithm"]):

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import repsim
@@ -57,3 +59,23 @@ def read_result(folder: str | Path, name: str) -> tuple[pd.DataFrame, dict] | No
     if not (folder / f"{name}.json").is_file() or not (folder / f"{name}.csv").is_file():
         return None
     return pd.read_csv(folder / f"{name}.csv"), json.loads((folder / f"{name}.json").read_text())
+
+
+def ci95(values) -> float:
+    """The paper's 95% interval over tasks: 1.96 * std / sqrt(n), population std; NaN for one task."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(1.96 * values.std() / math.sqrt(values.size)) if values.size > 1 else float("nan")
+
+
+def summarise(per_task: pd.DataFrame, by=("algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
+    """Mean and 95% CI over tasks, plus how many tasks (n) and seeds.
+
+    Every checkpoint is scored on the same tasks, so seeds are averaged per task first: the
+    CI is over the n distinct tasks, not over tasks x seeds (which are not independent).
+    """
+    by = [b for b in by if b in per_task.columns]
+    per = per_task.groupby(by + ["task"], sort=False)["value"].mean().reset_index()
+    out = per.groupby(by, sort=False)["value"].agg(mean="mean", ci95=ci95, n="size").reset_index()
+    if "seed" in per_task.columns:
+        out["seeds"] = per_task.groupby(by, sort=False)["seed"].nunique().values
+    return out

@@ -317,41 +317,65 @@ def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range()
 
 
 def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_initialisations_apart(full):
-    from repsim.report import cross_pairs, cross_summary
-    pairs = cross_pairs(pd.DataFrame(CROSS_TASKS))
-    # a second route to the same number: the mean of every body-layer row of one pair of models
+    from repsim.report import SAME_SEED, cross_pairs, cross_summary
     t = pd.DataFrame(CROSS_TASKS)
+    pairs = cross_pairs(t)
+    # a second route to the same number: the mean of every body-layer row of one pair of models
     one = t[(t.model_a == "maml-s0-it60000") & (t.model_b == "anil-s1-it60000") & (t.measure == "cka")
             & (t.layer != "head")]
     row = pairs[(pairs.model_a == "maml-s0-it60000") & (pairs.model_b == "anil-s1-it60000") & (pairs.measure == "cka")]
     assert row.value.item() == pytest.approx(one.value.mean()) == pytest.approx(0.70 + 0.15 - 0.14)
-    assert set(pairs[pairs.same_seed].pair) == {"ANIL-MAML"}  # maml-s0/anil-s0 and maml-s1/anil-s1
-    summary = {(r["pair"], r["same_seed"]): r for r in cross_summary(pd.DataFrame(CROSS_TASKS))}
-    across = summary[("ANIL-MAML", False)]
+    assert set(pairs[pairs.seeds == SAME_SEED].pair) == {"ANIL-MAML"}  # maml-s0/anil-s0 and maml-s1/anil-s1
+    summary = cross_summary(t)
+    # different seeds first, in table 3's order; then models of one seed
+    assert [(r["pair"], r["seeds"]) for r in summary] == [("MAML-MAML", "different"), ("ANIL-ANIL", "different"),
+                                                          ("ANIL-MAML", "different"), ("ANIL-MAML", SAME_SEED)]
+    across = summary[2]
     assert len(across["models"]) == 2 and across["cca"][0] == pytest.approx(0.57)
     assert across["cca"][1] == pytest.approx(0.02 / 2 ** 0.5)  # sample std of 0.56 and 0.58
-    assert summary[("ANIL-MAML", True)]["cca"][0] == pytest.approx(0.61)
+    assert summary[3]["cca"][0] == pytest.approx(0.61)
     # the report: models of different seeds beside the paper, shared initialisations apart, no paper
     md = full[1].read_text()
-    assert "0.570 ± 0.014" in _table_row(md, "ANIL-MAML", "different") and "0.50" in _table_row(md, "ANIL-MAML", "different")
-    shared = _table_row(md, "ANIL-MAML", "same (shared initialisation)")
-    assert "0.610" in shared and "0.50" not in shared
-    assert "Similarity between models of different seeds, body layers averaged: MAML-MAML CCA 0.66 / CKA 0.81" in md
-    assert "ANIL-MAML CCA 0.57 / CKA 0.72; ANIL-ANIL CCA 0.68 / CKA 0.83" in md
-    assert "models of one seed, which share their initial weights: ANIL-MAML 0.61 / 0.76" in md
+    assert "| ANIL-MAML | different | 2 | 0.570 ± 0.014 | 0.50 | 0.720 ± 0.014 | 0.83 |" in md
+    assert "| ANIL-MAML | same (same initial weights) | 2 | 0.610 ± 0.000 | — | 0.760 ± 0.000 | — |" in md
+    assert "| MAML-MAML | different | 1 | 0.660 | 0.51 | 0.810 | 0.83 |" in md  # one pair: no spread
+    # per layer, across seeds only: conv4 of ANIL-MAML is base 0.71 - 0.3 + 0.01 (tasks 0 and 1, ±0.014)
+    assert _table_row(md, "ANIL-MAML", "different", "CCA").split("|")[7].strip() == "0.420 ±0.014"
+    assert ("models of different seeds (CCA / CKA, body layers averaged, ± std over model pairs): MAML-MAML "
+            "0.66 / 0.81; ANIL-ANIL 0.68 / 0.83; ANIL-MAML 0.57 ± 0.01 / 0.72 ± 0.01") in md
+    assert "models of one seed, which start from the same weights: ANIL-MAML 0.61 ± 0.00 / 0.76 ± 0.00." in md
 
 
-def test_cross_model_labels_that_carry_no_seed_are_refused():
-    from repsim.report import cross_pairs
-    bad = pd.DataFrame([{"model_a": "mine", "model_b": "maml-s1-it5", "pair": "MAML-MAML", "layer": "conv1",
-                         "measure": "cca", "task": 0, "value": 0.5}])
+def test_cross_results_without_per_task_rows_are_reported_over_all_model_pairs(tmp_path):
+    folder = build_results(tmp_path / "r", names=("cross",))
+    (folder / "cross_tasks.csv").unlink()
+    md = write_report(folder).read_text()
+    assert "| ANIL-MAML | all | 0.590 | 0.50 | 0.740 | 0.83 |" in md  # mean of the 3 pairs' per-layer means
+    assert "Similarity between models (CCA / CKA), body layers averaged: MAML-MAML 0.66 / 0.81; ANIL-MAML 0.59 / 0.74" in md
+    assert "_tasks" not in md and "same initial weights" not in md
+
+
+def test_cross_model_labels_are_read_for_their_seed_or_refused():
+    from repsim.report import SAME_SEED, tag_seeds
+
+    def rows(*pairs):
+        return pd.DataFrame([{"model_a": a, "model_b": b, "pair": "MAML-MAML", "layer": "conv1", "measure": "cca",
+                              "task": 0, "value": 0.5} for a, b in pairs])
+    # negative seeds are seeds too
+    assert list(tag_seeds(rows(("maml-s-1-it5", "maml-s1-it5"), ("maml-s-1-it5", "maml-s-1-it9"))).seeds) == [
+        "different", SAME_SEED]
     with pytest.raises(RepsimError, match="cannot read the seed of model 'mine'.*re-run 'repsim analyze cross'"):
-        cross_pairs(bad)
+        tag_seeds(rows(("mine", "maml-s1-it5")))
+    # two checkpoints with one label would be merged into one model: refused
+    with pytest.raises(RepsimError, match="share the label.*separate 'repsim analyze cross' runs"):
+        tag_seeds(rows(("maml-s0-it5", "maml-s1-it5"), ("maml-s0-it5", "maml-s1-it5")))
 
 
 def test_reproduction_table_lists_table_3_across_seeds_in_the_papers_order(tmp_path, recipe):
     build_results(tmp_path / "results", names=("cross",))
     out = recipe("reproduction_table").cross_table([tmp_path]).splitlines()
-    pairs = [line.split("|")[2].strip() for line in out[2:]]
-    assert pairs == ["MAML-MAML", "ANIL-ANIL", "ANIL-MAML"]  # shared initialisations left out
-    assert out[4] == "| Omniglot 20w1s | ANIL-MAML | 2 | 0.570 ± 0.014 | 0.720 ± 0.014 | 0.50 / 0.83 |"
+    assert out[2:] == ["| Omniglot 20w1s | MAML-MAML | 1 | 0.660 | 0.810 | 0.51 / 0.83 |",
+                       "| Omniglot 20w1s | ANIL-ANIL | 1 | 0.680 | 0.830 | 0.51 / 0.86 |",
+                       "| Omniglot 20w1s | ANIL-MAML | 2 | 0.570 ± 0.014 | 0.720 ± 0.014 | 0.50 / 0.83 |"]
+    (tmp_path / "results" / "cross_tasks.csv").unlink()  # an older folder: no rows, no crash
+    assert recipe("reproduction_table").cross_table([tmp_path]).count("\n") == 2
