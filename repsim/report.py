@@ -767,9 +767,9 @@ def table_accuracy(doc: Doc, res: Result):
           "over seeds where there are several and the per-seed 95% CI over test tasks.")
 
 
-def _body_mean(t, pair_col, pair, measure):
+def _body_mean(t, pair_col, pair, measure) -> float | None:
     sub = t[(t[pair_col] == pair) & (t["measure"] == measure) & (t["layer"] != HEAD)]
-    return (float(sub["mean"].mean()), float(sub["mean"].min()), float(sub["mean"].max())) if len(sub) else None
+    return float(sub["mean"].mean()) if len(sub) else None
 
 
 # How repsim.analyses.Model labels a checkpoint in the cross-model tables.
@@ -834,23 +834,28 @@ def cross_summary(tasks: pd.DataFrame) -> list[dict]:
     return sorted(out, key=lambda r: _pair_order(r["pair"], r["seeds"]))
 
 
+def _model_pair_rows(res: Result) -> pd.DataFrame | None:
+    """A cross result's per-task rows, or None for results written without them."""
+    tt = res.tasks_table
+    return tt if tt is not None and {"model_a", "model_b", "pair"} <= set(tt.columns) else None
+
+
 def cross_summary_of(res: Result) -> list[dict] | None:
     """:func:`cross_summary` of a cross result, or None for results written without per-task rows."""
-    tt = res.tasks_table
-    return cross_summary(tt) if tt is not None and {"model_a", "model_b", "pair"} <= set(tt.columns) else None
+    tt = _model_pair_rows(res)
+    return None if tt is None else cross_summary(tt)
 
 
 def cross_layer_table(res: Result) -> pd.DataFrame:
     """Per pair of algorithms, :func:`tag_seeds`' ``seeds``, layer and measure: mean and 95% CI
     over tasks, in :func:`cross_summary`'s order. Results written without per-task rows give
     their own table, all model pairs together."""
-    summary = cross_summary_of(res)
-    if summary is None:
+    tt = _model_pair_rows(res)
+    if tt is None:
         return res.table
-    layers = summarise(tag_seeds(res.tasks_table), by=("pair", "seeds", "layer", "measure"))
-    order = {(r["pair"], r["seeds"]): i for i, r in enumerate(summary)}
-    rank = [order.get(key, len(order)) for key in zip(layers["pair"], layers["seeds"])]
-    return layers.iloc[np.argsort(rank, kind="stable")]
+    layers = summarise(tag_seeds(tt), by=("pair", "seeds", "layer", "measure"))
+    rank = [_pair_order(pair, seeds) for pair, seeds in zip(layers["pair"], layers["seeds"])]
+    return layers.iloc[sorted(range(len(layers)), key=rank.__getitem__)]
 
 
 def format_mean_std(stats, digits=3) -> str:
@@ -883,7 +888,7 @@ def table_cross(doc: Doc, res: Result):
             for m in ("cca", "cka"):
                 s = _body_mean(res.table, "pair", pair, m)
                 row += (["—"] * (1 + len(pc[m].headers())) if s is None
-                        else [_f(s[0], 3)] + pc[m].cells(s[0], pair, m))
+                        else [_f(s, 3)] + pc[m].cells(s, pair, m))
             rows.append(row)
         headers = ["pair", "seeds"]
         for m in ("cca", "cka"):
@@ -1050,15 +1055,15 @@ def verdict(results: dict[str, Result]) -> list[str]:
         summary = cross_summary_of(results["cross"])
         paper_text = " (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA 0.50–0.51, CKA 0.83–0.86)"
 
-        def similarities(rows, prefix=""):
-            return "; ".join(f"{r['pair']} {prefix}{format_mean_std(r.get('cca'), 2)} / {format_mean_std(r.get('cka'), 2)}"
+        def similarities(rows):
+            return "; ".join(f"{r['pair']} {format_mean_std(r.get('cca'), 2)} / {format_mean_std(r.get('cka'), 2)}"
                              for r in rows)
         if summary is None:
             t = results["cross"].table
 
             def body(pair, m):
                 s = _body_mean(t, "pair", pair, m)
-                return None if s is None else (s[0], math.nan)
+                return None if s is None else (s, math.nan)
             rows = [{"pair": p, "cca": body(p, "cca"), "cka": body(p, "cka")} for p in dict.fromkeys(t["pair"])]
             out.append("Similarity between models (CCA / CKA), body layers averaged: " + similarities(rows) + paper_text + ".")
         else:
