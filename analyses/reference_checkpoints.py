@@ -2,6 +2,7 @@
 
     python analyses/reference_checkpoints.py RUNS_DIR --data-root ../shared/data/omniglot \
         [--out checkpoints/omniglot_20w1s] [--tasks 600] [--analysis-tasks 200] [--manifest-only]
+        [--analyses NAME ...]
 
 RUNS_DIR holds run folders written by `repsim train` (named e.g. maml-s0, anil-s0,
 multiclass-s0). For each run, the intermediate checkpoints and the final model are copied
@@ -10,6 +11,9 @@ weights-only safetensors (the optimiser state is dropped: these are for
 analysis, not for resuming), every checkpoint is scored on a fixed list of `--tasks` test tasks
 (task seed 0), and one MANIFEST row is written per checkpoint. Then every analysis runs on
 them and the report is written to OUT/results/ (figures in OUT/results/figures/).
+`--analyses` runs only the named analyses; the report still covers every result in OUT/results,
+so two processes can share the analyses of one setting (on 2 cores, two 1-thread processes get
+more done than one 2-thread process).
 `--manifest-only` stops after the MANIFEST: for a setting whose runs are not all trained yet
 (the analyses compare MAML with ANIL and seeds with seeds).
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from repsim.analyses import run_analysis
+from repsim.analyses import ANALYSES, run_analysis
 from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.evaluate import evaluate_checkpoint
 from repsim.io import atomic_write_text
@@ -103,21 +107,28 @@ def _typed(key: str, value: str):
     return value
 
 
-def analyse(out: Path, rows: list[dict], tasks: int, analysis_tasks: int, data_root: str | None) -> Path:
+def analyse(out: Path, rows: list[dict], tasks: int, analysis_tasks: int, data_root: str | None,
+            only: list[str] | None = None) -> Path:
+    """Run the analyses (all of them, or those named in ``only``) on the final checkpoints and
+    write the report from every result in OUT/results, this run's and earlier ones'."""
     finals = {r["run"]: Path(r["path"]) for r in rows if r["iteration"] == r["iterations_planned"]}
     results = out / "results"
     meta = [finals[n] for n in sorted(finals) if n.startswith(("maml", "anil"))]
-    common = dict(data_root=data_root, progress=True)
-    run_analysis("accuracy", meta, results, tasks=tasks, **common)
-    run_analysis("freezing", [finals[n] for n in sorted(finals) if n.startswith("maml")], results,
-                 tasks=tasks, **common)
-    run_analysis("similarity", meta, results, tasks=analysis_tasks, **common)
-    run_analysis("cross", meta, results, tasks=analysis_tasks, **common)
-    run_analysis("heads", meta, results, tasks=analysis_tasks, **common)
-    run_analysis("regimes", list(finals.values()), results, tasks=tasks, **common)
-    run_analysis("weight-change", meta, results, tasks=analysis_tasks, **common)
-    run_analysis("through-training", [out / n for n in sorted(finals) if n.startswith(("maml", "anil"))],
-                 results, tasks=max(2, analysis_tasks // 2), **common)
+    maml = [finals[n] for n in sorted(finals) if n.startswith("maml")]
+    runs = [out / n for n in sorted(finals) if n.startswith(("maml", "anil"))]
+    plan = {  # name: (checkpoints, tasks)
+        "accuracy": (meta, tasks),
+        "freezing": (maml, tasks),
+        "similarity": (meta, analysis_tasks),
+        "cross": (meta, analysis_tasks),
+        "heads": (meta, analysis_tasks),
+        "regimes": (list(finals.values()), tasks),
+        "weight-change": (meta, analysis_tasks),
+        "through-training": (runs, max(2, analysis_tasks // 2)),
+    }
+    for name, (checkpoints, n) in plan.items():
+        if only is None or name in only:
+            run_analysis(name, checkpoints, results, tasks=n, data_root=data_root, progress=True)
     return write_report(results, title="repsim reference checkpoints: Omniglot "
                         f"{rows[0]['ways']}-way {rows[0]['shots']}-shot")
 
@@ -131,12 +142,16 @@ def main(argv=None) -> int:
     p.add_argument("--analysis-tasks", type=int, default=200)
     p.add_argument("--manifest-only", action="store_true",
                    help="publish and score the checkpoints, but run no analysis and write no report")
+    p.add_argument("--analyses", nargs="+", choices=ANALYSES, metavar="NAME",
+                   help="run only these analyses (default: all); processes running different "
+                        "ones can share OUT, since each analysis writes its own files")
     args = p.parse_args(argv)
     rows = publish(args.runs, args.out, args.tasks, args.data_root)
     if args.manifest_only:
         print(f"manifest: {args.out / 'MANIFEST.csv'} ({len(rows)} checkpoints)")
         return 0
-    print(f"report: {analyse(args.out, rows, args.tasks, args.analysis_tasks, args.data_root)}")
+    report = analyse(args.out, rows, args.tasks, args.analysis_tasks, args.data_root, args.analyses)
+    print(f"report: {report}")
     return 0
 
 

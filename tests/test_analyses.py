@@ -244,6 +244,23 @@ def test_publishing_with_manifest_only_scores_every_checkpoint_and_analyses_noth
     assert (out / "maml" / "model.safetensors").is_file() and not (out / "results").exists()
 
 
+def test_reference_checkpoints_runs_only_the_named_analyses_and_reports_all_results(runs, tmp_path, recipe):
+    root, out = runs["maml"].parent.parent, tmp_path / "ref"
+    publisher = recipe("reference_checkpoints")
+    for only in (["accuracy"], ["freezing", "regimes"]):
+        assert publisher.main([str(root), "--out", str(out), "--tasks", "4", "--analysis-tasks", "4",
+                               "--analyses", *only]) == 0
+    made = sorted(p.stem for p in (out / "results").glob("*.json"))
+    assert made == ["accuracy", "freezing", "regimes"]
+    report = (out / "results" / "report.md").read_text()
+    # the second run's report still has the first run's result, and nothing it did not run
+    assert "## Accuracy with the inner loop and with NIL" in report
+    assert "## Freezing layers at test time" in report and "## Training regimes" in report
+    assert "## Similarity between models" not in report
+    with pytest.raises(SystemExit):
+        publisher.main([str(root), "--out", str(out), "--analyses", "accuracyy"])
+
+
 def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path, recipe):
     rows = ["path,run,algorithm,dataset,ways,shots,seed,iteration,iterations_planned,reduced_schedule,"
             "test_accuracy,test_ci95,nil_accuracy,nil_ci95"]
