@@ -9,7 +9,8 @@ multiclass-s0). For each run, the intermediate checkpoints and the final model a
 into OUT/<run>/checkpoints/ and OUT/<run>/model.safetensors (a run folder's layout) as
 weights-only safetensors (the optimiser state is dropped: these are for
 analysis, not for resuming), every checkpoint is scored on a fixed list of `--tasks` test tasks
-(task seed 0), and one MANIFEST row is written per checkpoint. Then every analysis runs on
+(task seed 0), and one MANIFEST row is written per checkpoint, as soon as it is scored (run
+again, it scores only what is new or changed, so an interrupted run resumes). Then every analysis runs on
 them and the report is written to OUT/results/ (figures in OUT/results/figures/).
 `--analyses` runs only the named analyses; the report still covers every result in OUT/results,
 so two processes can share the analyses of one setting (on 2 cores, two 1-thread processes get
@@ -88,12 +89,20 @@ def publish(runs: Path, out: Path, tasks: int, data_root: str | None) -> list[di
                   f"{scored['ci95']:.2f}% (NIL {nil['accuracy']:.2f} +- {nil['ci95']:.2f}%) "
                   f"over {tasks} test tasks")
             rows.append(row)
+            # scoring a 20-way 5-shot MAML checkpoint takes minutes: keep each score, so that an
+            # interrupted run resumes where it stopped (rows not yet reached stay as they were)
+            done = {r["path"] for r in rows}
+            write_manifest(manifest, rows + [r for p, r in previous.items() if p not in done])
+    write_manifest(manifest, rows)
+    return rows
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(out / "MANIFEST.csv", buf.getvalue())
-    return rows
+    atomic_write_text(path, buf.getvalue())
 
 
 def _typed(key: str, value: str):

@@ -235,6 +235,31 @@ def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs,
     assert (out / "MANIFEST.csv").read_text() == manifest
 
 
+def test_an_interrupted_publish_resumes_without_scoring_again(runs, tmp_path, monkeypatch, recipe):
+    publisher = recipe("reference_checkpoints")
+    root, out = runs["maml"].parent.parent, tmp_path / "ref"
+    real, scored = publisher.evaluate_checkpoint, []
+
+    def interrupted(path, **kw):  # Ctrl-C while scoring the third checkpoint
+        if len(scored) == 4:
+            raise KeyboardInterrupt
+        scored.append(str(path))
+        return real(path, **kw)
+    monkeypatch.setattr(publisher, "evaluate_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        publisher.publish(root, out, 4, None)
+    kept = pd.read_csv(out / "MANIFEST.csv")
+    assert list(kept.path) == sorted(set(scored))  # the two checkpoints scored before it
+
+    monkeypatch.setattr(publisher, "evaluate_checkpoint", lambda path, **kw: scored.append(str(path)) or real(path, **kw))
+    rows = publisher.publish(root, out, 4, None)
+    assert len(rows) == 6 and len(scored) == 12  # each checkpoint scored once (inner loop and NIL)
+    assert sorted(set(scored)) == sorted(r["path"] for r in rows)
+    # the same numbers as an uninterrupted publish
+    fresh = publisher.publish(root, tmp_path / "fresh", 4, None)
+    assert [r["test_accuracy"] for r in rows] == [r["test_accuracy"] for r in fresh]
+
+
 def test_publishing_with_manifest_only_scores_every_checkpoint_and_analyses_nothing(runs, tmp_path, recipe):
     root, out = runs["maml"].parent.parent, tmp_path / "ref"
     assert recipe("reference_checkpoints").main([str(root), "--out", str(out), "--tasks", "4",
