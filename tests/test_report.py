@@ -297,7 +297,7 @@ def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range()
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from repsim.report import _curve_over_seeds
+    from repsim.report.figures import _curve_over_seeds
 
     rows = pd.DataFrame([{"seed": s, "iteration": it, "mean": m, "ci95": 1.0}
                          for s, ms in enumerate(((40, 70), (50, 80), (60, 60))) for it, m in zip((250, 500), ms)])

@@ -1,0 +1,133 @@
+"""Reading a results folder: each analysis' NAME.csv, its provenance NAME.json and, where the
+analysis wrote them, its per-task rows NAME_tasks.csv. Damaged files give a one-line error
+saying which analysis to re-run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from repsim.errors import RepsimError
+
+
+ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes",
+            "through_training", "weight_change")
+_REQUIRED = {
+    "similarity": ("algorithm", "layer", "measure", "mean", "ci95"),
+    "freezing": ("algorithm", "seed", "iteration", "frozen", "accuracy", "ci95"),
+    "accuracy": ("algorithm", "seed", "iteration", "mode", "accuracy", "ci95"),
+    "cross": ("pair", "layer", "measure", "mean", "ci95"),
+    "heads": ("algorithm", "seed", "iteration", "variant", "accuracy", "ci95"),
+    "regimes": ("regime", "seed", "accuracy", "ci95"),
+    "through_training": ("algorithm", "seed", "iteration", "metric", "layer", "mean", "ci95"),
+    "weight_change": ("algorithm", "layer", "mean", "ci95"),
+}
+_NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value")
+
+
+@dataclass
+class Result:
+    name: str
+    table: pd.DataFrame
+    prov: dict
+    tasks_table: pd.DataFrame | None = None
+
+    @property
+    def study(self) -> dict:
+        return self.prov.get("study") or {}
+
+    @property
+    def checkpoints(self) -> list[dict]:
+        return list(self.prov.get("checkpoints") or [])
+
+    @property
+    def setting(self) -> tuple:
+        s, c = self.study, (self.checkpoints[0] if self.checkpoints else {})
+        dataset = s.get("dataset", c.get("dataset", "unknown"))
+        ways, shots = s.get("ways", c.get("ways")), s.get("shots", c.get("shots"))
+        return (str(dataset).lower(), int(ways) if ways is not None else 0,
+                int(shots) if shots is not None else None)
+
+    @property
+    def chance(self) -> float | None:
+        ways = self.setting[1]
+        return 100.0 / ways if ways else None
+
+    def reduced(self, algorithm, seed=None, iteration=None) -> bool:
+        for c in self.checkpoints:
+            if (str(c.get("algorithm")) == str(algorithm) and (seed is None or _same(c.get("seed"), seed))
+                    and (iteration is None or _same(c.get("iteration"), iteration))
+                    and c.get("reduced_schedule")):
+                return True
+        return False
+
+
+def _same(a, b) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _read_csv(path: Path, required=()) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
+        raise RepsimError(f"cannot read {path} ({_one_line(e)}): re-run the analysis that wrote it") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise RepsimError(f"cannot read {path}: no column {', '.join(missing)}; re-run the analysis that wrote it")
+    for c in _NUMERIC:
+        if c in df.columns:
+            try:
+                df[c] = pd.to_numeric(df[c])
+            except (ValueError, TypeError):
+                raise RepsimError(f"cannot read {path}: column {c} is not numeric; re-run the analysis that wrote it") from None
+    for c in df.columns:
+        if c not in _NUMERIC:
+            df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
+    return df
+
+
+def load_results(results_dir) -> tuple[dict[str, Result], dict[str, str]]:
+    """The analyses found in ``results_dir`` and, for the others, why they are missing."""
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise RepsimError(f"no results folder at {folder}: run 'repsim analyze ... --out {folder}' first")
+    found, missing = {}, {}
+    for name in ANALYSES:
+        csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
+        if not csv.exists() and not meta.exists():
+            missing[name] = f"not run (no {name}.csv)"
+            continue
+        if not meta.is_file():
+            missing[name] = f"unfinished ({name}.csv without {name}.json)"
+            continue
+        if not csv.is_file():
+            missing[name] = f"unfinished ({name}.json without {name}.csv)"
+            continue
+        try:
+            prov = json.loads(meta.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise RepsimError(f"cannot read {meta} ({_one_line(e)}): re-run the analysis that wrote it") from None
+        if not isinstance(prov, dict):
+            raise RepsimError(f"cannot read {meta}: not a provenance record; re-run the analysis that wrote it")
+        table = _read_csv(csv, _REQUIRED[name])
+        if table.empty:
+            missing[name] = f"empty ({name}.csv has no rows)"
+            continue
+        tasks_path = folder / f"{name}_tasks.csv"
+        tasks_table = _read_csv(tasks_path) if tasks_path.is_file() else None
+        found[name] = Result(name, table, prov, tasks_table)
+    if not found:
+        raise RepsimError(f"{folder} holds no finished repsim analysis (none of "
+                          f"{', '.join(n + '.csv' for n in ANALYSES)}): run 'repsim analyze' into it")
+    return found, missing

@@ -1,0 +1,270 @@
+"""One table per analysis: our numbers beside the paper's (:mod:`repsim.paper`), with the
+difference where the setting (data set, ways, shots) is the same."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from repsim import paper
+from repsim.report.loading import Result
+from repsim.report.text import (
+    HEAD, _f, _ci, _ci_range, _alg, _iter, _setting_text, _over_seeds, _std_text, _mark,
+    format_mean_std)
+from repsim.report.document import Doc
+from repsim.report.cross import _body_mean, cross_summary_of, cross_layer_table
+
+
+class _PaperColumns:
+    """Paper columns for one table: 'paper' + 'ours − paper' when the setting matches,
+    else one column labelled with the paper's nearest setting and no difference."""
+
+    def __init__(self, table: str, setting, label="paper", digits=1):
+        self.table, self.digits, self.label = table, digits, label
+        self.matches = paper.normalise_setting(setting) in paper.settings(table)
+        self.setting = paper.normalise_setting(setting) if self.matches else paper.nearest_setting(table, setting)
+
+    def headers(self):
+        if self.matches:
+            return [self.label, "ours − paper"]
+        return [f"{self.label} ({paper.setting_label(self.setting)}), not the same setting"]
+
+    def cells(self, ours, row, col):
+        v = paper.paper_value(self.table, self.setting, row, col) if row is not None else None
+        if v is None:
+            return ["—", "—"] if self.matches else ["—"]
+        if self.matches:
+            return [v.format(self.digits), _f(ours - v.value, self.digits, signed=True) + (" (?)" if v.uncertain else "")]
+        return [v.format(self.digits)]
+
+    def value(self, row, col):
+        return paper.paper_value(self.table, self.setting, row, col)
+
+
+def table_similarity(doc: Doc, res: Result):
+    t = res.table
+    measures = [m for m in ("cca", "cka") if m in set(t["measure"])]
+    headers = ["algorithm", "layer"] + [f"{m.upper()} (± 95% CI)" for m in measures] + ["tasks (n)", "seeds"]
+    ref = paper.TABLES["similarity"][paper.MINI_5_UNSTATED]
+    headers += [f"paper Figure 2, {m.upper()} (read qualitatively; MiniImageNet 5w)" for m in measures]
+    rows = []
+    for (a, layer), g in t.groupby(["algorithm", "layer"], sort=False):
+        g = g.set_index("measure")
+        row = [_alg(a) + _mark(res, a, None, None), layer]
+        for m in measures:
+            row.append(f"{g.loc[m, 'mean']:.3f} {_ci(g.loc[m, 'ci95'], 3)}" if m in g.index else "—")
+        first = g.iloc[0]
+        row += [_iter(first["n"]) if "n" in g else "?", _iter(first["seeds"]) if "seeds" in g else "?"]
+        kind = "head" if layer == HEAD else "body"
+        for m in measures:
+            v = ref.get(kind, {}).get(m)
+            row.append(v.format() if v else "—")
+        rows.append(row)
+    doc.table(headers, rows)
+
+
+def table_freezing(doc: Doc, res: Result):
+    t = res.table
+    pc = _PaperColumns("freezing", res.setting)
+    pe = _PaperColumns("freezing", res.setting, label="paper, earlier version")
+    headers = ["algorithm", "iteration", "frozen", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)"]
+    headers += pc.headers() + pe.headers()
+    rows = []
+    for r in _over_seeds(t, ["algorithm", "iteration", "frozen"]):
+        a = r["algorithm"]
+        prow = r["frozen"] if a == "maml" else None
+        rows.append([_alg(a) + _mark(res, a, r["seeds"], r["iteration"]), _iter(r["iteration"]), r["frozen"].replace(",", ", "),
+                     ", ".join(_iter(s) for s in r["seeds"]), _f(r["mean"]), _std_text(r), _ci_range(r["cis"])]
+                    + pc.cells(r["mean"], prow, "accuracy") + pe.cells(r["mean"], prow, "accuracy (earlier version)"))
+    doc.table(headers, rows)
+    doc.p("Paper: Raghu et al. 2020 Table 1 (MAML-trained, MiniImageNet 5-way), mean ± std; (?) marks values "
+          "PAPER.md could not confirm. Paper values are shown for MAML rows only.")
+
+
+def _other_published(setting, alg, mode) -> str:
+    out = []
+    if mode == "inner-loop":
+        v = paper.paper_value("maml_original", setting, "MAML (Finn et al. 2017)", "inner-loop") if alg == "maml" else None
+        if v:
+            out.append(f"Finn et al. 2017: {v.format()}")
+        v = paper.paper_value("boil", setting, _alg(alg), "inner-loop")
+        if v:
+            out.append(f"Oh et al. 2021: {v.format()}")
+    elif mode == "nil":
+        v = paper.paper_value("regimes", setting, alg, "nil")
+        if v and not (alg == "anil" and paper.paper_value("nil", setting, "ANIL", "nil")):
+            out.append(f"Raghu et al. Table 5: {v.format()}")
+    return "; ".join(out) or "—"
+
+
+def table_accuracy(doc: Doc, res: Result):
+    t = res.table
+    pc = _PaperColumns("maml_vs_anil", res.setting, label="paper")
+    headers = ["algorithm", "iteration", "test mode", "seeds", "tasks", "ours (%)", "std over seeds", "95% CI (per seed)"]
+    headers += pc.headers() + ["paper source", "other published (same setting)"]
+    rows = []
+    setting = paper.normalise_setting(res.setting)
+    for r in _over_seeds(t, ["algorithm", "iteration", "mode"]):
+        a, mode = r["algorithm"], r["mode"]
+        # every paper number in this table comes from one setting: the matched one, else the
+        # nearest setting named in the column header
+        col = "nil" if mode == "nil" else "inner-loop"
+        if mode == "nil":
+            table, row = ("nil", "ANIL") if a == "anil" else ("regimes", a)
+        else:
+            table, row = "maml_vs_anil", _alg(a)
+        v = paper.paper_value(table, pc.setting, row, col)
+        if v is None:
+            cells = ["—", "—"] if pc.matches else ["—"]
+        elif pc.matches:
+            cells = [v.format(), _f(r["mean"] - v.value, signed=True) + (" (?)" if v.uncertain else "")]
+        else:
+            cells = [v.format()]
+        source = f"{v.source}, {v.where}" if v else "—"
+        rows.append([_alg(a) + _mark(res, a, r["seeds"], r["iteration"]), _iter(r["iteration"]),
+                     "NIL" if mode == "nil" else mode, ", ".join(_iter(s) for s in r["seeds"]),
+                     r["tasks"] if r["tasks"] is not None else "?", _f(r["mean"]), _std_text(r), _ci_range(r["cis"])]
+                    + cells + [source, _other_published(setting, a, mode) if pc.matches else "—"])
+    doc.table(headers, rows)
+    doc.p("Inner-loop rows: Raghu et al. Table 2. NIL rows: Table 4 (ANIL) or Table 5 (other algorithms). "
+          "Paper numbers are mean ± std over 3 seeds; ours are the mean over seeds, with the sample std "
+          "over seeds where there are several and the per-seed 95% CI over test tasks.")
+
+
+def _cross_layers(doc: Doc, table: pd.DataFrame, keys: list[str]):
+    """Per layer: mean ± 95% CI over tasks, one row per ``keys`` and measure."""
+    layers = list(dict.fromkeys(table["layer"]))
+    rows = []
+    for key, g in table.groupby(keys + ["measure"], sort=False):
+        sub = g.set_index("layer")
+        rows.append(list(key[:-1]) + [key[-1].upper()]
+                    + [f"{sub.loc[layer, 'mean']:.3f} {_ci(sub.loc[layer, 'ci95'], 3)}" if layer in sub.index else "—"
+                       for layer in layers])
+    doc.table(keys + ["measure"] + layers, rows)
+
+
+def table_cross(doc: Doc, res: Result):
+    pc = {m: _PaperColumns("cross", res.setting, label=f"paper {m.upper()}", digits=2) for m in ("cca", "cka")}
+    summary = cross_summary_of(res)
+    if summary is None:  # results written before per-task rows: all model pairs together
+        rows = []
+        for pair in dict.fromkeys(res.table["pair"]):
+            row = [pair, "all"]
+            for m in ("cca", "cka"):
+                s = _body_mean(res.table, "pair", pair, m)
+                row += (["—"] * (1 + len(pc[m].headers())) if s is None
+                        else [_f(s, 3)] + pc[m].cells(s, pair, m))
+            rows.append(row)
+        headers = ["pair", "seeds"]
+        for m in ("cca", "cka"):
+            headers += [f"{m.upper()} (mean over body layers)"] + pc[m].headers()
+        doc.table(headers, rows)
+        doc.p("Per layer, all model pairs (mean ± 95% CI over tasks):")
+        _cross_layers(doc, res.table, ["pair"])
+    else:
+        rows = []
+        for r in summary:
+            row = [r["pair"], r["seeds"], str(len(r["models"]))]
+            for m in ("cca", "cka"):
+                paper_cells = (pc[m].cells(r[m][0], r["pair"], m) if r["seeds"] == "different" and m in r
+                               else ["—"] * len(pc[m].headers()))
+                row += [format_mean_std(r.get(m))] + paper_cells
+            rows.append(row)
+        headers = ["pair", "seeds", "model pairs"]
+        for m in ("cca", "cka"):
+            headers += [f"{m.upper()} (body layers; mean ± std over model pairs)"] + pc[m].headers()
+        doc.table(headers, rows)
+        doc.p("Paper table 3 compares models trained from different seeds. Models of one seed start from the "
+              "same weights (ANIL and MAML; one algorithm twice is one run), so they are listed apart, "
+              "without the paper's numbers.")
+        doc.p("Per layer (mean ± 95% CI over tasks):")
+        _cross_layers(doc, cross_layer_table(res), ["pair", "seeds"])
+        doc.p("Models compared:")
+        doc.items([f"{r['pair']}, seeds {r['seeds']}: " + "; ".join(f"{a} vs {b}" for a, b in r["models"])
+                   for r in summary])
+    doc.p("Paper: Raghu et al. Table 3, body layers averaged, across seeds (its data setting is not stated in "
+          "PAPER.md beyond the representation analysis' 5-way MiniImageNet tasks).")
+
+
+def table_heads(doc: Doc, res: Result):
+    rows = []
+    for r in _over_seeds(res.table, ["algorithm", "iteration", "variant"]):
+        rows.append([_alg(r["algorithm"]) + _mark(res, r["algorithm"], r["seeds"], r["iteration"]),
+                     _iter(r["iteration"]), r["variant"], ", ".join(_iter(s) for s in r["seeds"]),
+                     _f(r["mean"]), _std_text(r), _ci_range(r["cis"])])
+    doc.table(["algorithm", "iteration", "head variant", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)"], rows)
+    doc.p("No published numbers: an ablation of the head added by repsim.")
+
+
+def table_regimes(doc: Doc, res: Result):
+    pc = _PaperColumns("regimes", res.setting, label="paper (Table 5, NIL)")
+    rows = []
+    for r in _over_seeds(res.table, ["regime"]):
+        reg = r["regime"]
+        red = "†" if any(res.reduced(reg, s) for s in r["seeds"]) else ""
+        rows.append([reg + red, paper.REGIME_NAMES.get(reg, "—"), ", ".join(_iter(s) for s in r["seeds"]),
+                     _f(r["mean"]), _std_text(r), _ci_range(r["cis"])] + pc.cells(r["mean"], reg, "nil"))
+    doc.table(["regime", "paper's name", "seeds", "ours NIL (%)", "std over seeds", "95% CI (per seed)"]
+              + pc.headers(), rows)
+
+
+def table_through_training(doc: Doc, res: Result):
+    t = res.table
+    rows = []
+    measures = [m for m in ("cca", "cka") if m in set(t["metric"])]
+    for (a, s, it), g in t.groupby(["algorithm", "seed", "iteration"], sort=False):
+        row = [_alg(a) + ("†" if res.reduced(a, s, it) else ""), _iter(s), _iter(it)]
+        for metric in ("accuracy (inner-loop)", "accuracy (nil)"):
+            sub = g[g["metric"] == metric]
+            row.append(f"{sub['mean'].iloc[0]:.1f} {_ci(sub['ci95'].iloc[0])}" if len(sub) else "—")
+        for m in measures:
+            body = g[(g["metric"] == m) & (g["layer"] != HEAD)]["mean"]
+            head = g[(g["metric"] == m) & (g["layer"] == HEAD)]["mean"]
+            row.append(f"{body.mean():.3f} ({body.min():.2f}–{body.max():.2f})" if len(body) else "—")
+            row.append(f"{head.iloc[0]:.3f}" if len(head) else "—")
+        rows.append(row)
+    headers = ["algorithm", "seed", "iteration", "accuracy inner loop (%)", "accuracy NIL (%)"]
+    for m in measures:
+        headers += [f"{m.upper()} body (mean; range)", f"{m.upper()} head"]
+    doc.table(headers, rows)
+    doc.p("Paper: the same pattern (body layers barely change, the head does) already holds early in training "
+          "(checkpoints at 10k/20k/30k iterations); it publishes no table for this.")
+
+
+def table_weight_change(doc: Doc, res: Result):
+    t = res.table
+    algs = list(dict.fromkeys(t["algorithm"]))
+    rows = []
+    for layer in dict.fromkeys(t["layer"]):
+        row = [layer]
+        for a in algs:
+            sub = t[(t["algorithm"] == a) & (t["layer"] == layer)]
+            row.append(f"{sub['mean'].iloc[0]:.4f} {_ci(sub['ci95'].iloc[0], 4)}" if len(sub) else "—")
+        rows.append(row)
+    doc.table(["layer"] + [f"{_alg(a)}{_mark(res, a, None, None)} (± 95% CI)" for a in algs], rows)
+    doc.p("Relative weight change ‖θ′−θ‖/‖θ‖ of each layer over the inner loop (test-time steps). "
+          "No published numbers: BOIL (Oh et al. 2021) compares representations, not weights.")
+
+
+def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
+    rows = []
+    for name, r in results.items():
+        s = r.study
+        ckpts = "; ".join(f"{_alg(c.get('algorithm', '?'))} s{c.get('seed', '?')} it{c.get('iteration', '?')}"
+                          + ("†" if c.get("reduced_schedule") else "") for c in r.checkpoints) or "?"
+        rows.append([name, f"{s.get('dataset', '?')} ({s.get('split', '?')})", _setting_text(r),
+                     s.get("queries", "?"), f"{s.get('tasks', '?')} (seed {s.get('task_seed', '?')})", ckpts,
+                     r.prov.get("created", "?"), r.prov.get("repsim_version", "?"), r.prov.get("command") or "—"])
+    doc.table(["analysis", "data (split)", "setting", "queries/class", "tasks (task seed)", "checkpoints",
+               "created", "repsim", "command"], rows)
+    cis = sorted({r.study.get("confidence_interval", "?") for r in results.values()})
+    conv = sorted({r.study.get("conventions", "?") for r in results.values()})
+    doc.items([f"Confidence intervals: {c}." for c in cis] + [f"Similarity conventions: {c}." for c in conv])
+    ck = []
+    for name, r in results.items():
+        for c in r.checkpoints:
+            trained = f"{c.get('dataset', '?')} {c.get('ways', '?')}w{c.get('shots', '?')}s"
+            ck.append([name, _alg(c.get("algorithm", "?")), c.get("seed", "?"), c.get("iteration", "?"), trained,
+                       "yes †" if c.get("reduced_schedule") else "no", f"`{c.get('checkpoint', '?')}`"])
+    if ck:
+        doc.p("Checkpoints:")
+        doc.table(["analysis", "algorithm", "seed", "iteration", "trained on", "reduced schedule", "file"], ck)

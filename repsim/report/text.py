@@ -1,0 +1,131 @@
+"""Formatting shared by the tables, the figures and the verdict: numbers, ± values, names,
+means over seeds, and the captions that say how each result was made."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from repsim import paper
+from repsim.report.loading import Result
+
+
+HEAD = "head"
+PAPER_TASKS = 600
+PAPER_ITERATIONS = 60000
+CI_TEXT = "95% CI = 1.96·std/√n over test tasks"
+
+
+def _f(x, digits=1, signed=False) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _ci(x, digits=1) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"±{x:.{digits}f}"
+
+
+def _ci_range(values, digits=1) -> str:
+    v = [x for x in values if math.isfinite(x)]
+    if not v:
+        return "n/a"
+    lo, hi = min(v), max(v)
+    return _ci(lo, digits) if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else f"±{lo:.{digits}f}–{hi:.{digits}f}"
+
+
+def _alg(name) -> str:
+    return str(name).upper() if str(name).lower() in ("maml", "fomaml", "anil", "boil", "nil") else str(name)
+
+
+def _iter(x) -> str:
+    return str(int(x)) if isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) else str(x)
+
+
+def _frozen_label(frozen: str) -> str:
+    if frozen in ("none", ""):
+        return "none"
+    parts = frozen.split(",")
+    return parts[0] if len(parts) == 1 else f"{parts[0]}–{parts[-1]}"
+
+
+def _setting_text(result: Result) -> str:
+    return paper.setting_label(result.setting)
+
+
+def _seeds_text(checkpoints) -> str:
+    by = {}
+    for c in checkpoints:
+        by.setdefault(_alg(c.get("algorithm", "?")), set()).add(c.get("seed"))
+    return "; ".join(f"{a} seed{'s' if len(s) > 1 else ''} {', '.join(str(x) for x in sorted(s, key=str))}"
+                     for a, s in by.items()) or "n/a"
+
+
+def caption(result: Result, *, conventions=False, extra="") -> str:
+    """One line saying how a figure or table was made."""
+    s = result.study
+    its = sorted({c.get("iteration") for c in result.checkpoints if c.get("iteration") is not None})
+    parts = [f"Data: {s.get('dataset', result.setting[0])} ({s.get('split', '?')} split), "
+             f"{result.setting[1]}-way {result.setting[2]}-shot, {s.get('queries', '?')} queries per class",
+             f"{s.get('tasks', '?')} test tasks (task seed {s.get('task_seed', '?')})",
+             f"Checkpoints: {_seeds_text(result.checkpoints)}"
+             + (f", iteration{'s' if len(its) > 1 else ''} {', '.join(str(i) for i in its)}" if its else ""),
+             f"Error bars and ± values: {s.get('confidence_interval', CI_TEXT)}"]
+    if any(c.get("reduced_schedule") for c in result.checkpoints):
+        parts.append("† reduced training schedule")
+    if conventions:
+        parts.append(s.get("conventions", "CCA/CKA convention not recorded"))
+    if extra:
+        parts.append(extra)
+    return ". ".join(parts) + "."
+
+
+def _short_caption(result: Result, conventions=False, values="error bars: 95% CI over tasks") -> str:
+    s = result.study
+    text = (f"{s.get('dataset', '?')} {s.get('split', '?')} split, {result.setting[1]}-way {result.setting[2]}-shot, "
+            f"{s.get('tasks', '?')} tasks (task seed {s.get('task_seed', '?')}), {_seeds_text(result.checkpoints)}; "
+            f"{values}")
+    if conventions:
+        text += "; CCA: spatial positions as data points, CKA: linear, flattened"
+    return text
+
+
+def _over_seeds(df: pd.DataFrame, keys, value="accuracy") -> list[dict]:
+    """Per group: mean over seeds, sample std over seeds, the per-seed CIs, and the seeds."""
+    out = []
+    for key, g in df.groupby(list(keys), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        vals = g[value].astype(float).to_numpy()
+        out.append({**dict(zip(keys, key)), "mean": float(vals.mean()),
+                    "std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
+                    "seeds": sorted(g["seed"].tolist()) if "seed" in g else [],
+                    "cis": g["ci95"].astype(float).tolist(),
+                    "tasks": int(g["tasks"].min()) if "tasks" in g and g["tasks"].notna().all() else None})
+    return out
+
+
+def _std_text(row) -> str:
+    return "—" if len(row["seeds"]) < 2 else _ci(row["std"])
+
+
+def _mark(res, alg, seeds, it) -> str:
+    return "†" if any(res.reduced(alg, s, it) for s in (seeds or [None])) else ""
+
+
+def format_mean_std(stats, digits=3) -> str:
+    """"0.617 ± 0.002" from (mean, std); the mean alone where the std is NaN; "—" for None."""
+    if stats is None:
+        return "—"
+    mean, std = stats
+    return f"{_f(mean, digits)} ± {_f(std, digits)}" if math.isfinite(std) else _f(mean, digits)
+
+
+def _range(vals, digits=2) -> str:
+    lo, hi = min(vals), max(vals)
+    return f"{lo:.{digits}f}" if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else f"{lo:.{digits}f}–{hi:.{digits}f}"
+
+
+def _layer_span(layers) -> str:
+    return layers[0] if len(layers) == 1 else f"{layers[0]}–{layers[-1]}"

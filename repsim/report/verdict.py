@@ -1,0 +1,170 @@
+"""The report's verdict, one measured sentence per finding, and its caveats (fewer test tasks
+than the paper, reduced training schedules)."""
+
+from __future__ import annotations
+
+import math
+
+from repsim import paper
+from repsim.report.loading import Result
+from repsim.report.text import (
+    HEAD, PAPER_TASKS, PAPER_ITERATIONS, _ci, _alg, _iter, _frozen_label, _over_seeds, _range,
+    _layer_span, format_mean_std)
+from repsim.report.cross import _body_mean, cross_summary_of
+
+
+def verdict(results: dict[str, Result]) -> list[str]:
+    out = []
+    if "similarity" in results:
+        t = results["similarity"].table
+        for a in dict.fromkeys(t["algorithm"]):
+            sub = t[t["algorithm"] == a]
+            parts, cca = [], sub[sub["measure"] == "cca"].set_index("layer")["mean"]
+            for m in ("cca", "cka"):
+                s = sub[sub["measure"] == m].set_index("layer")["mean"]
+                body = [layer for layer in s.index if layer != HEAD]
+                if body:
+                    txt = f"{_layer_span(body)} {m.upper()} {_range(s[body])}"
+                    if HEAD in s.index:
+                        txt += f" vs head {s[HEAD]:.2f}"
+                    parts.append(txt)
+            body = [layer for layer in cca.index if layer != HEAD]
+            judgement = ""
+            if body and HEAD in cca.index:
+                low = [layer for layer in body if cca[layer] < 0.9]
+                if not low and cca[HEAD] < 0.5:
+                    judgement = ("the pattern the paper reports as feature reuse "
+                                 "(body CCA > 0.9, head < 0.5)")
+                elif min(cca[body]) > cca[HEAD]:
+                    judgement = ("the head changes most" + (f"; {', '.join(low)} CCA below the paper's 0.9" if low else "")
+                                 + ("" if cca[HEAD] < 0.5 else "; head CCA not below the paper's 0.5"))
+                else:
+                    judgement = "some body layer changes as much as the head or more: not the paper's feature-reuse pattern"
+            if parts:
+                out.append(f"Representation change ({_alg(a)}): " + "; ".join(parts)
+                           + (f": {judgement}." if judgement else "."))
+    if "freezing" in results:
+        res = results["freezing"]
+        for r_none, r_all in _freeze_pairs(res):
+            d = r_all["mean"] - r_none["mean"]
+            ci_a, ci_b = max(r_none["cis"]), max(r_all["cis"])
+            within = "within" if abs(d) <= max(ci_a, ci_b) else "larger than"
+            txt = (f"Freezing ({_alg(r_none['algorithm'])}, iteration {_iter(r_none['iteration'])}, "
+                   f"{len(r_none['seeds'])} seed{'s' if len(r_none['seeds']) > 1 else ''}): freezing "
+                   f"{_frozen_label(r_all['frozen'])} changes accuracy {r_none['mean']:.1f} → {r_all['mean']:.1f}% "
+                   f"({d:+.1f} points; {within} the per-seed 95% CIs, {_ci(ci_a)} / {_ci(ci_b)})")
+            p0 = paper.paper_value("freezing", res.setting, "none", "accuracy")
+            p1 = paper.paper_value("freezing", res.setting, r_all["frozen"], "accuracy")
+            if r_none["algorithm"] == "maml" and p0 and p1:
+                txt += f"; paper, same setting: {p0.value:.1f} → {p1.value:.1f} ({p1.value - p0.value:+.1f})"
+            out.append(txt + ".")
+    if "accuracy" in results:
+        res = results["accuracy"]
+        rows = {(r["algorithm"], r["iteration"], r["mode"]): r for r in _over_seeds(res.table, ["algorithm", "iteration", "mode"])}
+        for (a, it, mode), r in rows.items():
+            if mode != "nil" or (a, it, "inner-loop") not in rows:
+                continue
+            inner = rows[(a, it, "inner-loop")]
+            d = r["mean"] - inner["mean"]
+            txt = (f"NIL vs inner loop ({_alg(a)}, iteration {_iter(it)}): NIL {r['mean']:.1f}% vs inner loop "
+                   f"{inner['mean']:.1f}% ({d:+.1f} points; per-seed 95% CIs {_ci(max(r['cis']))} / {_ci(max(inner['cis']))})")
+            pn = paper.paper_value("nil", res.setting, "ANIL", "nil") if a == "anil" else paper.paper_value("regimes", res.setting, a, "nil")
+            pi = paper.paper_value("maml_vs_anil", res.setting, _alg(a), "inner-loop")
+            if pn and pi:
+                txt += f"; paper, same setting: NIL {pn.value:.1f} vs {pi.value:.1f} ({pn.value - pi.value:+.1f})"
+            out.append(txt + ".")
+    if "cross" in results:
+        summary = cross_summary_of(results["cross"])
+        paper_text = " (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA 0.50–0.51, CKA 0.83–0.86)"
+
+        def similarities(rows):
+            return "; ".join(f"{r['pair']} {format_mean_std(r.get('cca'), 2)} / {format_mean_std(r.get('cka'), 2)}"
+                             for r in rows)
+        if summary is None:
+            t = results["cross"].table
+
+            def body(pair, m):
+                s = _body_mean(t, "pair", pair, m)
+                return None if s is None else (s, math.nan)
+            rows = [{"pair": p, "cca": body(p, "cca"), "cka": body(p, "cka")} for p in dict.fromkeys(t["pair"])]
+            out.append("Similarity between models (CCA / CKA), body layers averaged: " + similarities(rows) + paper_text + ".")
+        else:
+            across = [r for r in summary if r["seeds"] == "different"]
+            shared = [r for r in summary if r["seeds"] != "different"]
+            text = ("Similarity between models of different seeds (CCA / CKA, body layers averaged, ± std over "
+                    "model pairs): " + (similarities(across) or "no such models") + paper_text)
+            if shared:
+                text += "; models of one seed, which start from the same weights: " + similarities(shared)
+            out.append(text + ".")
+    if "weight_change" in results:
+        t = results["weight_change"].table
+        for a in dict.fromkeys(t["algorithm"]):
+            s = t[t["algorithm"] == a].set_index("layer")["mean"]
+            body = [layer for layer in s.index if layer != HEAD]
+            if body and HEAD in s.index:
+                out.append(f"Weight change ({_alg(a)}): {_layer_span(body)} move {_range(s[body], 3)} of their norm, "
+                           f"the head {s[HEAD]:.3f}.")
+    if "regimes" in results:
+        res = results["regimes"]
+        rs = sorted(_over_seeds(res.table, ["regime"]), key=lambda r: -r["mean"])
+        out.append("NIL accuracy by training regime: " + " > ".join(f"{r['regime']} {r['mean']:.1f}%" for r in rs)
+                   + (f" (chance {res.chance:.0f}%)." if res.chance else "."))
+    if "through_training" in results:
+        t = results["through_training"].table
+        for (a, s), g in t.groupby(["algorithm", "seed"], sort=False):
+            its = sorted(set(g["iteration"]))
+            cca = g[g["metric"] == "cca"]
+            if not its or cca.empty:
+                continue
+            parts = []
+            for it in (its[0], its[-1]) if len(its) > 1 else (its[0],):
+                c = cca[cca["iteration"] == it]
+                body, head = c[c["layer"] != HEAD]["mean"], c[c["layer"] == HEAD]["mean"]
+                if len(body):
+                    parts.append(f"iteration {_iter(it)}: body CCA {_range(body)}"
+                                 + (f", head {head.iloc[0]:.2f}" if len(head) else ""))
+            out.append(f"Through training ({_alg(a)} seed {_iter(s)}): " + "; ".join(parts) + ".")
+    return out
+
+
+def _freeze_pairs(res: Result):
+    rows = _over_seeds(res.table, ["algorithm", "iteration", "frozen"])
+    by = {}
+    for r in rows:
+        by.setdefault((r["algorithm"], r["iteration"]), []).append(r)
+    for group in by.values():
+        none = [r for r in group if r["frozen"] == "none"]
+        frozen = [r for r in group if r["frozen"] != "none"]
+        if none and frozen:
+            yield none[0], max(frozen, key=lambda r: len(r["frozen"].split(",")))
+
+
+def caveats(results: dict[str, Result]) -> list[str]:
+    out = []
+    datasets = {r.setting[0] for r in results.values()}
+    if datasets - {"omniglot", "miniimagenet"}:
+        out.append(f"Data set {', '.join(sorted(datasets - {'omniglot', 'miniimagenet'}))}: the paper has no numbers "
+                   f"for it; paper columns show its nearest setting for orientation only, without differences.")
+    tasks = sorted({r.study.get("tasks") for r in results.values() if isinstance(r.study.get("tasks"), int)})
+    if tasks and min(tasks) < PAPER_TASKS:
+        out.append(f"Test tasks per analysis: {', '.join(str(t) for t in tasks)} (paper: {PAPER_TASKS}); "
+                   f"confidence intervals are correspondingly wider.")
+    reduced: dict[str, tuple[set, set]] = {}
+    for c in (c for r in results.values() for c in r.checkpoints if c.get("reduced_schedule")):
+        seeds, iterations = reduced.setdefault(str(c.get("algorithm")), (set(), set()))
+        seeds.add(c.get("seed"))
+        iterations.add(c.get("iteration"))
+    if reduced:
+        def listed(values):
+            return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v)))
+        out.append("† Reduced training schedule (shorter than the paper's 60,000 iterations): "
+                   + "; ".join(f"{_alg(a)} seed{'s' if len(s) > 1 else ''} {listed(s)} "
+                                 f"at iteration{'s' if len(i) > 1 else ''} {listed(i)}"
+                               for a, (s, i) in sorted(reduced.items())) + ".")
+    short = sorted({int(c["iteration"]) for r in results.values() for c in r.checkpoints
+                    if isinstance(c.get("iteration"), (int, float)) and c["iteration"] < PAPER_ITERATIONS
+                    and not c.get("reduced_schedule")})
+    if short:
+        out.append(f"Checkpoints at iterations {', '.join(str(i) for i in short)} are intermediate or short runs "
+                   f"(the paper's final models are at {PAPER_ITERATIONS:,} iterations).")
+    return out
