@@ -94,10 +94,8 @@ def cross_table(folders: list[Path]) -> str:
     lines = ["| setting | pair | model pairs | CCA | CKA | paper CCA / CKA (table 3, MiniImageNet 5w) |",
              "|---|---|---|---|---|---|"]
     for folder in folders:
-        if not (folder / "results" / "cross.csv").is_file():
-            continue
-        cross = report.load_results(folder / "results")[0].get("cross")
-        summary = report.cross_summary_of(cross) if cross is not None else None
+        cross = report.load_result(folder / "results", "cross")
+        summary = report.cross_summary_of(cross) if isinstance(cross, report.Result) else None
         for r in summary or []:
             if r["seeds"] != "different":
                 continue

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes
-from repsim.report.loading import _one_line, load_results
+from repsim.report.loading import _one_line, load_result, load_results
 from repsim.report.text import _setting_text, caption
 from repsim.report.document import Doc, render_markdown, render_html
 from repsim.report.figures import _RC, FIGURES
@@ -38,7 +38,7 @@ from repsim.report.document import markdown_table
 from repsim.report.loading import ANALYSES, Result
 from repsim.report.text import format_mean_std
 
-__all__ = ["write_report", "load_results", "Result", "ANALYSES", "markdown_table", "format_mean_std",
+__all__ = ["write_report", "load_result", "load_results", "Result", "ANALYSES", "markdown_table", "format_mean_std",
            "cross_pairs", "cross_summary", "cross_summary_of", "tag_seeds", "CROSS_PAIRS", "SAME_SEED"]
 
 

@@ -97,6 +97,29 @@ def _read_csv(path: Path, required=()) -> pd.DataFrame:
     return df
 
 
+def load_result(folder: Path, name: str) -> Result | str:
+    """Analysis ``name``'s result in ``folder``, or why there is none ("not run", "unfinished", "empty")."""
+    csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
+    if not csv.exists() and not meta.exists():
+        return f"not run (no {name}.csv)"
+    if not meta.is_file():
+        return f"unfinished ({name}.csv without {name}.json)"
+    if not csv.is_file():
+        return f"unfinished ({name}.json without {name}.csv)"
+    try:
+        prov = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RepsimError(f"cannot read {meta} ({_one_line(e)}): re-run the analysis that wrote it") from None
+    if not isinstance(prov, dict):
+        raise RepsimError(f"cannot read {meta}: not a provenance record; re-run the analysis that wrote it")
+    table = _read_csv(csv, _REQUIRED[name])
+    if table.empty:
+        return f"empty ({name}.csv has no rows)"
+    tasks_path = folder / f"{name}_tasks.csv"
+    tasks_table = _read_csv(tasks_path) if tasks_path.is_file() else None
+    return Result(name, table, prov, tasks_table)
+
+
 def load_results(results_dir) -> tuple[dict[str, Result], dict[str, str]]:
     """The analyses found in ``results_dir`` and, for the others, why they are missing."""
     folder = Path(results_dir)
@@ -104,29 +127,11 @@ def load_results(results_dir) -> tuple[dict[str, Result], dict[str, str]]:
         raise RepsimError(f"no results folder at {folder}: run 'repsim analyze ... --out {folder}' first")
     found, missing = {}, {}
     for name in ANALYSES:
-        csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
-        if not csv.exists() and not meta.exists():
-            missing[name] = f"not run (no {name}.csv)"
-            continue
-        if not meta.is_file():
-            missing[name] = f"unfinished ({name}.csv without {name}.json)"
-            continue
-        if not csv.is_file():
-            missing[name] = f"unfinished ({name}.json without {name}.csv)"
-            continue
-        try:
-            prov = json.loads(meta.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise RepsimError(f"cannot read {meta} ({_one_line(e)}): re-run the analysis that wrote it") from None
-        if not isinstance(prov, dict):
-            raise RepsimError(f"cannot read {meta}: not a provenance record; re-run the analysis that wrote it")
-        table = _read_csv(csv, _REQUIRED[name])
-        if table.empty:
-            missing[name] = f"empty ({name}.csv has no rows)"
-            continue
-        tasks_path = folder / f"{name}_tasks.csv"
-        tasks_table = _read_csv(tasks_path) if tasks_path.is_file() else None
-        found[name] = Result(name, table, prov, tasks_table)
+        result = load_result(folder, name)
+        if isinstance(result, Result):
+            found[name] = result
+        else:
+            missing[name] = result
     if not found:
         raise RepsimError(f"{folder} holds no finished repsim analysis (none of "
                           f"{', '.join(n + '.csv' for n in ANALYSES)}): run 'repsim analyze' into it")
