@@ -12,6 +12,9 @@ analysis, not for resuming), every checkpoint is scored on a fixed list of `--ta
 (task seed 0), and one MANIFEST row is written per checkpoint, as soon as it is scored (run
 again, it scores only what is new or changed, so an interrupted run resumes). Then every analysis runs on
 them and the report is written to OUT/results/ (figures in OUT/results/figures/).
+Each analysis keeps every checkpoint's part in OUT/results/.partial/, so adding a seed, or
+resuming an interrupted analysis, analyses only the new checkpoints (cross-model similarity and
+training regimes, which are cheap, are always run whole).
 `--analyses` runs only the named analyses; the report still covers every result in OUT/results,
 so two processes can share the analyses of one setting (on 2 cores, two 1-thread processes get
 more done than one 2-thread process).

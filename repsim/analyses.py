@@ -20,8 +20,12 @@ points (15 per class) of the test tasks. CIs are 1.96 * std / sqrt(n) over tasks
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
+import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +39,7 @@ from repsim.data.episodes import TaskList
 from repsim.errors import RepsimError
 from repsim.evaluate import (default_names, fresh_head, resolve_device, score_tasks,
                              test_time_params)
+from repsim.io import atomic_write_text
 from repsim.model import HEAD_PREFIX
 from repsim.probe import check_layers, iter_probes, probe_layers
 from repsim.results import summarise
@@ -309,15 +314,20 @@ def run_checkpoints(run_dir: str | Path) -> list[Path]:
 
 def through_training(study: Study, run_dir, *, steps: int | None = None) -> pd.DataFrame:
     """Accuracy, NIL accuracy and before/after similarity at every intermediate checkpoint."""
+    return pd.concat([checkpoint_in_training(study, path, steps=steps)
+                      for path in run_checkpoints(run_dir)], ignore_index=True)
+
+
+def checkpoint_in_training(study: Study, checkpoint, *, steps: int | None = None) -> pd.DataFrame:
+    """One point of ``through_training``: one intermediate checkpoint's accuracies and similarities."""
+    m = study.load(checkpoint)
     rows = []
-    for path in run_checkpoints(run_dir):
-        m = study.load(path)
-        for r in accuracy(study, [m.ckpt], steps=steps).itertuples():
-            rows.append({**_ids(m), "metric": f"accuracy ({r.mode})", "layer": "", "mean": r.accuracy,
-                         "ci95": r.ci95, "n": r.tasks})
-        for r in summarise(layer_similarity(study, [m.ckpt], steps=steps)).itertuples():
-            rows.append({**_ids(m), "metric": r.measure, "layer": r.layer, "mean": r.mean,
-                         "ci95": r.ci95, "n": r.n})
+    for r in accuracy(study, [m.ckpt], steps=steps).itertuples():
+        rows.append({**_ids(m), "metric": f"accuracy ({r.mode})", "layer": "", "mean": r.accuracy,
+                     "ci95": r.ci95, "n": r.tasks})
+    for r in summarise(layer_similarity(study, [m.ckpt], steps=steps)).itertuples():
+        rows.append({**_ids(m), "metric": r.measure, "layer": r.layer, "mean": r.mean,
+                     "ci95": r.ci95, "n": r.n})
     return pd.DataFrame(rows)
 
 
@@ -344,6 +354,52 @@ def weight_change(study: Study, checkpoints, *, steps: int | None = None) -> pd.
 
 
 # Running an analysis into a results folder -------------------------------------------------
+class Parts:
+    """Each checkpoint's part of an analysis, kept in ``folder`` as it is finished.
+
+    An analysis interrupted after some checkpoints, or run again with more of them (a new
+    seed), computes only the checkpoints it has no part for. A part is found by a digest of
+    the checkpoint's bytes, the study (tasks, device), the analysis options and repsim's own
+    source, so changed weights, tasks or code are never answered from an old part.
+    Parts are read back from CSV even when just computed, so a result never depends on
+    which of its parts were reused.
+    """
+
+    def __init__(self, folder: Path, study: Study, options: dict):
+        self.folder = folder
+        self.context = json.dumps({"study": study.provenance(), "device": str(study.dev),
+                                   "options": options, "code": _source_digest()},
+                                  sort_keys=True, default=str)
+        self.progress = study.progress
+
+    def concat(self, checkpoints, analyse) -> pd.DataFrame:
+        return pd.concat([self.part(Path(c), analyse) for c in checkpoints], ignore_index=True)
+
+    def part(self, checkpoint: Path, analyse) -> pd.DataFrame:
+        digest = hashlib.sha256(self.context.encode() + checkpoint.read_bytes()).hexdigest()[:24]
+        path = self.folder / f"{digest}.csv"
+        if path.is_file():
+            if self.progress:
+                tqdm.write(f"{self.folder.name}: {checkpoint} done before, reusing {path}", file=sys.stderr)
+        else:
+            # NaN written as "NaN", so that an empty string (a layer-less row) stays a string
+            atomic_write_text(path, analyse(checkpoint).to_csv(index=False, na_rep="NaN"))
+        return pd.read_csv(path, keep_default_na=False, na_values=["NaN"], **_EXACT_FLOATS)
+
+
+# pandas 3 reads floats back exactly by default (and deprecates asking); pandas 2 must be asked
+_EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
+@functools.cache
+def _source_digest() -> str:
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode() + source.read_bytes())
+    return digest.hexdigest()
+
+
 ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes",
             "through-training", "weight-change")
 
@@ -369,25 +425,28 @@ def run_analysis(name: str, checkpoints, out, *, tasks: int = 100, seed: int = 0
                                  num_tasks=tasks, seed=seed, data_root=data_root,
                                  device=device, progress=progress)
     study.tasks  # build (and validate) the task list before any work
+    parts = Parts(Path(out) / ".partial" / name, study,
+                  {"steps": steps, "layers": layers, "frozen_sets": frozen_sets})
     per_task = None
     if name == "similarity":
-        per_task = layer_similarity(study, checkpoints, layers=layers, steps=steps)
+        per_task = parts.concat(checkpoints, lambda c: layer_similarity(study, [c], layers=layers, steps=steps))
         table = summarise(per_task)
     elif name == "freezing":
-        table = pd.concat([freezing(study, c, frozen_sets=frozen_sets, steps=steps) for c in checkpoints])
+        table = parts.concat(checkpoints, lambda c: freezing(study, c, frozen_sets=frozen_sets, steps=steps))
     elif name == "accuracy":
-        table = accuracy(study, checkpoints, steps=steps)
-    elif name == "cross":
+        table = parts.concat(checkpoints, lambda c: accuracy(study, [c], steps=steps))
+    elif name == "cross":  # every pair, task by task: no per-checkpoint part to keep
         per_task = cross_similarity(study, checkpoints, layers=layers)
         table = summarise(per_task, by=("pair", "layer", "measure"))
     elif name == "heads":
-        table = pd.concat([head_ablations(study, c, steps=steps) for c in checkpoints])
-    elif name == "regimes":
+        table = parts.concat(checkpoints, lambda c: head_ablations(study, c, steps=steps))
+    elif name == "regimes":  # NIL only: cheap, and random features are shared by all
         table = training_regimes(study, checkpoints)
     elif name == "through-training":
-        table = pd.concat([through_training(study, c, steps=steps) for c in checkpoints])
+        table = parts.concat([p for c in checkpoints for p in run_checkpoints(c)],
+                             lambda c: checkpoint_in_training(study, c, steps=steps))
     else:
-        per_task = weight_change(study, checkpoints, steps=steps)
+        per_task = parts.concat(checkpoints, lambda c: weight_change(study, [c], steps=steps))
         table = summarise(per_task)
     provenance = {"study": {**study.provenance(), "inner_steps": steps if steps is not None
                             else "each checkpoint's test_inner_steps"}, "checkpoints": [

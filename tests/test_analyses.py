@@ -1,6 +1,7 @@
 """Analyses and probing, checked against what the algorithms guarantee by construction."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -341,3 +342,47 @@ def test_nil_diagnostics_reproduces_the_manifest_nil_score(runs, tmp_path, recip
         assert nil[row.run] == pytest.approx(row.nil_accuracy, abs=0.01)
         assert own[row.run] == pytest.approx(row.test_accuracy, abs=0.01)
     assert (ref / "results" / "nil_diagnostics.md").read_text().startswith("# Is NIL's gap")
+
+
+def test_analysis_parts_are_reused_only_for_unchanged_checkpoints(runs, tmp_path, monkeypatch):
+    """An analysis run again with one more checkpoint analyses only that one, and writes the
+    same tables as a run from scratch; changed weights are analysed again."""
+    import shutil
+
+    from repsim.checkpoint import save_checkpoint
+
+    maml = tmp_path / "maml.safetensors"
+    shutil.copy(runs["maml"], maml)
+    analysed = []
+    real = analyses.freezing
+    monkeypatch.setattr(analyses, "freezing", lambda study, c, **kw: analysed.append(Path(c).name) or real(study, c, **kw))
+    common = dict(tasks=3, queries=5, device="cpu", progress=False)
+
+    run_analysis("freezing", [maml], tmp_path / "resumed", **common)
+    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "resumed", **common)
+    assert analysed == ["maml.safetensors", "model.safetensors"]  # maml's part was reused
+    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "fresh", **common)
+    resumed, fresh = ((tmp_path / d / "freezing.csv").read_text() for d in ("resumed", "fresh"))
+    assert resumed == fresh
+    direct = pd.concat([real(study_for(c, num_tasks=3), c) for c in (maml, runs["anil"])])
+    assert fresh == direct.to_csv(index=False)  # the CSV round trip of the parts loses nothing
+
+    ckpt = load_checkpoint(maml)
+    ckpt.params["head.bias"] = ckpt.params["head.bias"] + 1.0
+    save_checkpoint(maml, ckpt)
+    analysed.clear()
+    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "resumed", **common)
+    assert analysed == ["maml.safetensors"]
+
+
+def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_path):
+    """Through-training's parts are its intermediate checkpoints; rows with an empty layer
+    (the accuracies) come back from them unchanged."""
+    run_dir = runs["maml"].parent
+    common = dict(tasks=3, queries=5, device="cpu", progress=False)
+    first = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, **common))
+    again = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, **common))
+    direct = analyses.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
+    pd.testing.assert_frame_equal(first, again)
+    assert (tmp_path / "through_training.csv").read_text() == direct.to_csv(index=False)
+    assert len(list((tmp_path / ".partial" / "through-training").glob("*.csv"))) == 2  # iterations 10, 20
