@@ -57,10 +57,14 @@ def already_published(target: Path, ckpt: Checkpoint, previous: dict[str, dict],
 
 
 def publish(runs: Path, out: Path, tasks: int, data_root: str | None) -> list[dict]:
+    """Publish RUNS's runs into OUT; returns the MANIFEST's rows, runs published earlier from
+    another folder included (a seed trained elsewhere joins the ones already published)."""
     manifest = out / "MANIFEST.csv"
     previous = {r["path"]: r for r in csv.DictReader(manifest.open())} if manifest.is_file() else {}
-    rows = []
-    for run in sorted(p for p in runs.iterdir() if (p / "model.safetensors").is_file()):
+    found = sorted(p for p in runs.iterdir() if (p / "model.safetensors").is_file())
+    rows = [{k: _typed(k, v) for k, v in row.items()} for path, row in previous.items()
+            if row["run"] not in {run.name for run in found} and Path(path).is_file()]
+    for run in found:
         for source in sorted(run.glob("checkpoints/iter-*.safetensors")):
             ckpt = load_checkpoint(source)
             is_final = ckpt.iteration == ckpt.config.iterations
@@ -96,11 +100,13 @@ def publish(runs: Path, out: Path, tasks: int, data_root: str | None) -> list[di
             # interrupted run resumes where it stopped (rows not yet reached stay as they were)
             done = {r["path"] for r in rows}
             write_manifest(manifest, rows + [r for p, r in previous.items() if p not in done])
+    rows.sort(key=lambda r: (r["run"], r["iteration"]))
     write_manifest(manifest, rows)
     return rows
 
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
+    rows = sorted(rows, key=lambda r: (r["run"], int(r["iteration"])))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FIELDS)
     writer.writeheader()

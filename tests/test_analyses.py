@@ -386,3 +386,20 @@ def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_p
     pd.testing.assert_frame_equal(first, again)
     assert (tmp_path / "through_training.csv").read_text() == direct.to_csv(index=False)
     assert len(list((tmp_path / ".partial" / "through-training").glob("*.csv"))) == 2  # iterations 10, 20
+
+
+def test_a_run_published_from_another_folder_joins_the_manifest(runs, tmp_path, recipe):
+    """A seed trained elsewhere is published beside the runs already there, which keep their rows."""
+    import shutil
+
+    publisher = recipe("reference_checkpoints")
+    first, later, out = tmp_path / "first", tmp_path / "later", tmp_path / "ref"
+    for folder, names in ((first, ("anil", "maml")), (later, ("boil",))):
+        for name in names:
+            shutil.copytree(runs[name].parent, folder / name)
+    before = publisher.publish(first, out, 4, None)
+    rows = publisher.publish(later, out, 4, None)
+    assert [(r["run"], r["iteration"]) for r in rows] == [
+        (a, i) for a in ("anil", "boil", "maml") for i in (10, 20)]
+    assert [r for r in rows if r["run"] != "boil"] == before
+    assert pd.read_csv(out / "MANIFEST.csv").run.tolist() == [r["run"] for r in rows]
