@@ -5,7 +5,8 @@
         [--analyses NAME ...]
 
 RUNS_DIR holds run folders written by `repsim train` (named e.g. maml-s0, anil-s0,
-multiclass-s0). For each run, the intermediate checkpoints and the final model are copied
+multiclass-s0); runs published into OUT earlier, from RUNS_DIR or another folder, stay
+published (delete OUT/<run> and its MANIFEST rows to withdraw one). For each run, the intermediate checkpoints and the final model are copied
 into OUT/<run>/checkpoints/ and OUT/<run>/model.safetensors (a run folder's layout) as
 weights-only safetensors (the optimiser state is dropped: these are for
 analysis, not for resuming), every checkpoint is scored on a fixed list of `--tasks` test tasks
@@ -35,6 +36,7 @@ import torch
 
 from repsim.analyses import ANALYSES, run_analysis
 from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from repsim.errors import RepsimError
 from repsim.evaluate import evaluate_checkpoint
 from repsim.io import atomic_write_text
 from repsim.report import write_report
@@ -62,8 +64,12 @@ def publish(runs: Path, out: Path, tasks: int, data_root: str | None) -> list[di
     manifest = out / "MANIFEST.csv"
     previous = {r["path"]: r for r in csv.DictReader(manifest.open())} if manifest.is_file() else {}
     found = sorted(p for p in runs.iterdir() if (p / "model.safetensors").is_file())
-    rows = [{k: _typed(k, v) for k, v in row.items()} for path, row in previous.items()
-            if row["run"] not in {run.name for run in found} and Path(path).is_file()]
+    rows = [{k: _typed(k, v) for k, v in row.items()} for row in previous.values()
+            if row["run"] not in {run.name for run in found}]
+    for row in rows:  # a row kept must still point at its checkpoint, or the analyses would miss it
+        if not Path(row["path"]).is_file():
+            raise RepsimError(f"{manifest} lists {row['path']}, which is not there: run from the "
+                              f"folder it was published from, or delete {row['run']}'s rows")
     for run in found:
         for source in sorted(run.glob("checkpoints/iter-*.safetensors")):
             ckpt = load_checkpoint(source)
@@ -100,9 +106,8 @@ def publish(runs: Path, out: Path, tasks: int, data_root: str | None) -> list[di
             # interrupted run resumes where it stopped (rows not yet reached stay as they were)
             done = {r["path"] for r in rows}
             write_manifest(manifest, rows + [r for p, r in previous.items() if p not in done])
-    rows.sort(key=lambda r: (r["run"], r["iteration"]))
     write_manifest(manifest, rows)
-    return rows
+    return sorted(rows, key=lambda r: (r["run"], r["iteration"]))
 
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
@@ -164,7 +169,10 @@ def main(argv=None) -> int:
                    help="run only these analyses (default: all); processes running different "
                         "ones can share OUT, since each analysis writes its own files")
     args = p.parse_args(argv)
-    rows = publish(args.runs, args.out, args.tasks, args.data_root)
+    try:
+        rows = publish(args.runs, args.out, args.tasks, args.data_root)
+    except RepsimError as e:
+        sys.exit(f"error: {e}")
     if args.manifest_only:
         print(f"manifest: {args.out / 'MANIFEST.csv'} ({len(rows)} checkpoints)")
         return 0

@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -359,16 +360,21 @@ class Parts:
 
     An analysis interrupted after some checkpoints, or run again with more of them (a new
     seed), computes only the checkpoints it has no part for. A part is found by a digest of
-    the checkpoint's bytes, the study (tasks, device), the analysis options and repsim's own
-    source, so changed weights, tasks or code are never answered from an old part.
+    the checkpoint's bytes, the study (its test images, tasks and device), the analysis
+    options, repsim's own source and the versions of the libraries it computes with, so
+    changed weights, data, tasks or code are never answered from an old part.
     Parts are read back from CSV even when just computed, so a result never depends on
     which of its parts were reused.
     """
 
     def __init__(self, folder: Path, study: Study, options: dict):
         self.folder = folder
-        self.context = json.dumps({"study": study.provenance(), "device": str(study.dev),
-                                   "options": options, "code": _source_digest()},
+        split = study.tasks.split
+        data = hashlib.sha256(split.images.numpy().tobytes() + "\n".join(split.class_names).encode())
+        self.context = json.dumps({"study": study.provenance(), "data": data.hexdigest(),
+                                   "device": str(study.dev), "options": options,
+                                   "code": _source_digest(), "libraries": [
+                                       torch.__version__, np.__version__, pd.__version__]},
                                   sort_keys=True, default=str)
         self.progress = study.progress
 
@@ -382,8 +388,11 @@ class Parts:
             if self.progress:
                 tqdm.write(f"{self.folder.name}: {checkpoint} done before, reusing {path}", file=sys.stderr)
         else:
+            frame = analyse(checkpoint)
+            if frame.empty:  # nothing to keep (and an empty CSV could not be read back)
+                return frame
             # NaN written as "NaN", so that an empty string (a layer-less row) stays a string
-            atomic_write_text(path, analyse(checkpoint).to_csv(index=False, na_rep="NaN"))
+            atomic_write_text(path, frame.to_csv(index=False, na_rep="NaN"))
         return pd.read_csv(path, keep_default_na=False, na_values=["NaN"], **_EXACT_FLOATS)
 
 

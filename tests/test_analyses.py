@@ -367,6 +367,11 @@ def test_analysis_parts_are_reused_only_for_unchanged_checkpoints(runs, tmp_path
     direct = pd.concat([real(study_for(c, num_tasks=3), c) for c in (maml, runs["anil"])])
     assert fresh == direct.to_csv(index=False)  # the CSV round trip of the parts loses nothing
 
+    # other tasks, another inner loop or changed weights: analysed again
+    for changed in (dict(common, tasks=4), dict(common, queries=3), dict(common, steps=1)):
+        analysed.clear()
+        run_analysis("freezing", [maml], tmp_path / "resumed", **changed)
+        assert analysed == ["maml.safetensors"], changed
     ckpt = load_checkpoint(maml)
     ckpt.params["head.bias"] = ckpt.params["head.bias"] + 1.0
     save_checkpoint(maml, ckpt)
@@ -375,13 +380,17 @@ def test_analysis_parts_are_reused_only_for_unchanged_checkpoints(runs, tmp_path
     assert analysed == ["maml.safetensors"]
 
 
-def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_path):
+def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_path, monkeypatch):
     """Through-training's parts are its intermediate checkpoints; rows with an empty layer
     (the accuracies) come back from them unchanged."""
     run_dir = runs["maml"].parent
     common = dict(tasks=3, queries=5, device="cpu", progress=False)
     first = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, **common))
+    real, analysed = analyses.checkpoint_in_training, []
+    monkeypatch.setattr(analyses, "checkpoint_in_training",
+                        lambda study, c, **kw: analysed.append(c) or real(study, c, **kw))
     again = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, **common))
+    assert analysed == []
     direct = analyses.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
     pd.testing.assert_frame_equal(first, again)
     assert (tmp_path / "through_training.csv").read_text() == direct.to_csv(index=False)
@@ -403,3 +412,15 @@ def test_a_run_published_from_another_folder_joins_the_manifest(runs, tmp_path, 
         (a, i) for a in ("anil", "boil", "maml") for i in (10, 20)]
     assert [r for r in rows if r["run"] != "boil"] == before
     assert pd.read_csv(out / "MANIFEST.csv").run.tolist() == [r["run"] for r in rows]
+
+    shutil.rmtree(out / "anil")  # a kept row whose checkpoint is gone is an error, not a silent drop
+    with pytest.raises(RepsimError, match="delete anil's rows"):
+        publisher.publish(later, out, 4, None)
+
+
+def test_an_analysis_part_with_no_rows_is_not_kept(runs, tmp_path):
+    out = tmp_path / "results"
+    for _ in range(2):  # the second run must not trip over a part the first one left
+        run_analysis("freezing", [runs["maml"]], out, tasks=3, queries=5, frozen_sets=[],
+                     device="cpu", progress=False)
+    assert not list(out.glob(".partial/freezing/*.csv"))
