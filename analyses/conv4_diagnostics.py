@@ -32,7 +32,7 @@ import torch
 
 from repsim.analyses import Study, run_checkpoints
 from repsim.checkpoint import load_checkpoint
-from repsim.evaluate import default_names, score_tasks
+from repsim.evaluate import own_inner_loop, score_tasks
 from repsim.io import atomic_write_text
 from repsim.model import HEAD_PREFIX, norm_param_names
 from repsim.report import markdown_table
@@ -46,7 +46,8 @@ def score(path: Path, tasks, variant: str, *, lr: float | None = None, steps: in
     c = ckpt.config
     model = ckpt.build_model()
     params = dict(model.named_parameters())
-    own = default_names(c, model)
+    inner = own_inner_loop(c, model, steps)
+    own = list(inner.names)
     names = {"own inner loop": own, "NIL": [],
              "conv1-conv4 frozen": HEAD,
              "conv1-conv3 frozen": HEAD + [n for n in own if n.startswith("conv4.")],
@@ -55,8 +56,8 @@ def score(path: Path, tasks, variant: str, *, lr: float | None = None, steps: in
     if variant.startswith("zeroed head"):
         params = {n: torch.zeros_like(p) if n in HEAD else p for n, p in params.items()}
     lr = c.inner_lr if lr is None else lr
-    steps = c.inner_steps_test if steps is None else steps
-    s = score_tasks(model, params, tasks, names=names, lr=lr, steps=steps,
+    steps = inner.steps
+    s = score_tasks(model, params, tasks, inner=inner.but(names=names, lr=lr),
                     device=torch.device("cpu"), nil=variant == "NIL", progress=False)
     run = path.parent if path.name == "model.safetensors" else path.parent.parent
     return {"hypothesis": hypothesis, "checkpoint": f"{run.name}-it{ckpt.iteration}",
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     maml = args.ref / "maml-s0"
     ckpt = load_checkpoint(maml / "model.safetensors")
     c = ckpt.config
-    tasks = Study.for_checkpoint(ckpt, data_root=args.data_root, queries=c.queries,
+    tasks = Study.for_checkpoint(ckpt, data_root=args.data_root, queries=c.test_queries,
                                  num_tasks=args.tasks, seed=0, progress=False).tasks
 
     rows = []
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
     atomic_write_text(out / "conv4_diagnostics.csv", table.to_csv(index=False))
     md = (f"# Why the reduced MAML checkpoint needs conv4 in its inner loop\n\n"
           f"Omniglot {c.ways}-way {c.shots}-shot, {args.tasks} test tasks (task seed 0), "
-          f"{c.queries} query per class, accuracy in % with 95% CI over tasks "
+          f"{c.test_queries} query per class, accuracy in % with 95% CI over tasks "
           f"(1.96 * std / sqrt(n)). Recipe: analyses/conv4_diagnostics.py.\n\n"
           + markdown_table(table.columns, table.itertuples(index=False)) + "\n")
     atomic_write_text(out / "conv4_diagnostics.md", md)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from repsim.analyses import Study
 from repsim.checkpoint import load_checkpoint
-from repsim.evaluate import default_names, mean_ci, nil_scores, score_tasks
+from repsim.evaluate import mean_ci, nil_scores, own_inner_loop, score_tasks
 from repsim.io import atomic_write_text
 from repsim.meta import head_input
 from repsim.report import markdown_table
@@ -64,8 +64,8 @@ def score_classifiers(path: Path, tasks) -> list[dict]:
     c = ckpt.config
     model = ckpt.build_model()
     params = {n: p.detach() for n, p in model.named_parameters()}
-    own = score_tasks(model, params, tasks, names=default_names(c, model), lr=c.inner_lr,
-                      steps=c.inner_steps_test, device=torch.device("cpu"), progress=False)
+    own = score_tasks(model, params, tasks, inner=own_inner_loop(c, model),
+                      device=torch.device("cpu"), progress=False)
     scores = {f"own inner loop ({c.inner_steps_test} steps of {c.inner_lr})": own.per_task}
     per_task = {name: [] for name in CLASSIFIERS}
     with torch.no_grad():
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     first = load_checkpoint(finals[0])
     c = first.config
     tasks = Study.for_checkpoint(first, data_root=args.data_root,
-                                 queries=c.queries, num_tasks=args.tasks, seed=0,
+                                 queries=c.test_queries, num_tasks=args.tasks, seed=0,
                                  progress=False).tasks
     rows = []
     for path in finals:
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     atomic_write_text(out / "nil_diagnostics.csv", table.to_csv(index=False))
     md = (f"# Is NIL's gap to the inner loop in the features or in NIL's classifier?\n\n"
           f"{c.dataset} {c.ways}-way {c.shots}-shot, final checkpoints; {args.tasks} test "
-          f"tasks (task seed 0), {c.queries} queries per class, accuracy in % with 95% CI over "
+          f"tasks (task seed 0), {c.test_queries} queries per class, accuracy in % with 95% CI over "
           f"tasks (1.96 * std / sqrt(n)). Every classifier but the first uses the body's "
           f"features only (no head, no inner loop). Recipe: analyses/nil_diagnostics.py.\n\n"
           f"Mean ± std over seeds:\n\n"

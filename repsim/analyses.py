@@ -38,10 +38,10 @@ from repsim.checkpoint import Checkpoint, load_checkpoint, model_for
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
 from repsim.errors import RepsimError
-from repsim.evaluate import (default_names, fresh_head, resolve_device, score_tasks,
+from repsim.evaluate import (fresh_head, own_inner_loop, resolve_device, score_tasks,
                              test_time_params)
 from repsim.io import atomic_write_text
-from repsim.model import HEAD_PREFIX
+from repsim.model import HEAD_PREFIX, draw_weights
 from repsim.probe import check_layers, iter_probes, probe_layers
 from repsim.results import summarise
 from repsim.similarity import compare
@@ -68,7 +68,8 @@ class Model:
         return {"checkpoint": str(self.ckpt.path), "algorithm": c.algorithm, "seed": c.seed,
                 "iteration": self.ckpt.iteration, "reduced_schedule": c.reduced,
                 "dataset": c.dataset, "ways": c.ways, "shots": c.shots,
-                "inner_lr": c.inner_lr, "test_inner_steps": c.inner_steps_test}
+                "inner_lr": c.inner_lr, "test_inner_steps": c.inner_steps_test,
+                **c.conventions_used(), "convention_summary": c.describe_conventions()}
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Study:
     split_scheme: str = "maml"
     split_seed: int = 0
     rotate: bool | None = None
+    image_resize: str | None = None
     device: str = "auto"
     progress: bool = True
     _tasks: TaskList | None = field(default=None, repr=False)
@@ -97,7 +99,8 @@ class Study:
     def for_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> "Study":
         c = ckpt.config
         base = dict(dataset=c.dataset, ways=c.ways, shots=c.shots, data_root=c.data_root,
-                    split_scheme=c.split_scheme, split_seed=c.split_seed, rotate=c.rotate)
+                    split_scheme=c.split_scheme, split_seed=c.split_seed, rotate=c.rotate,
+                    image_resize=c.image_resize)
         base.update({k: v for k, v in kwargs.items() if v is not None})
         return cls(**base)
 
@@ -111,14 +114,16 @@ class Study:
             if self.num_tasks < 2:
                 raise RepsimError(f"a confidence interval needs at least 2 tasks, got {self.num_tasks}: use --tasks 2 or more")
             splits = load_splits(self.dataset, self.data_root, split_scheme=self.split_scheme,
-                                 rotate=self.rotate, seed=self.split_seed, progress=self.progress)
+                                 rotate=self.rotate, seed=self.split_seed,
+                                 image_resize=self.image_resize, progress=self.progress)
             self._tasks = TaskList(splits[self.split], self.ways, self.shots, self.queries,
                                    self.num_tasks, self.seed)
         return self._tasks
 
     def provenance(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "split_scheme": self.split_scheme,
-                "split_seed": self.split_seed, "rotate": self.rotate, "ways": self.ways, "shots": self.shots, "queries": self.queries,
+                "split_seed": self.split_seed, "rotate": self.rotate,
+                "image_resize": self.image_resize, "ways": self.ways, "shots": self.shots, "queries": self.queries,
                 "tasks": self.num_tasks, "task_seed": self.seed,
                 "confidence_interval": "95%, 1.96 * std / sqrt(n) over tasks",
                 "conventions": CONVENTION_TEXT}
@@ -136,6 +141,12 @@ class Study:
                 raise RepsimError(f"{ckpt.path} was trained with {key}={getattr(c, key)}, the other "
                                   f"checkpoints with {key}={ours}: its training classes may be this "
                                   f"study's test classes; analyse checkpoints of one split together")
+        # ... and its test images must be made as its training images were
+        if (c.dataset == "omniglot" and self.image_resize is not None
+                and c.image_resize != self.image_resize):
+            raise RepsimError(f"{ckpt.path} was trained on images resized by {c.image_resize}, this "
+                              f"study's test images are resized by {self.image_resize}: analyse "
+                              f"checkpoints of one image_resize convention together")
         if c.algorithm not in ("multiclass", "multitask") and c.ways != self.ways:
             raise RepsimError(f"{ckpt.path} has a {c.ways}-way head but the study's tasks are "
                               f"{self.ways}-way: analyse it with --ways {c.ways}, or separately")
@@ -144,18 +155,13 @@ class Study:
         return Model(ckpt, model, {n: p.detach() for n, p in params.items()})
 
     def score(self, m: Model, *, names=None, steps=None, params=None, nil=False, desc="scoring"):
-        c = m.ckpt.config
-        names = default_names(c, m.model) if names is None else names
+        """Score ``m`` with its own inner loop, adapting ``names`` only when given."""
+        inner = own_inner_loop(m.ckpt.config, m.model, steps)
+        if names is not None:
+            inner = inner.but(names=names)
         return score_tasks(m.model, m.params if params is None else params, self.tasks,
-                           names=names, lr=c.inner_lr,
-                           steps=c.inner_steps_test if steps is None else steps,
-                           device=self.dev, nil=nil, progress=self.progress, desc=desc)
-
-
-def _inner_loop(m: Model, steps: int | None):
-    c = m.ckpt.config
-    return dict(names=default_names(c, m.model), lr=c.inner_lr,
-                steps=c.inner_steps_test if steps is None else steps)
+                           inner=inner, device=self.dev, nil=nil, progress=self.progress,
+                           desc=desc)
 
 
 # 1. ---------------------------------------------------------------------------------------
@@ -172,13 +178,14 @@ def layer_similarity(study: Study, checkpoints, *, layers=None, steps: int | Non
     for checkpoint in checkpoints:
         m = study.load(checkpoint)
         chosen = check_layers(m.model, layers or probe_layers(m.model))
+        inner = own_inner_loop(m.ckpt.config, m.model, steps)
         probes = iter_probes(m.model, m.params, study.tasks, device=study.dev, layers=chosen,
-                             points=points, every_step=every_step, **_inner_loop(m, steps))
+                             points=points, every_step=every_step, inner=inner)
         for probe in tqdm(probes, total=len(study.tasks), desc=f"similarity {m.label}",
                           disable=not study.progress, leave=False):
             for s, after in enumerate(probe.steps[1:], start=1):
                 table = compare(probe.before, after, measures=("cca", "cka"), conv=CONVENTIONS)
-                step = s if every_step else _inner_loop(m, steps)["steps"]
+                step = s if every_step else inner.steps
                 for layer, measure, value in zip(table["layer"], table["measure"], table["value"]):
                     rows.append({**_ids(m), "layer": layer, "measure": measure, "step": step,
                                  "task": probe.task_index, "value": float(value)})
@@ -209,7 +216,7 @@ def freezing(study: Study, checkpoint, *, frozen_sets=None, steps: int | None = 
     rows = []
     for frozen in frozen_sets:
         check_layers(m.model, frozen)
-        adapted = [n for n in default_names(m.ckpt.config, m.model)
+        adapted = [n for n in own_inner_loop(m.ckpt.config, m.model).names
                    if n.split(".")[0] not in frozen]
         s = study.score(m, names=adapted, steps=steps, desc=f"frozen {freeze_label(frozen)}")
         rows.append({**_ids(m), "frozen": freeze_label(frozen), "accuracy": s.mean,
@@ -262,10 +269,13 @@ def head_ablations(study: Study, checkpoint, *, steps: int | None = None) -> pd.
     m = study.load(checkpoint)
     head = [n for n in m.params if n.startswith(HEAD_PREFIX)]
     gen = torch.Generator().manual_seed(study.seed)
-    random = dict(m.params)
-    fan_in = m.params[HEAD_PREFIX + "weight"].shape[1]
-    for n in head:  # PyTorch's default Linear initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-        random[n] = ((torch.rand(m.params[n].shape, generator=gen) * 2 - 1) / math.sqrt(fan_in)).to(m.params[n])
+    weight = m.params[HEAD_PREFIX + "weight"]
+    # a head drawn as the checkpoint's own was at initialisation (its head_init convention)
+    w, b = draw_weights(tuple(weight.shape), m.ckpt.config.head_init, gen,
+                        bias=HEAD_PREFIX + "bias" in m.params)
+    random = {**m.params, HEAD_PREFIX + "weight": w.to(weight)}
+    if b is not None:
+        random[HEAD_PREFIX + "bias"] = b.to(weight)
     zeroed = fresh_head(m.model, m.params, study.ways)
     variants = [
         ("trained inner loop", dict()),
@@ -297,8 +307,8 @@ def training_regimes(study: Study, checkpoints, *, random_seeds=(0,)) -> pd.Data
             torch.manual_seed(seed)
             model = model_for(config).to(study.dev)
             params = {n: p.detach() for n, p in model.named_parameters()}
-            s = score_tasks(model, params, study.tasks, names=[], lr=0.0, steps=0,
-                            device=study.dev, nil=True, progress=study.progress, desc="NIL random")
+            s = score_tasks(model, params, study.tasks, inner=None, device=study.dev, nil=True,
+                            progress=study.progress, desc="NIL random")
             rows.append({"regime": "random features", "seed": seed, "checkpoint": f"random-s{seed}",
                          "accuracy": s.mean, "ci95": s.ci95, "tasks": s.tasks})
     return pd.DataFrame(rows)
@@ -338,10 +348,9 @@ def weight_change(study: Study, checkpoints, *, steps: int | None = None) -> pd.
     rows = []
     for checkpoint in checkpoints:
         m = study.load(checkpoint)
-        inner = _inner_loop(m, steps)
         layers = probe_layers(m.model)
-        probes = iter_probes(m.model, m.params, study.tasks, device=study.dev,
-                             layers=layers[:1], points="query", **inner)
+        probes = iter_probes(m.model, m.params, study.tasks, device=study.dev, layers=layers[:1],
+                             points="query", inner=own_inner_loop(m.ckpt.config, m.model, steps))
         for probe in tqdm(probes, total=len(study.tasks), desc=f"weight change {m.label}",
                           disable=not study.progress, leave=False):
             before, after = probe.params[0], probe.params[-1]

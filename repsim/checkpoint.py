@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 import repsim
-from repsim.config import Config, from_dict
+from repsim.config import Config, from_saved
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes
 from repsim.model import conv4_for
@@ -56,7 +56,9 @@ def model_for(config: Config, params: dict[str, torch.Tensor] | None = None,
     ways = head_width or config.ways
     if params is not None and "head.weight" in params:
         ways = params["head.weight"].shape[0]
-    return conv4_for(config.dataset, ways, config.filters)
+    return conv4_for(config.dataset, ways, config.filters, padding=config.conv_padding,
+                     bn_eps=config.batchnorm_eps, bn_scale=config.batchnorm_scale,
+                     conv_init=config.conv_init, head_init=config.head_init)
 
 
 def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source: str) -> None:
@@ -132,7 +134,7 @@ def load_checkpoint(path: str | Path, *, with_optimizer: bool = False) -> Checkp
     params = {n: t for n, t in tensors.items() if not n.startswith(OPTIMIZER_PREFIX)}
     optimizer = ({n[len(OPTIMIZER_PREFIX):]: t for n, t in tensors.items()
                   if n.startswith(OPTIMIZER_PREFIX)} if with_optimizer else {})
-    config = from_dict(meta["config"], source=str(path)).resolved()
+    config = from_saved(meta["config"], source=str(path)).resolved()
     return Checkpoint(config, params, meta.get("iteration", 0), meta.get("metrics", {}),
                       optimizer, meta.get("extra", {}), path)
 

@@ -21,6 +21,8 @@ def _train(args) -> None:
     if args.data_root:
         overrides.append(f"data_root={args.data_root}")
     config = load_config(args.config, overrides)
+    print(f"training {config.algorithm} on {config.dataset} {config.ways}-way {config.shots}-shot "
+          f"with {config.describe_conventions()}", flush=True)
     final = train(config, args.out, device=args.device, resume=args.resume,
                   progress=not args.quiet)
     print(f"trained {config.algorithm} on {config.dataset}: {final}")
@@ -34,6 +36,7 @@ def _evaluate(args) -> None:
                             seed=args.seed, split=args.split, data_root=args.data_root,
                             queries=args.queries, nil=args.nil, device=args.device,
                             progress=not args.quiet)
+    print(f"trained and tested with {r['convention_summary']}")
     print(f"{r['algorithm']} {r['dataset']} {r['ways']}-way {r['shots']}-shot, {r['mode']}"
           f"{'' if r['mode'] == 'nil' else ' (' + str(r['inner_steps']) + ' inner steps)'}: "
           f"{r['accuracy']:.2f} +- {r['ci95']:.2f}% (95% CI over {r['tasks']} {r['split']} "
@@ -52,7 +55,11 @@ def _import(args) -> None:
     from repsim.checkpoint import import_state_dict
     from repsim.config import load_config
 
-    config = load_config(args.config, args.set or [])
+    # weights from PyTorch code were most likely trained with PyTorch's conventions (BatchNorm
+    # with a scale, mean losses): the default here, unless the config or --set names a set
+    config = load_config(args.config, args.set or [], defaults={"conventions": "pytorch"})
+    print(f"importing as {config.algorithm} on {config.dataset} {config.ways}-way "
+          f"{config.shots}-shot with {config.describe_conventions()}")
     bad = [item for item in args.rename or [] if "=" not in item]
     if bad:
         raise RepsimError(f"--rename expects OLD=NEW, got {bad[0]!r} (e.g. --rename classifier=head)")
@@ -88,7 +95,7 @@ def _analyze(args) -> None:
 def _probe(args) -> None:
     from repsim.analyses import Study
     from repsim.checkpoint import load_checkpoint
-    from repsim.evaluate import default_names
+    from repsim.evaluate import own_inner_loop
     from repsim.probe import check_layers, iter_probes, probe_layers, save_probes
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -97,13 +104,13 @@ def _probe(args) -> None:
     m = study.load(ckpt)
     c = ckpt.config
     layers = check_layers(m.model, args.layers or probe_layers(m.model))
-    steps = c.inner_steps_test if args.inner_steps is None else args.inner_steps
+    inner = own_inner_loop(c, m.model, args.inner_steps)
     probes = iter_probes(m.model, m.params, study.tasks, device=study.dev, layers=layers,
-                         names=default_names(c, m.model), lr=c.inner_lr, steps=steps,
-                         points=args.points, every_step=args.every_step)
+                         inner=inner, points=args.points, every_step=args.every_step)
     folder = save_probes(args.out, probes, {"checkpoint": str(ckpt.path), "layers": layers,
-                                            "inner_steps": steps, "points": args.points,
-                                            "every_step": args.every_step, **study.provenance()})
+                                            "inner_steps": inner.steps, "points": args.points,
+                                            "every_step": args.every_step,
+                                            **c.conventions_used(), **study.provenance()})
     print(f"probes of {len(study.tasks)} tasks written to {folder}")
 
 

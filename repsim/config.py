@@ -3,22 +3,55 @@
 A config is written as a YAML file of ``key: value`` lines (recipes live in analyses/configs/)
 and can be changed from the command line with ``--set key=value``. Keys left out take the
 paper's defaults for the data set, ways and shots (PAPER.md, "Protocol").
+
+Conventions
+-----------
+Where two implementations of "the same" MAML differ in a detail that changes what is learned,
+the detail is a config key (``CONVENTION_KEYS``), and ``conventions`` names a whole set of
+them; a key given explicitly overrides its set. Two sets are defined:
+
+``finn`` (the default, and every paper recipe's)
+    the TensorFlow MAML of Finn et al. (github cbfinn/maml), which Raghu et al. ran: support
+    loss summed and divided by shots (each inner step is ``ways`` times the mean-loss step),
+    Omniglot head drawn from N(0, 1), Xavier-uniform convolutions, BatchNorm without scale,
+    epsilon 1e-3 and outside the inner loop, TF's "SAME" padding, nearest-neighbour Omniglot
+    images, a pool of 200,000 training tasks, 10 test-time steps, K test queries per class, and
+    on MiniImageNet the meta-gradient clipped to [-10, 10].
+``pytorch``
+    what repsim did before these keys existed, as learn2learn and pytorch-maml do: mean losses,
+    PyTorch's default initialisations, BatchNorm with scale and epsilon 1e-5 in the inner
+    loop, symmetric padding, antialiased images, fresh tasks, no clipping, 3 test steps on
+    5-way Omniglot. A checkpoint written before the keys existed loads with this set.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import yaml
 
 from repsim.errors import RepsimError
-from repsim.meta import ALGORITHMS
+from repsim.meta import ALGORITHMS, LOSSES
 
 DATASETS = ("synthetic", "omniglot", "miniimagenet")
+CONVENTION_SETS = ("finn", "pytorch")
+CONVENTION_KEYS = ("inner_loss", "outer_loss", "head_init", "conv_init", "batchnorm_scale",
+                   "batchnorm_eps", "adapt_batchnorm", "conv_padding", "image_resize",
+                   "task_pool", "meta_grad_clip", "inner_steps_test", "test_queries")
+# the keys that change only how a trained model is tested, not how it is trained
+TEST_TIME_KEYS = ("inner_steps_test", "test_queries")
+CHOICES = {"inner_loss": LOSSES, "outer_loss": LOSSES,
+           "head_init": ("pytorch", "normal", "xavier_uniform"),
+           "conv_init": ("pytorch", "xavier_uniform"),
+           "conv_padding": ("symmetric", "same"),
+           "image_resize": ("lanczos", "nearest"),
+           "conventions": CONVENTION_SETS, "dataset": DATASETS, "algorithm": ALGORITHMS,
+           "execution": ("auto", "loop", "vmap")}
 
 
 @dataclass
@@ -36,15 +69,28 @@ class Config:
     # model
     filters: int | None = None         # conv4 width (None: 64 omniglot-like, 32 miniimagenet)
     # inner loop
-    inner_lr: float | None = None
+    inner_lr: float | None = None      # step size on the support loss that inner_loss defines
     inner_steps: int | None = None
     inner_steps_test: int | None = None
-    adapt_batchnorm: bool = True       # false: BatchNorm weight/bias left to the outer loop (Finn's TF)
     # outer loop
     meta_batch_size: int | None = None
     outer_lr: float = 0.001
     iterations: int = 60000
     batch_size: int = 64               # multiclass pretraining: images per step
+    # conventions (None: from the named set; module docstring)
+    conventions: str = "finn"          # finn (Finn et al.'s TF code) | pytorch
+    inner_loss: str | None = None      # mean | sum_div_shots: sum over the support set / shots
+    outer_loss: str | None = None      # mean | sum_div_shots, of each task's query loss
+    head_init: str | None = None       # pytorch | normal (N(0, 1), bias 0) | xavier_uniform
+    conv_init: str | None = None       # pytorch | xavier_uniform (bias 0)
+    batchnorm_scale: bool | None = None   # BatchNorm has a learned scale (gamma)
+    batchnorm_eps: float | None = None
+    adapt_batchnorm: bool | None = None   # BatchNorm's parameters are fast weights (inner loop)
+    conv_padding: str | None = None    # symmetric | same (TF: the extra row/column at the end)
+    image_resize: str | None = None    # Omniglot 105 -> 28 px: lanczos | nearest (binary pixels)
+    task_pool: int | None = None       # 0: fresh training tasks | N: cycle N fixed tasks
+    meta_grad_clip: float | None = None   # 0: none | c: meta-gradient clipped to [-c, c]
+    test_queries: int | None = None    # query points per class at test (evaluate, MANIFEST)
     # bookkeeping
     seed: int = 0
     checkpoint_every: int = 1000
@@ -54,8 +100,10 @@ class Config:
     reduced: bool = False              # marks a schedule shortened from the paper's
 
     def resolved(self) -> "Config":
-        """A copy with every None replaced by the paper's default for this setting."""
+        """A copy with every None replaced by the paper's default for this setting, and the
+        conventions by their named set's values."""
         c = dataclasses.replace(self)
+        c.validate()
         omniglot_like = c.dataset != "miniimagenet"
         if c.rotate is None:
             c.rotate = omniglot_like
@@ -65,39 +113,73 @@ class Config:
             five_way = c.ways <= 5
             defaults = dict(inner_lr=0.4 if five_way else 0.1,
                             inner_steps=1 if five_way else 5,
-                            inner_steps_test=3 if five_way else 10,
                             meta_batch_size=32 if five_way else 16,
                             queries=c.shots)
         else:
-            defaults = dict(inner_lr=0.01, inner_steps=5, inner_steps_test=10,
-                            meta_batch_size=4, queries=15)
+            defaults = dict(inner_lr=0.01, inner_steps=5, meta_batch_size=4, queries=15)
         for key, value in defaults.items():
+            if getattr(c, key) is None:
+                setattr(c, key, value)
+        for key, value in convention_set(c.conventions, c).items():
             if getattr(c, key) is None:
                 setattr(c, key, value)
         c.validate()
         return c
 
     def validate(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise RepsimError(f"unknown algorithm {self.algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
-        if self.dataset not in DATASETS:
-            raise RepsimError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
-        if self.execution not in ("auto", "loop", "vmap"):
-            raise RepsimError(f"unknown execution {self.execution!r}: choose auto, loop or vmap")
+        for key, choices in CHOICES.items():
+            value = getattr(self, key)
+            if value is not None and value not in choices:
+                raise RepsimError(f"unknown {key} {value!r}: choose one of {', '.join(choices)}")
         for key, least in (("ways", 1), ("shots", 1), ("queries", 1), ("filters", 1),
                            ("meta_batch_size", 1), ("batch_size", 1), ("iterations", 1),
                            ("checkpoint_every", 1), ("eval_every", 1), ("eval_tasks", 2),
-                           ("inner_steps", 0), ("inner_steps_test", 0)):
+                           ("inner_steps", 0), ("inner_steps_test", 0), ("task_pool", 0),
+                           ("test_queries", 1), ("seed", 0), ("split_seed", 0)):
             value = getattr(self, key)
             if value is not None and value < least:
                 raise RepsimError(f"{key} must be at least {least}, got {value}")
-        for key in ("inner_lr", "outer_lr"):
+        for key in ("inner_lr", "outer_lr", "batchnorm_eps"):
             value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise RepsimError(f"{key} must be positive, got {value}")
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise RepsimError(f"{key} must be a positive finite number, got {value}")
+        if self.meta_grad_clip is not None and not (self.meta_grad_clip >= 0 and math.isfinite(self.meta_grad_clip)):
+            raise RepsimError(f"meta_grad_clip must be 0 (no clipping) or a positive number, got {self.meta_grad_clip}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def conventions_used(self) -> dict[str, Any]:
+        """The resolved value of every convention key, and the set they started from."""
+        return {"conventions": self.conventions, **{k: getattr(self, k) for k in CONVENTION_KEYS}}
+
+    def describe_conventions(self) -> str:
+        """One line: the named set, and every key where this config departs from it."""
+        named = convention_set(self.conventions, self)
+        changed = [f"{k}={getattr(self, k)}" for k in CONVENTION_KEYS
+                   if getattr(self, k) is not None and getattr(self, k) != named[k]]
+        return f"{self.conventions} conventions" + (f" except {', '.join(changed)}" if changed else "")
+
+
+def convention_set(name: str, c: Config) -> dict[str, Any]:
+    """The values of the named convention set for the setting of ``c`` (its data set, shots
+    and training queries). See the module docstring for what each set is."""
+    omniglot_like = c.dataset != "miniimagenet"
+    if name == "finn":
+        return dict(inner_loss="sum_div_shots", outer_loss="sum_div_shots",
+                    head_init="normal" if omniglot_like else "xavier_uniform",
+                    conv_init="xavier_uniform", batchnorm_scale=False, batchnorm_eps=1e-3,
+                    adapt_batchnorm=False, conv_padding="same", image_resize="nearest",
+                    task_pool=200_000, meta_grad_clip=0.0 if omniglot_like else 10.0,
+                    inner_steps_test=10, test_queries=c.shots)
+    if name == "pytorch":
+        return dict(inner_loss="mean", outer_loss="mean", head_init="pytorch",
+                    conv_init="pytorch", batchnorm_scale=True, batchnorm_eps=1e-5,
+                    adapt_batchnorm=True, conv_padding="symmetric", image_resize="lanczos",
+                    task_pool=0, meta_grad_clip=0.0,
+                    inner_steps_test=3 if omniglot_like and c.ways <= 5 else 10,
+                    test_queries=c.queries)
+    raise RepsimError(f"unknown conventions {name!r}: choose one of {', '.join(CONVENTION_SETS)}")
 
 
 KEYS = tuple(f.name for f in fields(Config))
@@ -110,34 +192,42 @@ def from_dict(values: dict[str, Any], source: str = "config") -> Config:
     return Config(**{k: _coerce(k, v) for k, v in values.items()})
 
 
+def _kind(key: str) -> type:
+    """The type a key holds (int, float, bool or str), read from Config's annotations."""
+    hint = get_type_hints(Config)[key]
+    return next(t for t in (get_args(hint) or (hint,)) if t is not type(None))
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Check a value against the field's type, converting strings from --set."""
-    default = Config.__dataclass_fields__[key].default
-    kind = type(default) if default is not None else None
+    kind = _kind(key)
     if value is None:
         return None
     if isinstance(value, str) and kind is not str:
-        value = yaml.safe_load(value)  # "0.1" -> 0.1, "true" -> True, "null" -> None
+        # "0.1" -> 0.1, "true" -> True, "null" -> None; YAML 1.1 reads 1e-3 as a string
+        value = yaml.safe_load(value)
         if value is None:
             return None
-    int_fields = {"ways", "shots", "queries", "filters", "inner_steps", "inner_steps_test",
-                  "meta_batch_size", "iterations", "batch_size", "seed", "checkpoint_every",
-                  "eval_every", "eval_tasks", "split_seed"}
-    float_fields = {"inner_lr", "outer_lr"}
-    bool_fields = {"rotate", "reduced", "adapt_batchnorm"}
-    ok = ((key in int_fields and isinstance(value, int) and not isinstance(value, bool))
-          or (key in float_fields and isinstance(value, (int, float)) and not isinstance(value, bool))
-          or (key in bool_fields and isinstance(value, bool))
-          or (key not in int_fields | float_fields | bool_fields and isinstance(value, str)))
+        if kind is float and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+    ok = ((kind is int and isinstance(value, int) and not isinstance(value, bool))
+          or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+          or (kind is bool and isinstance(value, bool))
+          or (kind is str and isinstance(value, str)))
     if not ok:
-        raise RepsimError(f"bad value {value!r} for {key}: expected "
-                          f"{'an integer' if key in int_fields else 'a number' if key in float_fields else 'true/false' if key in bool_fields else 'a string'}")
-    return float(value) if key in float_fields else value
+        expected = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}[kind]
+        raise RepsimError(f"bad value {value!r} for {key}: expected {expected}")
+    return float(value) if kind is float else value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config file (optional) and apply ``key=value`` overrides, then resolve defaults."""
-    values: dict[str, Any] = {}
+def load_config(path: str | Path | None = None, overrides: list[str] = (),
+                defaults: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config file (optional) and apply ``key=value`` overrides, then resolve
+    defaults. ``defaults`` holds values for keys that neither the file nor the overrides give."""
+    values: dict[str, Any] = dict(defaults or {})
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -155,6 +245,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise RepsimError(f"--set expects key=value, got {item!r}")
         values[key.strip()] = value.strip()
     return from_dict(values, source=str(path) if path else "--set").resolved()
+
+
+def from_saved(values: dict[str, Any], source: str) -> Config:
+    """A config as a checkpoint or run folder recorded it. One recorded before the convention
+    keys existed was trained with repsim's conventions of then: the ``pytorch`` set."""
+    values = dict(values)
+    values.setdefault("conventions", "pytorch")
+    return from_dict(values, source)
 
 
 def config_json(config: Config) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from repsim.errors import RepsimError
-from repsim.meta import HEAD_PREFIX, adapt_and_score, head_input, inner_loop_names
+from repsim.meta import HEAD_PREFIX, InnerLoop, adapt_and_score, head_input, inner_loop_names
 
 Params = dict[str, torch.Tensor]
 
@@ -89,13 +89,14 @@ def nil_logits(model: nn.Module, params: Params, task) -> torch.Tensor:
                       head_input(model, params, task.query_x))
 
 
-def score_tasks(model: nn.Module, params: Params, tasks, *, names: list[str] | None,
-                lr: float, steps: int, device: torch.device, nil: bool = False,
-                progress: bool = True, desc: str = "evaluating") -> Score:
-    """Adapt ``names`` on each task's support set (or use NIL), and score its queries."""
+def score_tasks(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | None,
+                device: torch.device, nil: bool = False, progress: bool = True,
+                desc: str = "evaluating") -> Score:
+    """Run the ``inner`` loop on each task's support set (or use NIL, or no adaptation when
+    ``inner`` is None), and score its queries."""
     params = {n: p.detach().to(device) for n, p in params.items()}
-    names = list(names or [])
-    for n in names:
+    inner = InnerLoop((), 0.0, 0) if inner is None else inner
+    for n in inner.names:
         params[n].requires_grad_(True)
     accuracies = []
     for task in tqdm(tasks, desc=desc, disable=not progress, leave=False):
@@ -105,7 +106,7 @@ def score_tasks(model: nn.Module, params: Params, tasks, *, names: list[str] | N
                 logits = nil_logits(model, params, task)
             accuracies.append((logits.argmax(1) == task.query_y).float().mean().item())
         else:
-            accuracies.append(adapt_and_score(model, params, task, names, lr, steps).accuracy)
+            accuracies.append(adapt_and_score(model, params, task, inner).accuracy)
     return mean_ci(accuracies)
 
 
@@ -116,9 +117,14 @@ def test_time_params(model: nn.Module, params: Params, algorithm: str, ways: int
     return params
 
 
-def default_names(config, model: nn.Module) -> list[str]:
-    """The parameters a checkpoint's own inner loop adapts, as its config trained it."""
-    return inner_loop_names(config.algorithm, model, adapt_batchnorm=config.adapt_batchnorm)
+def own_inner_loop(config, model: nn.Module, steps: int | None = None) -> InnerLoop:
+    """The inner loop a checkpoint was trained with, as run at test time: its parameters
+    (MAML: everything, ANIL: the head, BOIL: the body; BatchNorm as ``adapt_batchnorm``
+    says), its step size and support loss, and ``steps`` steps (default: the config's
+    test-time steps). Every analysis starts from this one, so conventions apply everywhere."""
+    names = inner_loop_names(config.algorithm, model, adapt_batchnorm=config.adapt_batchnorm)
+    return InnerLoop(names, config.inner_lr,
+                     config.inner_steps_test if steps is None else steps, config.inner_loss)
 
 
 def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None = None,
@@ -127,9 +133,11 @@ def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None
                         progress: bool = True) -> dict:
     """Score a checkpoint on ``tasks`` fixed tasks of ``split``; returns a flat record.
 
-    The inner loop is the one the checkpoint was trained with (MAML: everything, ANIL: the
-    head, BOIL: the body; no-inner-loop regimes: a fresh head), run for ``inner_steps``
-    (default: the config's test-time steps). ``nil`` scores with NIL testing instead.
+    The inner loop is the one the checkpoint was trained with (:func:`own_inner_loop`;
+    no-inner-loop regimes adapt a fresh head), run for ``inner_steps`` (default: the
+    config's test-time steps), on ``queries`` query points per class (default: the config's
+    ``test_queries``). ``nil`` scores with NIL testing instead. The record carries every
+    convention the checkpoint was trained with.
     """
     from repsim.checkpoint import Checkpoint, load_checkpoint
     from repsim.data import load_splits
@@ -139,19 +147,21 @@ def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None
     c = ckpt.config
     dev = resolve_device(device)
     splits = load_splits(c.dataset, data_root or c.data_root, split_scheme=c.split_scheme,
-                         rotate=c.rotate, seed=c.split_seed, progress=progress)
+                         rotate=c.rotate, seed=c.split_seed, image_resize=c.image_resize,
+                         progress=progress)
     if split not in splits:
         raise RepsimError(f"unknown split {split!r}: choose one of {', '.join(splits)}")
-    queries = c.queries if queries is None else queries
+    queries = c.test_queries if queries is None else queries
     task_list = TaskList(splits[split], c.ways, c.shots, queries, tasks, seed)
     model = ckpt.build_model().to(dev)
     params = test_time_params(model, dict(model.named_parameters()), c.algorithm, c.ways)
-    steps = c.inner_steps_test if inner_steps is None else inner_steps
-    score = score_tasks(model, params, task_list, names=default_names(c, model),
-                        lr=c.inner_lr, steps=steps, device=dev, nil=nil, progress=progress)
+    inner = own_inner_loop(c, model, inner_steps)
+    score = score_tasks(model, params, task_list, inner=inner, device=dev, nil=nil,
+                        progress=progress)
     return {"checkpoint": str(ckpt.path), "algorithm": c.algorithm, "dataset": c.dataset,
             "ways": c.ways, "shots": c.shots, "queries": queries, "split": split,
-            "iteration": ckpt.iteration, "inner_steps": 0 if nil else steps,
+            "iteration": ckpt.iteration, "inner_steps": 0 if nil else inner.steps,
             "inner_lr": c.inner_lr, "mode": "nil" if nil else "inner-loop", "seed": seed,
             "tasks": score.tasks, "accuracy": score.mean, "ci95": score.ci95,
-            "reduced_schedule": c.reduced}
+            "reduced_schedule": c.reduced, **c.conventions_used(),
+            "convention_summary": c.describe_conventions()}

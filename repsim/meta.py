@@ -15,11 +15,15 @@ boil        body only                   second order
 
 Multiclass pretraining and multitask training have no inner loop at training time; at test
 time they (like ANIL) adapt a fresh head.
+
+The loss a step descends is a convention (:func:`task_loss`): PyTorch code takes the mean
+cross-entropy over the support set; Finn et al.'s TensorFlow MAML sums it and divides by the
+shots, which makes every step ``ways`` times larger for the same learning rate.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import torch
@@ -33,6 +37,46 @@ Params = dict[str, torch.Tensor]
 
 META_ALGORITHMS = ("maml", "fomaml", "anil", "boil")
 ALGORITHMS = META_ALGORITHMS + ("multiclass", "multitask")
+LOSSES = ("mean", "sum_div_shots")
+
+
+def task_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "mean",
+              shots: int | float | None = None) -> torch.Tensor:
+    """Cross-entropy of one task's labelled points, reduced by convention ``kind``:
+
+        mean:           L = 1/n  sum_i CE_i                    (PyTorch code)
+        sum_div_shots:  L = 1/K  sum_i CE_i  = n/K * mean      (Finn et al.: ``xent`` / K,
+                                                                summed by ``tf.gradients``)
+
+    K is the task's shots per class (``shots``; by default n / ways, the support set's), so on
+    a support set of N classes x K shots ``sum_div_shots`` is N times the mean, and so is
+    every inner step taken on it.
+    """
+    if kind == "mean":
+        return F.cross_entropy(logits, y)
+    if kind == "sum_div_shots":
+        k = y.shape[-1] / logits.shape[-1] if shots is None else shots
+        return F.cross_entropy(logits, y, reduction="sum") / k
+    raise ValueError(f"unknown loss {kind!r}: choose one of {', '.join(LOSSES)}")
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """One inner loop: ``steps`` SGD steps of size ``lr`` on the support loss ``loss``, adapting
+    the parameters ``names`` (the others keep their meta-learned values)."""
+    names: tuple[str, ...]
+    lr: float
+    steps: int
+    loss: str = "mean"
+
+    def __post_init__(self):
+        object.__setattr__(self, "names", tuple(self.names))
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+
+    def but(self, **changes) -> "InnerLoop":
+        """The same inner loop with some fields changed (fewer names when freezing, other steps)."""
+        return replace(self, **changes)
 
 
 def inner_loop_names(algorithm: str, model: nn.Module, *, adapt_batchnorm: bool = True) -> list[str]:
@@ -79,10 +123,13 @@ def _head_params(params: Params) -> Params:
 
 
 def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
-          names: Iterable[str], lr: float, steps: int, *, create_graph: bool = False) -> Params:
+          names: Iterable[str], lr: float, steps: int, *, create_graph: bool = False,
+          loss: str = "mean") -> Params:
     """Inner loop: ``steps`` SGD steps of size ``lr`` on the support loss, for ``names`` only.
 
-    theta_{t+1}[n] = theta_t[n] - lr * d L_support(theta_t) / d theta_t[n]   for n in names.
+    theta_{t+1}[n] = theta_t[n] - lr * d L_support(theta_t) / d theta_t[n]   for n in names,
+
+    with L_support the :func:`task_loss` of kind ``loss``.
 
     With ``create_graph`` the returned parameters are differentiable functions of ``params``
     (second-order meta-gradient); without it the inner gradients are constants (first order).
@@ -93,22 +140,22 @@ def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
     if steps == 0 or not names:
         return dict(params)
     if all(n.startswith(HEAD_PREFIX) for n in names):
-        return _adapt_head(model, params, x, y, names, lr, steps, create_graph)
+        return _adapt_head(model, params, x, y, names, lr, steps, create_graph, loss)
     fast = dict(params)
     for _ in range(steps):
-        loss = F.cross_entropy(functional_call(model, fast, (x,)), y)
-        grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph)
+        support_loss = task_loss(functional_call(model, fast, (x,)), y, loss)
+        grads = torch.autograd.grad(support_loss, [fast[n] for n in names], create_graph=create_graph)
         fast.update({n: fast[n] - lr * g for n, g in zip(names, grads)})
     return fast
 
 
-def _adapt_head(model, params, x, y, names, lr, steps, create_graph) -> Params:
+def _adapt_head(model, params, x, y, names, lr, steps, create_graph, loss) -> Params:
     features = head_input(model, params, x)
     head = _head_params(params)
     adapted = [n[len(HEAD_PREFIX):] for n in names]
     for _ in range(steps):
-        loss = F.cross_entropy(functional_call(model.head, head, (features,)), y)
-        grads = torch.autograd.grad(loss, [head[n] for n in adapted], create_graph=create_graph)
+        support_loss = task_loss(functional_call(model.head, head, (features,)), y, loss)
+        grads = torch.autograd.grad(support_loss, [head[n] for n in adapted], create_graph=create_graph)
         head.update({n: head[n] - lr * g for n, g in zip(adapted, grads)})
     return {**params, **{HEAD_PREFIX + n: p for n, p in head.items()}}
 
@@ -119,45 +166,55 @@ class TaskResult:
     accuracy: float      # query accuracy after adaptation
 
 
-def adapt_and_score(model: nn.Module, params: Params, task, names: list[str], lr: float,
-                    steps: int, *, create_graph: bool = False) -> TaskResult:
-    """Adapt on the task's support set, then score on its query set."""
-    fast = adapt(model, params, task.support_x, task.support_y, names, lr, steps,
-                 create_graph=create_graph)
+def adapt_and_score(model: nn.Module, params: Params, task, inner: InnerLoop, *,
+                    create_graph: bool = False, outer_loss: str = "mean") -> TaskResult:
+    """Adapt on the task's support set, then score on its query set (loss of kind
+    ``outer_loss``, whose K is the support set's shots, as in Finn et al.'s code)."""
+    names = inner.names
+    fast = adapt(model, params, task.support_x, task.support_y, names, inner.lr, inner.steps,
+                 create_graph=create_graph, loss=inner.loss)
     if all(n.startswith(HEAD_PREFIX) for n in names):
         # ANIL-style: the body is unchanged, so the query's body pass needs no head twice.
         logits = functional_call(model.head, _head_params(fast),
                                  (head_input(model, fast, task.query_x),))
     else:
         logits = functional_call(model, fast, (task.query_x,))
-    loss = F.cross_entropy(logits, task.query_y)
+    shots = task.support_y.shape[-1] / logits.shape[-1]
+    loss = task_loss(logits, task.query_y, outer_loss, shots)
     accuracy = (logits.argmax(1) == task.query_y).float().mean().item()
     return TaskResult(loss, accuracy)
 
 
 def _adapted_tasks(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-                   steps: int, adapt_batchnorm: bool):
+                   steps: int, adapt_batchnorm: bool, inner_loss: str, outer_loss: str):
     """Each task's inner loop and query score, one task at a time (a generator, so that a
     caller can free a task's graph before the next is built)."""
-    names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
+    inner = InnerLoop(inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm),
+                      lr, steps, inner_loss)
     second_order = algorithm != "fomaml"
     for t in tasks:
-        yield adapt_and_score(model, params, t, names, lr, steps, create_graph=second_order)
+        yield adapt_and_score(model, params, t, inner, create_graph=second_order,
+                              outer_loss=outer_loss)
 
 
 def meta_loss(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-              steps: int, *, adapt_batchnorm: bool = True) -> tuple[torch.Tensor, float]:
+              steps: int, *, adapt_batchnorm: bool = True, inner_loss: str = "mean",
+              outer_loss: str = "mean") -> tuple[torch.Tensor, float]:
     """Mean query loss over a meta-batch after each task's inner loop, and mean accuracy.
 
     Backpropagating the loss gives the algorithm's meta-gradient with respect to ``params``.
+    ``inner_loss`` and ``outer_loss`` are the :func:`task_loss` kinds of the support and the
+    query loss.
     """
-    results = list(_adapted_tasks(model, params, tasks, algorithm, lr, steps, adapt_batchnorm))
+    results = list(_adapted_tasks(model, params, tasks, algorithm, lr, steps, adapt_batchnorm,
+                                  inner_loss, outer_loss))
     loss = torch.stack([r.loss for r in results]).mean()
     return loss, sum(r.accuracy for r in results) / len(results)
 
 
 def meta_backward(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-                  steps: int, *, adapt_batchnorm: bool = True) -> tuple[float, float]:
+                  steps: int, *, adapt_batchnorm: bool = True, inner_loss: str = "mean",
+                  outer_loss: str = "mean") -> tuple[float, float]:
     """Backpropagate :func:`meta_loss` task by task; return its mean query loss and accuracy.
 
     The same meta-gradient, accumulated into ``params``' ``.grad``, but only one task's
@@ -166,14 +223,16 @@ def meta_backward(model: nn.Module, params: Params, tasks, algorithm: str, lr: f
     memory has to be mapped afresh at every iteration.
     """
     loss = accuracy = 0.0
-    for r in _adapted_tasks(model, params, tasks, algorithm, lr, steps, adapt_batchnorm):
+    for r in _adapted_tasks(model, params, tasks, algorithm, lr, steps, adapt_batchnorm,
+                            inner_loss, outer_loss):
         (r.loss / len(tasks)).backward()
         loss, accuracy = loss + r.loss.item(), accuracy + r.accuracy
     return loss / len(tasks), accuracy / len(tasks)
 
 
 def meta_loss_vmap(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-                   steps: int, *, adapt_batchnorm: bool = True) -> tuple[torch.Tensor, float]:
+                   steps: int, *, adapt_batchnorm: bool = True, inner_loss: str = "mean",
+                   outer_loss: str = "mean") -> tuple[torch.Tensor, float]:
     """Same as :func:`meta_loss`, with the meta-batch run as one batched computation.
 
     ``tasks`` is a batched task (leading task dimension). torch.func.vmap turns per-task
@@ -186,7 +245,7 @@ def meta_loss_vmap(model: nn.Module, params: Params, tasks, algorithm: str, lr: 
     second_order = algorithm != "fomaml"
 
     def support_loss(adapted, fixed, x, y):
-        return F.cross_entropy(functional_call(model, {**fixed, **adapted}, (x,)), y)
+        return task_loss(functional_call(model, {**fixed, **adapted}, (x,)), y, inner_loss)
 
     def one_task(sx, sy, qx, qy):
         adapted = {n: params[n] for n in names}
@@ -197,7 +256,7 @@ def meta_loss_vmap(model: nn.Module, params: Params, tasks, algorithm: str, lr: 
                 g = {n: v.detach() for n, v in g.items()}
             adapted = {n: adapted[n] - lr * g[n] for n in names}
         logits = functional_call(model, {**fixed, **adapted}, (qx,))
-        loss = F.cross_entropy(logits, qy)
+        loss = task_loss(logits, qy, outer_loss, sy.shape[-1] / logits.shape[-1])
         return loss, (logits.argmax(1) == qy).float().mean()
 
     losses, accs = vmap(one_task)(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y)

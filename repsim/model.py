@@ -7,6 +7,8 @@ Any user model that follows that naming convention works with every algorithm an
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -17,7 +19,9 @@ HEAD_PREFIX = "head."
 class BatchStatNorm(nn.Module):
     """BatchNorm that always normalises with the current batch's statistics (no running ones).
 
-    y = weight * (x - mean_batch) / sqrt(var_batch + eps) + bias, per channel.
+    y = weight * (x - mean_batch) / sqrt(var_batch + eps) + bias, per channel;
+    without ``scale`` there is no weight (y = (x - mean) / sqrt(var + eps) + bias), as in
+    ``tf.contrib.layers.batch_norm``'s defaults, which Finn et al.'s MAML used (eps 1e-3).
 
     Written out rather than using nn.BatchNorm2d(track_running_stats=False): the same function,
     but PyTorch 2.13's vmap rule for batch_norm gives wrong second-order gradients (0.6% off a
@@ -25,9 +29,9 @@ class BatchStatNorm(nn.Module):
     nn.BatchNorm2d's, so state dicts from other code load unchanged.
     """
 
-    def __init__(self, channels: int, eps: float = 1e-5):
+    def __init__(self, channels: int, eps: float = 1e-5, scale: bool = True):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
+        self.weight = nn.Parameter(torch.ones(channels)) if scale else None
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
 
@@ -36,23 +40,49 @@ class BatchStatNorm(nn.Module):
         # on the CPU than var_mean's or the fused kernel's
         centred = x - x.mean(dim=(0, 2, 3), keepdim=True)
         var = (centred * centred).mean(dim=(0, 2, 3), keepdim=True)
-        return centred * (self.weight[:, None, None] * torch.rsqrt(var + self.eps)) + self.bias[:, None, None]
+        factor = torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            factor = self.weight[:, None, None] * factor
+        return centred * factor + self.bias[:, None, None]
+
+
+def same_padding(size: int, stride: int, kernel: int = 3) -> tuple[int, int]:
+    """TensorFlow's "SAME" padding of one dimension: the output has ceil(size / stride)
+    positions, and where the padding is odd its extra row or column goes at the end.
+
+    For 3x3 stride-2 convolutions on even sizes that is (0, 1): the kernel starts on the
+    first pixel, where symmetric padding (1, 1) starts it one pixel before.
+    """
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
 
 
 class ConvBlock(nn.Module):
     """3x3 conv, BatchNorm on the current batch's statistics, ReLU, optional 2x2 max-pool.
 
     BatchNorm keeps no running statistics: as in the paper, it normalises with the statistics
-    of the batch it is given, at training and at test time alike.
+    of the batch it is given, at training and at test time alike. ``padding`` is
+    ``symmetric`` (one pixel on every side, PyTorch's usual ``padding=1``) or ``same``
+    (TensorFlow's, :func:`same_padding`); they differ only for stride-2 convolutions.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, pool: bool):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, pool: bool, *,
+                 padding: str = "symmetric", bn_eps: float = 1e-5, bn_scale: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
-        self.bn = BatchStatNorm(out_channels)
+        if padding not in ("symmetric", "same"):
+            raise ValueError(f"padding must be 'symmetric' or 'same', not {padding!r}")
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride,
+                              padding=1 if padding == "symmetric" else 0)
+        self.bn = BatchStatNorm(out_channels, bn_eps, bn_scale)
         self.pool = pool
+        self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding == "same":
+            stride = self.conv.stride[0]
+            top, bottom = same_padding(x.shape[-2], stride)
+            left, right = same_padding(x.shape[-1], stride)
+            x = F.pad(x, (left, right, top, bottom))
         x = F.relu(self.bn(self.conv(x)))
         return F.max_pool2d(x, 2) if self.pool else x
 
@@ -63,25 +93,33 @@ class Conv4(nn.Module):
     Omniglot (Finn et al.): 64 filters, stride-2 convolutions, features averaged over the
     remaining 2x2 positions. MiniImageNet: 32 filters, 2x2 max-pooling, features flattened
     (32 x 5 x 5 = 800).
+
+    The keyword arguments are the conventions of repsim.config (``padding``, BatchNorm's
+    ``bn_eps`` and ``bn_scale``, and the initialisations, see :func:`initialise`).
     """
 
     layer_names = ("conv1", "conv2", "conv3", "conv4", "head")
 
     def __init__(self, in_channels: int = 1, ways: int = 5, filters: int = 64,
-                 image_size: int = 28, pooling: str = "stride"):
+                 image_size: int = 28, pooling: str = "stride", *, padding: str = "symmetric",
+                 bn_eps: float = 1e-5, bn_scale: bool = True, conv_init: str = "pytorch",
+                 head_init: str = "pytorch"):
         super().__init__()
         if pooling not in ("stride", "maxpool"):
             raise ValueError(f"pooling must be 'stride' or 'maxpool', not {pooling!r}")
         stride, pool = (2, False) if pooling == "stride" else (1, True)
         channels = [in_channels, filters, filters, filters, filters]
         for i in range(4):
-            self.add_module(f"conv{i + 1}", ConvBlock(channels[i], channels[i + 1], stride, pool))
+            self.add_module(f"conv{i + 1}", ConvBlock(channels[i], channels[i + 1], stride, pool,
+                                                      padding=padding, bn_eps=bn_eps,
+                                                      bn_scale=bn_scale))
         self.pooling = pooling
         size = image_size
         for _ in range(4):
             size = (size + 1) // 2 if pooling == "stride" else size // 2
         self.feature_dim = filters if pooling == "stride" else filters * size * size
         self.head = nn.Linear(self.feature_dim, ways)
+        initialise(self, conv_init, head_init)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The body: penultimate features, the input of the head."""
@@ -93,11 +131,63 @@ class Conv4(nn.Module):
         return self.head(self.features(x))
 
 
-def conv4_for(dataset: str, ways: int, filters: int | None = None) -> Conv4:
-    """conv4 configured as in the MAML setup for ``dataset``."""
+INITS = {"conv": ("pytorch", "xavier_uniform"), "head": ("pytorch", "normal", "xavier_uniform")}
+
+
+def draw_weights(shape: tuple[int, ...], how: str, generator: torch.Generator | None = None,
+                 bias: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fresh weights of a layer whose weight has ``shape`` (out, in, *kernel), drawn as ``how``:
+
+    pytorch         weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's defaults
+                    for Linear and Conv2d)
+    xavier_uniform  weight U(-a, a), a = sqrt(6 / (fan_in + fan_out)), bias 0 (Finn et al.'s
+                    convolutions and MiniImageNet head)
+    normal          weight N(0, 1), bias 0 (Finn et al.'s Omniglot head, ``tf.random_normal``)
+
+    with fan_in = in * kernel size and fan_out = out * kernel size.
+    """
+    receptive = math.prod(shape[2:])
+    fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
+
+    def uniform(size, bound):
+        return (torch.rand(size, generator=generator) * 2 - 1) * bound
+
+    if how == "pytorch":
+        weight = uniform(shape, 1 / math.sqrt(fan_in))
+        return weight, uniform(shape[:1], 1 / math.sqrt(fan_in)) if bias else None
+    if how == "xavier_uniform":
+        weight = uniform(shape, math.sqrt(6 / (fan_in + fan_out)))
+    elif how == "normal":
+        weight = torch.randn(shape, generator=generator)
+    else:
+        raise ValueError(f"unknown initialisation {how!r}: choose pytorch, xavier_uniform or normal")
+    return weight, torch.zeros(shape[0]) if bias else None
+
+
+@torch.no_grad()
+def initialise(model: nn.Module, conv_init: str = "pytorch", head_init: str = "pytorch") -> None:
+    """Initialise the convolutions and the ``head`` as named (:func:`draw_weights`), from
+    torch's global generator, so a seeded run starts from the same weights. ``pytorch``
+    keeps the layers as PyTorch built them."""
+    if conv_init not in INITS["conv"] or head_init not in INITS["head"]:
+        raise ValueError(f"unknown initialisation conv={conv_init!r}, head={head_init!r}: "
+                         f"conv is one of {INITS['conv']}, head one of {INITS['head']}")
+    layers = [(m, conv_init) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    layers.append((model.head, head_init))
+    for layer, how in layers:
+        if how == "pytorch":
+            continue  # as constructed
+        weight, bias = draw_weights(tuple(layer.weight.shape), how, bias=layer.bias is not None)
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+
+
+def conv4_for(dataset: str, ways: int, filters: int | None = None, **conventions) -> Conv4:
+    """conv4 configured as in the MAML setup for ``dataset`` (``conventions``: Conv4's keywords)."""
     if dataset == "miniimagenet":
-        return Conv4(3, ways, filters or 32, 84, "maxpool")
-    return Conv4(1, ways, filters or 64, 28, "stride")
+        return Conv4(3, ways, filters or 32, 84, "maxpool", **conventions)
+    return Conv4(1, ways, filters or 64, 28, "stride", **conventions)
 
 
 NORM_LAYERS = (BatchStatNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)

@@ -25,7 +25,7 @@ from torch.func import functional_call
 import repsim
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes, atomic_write_json
-from repsim.meta import adapt
+from repsim.meta import InnerLoop, adapt
 
 Params = dict[str, torch.Tensor]
 
@@ -78,13 +78,14 @@ class Probe:
         return self.steps[-1]
 
 
-def probe_task(model: nn.Module, params: Params, task, *, names: list[str], lr: float,
-               steps: int, layers: list[str], points: str = "query",
-               every_step: bool = False, task_index: int = 0) -> Probe:
-    """Activations of ``layers`` on the task's ``points`` before and after adapting ``names``."""
+def probe_task(model: nn.Module, params: Params, task, *, inner: InnerLoop,
+               layers: list[str], points: str = "query", every_step: bool = False,
+               task_index: int = 0) -> Probe:
+    """Activations of ``layers`` on the task's ``points`` before and after the ``inner`` loop."""
     if points not in ("query", "support"):
         raise RepsimError(f"points must be 'query' or 'support', not {points!r}")
     x = task.query_x if points == "query" else task.support_x
+    names, steps, one_step = inner.names, inner.steps, inner.but(steps=1)
     current = {n: p.detach().requires_grad_(n in names) for n, p in params.items()}
     record_at = range(steps + 1) if every_step else (0, steps)
     snapshots, kept = [], []
@@ -93,7 +94,8 @@ def probe_task(model: nn.Module, params: Params, task, *, names: list[str], lr: 
             snapshots.append(layer_outputs(model, current, x, layers))
             kept.append({n: p.detach() for n, p in current.items()})
         if step < steps:
-            current = adapt(model, current, task.support_x, task.support_y, names, lr, 1)
+            current = adapt(model, current, task.support_x, task.support_y, one_step.names,
+                            one_step.lr, 1, loss=one_step.loss)
             current = {n: p.detach().requires_grad_(n in names) for n, p in current.items()}
     return Probe(task_index, snapshots, kept)
 

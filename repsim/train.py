@@ -25,13 +25,13 @@ import yaml
 from tqdm import tqdm
 
 from repsim.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
-from repsim.config import Config, from_dict
+from repsim.config import Config, from_saved
 from repsim.data import load_splits
 from repsim.data.episodes import (TaskList, batch_tasks, check_task_shape, sample_task,
                                   task_generator)
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_text
-from repsim.evaluate import default_names, resolve_device, score_tasks, test_time_params
+from repsim.evaluate import own_inner_loop, resolve_device, score_tasks, test_time_params
 from repsim.meta import meta_backward, meta_loss_vmap
 
 VALIDATION_SEED = 12345  # validation tasks are the same for every run and iteration
@@ -47,7 +47,8 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     out = Path(out)
     dev = resolve_device(device)
     splits = load_splits(config.dataset, config.data_root, split_scheme=config.split_scheme,
-                         rotate=config.rotate, seed=config.split_seed, progress=progress)
+                         rotate=config.rotate, seed=config.split_seed,
+                         image_resize=config.image_resize, progress=progress)
     train_split = splits["train"]
     if config.algorithm != "multiclass":
         check_task_shape(train_split, config.ways, config.shots, config.queries)
@@ -97,14 +98,17 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     for it in bar:
         optimizer.zero_grad(set_to_none=True)
         loss, acc = _meta_gradient(model, params, config, train_split, it, dev, use_vmap)
+        if config.meta_grad_clip:  # element-wise, as tf.clip_by_value in Finn et al.'s code
+            for p in params.values():
+                if p.grad is not None:
+                    p.grad.clamp_(-config.meta_grad_clip, config.meta_grad_clip)
         optimizer.step()
         window_loss, window_acc, window_n = window_loss + loss, window_acc + acc, window_n + 1
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
 
         if it % config.eval_every == 0 or it == config.iterations:
             val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
-                              validation, names=default_names(config, model),
-                              lr=config.inner_lr, steps=config.inner_steps_test, device=dev,
+                              validation, inner=own_inner_loop(config, model), device=dev,
                               progress=False)
             metrics = {"iteration": it, "train_loss": window_loss / window_n,
                        "train_accuracy": 100 * window_acc / window_n,
@@ -153,18 +157,34 @@ def _meta_gradient(model, params, config: Config, split, it: int, dev, use_vmap:
         loss.backward()
         return loss.item(), acc
     first = (it - 1) * config.meta_batch_size
-    tasks = [sample_task(split, config.ways, config.shots, config.queries,
-                         task_generator(config.seed, first + j)).to(dev)
-             for j in range(config.meta_batch_size)]
+    tasks = [training_task(split, config, first + j).to(dev) for j in range(config.meta_batch_size)]
     # Multitask training has no inner loop: one shared head is trained on every task directly.
     steps = 0 if config.algorithm == "multitask" else config.inner_steps
+    conventions = dict(adapt_batchnorm=config.adapt_batchnorm, inner_loss=config.inner_loss,
+                       outer_loss=config.outer_loss)
     if use_vmap:
         loss, acc = meta_loss_vmap(model, params, batch_tasks(tasks), config.algorithm,
-                                   config.inner_lr, steps, adapt_batchnorm=config.adapt_batchnorm)
+                                   config.inner_lr, steps, **conventions)
         loss.backward()
         return loss.item(), acc
     return meta_backward(model, params, tasks, config.algorithm, config.inner_lr, steps,
-                         adapt_batchnorm=config.adapt_batchnorm)
+                         **conventions)
+
+
+def training_task(split, config: Config, index: int):
+    """Training task number ``index`` of the run (``index`` counts tasks from the start).
+
+    With a ``task_pool`` of N, task ``index`` is pool task ``index mod N`` (its classes and
+    examples), as Finn et al.'s code cycles a list of 200,000 tasks; its rotations are drawn
+    afresh, as theirs are each time a task comes round.
+    """
+    if not config.task_pool:
+        return sample_task(split, config.ways, config.shots, config.queries,
+                           task_generator(config.seed, index))
+    rotations = task_generator(config.seed, index, stream=1)
+    return sample_task(split, config.ways, config.shots, config.queries,
+                       task_generator(config.seed, index % config.task_pool),
+                       rotation_generator=rotations)
 
 
 def _multiclass_loss(model, params, split, config: Config, it: int, dev):
@@ -189,7 +209,7 @@ def saved_config(out: Path) -> dict | None:
     config_file = Path(out) / "config.yaml"
     if not config_file.is_file():
         return None
-    return from_dict(yaml.safe_load(config_file.read_text()), str(config_file)).to_dict()
+    return from_saved(yaml.safe_load(config_file.read_text()), str(config_file)).resolved().to_dict()
 
 
 def _prepare_run_folder(out: Path, config: Config, resume: bool) -> int:

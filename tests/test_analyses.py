@@ -14,6 +14,7 @@ from repsim.config import load_config
 from repsim.data.episodes import Task
 from repsim.errors import RepsimError
 from repsim.evaluate import nil_logits
+from repsim.meta import InnerLoop
 from repsim.probe import iter_probes, probe_task, save_probes
 from repsim.train import train
 
@@ -69,7 +70,7 @@ def test_freezing_nothing_equals_plain_evaluation_and_freezing_all_anil_body_cha
 def test_every_step_probe_records_each_inner_step(runs):
     study = study_for(runs["maml"])
     m = study.load(runs["maml"])
-    probe = probe_task(m.model, m.params, study.tasks[0], names=list(m.params), lr=0.4, steps=3,
+    probe = probe_task(m.model, m.params, study.tasks[0], inner=InnerLoop(list(m.params), 0.4, 3),
                        layers=["conv1", "head"], every_step=True)
     assert len(probe.steps) == 4 and set(probe.after) == {"conv1", "head"}
     assert probe.steps[0]["conv1"].shape == (25, 16, 14, 14)
@@ -80,7 +81,7 @@ def test_saved_probes_have_documented_layout(runs, tmp_path):
     study = study_for(runs["maml"], num_tasks=3)
     m = study.load(runs["maml"])
     probes = iter_probes(m.model, m.params, study.tasks, device=torch.device("cpu"),
-                         names=list(m.params), lr=0.4, steps=1, layers=["conv4", "head"])
+                         inner=InnerLoop(list(m.params), 0.4, 1), layers=["conv4", "head"])
     folder = save_probes(tmp_path / "probes", probes, {"checkpoint": str(runs["maml"])})
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["tasks"] == 3

@@ -15,7 +15,7 @@ from repsim.checkpoint import (Checkpoint, import_state_dict, load_checkpoint, m
 from repsim.cli import main as cli
 from repsim.config import Config, load_config
 from repsim.errors import RepsimError
-from repsim.evaluate import default_names, evaluate_checkpoint
+from repsim.evaluate import evaluate_checkpoint, own_inner_loop
 from repsim.train import train
 
 TINY = ["dataset=synthetic", "ways=5", "shots=1", "filters=16", "meta_batch_size=2",
@@ -142,10 +142,13 @@ def test_resuming_a_finished_run_rewrites_nothing(tmp_path):
 
 def test_resume_accepts_a_run_started_before_a_config_key_existed_and_names_real_changes(tmp_path):
     import yaml
-    config = tiny("iterations=3")
+    from repsim.config import CONVENTION_KEYS
+    # a run folder written before the convention keys existed was trained with the pytorch set
+    config = tiny("iterations=3", "conventions=pytorch")
     train(config, tmp_path / "r", device="cpu", progress=False, stop_after=1)
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
-    del saved["adapt_batchnorm"]  # written by a repsim that did not have the key yet
+    for key in ("conventions",) + CONVENTION_KEYS:  # written by a repsim without these keys
+        saved.pop(key)
     (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
     final = train(config, tmp_path / "r", device="cpu", progress=False, resume=True)
     assert final.is_file()
@@ -153,8 +156,10 @@ def test_resume_accepts_a_run_started_before_a_config_key_existed_and_names_real
     (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
     assert _train_or_reuse(config, tmp_path / "r", "cpu", False) == final
     with pytest.raises(RepsimError, match=r"different config .*\(changed: adapt_batchnorm, inner_lr\)"):
-        train(tiny("iterations=3", "inner_lr=0.2", "adapt_batchnorm=false"), tmp_path / "r",
-              device="cpu", progress=False, resume=True)
+        train(tiny("iterations=3", "inner_lr=0.2", "adapt_batchnorm=false", "conventions=pytorch"),
+              tmp_path / "r", device="cpu", progress=False, resume=True)
+    with pytest.raises(RepsimError, match=r"different config .*changed: .*conventions.*inner_loss"):
+        train(tiny("iterations=3"), tmp_path / "r", device="cpu", progress=False, resume=True)
 
 
 @pytest.mark.parametrize("setting", ["meta_batch_size=0", "inner_steps=-2", "queries=0", "inner_lr=-1", "eval_tasks=1"])
@@ -188,7 +193,7 @@ def test_batchnorm_convention_travels_with_the_checkpoint(tmp_path):
     ckpt = load_checkpoint(final)
     model = ckpt.build_model()
     assert ckpt.config.adapt_batchnorm is False
-    names = default_names(ckpt.config, model)
+    names = own_inner_loop(ckpt.config, model).names
     assert "conv4.conv.weight" in names and not any(".bn." in n for n in names)
     assert ckpt.params["conv1.bn.bias"].abs().max() > 0  # initialised at zero, moved by Adam
 

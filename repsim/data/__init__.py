@@ -27,12 +27,15 @@ __all__ = [
 
 
 def load_splits(dataset: str, data_root: str | None = None, *, split_scheme: str = "maml", rotate: bool | None = None,
-                seed: int = 0, cache_dir: str | None = None, progress: bool = True) -> dict[str, Split]:
+                seed: int = 0, image_resize: str | None = None, cache_dir: str | None = None,
+                progress: bool = True) -> dict[str, Split]:
     """The "train", "val" and "test" splits of a data set.
 
     `seed` fixes which classes go to which split (Omniglot's shuffle; for the synthetic set, the
     characters themselves), so it is a property of the data, independent of the training seed.
-    MiniImageNet's split is fixed by its files, so `seed` does not affect it.
+    MiniImageNet's split is fixed by its files, so `seed` does not affect it. `image_resize`
+    is how Omniglot's drawings are brought to 28x28 ("lanczos", the default, or "nearest", as
+    in Finn et al.'s data); the other data sets have no such choice and ignore it.
     """
     if dataset not in DATASETS:
         raise RepsimError(f"unknown data set {dataset!r}; use one of {', '.join(DATASETS)}")
@@ -50,7 +53,8 @@ def load_splits(dataset: str, data_root: str | None = None, *, split_scheme: str
         from repsim.data import omniglot
 
         return omniglot.load_splits(data_root, split_scheme=split_scheme, rotate=rotate, seed=seed,
-                                    cache_dir=cache_dir, progress=progress)
+                                    resize=image_resize or "lanczos", cache_dir=cache_dir,
+                                    progress=progress)
     from repsim.data import miniimagenet
 
     return miniimagenet.load_splits(data_root, split_scheme=split_scheme, rotate=rotate, cache_dir=cache_dir,

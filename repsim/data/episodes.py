@@ -108,15 +108,17 @@ class Task:
         return int(self.classes.shape[-1])
 
 
-def task_generator(seed: int, index: int) -> torch.Generator:
+def task_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
     """The random generator for task `index` of the task stream `seed`.
 
     SeedSequence mixes (seed, index) into well-separated states, so neighbouring indices or seeds
-    do not give correlated tasks, and any task can be recreated on its own.
+    do not give correlated tasks, and any task can be recreated on its own. A non-zero `stream`
+    gives another, independent generator for the same (seed, index).
     """
     if int(seed) < 0 or int(index) < 0:
         raise RepsimError(f"task seed and index must be non-negative, got seed={seed}, index={index}; use seeds >= 0")
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    entropy = [int(seed), int(index)] + ([int(stream)] if stream else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     generator = torch.Generator()
     generator.manual_seed(int(state[0]) << 32 | int(state[1]))
     return generator
@@ -141,11 +143,14 @@ def check_task_shape(split: Split, ways: int, shots: int, queries: int) -> None:
         )
 
 
-def sample_task(split: Split, ways: int, shots: int, queries: int, generator: torch.Generator) -> Task:
+def sample_task(split: Split, ways: int, shots: int, queries: int, generator: torch.Generator,
+                rotation_generator: torch.Generator | None = None) -> Task:
     """Draw `ways` distinct classes and `shots + queries` distinct examples of each.
 
     Classes are taken in random order and labelled by position, so the label a class gets is
-    random too: the model cannot memorise a class -> label mapping across tasks.
+    random too: the model cannot memorise a class -> label mapping across tasks. Rotations
+    come from `rotation_generator` when one is given (a pool of tasks whose rotations are
+    drawn afresh), else from `generator`.
     """
     check_task_shape(split, ways, shots, queries)
     classes = torch.randperm(split.num_classes, generator=generator)[:ways]
@@ -154,7 +159,7 @@ def sample_task(split: Split, ways: int, shots: int, queries: int, generator: to
         [torch.randperm(split.examples_per_class, generator=generator)[:per_class] for _ in range(ways)]
     )
     if split.rotate:
-        rotations = torch.randint(0, 4, (ways,), generator=generator)
+        rotations = torch.randint(0, 4, (ways,), generator=rotation_generator or generator)
     else:
         rotations = torch.zeros(ways, dtype=torch.int64)
 

@@ -113,19 +113,34 @@ def _list_part(source: Path) -> tuple[Drawings, list[tuple[str, Path]], Callable
     return groups, ident, lambda: None
 
 
-def _decode(data: bytes, image_size: int) -> np.ndarray:
-    """Downsize with an antialiasing filter and invert: the 1-bit scans have black ink on white,
-    and MAML's networks expect ink as the bright, non-zero signal on a zero background."""
+RESIZES = ("lanczos", "nearest")
+
+
+def _decode(data: bytes, image_size: int, resize: str = "lanczos") -> np.ndarray:
+    """Downsize and invert: the 1-bit scans have black ink on white, and MAML's networks expect
+    ink as the bright, non-zero signal on a zero background.
+
+    ``lanczos`` filters the drawing as grey levels (antialiased strokes); ``nearest`` keeps
+    one source pixel per output pixel, so pixels stay 0 or 255. Finn et al.'s
+    resize_images.py asked PIL for LANCZOS, but PIL resizes 1-bit images by nearest
+    neighbour whatever filter is asked for, so their Omniglot is the ``nearest`` one.
+    """
     with Image.open(io.BytesIO(data)) as im:
-        small = im.convert("L").resize((image_size, image_size), Image.LANCZOS)
+        if resize == "nearest":
+            small = im.convert("L").resize((image_size, image_size), Image.NEAREST)
+        else:
+            small = im.convert("L").resize((image_size, image_size), Image.LANCZOS)
     return 255 - np.asarray(small, dtype=np.uint8)
 
 
 def prepare(data_root: str | Path | None = None, cache_dir: str | Path | None = None, *,
-            progress: bool = True, image_size: int = IMAGE_SIZE) -> tuple[np.ndarray, list[str], int]:
+            progress: bool = True, image_size: int = IMAGE_SIZE,
+            resize: str = "lanczos") -> tuple[np.ndarray, list[str], int]:
     """All of Omniglot as (images uint8 (1623, 20, 1, s, s), names "Alphabet/characterNN", number
     of background characters), from the cache when it matches the source files, else prepared
-    from them and cached."""
+    from them and cached. ``resize``: see :func:`_decode`."""
+    if resize not in RESIZES:
+        raise RepsimError(f"unknown Omniglot resize {resize!r}; use one of {', '.join(RESIZES)}")
     root = _cache.data_root(data_root, "Omniglot")
     sources = _find_sources(root)
     listed = []
@@ -133,8 +148,8 @@ def prepare(data_root: str | Path | None = None, cache_dir: str | Path | None = 
         for part in PARTS:
             listed.append(_list_part(sources[part]))
         ident = [pair for _, pairs, _ in listed for pair in pairs]
-        key = _cache.source_key(ident, {"version": _PREP_VERSION, "size": image_size})
-        cache_file = _cache.cache_dir(cache_dir) / f"omniglot-{image_size}px-{key}.npz"
+        key = _cache.source_key(ident, {"version": _PREP_VERSION, "size": image_size, "resize": resize})
+        cache_file = _cache.cache_dir(cache_dir) / f"omniglot-{image_size}px-{resize}-{key}.npz"
         cached = _cache.load_npz(cache_file)
         if cached is not None and {"images", "names", "num_background"} <= cached.keys():
             return cached["images"], [str(n) for n in cached["names"]], int(cached["num_background"])
@@ -168,7 +183,7 @@ def prepare(data_root: str | Path | None = None, cache_dir: str | Path | None = 
                   disable=not progress, leave=False) as bar:
             for c, (_, drawings) in enumerate(characters):
                 for e, (where, read) in enumerate(drawings):
-                    images[c, e, 0] = _read_drawing(where, read, image_size)
+                    images[c, e, 0] = _read_drawing(where, read, image_size, resize)
                 bar.update(per_class)
         if progress:
             tqdm.write(f"Prepared Omniglot ({images.shape[0]} characters) in {time.perf_counter() - started:.1f}s; "
@@ -181,7 +196,7 @@ def prepare(data_root: str | Path | None = None, cache_dir: str | Path | None = 
             close()
 
 
-def _read_drawing(where: str, read: Reader, image_size: int) -> np.ndarray:
+def _read_drawing(where: str, read: Reader, image_size: int, resize: str) -> np.ndarray:
     """One drawing, with every way a damaged download can fail turned into a message with a fix."""
     try:
         data = read()
@@ -192,7 +207,7 @@ def _read_drawing(where: str, read: Reader, image_size: int) -> np.ndarray:
             f"download {Path(archive).name} again"
         ) from None
     try:
-        return _decode(data, image_size)
+        return _decode(data, image_size, resize)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise RepsimError(
             f"cannot read the Omniglot image {where} ({err}); replace it or download Omniglot again"
@@ -225,11 +240,12 @@ def split_indices(num_classes: int, num_background: int, split_scheme: str = "ma
 
 
 def load_splits(data_root: str | Path | None = None, *, split_scheme: str = "maml", rotate: bool = True,
-                seed: int = 0, cache_dir: str | Path | None = None, progress: bool = True) -> dict[str, Split]:
+                seed: int = 0, resize: str = "lanczos", cache_dir: str | Path | None = None,
+                progress: bool = True) -> dict[str, Split]:
     """Train/val/test splits of Omniglot, preparing (or reusing) the cache as needed."""
     if split_scheme not in SPLIT_SCHEMES:
         raise RepsimError(f"unknown Omniglot split scheme {split_scheme!r}; use one of {', '.join(SPLIT_SCHEMES)}")
-    images, names, num_background = prepare(data_root, cache_dir, progress=progress)
+    images, names, num_background = prepare(data_root, cache_dir, progress=progress, resize=resize)
     splits = {}
     for split, idx in split_indices(len(names), num_background, split_scheme, seed).items():
         splits[split] = Split(

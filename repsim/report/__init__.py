@@ -25,7 +25,7 @@ from pathlib import Path
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes
 from repsim.report.loading import _one_line, load_result, load_results
-from repsim.report.text import _setting_text, caption
+from repsim.report.text import _setting_text, caption, conventions_text
 from repsim.report.document import Doc, render_markdown, render_html
 from repsim.report.figures import _RC, FIGURES
 from repsim.report.tables import (
@@ -94,6 +94,8 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
           "Effectiveness of MAML”. Paper numbers come from PAPER.md; a difference (ours − paper) is given only "
           "where the setting (data set, ways, shots) is the same. Elsewhere the paper's nearest setting is shown "
           "in a column labelled with that setting, for orientation only.")
+    doc.p(f"Training conventions: {conventions_text([c for r in results.values() for c in r.checkpoints])} "
+          f"(see Provenance).")
     doc.h(2, "Verdict (measured)")
     doc.items(verdict(results) or ["No analysis with a verdict."])
     notes = caveats(results)

@@ -9,7 +9,7 @@ from repsim import paper
 from repsim.report.loading import Result
 from repsim.report.text import (
     HEAD, _f, _ci, _ci_range, _alg, _iter, _setting_text, _over_seeds, _std_text, _mark,
-    format_mean_std)
+    conventions_text, format_mean_std)
 from repsim.report.document import Doc
 from repsim.report.cross import _body_mean, cross_summary_of, cross_layer_table
 
@@ -258,13 +258,18 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
                "created", "repsim", "command"], rows)
     cis = sorted({r.study.get("confidence_interval", "?") for r in results.values()})
     conv = sorted({r.study.get("conventions", "?") for r in results.values()})
-    doc.items([f"Confidence intervals: {c}." for c in cis] + [f"Similarity conventions: {c}." for c in conv])
+    trained = conventions_text([c for r in results.values() for c in r.checkpoints])
+    doc.items([f"Confidence intervals: {c}." for c in cis] + [f"Similarity conventions: {c}." for c in conv]
+              + [f"Training conventions: {trained} (repsim.config: `finn` is the TensorFlow MAML "
+                 f"of Finn et al. that the paper ran, `pytorch` the PyTorch libraries' defaults)."])
     ck = []
     for name, r in results.items():
         for c in r.checkpoints:
             trained = f"{c.get('dataset', '?')} {c.get('ways', '?')}w{c.get('shots', '?')}s"
             ck.append([name, _alg(c.get("algorithm", "?")), c.get("seed", "?"), c.get("iteration", "?"), trained,
+                       c.get("convention_summary", "pytorch conventions"),
                        "yes †" if c.get("reduced_schedule") else "no", f"`{c.get('checkpoint', '?')}`"])
     if ck:
         doc.p("Checkpoints:")
-        doc.table(["analysis", "algorithm", "seed", "iteration", "trained on", "reduced schedule", "file"], ck)
+        doc.table(["analysis", "algorithm", "seed", "iteration", "trained on", "conventions",
+                   "reduced schedule", "file"], ck)

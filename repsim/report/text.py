@@ -63,6 +63,13 @@ def _seeds_text(checkpoints) -> str:
                      for a, s in by.items()) or "n/a"
 
 
+def conventions_text(checkpoints) -> str:
+    """The training conventions of the checkpoints (repsim.config), e.g. "finn conventions";
+    checkpoints analysed before conventions were recorded were trained with the pytorch set."""
+    found = sorted({c.get("convention_summary", "pytorch conventions") for c in checkpoints})
+    return "; ".join(found) or "pytorch conventions"
+
+
 def caption(result: Result, *, conventions=False, extra="") -> str:
     """One line saying how a figure or table was made."""
     s = result.study
@@ -75,6 +82,7 @@ def caption(result: Result, *, conventions=False, extra="") -> str:
              f"Error bars and ± values: {s.get('confidence_interval', CI_TEXT)}"]
     if any(c.get("reduced_schedule") for c in result.checkpoints):
         parts.append("† reduced training schedule")
+    parts.append(f"Trained with {conventions_text(result.checkpoints)}")
     if conventions:
         parts.append(s.get("conventions", "CCA/CKA convention not recorded"))
     if extra:
@@ -85,8 +93,8 @@ def caption(result: Result, *, conventions=False, extra="") -> str:
 def _short_caption(result: Result, conventions=False, values="error bars: 95% CI over tasks") -> str:
     s = result.study
     text = (f"{s.get('dataset', '?')} {s.get('split', '?')} split, {result.setting[1]}-way {result.setting[2]}-shot, "
-            f"{s.get('tasks', '?')} tasks (task seed {s.get('task_seed', '?')}), {_seeds_text(result.checkpoints)}; "
-            f"{values}")
+            f"{s.get('tasks', '?')} tasks (task seed {s.get('task_seed', '?')}), {_seeds_text(result.checkpoints)}, "
+            f"{conventions_text(result.checkpoints)}; {values}")
     if conventions:
         text += "; CCA: spatial positions as data points, CKA: linear, flattened"
     return text
