@@ -42,7 +42,7 @@ from repsim.io import atomic_write_text
 from repsim.report import write_report
 
 FIELDS = ["path", "run", "algorithm", "dataset", "ways", "shots", "seed", "iteration",
-          "iterations_planned", "reduced_schedule", "devices", "wall_time_s",
+          "iterations_planned", "reduced_schedule", "conventions", "devices", "wall_time_s",
           "test_accuracy", "test_ci95", "nil_accuracy", "nil_ci95", "test_tasks", "task_seed",
           "config"]
 
@@ -90,6 +90,7 @@ def publish(runs: Path, out: Path, tasks: int, data_root: str | None) -> list[di
                    "shots": ckpt.config.shots, "seed": ckpt.config.seed,
                    "iteration": ckpt.iteration, "iterations_planned": ckpt.config.iterations,
                    "reduced_schedule": ckpt.config.reduced,
+                   "conventions": ckpt.config.describe_conventions(),
                    "devices": " ".join(ckpt.extra.get("devices", [ckpt.extra.get("device", "")])),
                    "wall_time_s": round(ckpt.extra.get("wall_time_s", 0.0), 1),
                    "config": json.dumps(ckpt.config.to_dict(), sort_keys=True)}

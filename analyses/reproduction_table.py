@@ -43,6 +43,14 @@ def finn_value(setting) -> paper.PaperValue | None:
     return paper.paper_value("maml_original", setting, "MAML (Finn et al. 2017)", "inner-loop")
 
 
+def conventions(rows: pd.DataFrame) -> str:
+    """The training conventions of the rows' runs; a MANIFEST written before they were
+    recorded holds runs of the pytorch set (repsim.config)."""
+    if "conventions" not in rows:
+        return "pytorch"
+    return "; ".join(sorted({str(c).replace(" conventions", "") for c in rows.conventions.fillna("pytorch")}))
+
+
 def describe(values: list[float], ci: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f} ± {ci[0]:.2f} (CI)"
@@ -50,8 +58,8 @@ def describe(values: list[float], ci: list[float]) -> str:
 
 
 def table(folders: list[Path]) -> str:
-    lines = ["| setting | method | seeds | iterations | ours | paper | ours - paper |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | method | conventions | seeds | iterations | ours | paper | ours - paper |",
+             "|---|---|---|---|---|---|---|---|"]
     trained = set()
     for folder in folders:
         m = finals(folder)
@@ -76,7 +84,7 @@ def table(folders: list[Path]) -> str:
                     diffs.append(f"{statistics.mean(values) - original.value:+.1f} vs Finn")
                 iterations = ", ".join(sorted({str(int(i)) for i in rows.iteration}))
                 reduced = " (reduced)" if rows.reduced_schedule.any() else ""
-                lines.append(f"| {paper.setting_label(setting)} | {label} | "
+                lines.append(f"| {paper.setting_label(setting)} | {label} | {conventions(rows)} | "
                              f"{', '.join(str(int(s)) for s in rows.seed)} | {iterations}{reduced} | {ours} | "
                              f"{'; '.join(cells) or '—'} | {'; '.join(diffs) or '—'} |")
     for setting in sorted(s for s in paper.settings("maml_vs_anil") if s[0] == "omniglot"):
@@ -85,7 +93,7 @@ def table(folders: list[Path]) -> str:
             if published and (setting, label) not in trained:
                 original = finn_value(setting) if label == "MAML" else None
                 finn = f"; Finn et al.: {original.value:.1f}" if original else ""
-                lines.append(f"| {paper.setting_label(setting)} | {label} | — | not trained | — | "
+                lines.append(f"| {paper.setting_label(setting)} | {label} | — | — | not trained | — | "
                              f"{published.format()} ({where}){finn} | — |")
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ import math
 
 import higher
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -277,3 +278,42 @@ def test_meta_gradient_clipping_bounds_what_adam_sees(tmp_path):
         return max(t.abs().max().item() for n, t in state.items() if n.endswith("/exp_avg"))
     assert first_moment(clipped) <= 0.1 * clip * (1 + 1e-6)
     assert first_moment(free) > 100 * 0.1 * clip
+
+
+# the convention study recipe ------------------------------------------------------------
+def test_each_study_variant_switches_exactly_its_key(recipe):
+    study = recipe("convention_study")
+    table = study.variants("omniglot_20w1s")
+    keys = study.switches("omniglot_20w1s")
+    assert "inner_steps_test" not in keys and "inner_loss" in keys  # 20-way: 10 test steps in both sets
+    assert len(table) == 2 + 2 * len(keys)
+    base = {name: study.run_config("omniglot_20w1s", table[name], 0, 10).conventions_used()
+            for name in ("pytorch", "finn")}
+    for key in keys:
+        plus = study.run_config("omniglot_20w1s", table[f"pytorch + {key}"], 0, 10).conventions_used()
+        minus = study.run_config("omniglot_20w1s", table[f"finn - {key}"], 0, 10).conventions_used()
+        assert {k for k in plus if plus[k] != base["pytorch"][k]} == {key}
+        assert {k for k in minus if minus[k] != base["finn"][k]} == {key}
+        assert plus[key] == base["finn"][key] and minus[key] == base["pytorch"][key]
+
+
+def test_convention_study_end_to_end_shares_runs_that_differ_only_at_test_time(recipe, tmp_path, capsys):
+    study = recipe("convention_study")
+    args = ["train", "--setting", "synthetic_5w1s", "--runs", str(tmp_path / "runs"), "--iterations", "3",
+            "--tasks", "6", "--similarity-tasks", "2", "--quiet",
+            "--variants", "pytorch", "pytorch + inner_steps_test", "pytorch + inner_loss"]
+    assert study.main(args) == 0
+    folders = sorted((tmp_path / "runs" / "synthetic_5w1s").iterdir())
+    assert len(folders) == 2  # the test-time variant reused the pytorch run
+    records = sorted((tmp_path / "runs").glob("*/*/study-*.json"))
+    assert len(records) == 3
+    capsys.readouterr()
+    assert study.main(args) == 0  # measured before: nothing is trained or measured again
+    assert "measuring" not in capsys.readouterr().out
+    assert study.main(["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    runs = pd.read_csv(tmp_path / "out" / "convention_study_runs.csv").set_index("variant")
+    assert np.allclose(runs.freezing_cost, runs.accuracy - runs.frozen_accuracy)
+    assert runs.loc["pytorch", "accuracy"] != runs.loc["pytorch + inner_steps_test", "accuracy"] or \
+        runs.loc["pytorch", "cca_conv4"] != runs.loc["pytorch + inner_steps_test", "cca_conv4"]
+    assert (tmp_path / "out" / "figures" / "convention_study.png").stat().st_size > 10_000
+    assert "| pytorch + inner_loss | 0 |" in (tmp_path / "out" / "report.md").read_text()

@@ -161,6 +161,12 @@ def caveats(results: dict[str, Result]) -> list[str]:
                    + "; ".join(f"{_alg(a)} seed{'s' if len(s) > 1 else ''} {listed(s)} "
                                  f"at iteration{'s' if len(i) > 1 else ''} {listed(i)}"
                                for a, (s, i) in sorted(reduced.items())) + ".")
+    summaries = {c.get("convention_summary", "pytorch conventions") for r in results.values() for c in r.checkpoints}
+    departing = sorted(x for x in summaries if x != "finn conventions")
+    if departing:
+        out.append(f"Trained with {'; '.join(departing)}, not (only) the conventions of the code the paper ran "
+                   f"(Finn et al.'s TensorFlow MAML, `conventions: finn`); which conventions change "
+                   f"which finding is measured in checkpoints/convention_study.")
     short = sorted({int(c["iteration"]) for r in results.values() for c in r.checkpoints
                     if isinstance(c.get("iteration"), (int, float)) and c["iteration"] < PAPER_ITERATIONS
                     and not c.get("reduced_schedule")})

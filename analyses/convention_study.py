@@ -1,0 +1,307 @@
+"""Recipe: which training convention decides "rapid learning or feature reuse"?
+
+    python analyses/convention_study.py train --setting omniglot_5w1s --runs RUNS \
+        --data-root ../shared/data/omniglot [--iterations 1500] [--seeds 0] [--variants ...] \
+        [--worker 0/2]
+    python analyses/convention_study.py report --runs RUNS --out checkpoints/convention_study
+
+Every training convention where PyTorch code and Finn et al.'s TensorFlow MAML (the code the
+paper ran) differ is a config key (repsim.config). Starting from the ``pytorch`` set, each
+convention is switched to Finn's alone ("pytorch + KEY"); starting from the ``finn`` set, each
+is switched back alone ("finn - KEY"). Every variant is trained at one matched reduced schedule
+(same seed, same training tasks, same iterations) and then measured on the same test tasks:
+
+* test accuracy with its own inner loop (``--tasks`` tasks, its test-time steps and queries),
+* the cost of freezing conv1-conv4 at test time (only the head adapts), with a 95% CI over the
+  per-task differences, which pair the same tasks,
+* NIL accuracy (no head, no inner loop),
+* CCA and linear CKA of every layer before vs after the inner loop (``--similarity-tasks``
+  tasks, 15 query points per class, the analyses' conventions).
+
+Keys that switch nothing on a setting (equal in both sets) are skipped; a key that only
+changes testing (``inner_steps_test``) reuses the run trained without it. The task pool is
+fixed at 0 (fresh tasks) for every variant: at a reduced schedule the pool of 200,000 tasks
+never comes round (1,500 iterations draw 48,000 tasks at most), so it cannot matter here, and
+fixing it gives every variant the same training tasks. Runs resume when interrupted, and a
+run's measurements are kept beside it (``study.json``), so ``train`` run again measures only
+what is new. ``--worker K/N`` takes every N-th variant, so N processes can share the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from repsim.config import CONVENTION_KEYS, TEST_TIME_KEYS, Config, convention_set, load_config
+from repsim.errors import RepsimError
+
+SETTINGS = {
+    "omniglot_5w1s": ["dataset=omniglot", "ways=5", "shots=1"],
+    "omniglot_20w1s": ["dataset=omniglot", "ways=20", "shots=1"],
+    "synthetic_5w1s": ["dataset=synthetic", "ways=5", "shots=1", "filters=16", "meta_batch_size=4"],  # for tests
+}
+ONLY_OMNIGLOT = ("image_resize",)  # the other data sets are not resized
+FROZEN = ["conv1", "conv2", "conv3", "conv4"]
+STUDY_VERSION = 1  # bump when the measurements change, to measure every run again
+
+
+def switches(setting: str) -> list[str]:
+    """The convention keys whose pytorch and finn values differ on ``setting``."""
+    c = load_config(None, SETTINGS[setting])
+    finn, pytorch = convention_set("finn", c), convention_set("pytorch", c)
+    return [k for k in CONVENTION_KEYS if k != "task_pool" and finn[k] != pytorch[k]
+            and (c.dataset == "omniglot" or k not in ONLY_OMNIGLOT)]
+
+
+def variants(setting: str) -> dict[str, dict]:
+    """Each variant's config overrides: the two sets, and each switch from either side."""
+    c = load_config(None, SETTINGS[setting])
+    finn, pytorch = convention_set("finn", c), convention_set("pytorch", c)
+    out = {"pytorch": {"conventions": "pytorch"}, "finn": {"conventions": "finn"}}
+    for key in switches(setting):
+        out[f"pytorch + {key}"] = {"conventions": "pytorch", key: finn[key]}
+    for key in switches(setting):
+        out[f"finn - {key}"] = {"conventions": "finn", key: pytorch[key]}
+    return out
+
+
+def run_config(setting: str, overrides: dict, seed: int, iterations: int,
+               data_root: str | None = None) -> Config:
+    items = SETTINGS[setting] + [f"{k}={v}" for k, v in overrides.items()] + [
+        "algorithm=maml", f"seed={seed}", "task_pool=0", f"iterations={iterations}",
+        f"checkpoint_every={max(iterations // 3, 1)}", f"eval_every={max(iterations // 6, 1)}",
+        "eval_tasks=100", "reduced=true"] + ([f"data_root={data_root}"] if data_root else [])
+    return load_config(None, items)
+
+
+def training_name(config: Config) -> str:
+    """A run folder name from the training config alone (test-time keys left out), so that
+    variants that differ only in how they are tested share one training run."""
+    trained = {k: v for k, v in config.to_dict().items()
+               if k not in TEST_TIME_KEYS + ("data_root", "conventions")}
+    return f"maml-s{config.seed}-" + hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# measuring one run --------------------------------------------------------------------------
+def measure(config: Config, final: Path, *, tasks: int, similarity_tasks: int,
+            data_root: str | None) -> dict:
+    """The study's numbers for one trained run, tested as ``config`` says."""
+    import dataclasses
+
+    from repsim import analyses
+    from repsim.checkpoint import load_checkpoint
+    from repsim.results import summarise
+
+    trained = load_checkpoint(final)
+    ckpt = dataclasses.replace(trained, config=dataclasses.replace(
+        trained.config, **{k: getattr(config, k) for k in TEST_TIME_KEYS}))
+    common = dict(data_root=data_root, device="cpu", progress=False, seed=0)
+    study = analyses.Study.for_checkpoint(ckpt, queries=config.test_queries, num_tasks=tasks, **common)
+    m = study.load(ckpt)
+    own = study.score(m)
+    head = [n for n in own_names(m) if n.startswith("head.")]
+    frozen = study.score(m, names=head)
+    nil = study.score(m, nil=True)
+    diff = own.per_task - frozen.per_task
+    row = {"accuracy": own.mean, "accuracy_ci95": own.ci95,
+           "frozen_accuracy": frozen.mean, "frozen_accuracy_ci95": frozen.ci95,
+           "freezing_cost": 100 * diff.mean(), "freezing_cost_ci95": 100 * 1.96 * diff.std() / np.sqrt(diff.size),
+           "nil_accuracy": nil.mean, "nil_accuracy_ci95": nil.ci95, "tasks": own.tasks}
+    rep = analyses.Study.for_checkpoint(ckpt, num_tasks=similarity_tasks, **common)
+    sims = summarise(analyses.layer_similarity(rep, [ckpt]))
+    for r in sims.itertuples():
+        row[f"{r.measure}_{r.layer}"] = r.mean
+        row[f"{r.measure}_{r.layer}_ci95"] = r.ci95
+    row["similarity_tasks"] = similarity_tasks
+    curve = [json.loads(line) for line in (final.parent / "metrics.jsonl").read_text().splitlines() if line]
+    row["val_curve"] = json.dumps({c["iteration"]: round(c["val_accuracy"], 2) for c in curve})
+    row["wall_time_s"] = trained.extra.get("wall_time_s")
+    return row
+
+
+def own_names(m) -> list[str]:
+    from repsim.evaluate import own_inner_loop
+    return list(own_inner_loop(m.ckpt.config, m.model).names)
+
+
+def train_and_measure(args) -> None:
+    from repsim.train import train
+
+    runs = Path(args.runs)
+    table = variants(args.setting)
+    chosen = args.variants or list(table)
+    unknown = [v for v in chosen if v not in table]
+    if unknown:
+        raise RepsimError(f"unknown variant(s) {unknown}: choose from {list(table)}")
+    k, n = (int(x) for x in args.worker.split("/"))
+    jobs = [(v, s) for s in args.seeds for v in chosen]
+    for i, (variant, seed) in enumerate(jobs):
+        if i % n != k:
+            continue
+        config = run_config(args.setting, table[variant], seed, args.iterations, args.data_root)
+        folder = runs / args.setting / training_name(config)
+        final = folder / "model.safetensors"
+        if not final.is_file():
+            print(f"training {variant} seed {seed} in {folder}", flush=True)
+            train(config, folder, device="cpu", resume=(folder / "config.yaml").is_file(),
+                  progress=not args.quiet)
+        key = {"version": STUDY_VERSION, "variant": variant, "setting": args.setting, "seed": seed,
+               "tasks": args.tasks, "similarity_tasks": args.similarity_tasks,
+               "weights": hashlib.sha256(final.read_bytes()).hexdigest(),
+               "test": {k: getattr(config, k) for k in TEST_TIME_KEYS}}
+        record_file = folder / f"study-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]}.json"
+        if record_file.is_file():
+            continue
+        print(f"measuring {variant} seed {seed}", flush=True)
+        row = measure(config, final, tasks=args.tasks, similarity_tasks=args.similarity_tasks,
+                      data_root=args.data_root)
+        row.update({"setting": args.setting, "variant": variant, "seed": seed,
+                    "iterations": args.iterations, "run": folder.name,
+                    "convention_summary": config.describe_conventions()})
+        from repsim.io import atomic_write_json
+        atomic_write_json(record_file, {"key": key, "row": row})
+        print(f"  {variant} s{seed}: {row['accuracy']:.2f} +- {row['accuracy_ci95']:.2f}%, "
+              f"freezing costs {row['freezing_cost']:.2f} +- {row['freezing_cost_ci95']:.2f}, "
+              f"NIL {row['nil_accuracy']:.2f}", flush=True)
+
+
+# the report -------------------------------------------------------------------------------
+def collect(runs: Path) -> pd.DataFrame:
+    rows = [json.loads(p.read_text())["row"] for p in sorted(runs.glob("*/*/study-*.json"))]
+    if not rows:
+        raise RepsimError(f"no measured runs under {runs}: run 'convention_study.py train' first")
+    return pd.DataFrame(rows)
+
+
+def per_variant(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds per (setting, variant); with one seed the 95% CI over tasks, with more
+    the seeds' standard deviation."""
+    out = []
+    order = {v: i for s in df.setting.unique() for i, v in enumerate(variants(s))}
+    for (setting, variant), g in df.groupby(["setting", "variant"], sort=False):
+        row = {"setting": setting, "variant": variant, "seeds": len(g),
+               "seed_list": " ".join(str(s) for s in sorted(g.seed))}
+        for col in ("accuracy", "freezing_cost", "nil_accuracy", "cca_conv4", "cca_head",
+                    "cka_conv4", "cka_head", "cca_conv3", "cka_conv3"):
+            if col not in g:
+                continue
+            row[col] = g[col].mean()
+            row[f"{col}_spread"] = (g[col].std(ddof=1) if len(g) > 1 else g[f"{col}_ci95"].iloc[0])
+        out.append(row)
+    table = pd.DataFrame(out)
+    table["order"] = [order.get(v, 99) for v in table.variant]
+    return table.sort_values(["setting", "order"]).drop(columns="order").reset_index(drop=True)
+
+
+def report(args) -> None:
+    from repsim.io import atomic_write_text
+    from repsim.report import markdown_table
+
+    runs, out = Path(args.runs), Path(args.out)
+    df = collect(runs)
+    summary = per_variant(df)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "convention_study_runs.csv", df.to_csv(index=False))
+    atomic_write_text(out / "convention_study.csv", summary.to_csv(index=False))
+    figure(summary, out / "figures")
+
+    def pm(row, col, digits=1):
+        if col not in row or pd.isna(row[col]):
+            return "—"
+        return f"{row[col]:.{digits}f} ± {row[col + '_spread']:.{digits}f}"
+
+    lines = ["# Which training convention decides the answer?", "",
+             "Omniglot MAML (second order), trained with each convention switched alone, at one "
+             "matched reduced schedule per setting; recipe `analyses/convention_study.py`. "
+             "Each cell: mean ± 95% CI over test tasks (one seed) or mean ± standard deviation "
+             "over seeds (seeds column). Freezing cost: accuracy with the full inner loop minus "
+             "accuracy with conv1-conv4 frozen (the head alone adapts), on the same tasks. "
+             "CCA/CKA: conv4 and head, before vs after the inner loop (1.0: unchanged).", ""]
+    for setting, g in summary.groupby("setting", sort=False):
+        its = sorted(df[df.setting == setting].iterations.unique())
+        r0 = df[df.setting == setting].iloc[0]
+        lines += [f"## {setting}", "",
+                  f"{', '.join(str(i) for i in its)} iterations (reduced schedule), "
+                  f"{int(r0.tasks)} test tasks for accuracies, {int(r0.similarity_tasks)} for "
+                  f"similarities (15 queries per class), task seed 0, task_pool 0 for every variant.", ""]
+        rows = [[r.variant, r.seed_list, pm(r._asdict(), "accuracy"), pm(r._asdict(), "freezing_cost"),
+                 pm(r._asdict(), "nil_accuracy"), pm(r._asdict(), "cca_conv4", 2), pm(r._asdict(), "cca_head", 2),
+                 pm(r._asdict(), "cka_conv4", 2)] for r in g.itertuples()]
+        lines += [markdown_table(["variant", "seeds", "test accuracy %", "freezing conv1-4 costs (points)",
+                                  "NIL %", "CCA conv4", "CCA head", "CKA conv4"], rows), ""]
+    lines += ["![convention study](figures/convention_study.png)", ""]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+    print(out / "report.md")
+
+
+def figure(summary: pd.DataFrame, folder: Path) -> None:
+    from repsim.report.figures import _new_figure, _save
+    settings = list(summary.setting.unique())
+    panels = [("accuracy", "test accuracy (%)"), ("freezing_cost", "cost of freezing conv1-conv4 (points)"),
+              ("cca_conv4", "conv4 CCA before vs after")]
+    fig, axes = _new_figure(6.75, 1.2 + 0.22 * summary.groupby("setting").size().max() * len(settings), len(panels))
+    colors = {"pytorch": "#D55E00", "finn": "#0072B2"}
+    for ax, (col, label) in zip(axes, panels):
+        y = 0
+        ticks, names = [], []
+        for setting in settings:
+            g = summary[summary.setting == setting]
+            for r in g.itertuples():
+                base = "finn" if r.variant.startswith("finn") else "pytorch"
+                value, spread = getattr(r, col, np.nan), getattr(r, f"{col}_spread", np.nan)
+                ax.errorbar(value, y, xerr=spread, fmt="o", ms=3.5, color=colors[base], capsize=2, lw=1)
+                ticks.append(y)
+                names.append(f"{setting.split('_')[1]} {r.variant}")
+                y -= 1
+            y -= 0.8
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(names if ax is axes[0] else [], fontsize=6.5)
+        ax.grid(axis="x", color="#ddd", lw=0.6)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(fig, folder, "convention_study", 0.02)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train and measure variants (resumable)")
+    t.add_argument("--setting", choices=list(SETTINGS), required=True)
+    t.add_argument("--runs", required=True, help="folder for the study's training runs")
+    t.add_argument("--data-root")
+    t.add_argument("--iterations", type=int, default=1500)
+    t.add_argument("--seeds", type=int, nargs="+", default=[0])
+    t.add_argument("--variants", nargs="+", help="default: every variant (see --list)")
+    t.add_argument("--tasks", type=int, default=600)
+    t.add_argument("--similarity-tasks", type=int, default=100)
+    t.add_argument("--worker", default="0/1", help="K/N: take every N-th job, starting at K")
+    t.add_argument("--quiet", action="store_true")
+    r = sub.add_parser("report", help="tables and figure from the measured runs")
+    r.add_argument("--runs", required=True)
+    r.add_argument("--out", required=True)
+    ls = sub.add_parser("list", help="the variants of a setting")
+    ls.add_argument("--setting", choices=list(SETTINGS), required=True)
+    args = p.parse_args(argv)
+    try:
+        if args.command == "train":
+            train_and_measure(args)
+        elif args.command == "report":
+            report(args)
+        else:
+            for name, overrides in variants(args.setting).items():
+                print(f"{name}: {overrides}")
+    except RepsimError as e:
+        print(f"convention_study: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
