@@ -468,8 +468,22 @@ def test_property_cca_agrees_with_subspace_angles_and_forms_agree(d1, d2, extra,
     assert debiased_cka(X, Y, form="gram") == pytest.approx(debiased_cka(X, Y, form="feature"), abs=1e-9)
 
 
-def test_overflow_in_float32_products_is_reported():
-    X = (np.random.default_rng(23).standard_normal((50, 3)) * 1e20).astype(np.float32)
-    with pytest.raises(RepsimError, match="overflow.*rescale"):
-        linear_cka(X, X, name="conv4")
-    assert linear_cka(X, X, precision="float64") == pytest.approx(1.0)
+@pytest.mark.parametrize("scale", [1e-30, 1e20])
+def test_float32_activations_of_extreme_scale_neither_underflow_nor_overflow(scale):
+    """Scale invariance must hold in float32 too: activations of 1e-30 once underflowed to "no
+    variance" (and debiased CKA to an HSIC of -2e-120), and of 1e20 overflowed."""
+    r = np.random.default_rng(23)
+    X = r.standard_normal((50, 3)).astype(np.float32)
+    Y = (X @ r.standard_normal((3, 4)) + r.standard_normal((50, 4))).astype(np.float32)
+    for measure in (linear_cka, debiased_cka, procrustes, mean_cca):
+        unit = measure(X, Y)
+        assert measure(X * np.float32(scale), Y * np.float32(scale)) == pytest.approx(unit, rel=1e-5, abs=1e-6), measure
+
+
+@pytest.mark.parametrize("measure", [linear_cka, rbf_cka, procrustes])
+def test_two_data_points_are_refused_not_scored_as_identical(measure):
+    r = np.random.default_rng(0)
+    X, Y = r.standard_normal((2, 5)), r.standard_normal((2, 5))
+    with pytest.raises(RepsimError, match=r"needs at least 3 data points .*n=2"):
+        measure(X, Y)
+    measure(r.standard_normal((3, 5)), r.standard_normal((3, 5)))  # three are enough

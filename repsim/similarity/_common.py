@@ -153,13 +153,35 @@ def low_precision(t: torch.Tensor, precision: str) -> bool:
     return precision == "auto" and t.dtype in (torch.float16, torch.float32)
 
 
-def center(t: torch.Tensor, lowp: bool) -> torch.Tensor:
-    """Subtract column means: float64 result, or float32 when ``lowp``. Never modifies ``t``."""
+def center(t: torch.Tensor, lowp: bool, rescale: bool = True) -> torch.Tensor:
+    """Subtract column means: float64 result, or float32 when ``lowp``. Never modifies ``t``.
+
+    With ``rescale`` the result is also multiplied by the power of two that brings its largest
+    entry into [0.5, 1): exact in floating point, so it changes no measure that is invariant
+    to isotropic scaling (all of them, taken one batch at a time), but the products that
+    follow can no longer underflow (activations of 1e-30 in float32) or overflow.
+    """
     dtype = torch.float32 if lowp else torch.float64
     if t.dtype == dtype:
-        return t - t.mean(dim=0, keepdim=True)  # torch's float32 mean uses cascade summation
-    out = t.to(dtype)  # a fresh copy: centre it in place
-    return out.sub_(out.mean(dim=0, keepdim=True))
+        out = t - t.mean(dim=0, keepdim=True)  # torch's float32 mean uses cascade summation
+    else:
+        out = t.to(dtype)  # a fresh copy: centre it in place
+        out.sub_(out.mean(dim=0, keepdim=True))
+    if rescale:
+        peak = float(out.abs().max())
+        if 0.0 < peak < math.inf:
+            out.mul_(2.0 ** -math.frexp(peak)[1])
+    return out
+
+
+TWO_POINTS = "centred, two data points lie on one line, so any two layers would look identical"
+
+
+def check_min_n(n: int, least: int, name: str | None, measure: str, why: str) -> None:
+    """Refuse too few data points for ``measure``, saying why ``least`` are needed."""
+    if n < least:
+        raise RepsimError(f"{measure} needs at least {least} data points ({why}), but "
+                          f"{_label('X', name)} has n={n}; pass activations of more data points")
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

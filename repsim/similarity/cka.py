@@ -21,7 +21,8 @@ import torch
 
 from repsim.errors import RepsimError
 
-from ._common import _label, center, check_finite, low_precision, mm, no_variance, prepare_pair
+from ._common import (TWO_POINTS, _label, center, check_finite, check_min_n, low_precision, mm,
+                      no_variance, prepare_pair)
 
 FORMS = ("auto", "feature", "gram")
 
@@ -54,6 +55,7 @@ def linear_cka(
     """
     x, y = prepare_pair(X, Y, conv, name)
     n, d1, d2 = x.shape[0], x.shape[1], y.shape[1]
+    check_min_n(n, 3, name, "linear_cka", TWO_POINTS)
     lowp = low_precision(x, precision) and low_precision(y, precision)
     xc, yc = center(x, lowp), center(y, lowp)
     if _pick_form(form, n, d1, d2) == "feature":
@@ -200,7 +202,8 @@ class MinibatchCKA:
             )
         self._dims = dims
         lowp = low_precision(x, self.precision) and low_precision(y, self.precision)
-        xc, yc = center(x, lowp), center(y, lowp)
+        # no rescaling: the batches' HSICs are summed, so they must share one scale
+        xc, yc = center(x, lowp, rescale=False), center(y, lowp, rescale=False)
         hxy, hxx, hyy = _unbiased_hsic_linear_terms(xc, yc, _pick_form(self.form, n, *dims))
         check_finite(hxy + hxx + hyy, x, y, self.name)
         self.hsic_xy += hxy
@@ -258,6 +261,7 @@ def rbf_cka(
         raise RepsimError(f"rbf_cka threshold={threshold} must be > 0; pass e.g. 1.0 or 0.5")
     x, y = prepare_pair(X, Y, conv, name)
     n = x.shape[0]
+    check_min_n(n, 3, name, "rbf_cka", TWO_POINTS)
     xc, yc = center(x, False), center(y, False)
     vx, vy = float((xc * xc).sum()), float((yc * yc).sum())
     check_finite(vx + vy, x, y, name)

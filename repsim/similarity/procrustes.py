@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ._common import center, check_finite, no_variance, prepare_pair
+from ._common import TWO_POINTS, center, check_finite, check_min_n, no_variance, prepare_pair
 
 
 def _reduce_features(xc: torch.Tensor) -> torch.Tensor:
@@ -30,6 +30,7 @@ def procrustes(X: Any, Y: Any, *, conv: str | None = None, name: str | None = No
     features are first reduced isometrically to n columns, so the cost is O(n^2 d).
     """
     x, y = prepare_pair(X, Y, conv, name)
+    check_min_n(x.shape[0], 3, name, "procrustes", TWO_POINTS)
     xc, yc = center(x, False), center(y, False)
     nx, ny = float(torch.linalg.norm(xc)), float(torch.linalg.norm(yc))
     check_finite(nx + ny, x, y, name)
