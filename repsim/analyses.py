@@ -38,9 +38,9 @@ from repsim.checkpoint import Checkpoint, load_checkpoint, model_for
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
 from repsim.errors import RepsimError
-from repsim.evaluate import (fresh_head, own_inner_loop, resolve_device, score_tasks,
-                             test_time_params)
-from repsim.io import atomic_write_text
+from repsim.evaluate import (check_counts, fresh_head, own_inner_loop, resolve_device,
+                             score_tasks, test_time_params)
+from repsim.io import atomic_write_bytes, atomic_write_text
 from repsim.model import HEAD_PREFIX, draw_weights
 from repsim.probe import check_layers, iter_probes, probe_layers
 from repsim.results import summarise
@@ -392,8 +392,8 @@ class Parts:
 
     def part(self, checkpoint: Path, analyse) -> pd.DataFrame:
         digest = hashlib.sha256(self.context.encode() + checkpoint.read_bytes()).hexdigest()[:24]
-        path = self.folder / f"{digest}.csv"
-        if path.is_file():
+        path, seal = self.folder / f"{digest}.csv", self.folder / f"{digest}.sha256"
+        if self._intact(path, seal):
             if self.progress:
                 tqdm.write(f"{self.folder.name}: {checkpoint} done before, reusing {path}", file=sys.stderr)
         else:
@@ -401,8 +401,20 @@ class Parts:
             if frame.empty:  # nothing to keep (and an empty CSV could not be read back)
                 return frame
             # NaN written as "NaN", so that an empty string (a layer-less row) stays a string
-            atomic_write_text(path, frame.to_csv(index=False, na_rep="NaN"))
+            data = frame.to_csv(index=False, na_rep="NaN").encode()
+            atomic_write_bytes(path, data)
+            atomic_write_text(seal, hashlib.sha256(data).hexdigest() + "\n")  # last: the part is complete
         return pd.read_csv(path, keep_default_na=False, na_values=["NaN"], **_EXACT_FLOATS)
+
+    def _intact(self, path: Path, seal: Path) -> bool:
+        """Whether a kept part exists and is the very bytes that were written: a part cut
+        short, edited or written by an older repsim (no seal) is computed again."""
+        if not path.is_file():
+            return False
+        intact = seal.is_file() and seal.read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
+        if not intact:
+            tqdm.write(f"{self.folder.name}: {path} is damaged or unsealed; computing it again", file=sys.stderr)
+        return intact
 
 
 # pandas 3 reads floats back exactly by default (and deprecates asking); pandas 2 must be asked
@@ -422,21 +434,52 @@ ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes",
             "through-training", "weight-change")
 
 
+def check_distinct_labels(paths: list[Path]) -> None:
+    """Refuse checkpoints that the results would label alike (same algorithm, seed and
+    iteration): their rows would be pooled into one, a wrong number with no error."""
+    from repsim.checkpoint import read_metadata
+    seen: dict[str, Path] = {}
+    from repsim.checkpoint import latest_in
+    for path in paths:
+        path = latest_in(path) if path.is_dir() else path
+        meta = read_metadata(path)
+        label = f"{meta['config'].get('algorithm')}-s{meta['config'].get('seed', 0)}-it{meta.get('iteration', 0)}"
+        if label in seen:
+            what = "is listed twice" if seen[label].resolve() == path.resolve() else f"and {seen[label]} would both be labelled {label}"
+            raise RepsimError(f"{path} {what} (same algorithm, seed and iteration), and their rows "
+                              f"pooled into one: analyse them into separate --out folders")
+        seen[label] = path
+
+
 def run_analysis(name: str, checkpoints, out, *, tasks: int = 100, seed: int = 0,
                  ways: int | None = None, shots: int | None = None, queries: int = 15,
                  steps: int | None = None, layers=None, frozen_sets=None,
                  data_root: str | None = None, device: str = "auto",
                  progress: bool = True) -> Path:
     """Run analysis ``name`` on ``checkpoints`` (files or, for through-training, a run folder)
-    and write its tables and provenance into the results folder ``out``."""
-    from repsim.results import check_writable, write_result
+    and write its tables and provenance into the results folder ``out``. One process at a
+    time may run an analysis into a folder (another one gets a clear refusal)."""
+    from repsim.results import check_writable, exclusive
 
     if name not in ANALYSES:
         raise RepsimError(f"unknown analysis {name!r}: choose one of {', '.join(ANALYSES)}")
+    check_counts(tasks=tasks, queries=queries, inner_steps=steps)
     check_writable(out)
+    with exclusive(Path(out), name):
+        return _run_analysis(name, checkpoints, out, tasks=tasks, seed=seed, ways=ways,
+                             shots=shots, queries=queries, steps=steps, layers=layers,
+                             frozen_sets=frozen_sets, data_root=data_root, device=device,
+                             progress=progress)
+
+
+def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, steps, layers,
+                  frozen_sets, data_root, device, progress) -> Path:
+    from repsim.results import write_result
     checkpoints = [Path(c) for c in checkpoints]
     if not checkpoints:
         raise RepsimError(f"analysis {name} needs at least one checkpoint")
+    check_distinct_labels([p for c in checkpoints
+                           for p in (run_checkpoints(c) if name == "through-training" else [c])])
     first = run_checkpoints(checkpoints[0])[-1] if name == "through-training" else checkpoints[0]
     first_ckpt = load_checkpoint(first)
     study = Study.for_checkpoint(first_ckpt, ways=ways, shots=shots, queries=queries,

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, load_file, save
 
 import repsim
 from repsim.config import Config, from_saved
@@ -41,6 +41,10 @@ class Checkpoint:
         """The conv4 this checkpoint was trained as, with its weights loaded."""
         model = model_for(self.config, self.params)
         load_weights(model, self.params, source=str(self.path or "checkpoint"))
+        bad = [n for n, p in self.params.items() if p.is_floating_point() and not torch.isfinite(p).all()]
+        if bad:
+            raise RepsimError(f"{self.path or 'the checkpoint'} has NaN or infinite weights (e.g. {bad[0]}): "
+                              f"its run diverged; use an earlier checkpoint of the run")
         return model
 
     def describe(self) -> str:
@@ -105,17 +109,63 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    from safetensors import safe_open
+    """A checkpoint's repsim metadata (its config, iteration, metrics...), checked."""
+    return _metadata(_read_bytes(Path(path)), Path(path))
+
+
+def _read_bytes(path: Path) -> bytes:
+    # read here rather than by safetensors' own file reader, which refuses paths that are
+    # not valid UTF-8
     try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("repsim")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise RepsimError(f"{path} is not a readable safetensors checkpoint ({e}): "
-                          f"re-create it with 'repsim train' or 'repsim import'") from None
+        return path.read_bytes()
+    except OSError as e:
+        raise RepsimError(f"cannot read checkpoint {path} ({e.strerror}): pass a readable "
+                          f".safetensors file written by 'repsim train' or 'repsim import'") from None
+
+
+def _metadata(data: bytes, path: Path) -> dict[str, Any]:
+    """The metadata of safetensors ``data``: an 8-byte little-endian header length, then a
+    JSON header whose ``__metadata__`` holds our JSON document under ``repsim``."""
+    try:
+        if len(data) < 8:
+            raise ValueError("shorter than a safetensors header")
+        size = int.from_bytes(data[:8], "little")
+        if size > len(data) - 8:
+            raise ValueError("its header runs past the end of the file")
+        header = json.loads(data[8:8 + size])
+        raw = (header.get("__metadata__") or {}).get("repsim") if isinstance(header, dict) else None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RepsimError(f"{path} is not a readable safetensors checkpoint ({e}): it may have been "
+                          f"cut short; use an earlier checkpoint of its run (a resumed run skips it), "
+                          f"or write it again with 'repsim train' or 'repsim import'") from None
     if raw is None:
         raise RepsimError(f"{path} has no repsim metadata: import plain weights with "
                           f"'repsim import WEIGHTS --config FILE --out CKPT'")
-    return json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise RepsimError(f"{path} has damaged repsim metadata (not JSON: {e.msg}): use another "
+                          f"checkpoint of the run, or import its weights again with 'repsim import'") from None
+    return _checked_metadata(meta, path)
+
+
+def _checked_metadata(meta, path) -> dict[str, Any]:
+    """The metadata's shape, checked, so a damaged or hand-edited header gives one clear line
+    instead of a wrong number or a traceback later."""
+    def damaged(what: str) -> RepsimError:
+        return RepsimError(f"{path} has damaged repsim metadata ({what}): use another checkpoint "
+                           f"of the run, or import its weights again with 'repsim import'")
+    if not isinstance(meta, dict):
+        raise damaged(f"a JSON {type(meta).__name__}, not an object")
+    if not isinstance(meta.get("config"), dict):
+        raise damaged("no config" if meta.get("config") is None else "config is not an object")
+    iteration = meta.get("iteration", 0)
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        raise damaged(f"iteration {iteration!r} is not a non-negative integer")
+    for key in ("metrics", "extra"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise damaged(f"{key} is not an object")
+    return meta
 
 
 def load_checkpoint(path: str | Path, *, with_optimizer: bool = False) -> Checkpoint:
@@ -126,10 +176,11 @@ def load_checkpoint(path: str | Path, *, with_optimizer: bool = False) -> Checkp
     if not path.is_file():
         raise RepsimError(f"checkpoint {path} not found: pass a .safetensors file written by "
                           f"'repsim train' (or its run folder)")
-    meta = read_metadata(path)
+    data = _read_bytes(path)
+    meta = _metadata(data, path)
     try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as e:
         raise RepsimError(f"checkpoint {path} is corrupt ({e}): use an earlier checkpoint of the run") from None
     params = {n: t for n, t in tensors.items() if not n.startswith(OPTIMIZER_PREFIX)}
     optimizer = ({n[len(OPTIMIZER_PREFIX):]: t for n, t in tensors.items()
@@ -160,9 +211,12 @@ def import_state_dict(weights: str | Path, config: Config, out: str | Path,
     read directly. Keys may carry a ``module.`` or ``model.`` prefix; ``rename`` maps other
     names (e.g. ``{"classifier": "head"}``, applied as prefixes).
     """
-    weights = Path(weights)
+    weights, out = Path(weights), Path(out)
     if not weights.is_file():
         raise RepsimError(f"weights file {weights} not found: pass the path of a .pt/.pth or .safetensors state dict")
+    if out.exists():
+        raise RepsimError(f"{out} already exists: choose another --out file (import never "
+                          f"overwrites), or delete it first")
     state = _read_state_dict(weights)
     renamed = {}
     for name, tensor in state.items():
@@ -176,6 +230,10 @@ def import_state_dict(weights: str | Path, config: Config, out: str | Path,
         if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
             continue
         renamed[name] = tensor.float()
+    head = renamed.get("head.weight")
+    if head is not None and config.algorithm not in ("multiclass", "multitask") and head.shape[0] != config.ways:
+        raise RepsimError(f"{weights} has a {head.shape[0]}-way head but the config says ways: "
+                          f"{config.ways}: set ways: {head.shape[0]} in the config (or --set ways={head.shape[0]})")
     model = model_for(config, renamed)
     load_weights(model, renamed, source=str(weights))
     ckpt = Checkpoint(config, dict(model.state_dict()), 0, {},

@@ -32,6 +32,9 @@ def _evaluate(args) -> None:
     from repsim.evaluate import evaluate_checkpoint
     from repsim.io import atomic_write_json, atomic_write_text
 
+    for target, kind in ((args.json, "json"), (args.csv, "csv")):
+        _check_result_file(target, kind)  # before the work, not after it
+
     r = evaluate_checkpoint(args.checkpoint, tasks=args.tasks, inner_steps=args.inner_steps,
                             seed=args.seed, split=args.split, data_root=args.data_root,
                             queries=args.queries, nil=args.nil, device=args.device,
@@ -49,6 +52,29 @@ def _evaluate(args) -> None:
         writer.writeheader()
         writer.writerow(r)
         atomic_write_text(args.csv, buf.getvalue())
+
+
+def _check_result_file(target: str | None, kind: str) -> None:
+    """``evaluate --json/--csv`` may write a new file or replace an earlier result of its own,
+    never another file (a run's config.yaml, say)."""
+    import json
+    from pathlib import Path
+
+    from repsim.io import check_file_target
+    if target is None:
+        return
+    path = check_file_target(target)
+    if not path.exists():
+        return
+    try:
+        text = path.read_text()
+        ours = (isinstance(json.loads(text), dict) and {"checkpoint", "accuracy"} <= set(json.loads(text))
+                if kind == "json" else text.startswith("checkpoint,") and ",accuracy," in text.splitlines()[0])
+    except (OSError, UnicodeDecodeError, ValueError):
+        ours = False
+    if not ours:
+        raise RepsimError(f"{path} exists and is not an earlier 'repsim evaluate' result: choose "
+                          f"another --{kind} file (evaluate replaces only its own results)")
 
 
 def _import(args) -> None:
@@ -98,6 +124,8 @@ def _probe(args) -> None:
     from repsim.evaluate import own_inner_loop
     from repsim.probe import check_layers, iter_probes, probe_layers, save_probes
 
+    from repsim.results import check_writable
+    check_writable(args.out)  # before any work: a file, an unwritable folder, /proc
     ckpt = load_checkpoint(args.checkpoint)
     study = Study.for_checkpoint(ckpt, num_tasks=args.tasks, seed=args.seed, queries=args.queries,
                                  data_root=args.data_root, device=args.device, progress=not args.quiet)
@@ -235,6 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resume_hint(args) -> str:
+    """What to do after Ctrl-C: resume a run that has a checkpoint, else start it again."""
+    from pathlib import Path
+    if args.command != "train":
+        return ""
+    if any(Path(args.out).glob("checkpoints/iter-*.safetensors")):
+        return "; continue the run with the same command and --resume"
+    return "; no checkpoint was written yet, so start the run again (without --resume)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -243,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repsim: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("repsim: interrupted; a training run continues with 'repsim train ... --resume'",
-              file=sys.stderr)
+        print(f"repsim: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     return 0
 

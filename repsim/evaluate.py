@@ -110,6 +110,16 @@ def score_tasks(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | N
     return mean_ci(accuracies)
 
 
+def check_counts(*, tasks: int | None = None, queries: int | None = None,
+                 inner_steps: int | None = None) -> None:
+    """Refuse test protocols that cannot give a number: fewer than 2 tasks (no CI), no query
+    points, a negative number of inner steps. None means "the default", always valid."""
+    for flag, value, least in (("--tasks", tasks, 2), ("--queries", queries, 1),
+                               ("--inner-steps", inner_steps, 0)):
+        if value is not None and value < least:
+            raise RepsimError(f"{flag} must be at least {least}, got {value}")
+
+
 def test_time_params(model: nn.Module, params: Params, algorithm: str, ways: int) -> Params:
     """The starting point of test-time adaptation: regimes without a ways-sized head get a fresh one."""
     if algorithm in ("multiclass", "multitask") or params[HEAD_PREFIX + "weight"].shape[0] != ways:
@@ -143,6 +153,7 @@ def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None
     from repsim.data import load_splits
     from repsim.data.episodes import TaskList
 
+    check_counts(tasks=tasks, queries=queries, inner_steps=inner_steps)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     c = ckpt.config
     dev = resolve_device(device)

@@ -27,6 +27,7 @@ def shareable(path: str | Path) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
+    check_file_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -45,8 +46,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def check_file_target(path: str | Path) -> Path:
+    """Fail early when ``path`` cannot become a file: it is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise RepsimError(f"{path} is a folder: give a file name, e.g. {path / 'result.json'}")
+    return path
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    # paths with bytes that are not UTF-8 (Python's surrogate escapes) are written escaped
+    return atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def atomic_write_json(path: str | Path, record) -> Path:

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from repsim.io import atomic_write_json, atomic_write_text
 def check_writable(folder: str | Path) -> Path:
     """Fail before any work is done if results cannot be written there."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RepsimError(f"{folder} is a file, not a folder: choose a folder for --out")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".repsim-write-test"
@@ -34,6 +38,36 @@ def check_writable(folder: str | Path) -> Path:
     except OSError as e:
         raise RepsimError(f"cannot write results to {folder} ({e.strerror}): choose a writable --out folder") from None
     return folder
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, name: str):
+    """Hold ``folder``'s lock for analysis ``name`` (a lock file beside its results), so that
+    two processes running the same analysis into one folder cannot silently overwrite each
+    other's tables. Different analyses may run into one folder side by side. The lock is
+    the operating system's (flock): it is released when the process ends, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    path = folder / f".{name}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RepsimError(f"{holder} is running the {name} analysis into {folder}: wait for it "
+                              f"to finish, or use another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_result(folder: str | Path, name: str, table: pd.DataFrame, provenance: dict,

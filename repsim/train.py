@@ -15,7 +15,9 @@ Run folder layout::
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from repsim.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
+from repsim.checkpoint import Checkpoint, load_checkpoint, load_weights, model_for, save_checkpoint
 from repsim.config import Config, from_saved
 from repsim.data import load_splits
 from repsim.data.episodes import (TaskList, batch_tasks, check_task_shape, sample_task,
@@ -63,7 +65,7 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     params = dict(model.named_parameters())
     optimizer = torch.optim.Adam(params.values(), lr=config.outer_lr)
 
-    start = _prepare_run_folder(out, config, resume)
+    start, ckpt = _prepare_run_folder(out, config, resume)
     final = out / "model.safetensors"
     if start == config.iterations and final.is_file():
         return final  # resuming a finished run: nothing to do, and nothing rewritten
@@ -73,12 +75,8 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
                "execution": resolve_execution(config, dev)}
     if resume:
         _truncate_metrics(out / "metrics.jsonl", start)
-    if start > 0:
-        ckpt = load_checkpoint(out / "checkpoints" / f"iter-{start:06d}.safetensors",
-                               with_optimizer=True)
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(ckpt.params[n])
+    if ckpt is not None:
+        load_weights(model, ckpt.params, source=str(ckpt.path))
         _load_optimizer(optimizer, params, ckpt.optimizer)
         run_log["wall_time_s"] = ckpt.extra.get("wall_time_s", 0.0)
         run_log["devices"] = list(dict.fromkeys(ckpt.extra.get("devices", []) + [str(dev)]))
@@ -98,6 +96,12 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     for it in bar:
         optimizer.zero_grad(set_to_none=True)
         loss, acc = _meta_gradient(model, params, config, train_split, it, dev, use_vmap)
+        if not (math.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in params.values()
+                                            if p.grad is not None)):
+            kept = sorted((out / "checkpoints").glob("iter-*.safetensors"))
+            raise RepsimError(f"training diverged at iteration {it} (meta-loss {loss:.4g}, or a "
+                              f"non-finite meta-gradient): lower outer_lr or inner_lr; the last "
+                              f"checkpoint before it is {kept[-1] if kept else 'none (it diverged at once)'}")
         if config.meta_grad_clip:  # element-wise, as tf.clip_by_value in Finn et al.'s code
             for p in params.values():
                 if p.grad is not None:
@@ -212,8 +216,11 @@ def saved_config(out: Path) -> dict | None:
     return from_saved(yaml.safe_load(config_file.read_text()), str(config_file)).resolved().to_dict()
 
 
-def _prepare_run_folder(out: Path, config: Config, resume: bool) -> int:
-    """Check the folder against ``resume`` and return the iteration to start from."""
+def _prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, Checkpoint | None]:
+    """Check the folder against ``resume``; return the iteration to start from and the
+    checkpoint to start from (None at iteration 0)."""
+    for stale in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)  # left by a write that was killed before its rename
     existing = sorted((out / "checkpoints").glob("iter-*.safetensors"))
     config_file = out / "config.yaml"
     if resume:
@@ -224,16 +231,35 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> int:
             changed = sorted(k for k in saved if saved[k] != config.to_dict()[k])
             raise RepsimError(f"--resume with a different config than {config_file} "
                               f"(changed: {', '.join(changed)}): use the same config or a new --out")
-        return int(existing[-1].stem.split("-")[1]) if existing else 0
+        return _resume_point(existing, config)
     if existing or (out / "model.safetensors").exists():
         raise RepsimError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RepsimError(f"{out} is {'a file' if not out.is_dir() else 'not empty'}: choose a new "
+                          f"--out folder for the run (or add --resume to continue a run in it)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(config_file, yaml.safe_dump(config.to_dict(), sort_keys=True))
     except OSError as e:
         raise RepsimError(f"cannot write to {out} ({e.strerror}): choose a writable --out") from None
-    (out / "metrics.jsonl").unlink(missing_ok=True)
-    return 0
+    return 0, None
+
+
+def _resume_point(existing: list[Path], config: Config) -> tuple[int, Checkpoint | None]:
+    """The latest readable checkpoint of the run. One cut short (a crash while the disk was
+    full, say) is skipped with a warning; its iterations are trained again."""
+    for path in reversed(existing):
+        try:
+            ckpt = load_checkpoint(path, with_optimizer=True)
+        except RepsimError as e:
+            tqdm.write(f"repsim: warning: {e}; resuming from the checkpoint before it", file=sys.stderr)
+            continue
+        if ckpt.config != config:
+            changed = sorted(k for k, v in config.to_dict().items() if ckpt.config.to_dict()[k] != v)
+            raise RepsimError(f"{path} is not a checkpoint of this run (its config differs: "
+                              f"{', '.join(changed)}): move it out of the run folder to resume from the one before")
+        return ckpt.iteration, ckpt
+    return 0, None
 
 
 def _save(path: Path, config, params, optimizer, it, out: Path, run_log) -> None:

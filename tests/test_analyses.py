@@ -290,19 +290,25 @@ def test_reference_checkpoints_runs_only_the_named_analyses_and_reports_all_resu
 
 def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path, recipe):
     rows = ["path,run,algorithm,dataset,ways,shots,seed,iteration,iterations_planned,reduced_schedule,"
-            "test_accuracy,test_ci95,nil_accuracy,nil_ci95"]
+            "conventions,test_accuracy,test_ci95,nil_accuracy,nil_ci95"]
     for seed, acc in enumerate((90.0, 92.0, 94.0)):
-        rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},1500,1500,True,{acc},0.5,{acc + 1},0.5")
-        rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},250,1500,True,10.0,0.5,10.0,0.5")  # not final
+        rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},1500,1500,True,finn conventions,{acc},0.5,{acc + 1},0.5")
+        rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},250,1500,True,finn conventions,10.0,0.5,10.0,0.5")  # not final
     (tmp_path / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
     out = recipe("reproduction_table").table([tmp_path])
     # mean and sample std over the three seeds; the paper's ANIL 96.2 (table 2) and NIL 96.7 (table 4)
-    assert "| Omniglot 20w1s | ANIL | 0, 1, 2 | 1500 (reduced) | 92.00 ± 2.00 | 96.2 ± 0.5 (table 2) | -4.2 |" in out
-    assert "| NIL after ANIL training | 0, 1, 2 | 1500 (reduced) | 93.00 ± 2.00 | 96.7 ± 0.3 (table 4) | -3.7 |" in out
+    assert "| Omniglot 20w1s | ANIL | finn | 0, 1, 2 | 1500 (reduced) | 92.00 ± 2.00 | 96.2 ± 0.5 (table 2) | -4.2 |" in out
+    assert "| NIL after ANIL training | finn | 0, 1, 2 | 1500 (reduced) | 93.00 ± 2.00 | 96.7 ± 0.3 (table 4) | -3.7 |" in out
     # the paper's other Omniglot entries of tables 2 and 4 are listed as gaps, not left out
-    assert "| Omniglot 20w1s | MAML | — | not trained | — | 93.7 ± 0.7 (table 2); Finn et al.: 95.8 | — |" in out
-    assert "| Omniglot 20w5s | NIL after ANIL training | — | not trained | — | 98.0 ± 0.04 (table 4) | — |" in out
+    assert "| Omniglot 20w1s | MAML | — | — | not trained | — | 93.7 ± 0.7 (table 2); Finn et al.: 95.8 | — |" in out
+    assert "| Omniglot 20w5s | NIL after ANIL training | — | — | not trained | — | 98.0 ± 0.04 (table 4) | — |" in out
     assert out.count("not trained") == 4  # 20w1s MAML; 20w5s MAML, ANIL, NIL
+    # a MANIFEST written before conventions were recorded holds pytorch-convention runs
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "MANIFEST.csv").write_text("\n".join(r.replace(",finn conventions", "").replace(",conventions", "")
+                                                for r in rows) + "\n")
+    assert "| Omniglot 20w1s | ANIL | pytorch | 0, 1, 2 |" in recipe("reproduction_table").table([old])
 
 
 def test_nil_diagnostics_classifiers_agree_on_one_shot_and_differ_as_designed_on_five(recipe):

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from repsim.errors import RepsimError
-from repsim.io import atomic_write_bytes
+from repsim.io import atomic_write_text
 from repsim.report.loading import _one_line, load_result, load_results
 from repsim.report.text import _setting_text, caption, conventions_text
 from repsim.report.document import Doc, render_markdown, render_html
@@ -128,6 +128,6 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
 
     md = render_markdown(doc, fig_rel)
     page = render_html(doc, title, pngs)
-    atomic_write_bytes(results_dir / "report.md", md.encode("utf-8"))
-    atomic_write_bytes(results_dir / "report.html", page.encode("utf-8"))
+    atomic_write_text(results_dir / "report.md", md)
+    atomic_write_text(results_dir / "report.html", page)
     return results_dir / "report.md"

@@ -1,0 +1,291 @@
+"""Bad input and faults, as a careful user meets them (issue: "the 18 bad-input cases"): each
+gets one line naming the problem and the fix, a non-zero exit, and nothing half-written or
+overwritten. Case numbers refer to docs/BAD_INPUT.md."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+
+from repsim import analyses
+from repsim.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
+from repsim.cli import main as cli
+from repsim.config import load_config
+from repsim.errors import RepsimError
+from repsim.evaluate import evaluate_checkpoint
+from repsim.train import train
+
+SETUP = ["dataset=synthetic", "filters=8", "iterations=5", "checkpoint_every=5", "eval_every=5",
+         "eval_tasks=4", "meta_batch_size=2"]
+
+
+def config(*extra):
+    return load_config(None, SETUP + list(extra))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The 5-iteration synthetic MAML run with 8 filters of the issue's examples."""
+    out = tmp_path_factory.mktemp("bad") / "run"
+    train(config(), out, device="cpu", progress=False)
+    return out
+
+
+def repsim(*args, cwd=None):
+    result = subprocess.run([sys.executable, "-m", "repsim.cli", *map(str, args)], capture_output=True,
+                            encoding="utf-8", errors="backslashreplace", cwd=cwd)
+    return result.returncode, result.stdout, result.stderr.strip().splitlines()
+
+
+def one_line(err, *needles):
+    assert len(err) == 1 and err[0].startswith("repsim: error:"), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def with_metadata(src: Path, dst: Path, edit) -> Path:
+    """A copy of checkpoint ``src`` whose repsim metadata string is ``edit(metadata string)``."""
+    with safe_open(str(src), framework="pt") as f:
+        raw = f.metadata()["repsim"]
+    dst.write_bytes(save(load_file(str(src)), metadata={"repsim": edit(raw)}))
+    return dst
+
+
+# wrong numbers with exit 0 ----------------------------------------------------------------
+def test_01_two_checkpoints_with_one_label_are_refused_not_pooled(run, tmp_path):
+    other = tmp_path / "other"
+    train(config("split_seed=0", "outer_lr=0.002"), other, device="cpu", progress=False)
+    code, _, err = repsim("analyze", "similarity", run / "model.safetensors", other / "model.safetensors",
+                          "--out", tmp_path / "res", "--tasks", 3, "--device", "cpu", "--quiet")
+    assert code == 2
+    one_line(err, "would both be labelled maml-s0-it5", "separate --out")
+    assert not (tmp_path / "res" / "similarity.csv").exists()
+
+
+def test_02_a_damaged_analysis_part_is_computed_again(run, tmp_path):
+    kwargs = dict(tasks=3, device="cpu", progress=False)
+    analyses.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", **kwargs)
+    good = pd.read_csv(tmp_path / "res" / "freezing.csv")
+    part = next((tmp_path / "res" / ".partial" / "freezing").glob("*.csv"))
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b"garbage\n1,2\n"):
+        part.write_bytes(damage(part.read_bytes()))
+        analyses.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", **kwargs)
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "res" / "freezing.csv"), good)
+
+
+def test_03_a_head_of_other_width_than_the_configs_ways_is_refused_at_import(run, tmp_path):
+    state = load_checkpoint(run / "model.safetensors").params
+    wide = model_for(config("ways=20"))
+    state = {**state, "head.weight": wide.head.weight.detach(), "head.bias": wide.head.bias.detach()}
+    torch.save(state, tmp_path / "w.pt")
+    (tmp_path / "c.yaml").write_text("dataset: synthetic\nfilters: 8\nways: 5\nconventions: finn\n")
+    code, _, err = repsim("import", tmp_path / "w.pt", "--config", tmp_path / "c.yaml", "--out", tmp_path / "x.safetensors")
+    assert code == 2
+    one_line(err, "20-way head", "ways: 5", "--set ways=20")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_04_divergence_stops_training_and_nan_weights_are_refused(run, tmp_path):
+    with pytest.raises(RepsimError, match="outer_lr must be a positive finite number"):
+        config("outer_lr=.inf")
+    with pytest.raises(RepsimError, match=r"training diverged at iteration \d+ .*lower outer_lr"):
+        train(config("outer_lr=1e30", "iterations=20", "checkpoint_every=1", "eval_every=20"),
+              tmp_path / "r", device="cpu", progress=False)
+    kept = sorted((tmp_path / "r" / "checkpoints").glob("iter-*.safetensors"))
+    for path in kept:  # whatever was saved is finite: the last good state
+        assert all(torch.isfinite(t).all() for t in load_file(str(path)).values())
+    ckpt = load_checkpoint(run / "model.safetensors")
+    ckpt.params = {n: torch.full_like(p, float("nan")) for n, p in ckpt.params.items()}
+    nan = save_checkpoint(tmp_path / "nan.safetensors", ckpt)
+    code, out, err = repsim("evaluate", nan, "--tasks", 4, "--device", "cpu", "--quiet")
+    assert code == 2 and "20.00" not in out
+    one_line(err, "NaN or infinite weights", "use an earlier checkpoint")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["evaluate", "{ckpt}", "--queries", "0"], "--queries must be at least 1, got 0"),
+    (["evaluate", "{ckpt}", "--inner-steps", "-1"], "--inner-steps must be at least 0, got -1"),
+    (["analyze", "freezing", "{ckpt}", "--out", "{tmp}/res", "--queries", "0"], "--queries must be at least 1"),
+])
+def test_05_impossible_test_protocols_are_refused(run, tmp_path, args, needle):
+    args = [a.format(ckpt=run / "model.safetensors", tmp=tmp_path) for a in args]
+    code, _, err = repsim(*args, "--device", "cpu", "--quiet")
+    assert code == 2
+    one_line(err, needle)
+    assert not (tmp_path / "res" / "freezing.csv").exists()
+
+
+def test_05_metadata_with_a_non_integer_iteration_is_refused(run, tmp_path):
+    bad = with_metadata(run / "model.safetensors", tmp_path / "c.safetensors",
+                        lambda raw: raw.replace('"iteration": 5', '"iteration": "five"'))
+    with pytest.raises(RepsimError, match="damaged repsim metadata .*iteration 'five'"):
+        load_checkpoint(bad)
+
+
+def test_06_two_processes_running_one_analysis_into_one_folder(run, tmp_path):
+    from repsim.results import exclusive
+    (tmp_path / "res").mkdir()
+    with exclusive(tmp_path / "res", "freezing"):  # held, as by a process still running
+        code, _, err = repsim("analyze", "freezing", run / "model.safetensors", "--out", tmp_path / "res",
+                              "--tasks", 3, "--device", "cpu", "--quiet")
+        assert code == 2
+        one_line(err, f"process {os.getpid()} is running the freezing analysis", "another --out")
+        # another analysis may share the folder
+        analyses.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=3,
+                              device="cpu", progress=False)
+    assert not (tmp_path / "res" / "freezing.csv").exists()
+
+
+# refused without reason, or with the wrong advice -------------------------------------------
+def test_07_exponent_notation_is_a_number():
+    assert config("outer_lr=1e-3").outer_lr == 0.001
+
+
+def test_08_a_negative_seed_is_refused_before_a_run_folder_exists(tmp_path):
+    code, _, err = repsim("train", "--set", "seed=-1", "--out", tmp_path / "r")
+    assert code == 2
+    one_line(err, "seed must be at least 0, got -1")
+    assert not (tmp_path / "r").exists()
+
+
+def test_09_a_truncated_latest_checkpoint_is_skipped_on_resume(tmp_path):
+    c = config("iterations=6", "checkpoint_every=3", "eval_every=3")
+    train(c, tmp_path / "whole", device="cpu", progress=False)
+    train(c, tmp_path / "r", device="cpu", progress=False, stop_after=6)
+    (tmp_path / "r" / "model.safetensors").unlink(missing_ok=True)
+    latest = tmp_path / "r" / "checkpoints" / "iter-000006.safetensors"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    final = train(c, tmp_path / "r", device="cpu", progress=False, resume=True)
+    ours, whole = load_file(str(final)), load_file(str(tmp_path / "whole" / "model.safetensors"))
+    assert all(torch.equal(ours[n], whole[n]) for n in whole)  # resumed from iteration 3
+
+
+@pytest.mark.parametrize("scale", [1e-30])
+def test_10_tiny_float32_activations_and_two_points(scale):
+    import numpy as np
+    from repsim.similarity import debiased_cka, linear_cka
+    r = np.random.default_rng(0)
+    X = r.standard_normal((40, 6)).astype(np.float32)
+    assert linear_cka(X * np.float32(scale), X * np.float32(scale)) == pytest.approx(1.0)
+    assert debiased_cka(X * np.float32(scale), X * np.float32(scale)) == pytest.approx(1.0)
+    with pytest.raises(RepsimError, match="at least 3 data points"):
+        linear_cka(X[:2], X[:2])
+
+
+def test_11_ctrl_c_hint_suggests_resume_only_when_there_is_something_to_resume(tmp_path):
+    from repsim import cli as cli_module
+    args = cli_module.build_parser().parse_args(["train", "--out", str(tmp_path / "r")])
+    assert "start the run again (without --resume)" in cli_module._resume_hint(args)
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r" / "checkpoints" / "iter-000003.safetensors").write_bytes(b"")
+    assert "--resume" in cli_module._resume_hint(args) and "without" not in cli_module._resume_hint(args)
+
+
+# tracebacks instead of one line -------------------------------------------------------------
+@pytest.mark.parametrize("edit, needle", [
+    (lambda raw: raw[:-10], "not JSON"),
+    (lambda raw: "[1, 2]", "a JSON list"),
+    (lambda raw: json.dumps({k: v for k, v in json.loads(raw).items() if k != "config"}), "no config"),
+    (lambda raw: json.dumps({**json.loads(raw), "config": None}), "no config"),
+])
+def test_12_tampered_metadata_is_one_line_in_every_command(run, tmp_path, edit, needle):
+    bad = with_metadata(run / "model.safetensors", tmp_path / "c.safetensors", edit)
+    for args in (["evaluate", bad], ["analyze", "accuracy", bad, "--out", tmp_path / "res"],
+                 ["probe", bad, "--out", tmp_path / "probes"]):
+        code, _, err = repsim(*args, "--device", "cpu", "--quiet")
+        assert code == 2
+        one_line(err, "damaged repsim metadata", needle)
+
+
+def test_13_a_checkpoint_of_another_run_placed_as_the_latest_is_named(tmp_path):
+    c = config("iterations=6", "checkpoint_every=3", "eval_every=3")
+    train(c, tmp_path / "r", device="cpu", progress=False, stop_after=3)
+    other = config("filters=16")
+    save_checkpoint(tmp_path / "r" / "checkpoints" / "iter-000004.safetensors",
+                    Checkpoint(other, dict(model_for(other).state_dict()), 4))
+    with pytest.raises(RepsimError, match=r"iter-000004.safetensors is not a checkpoint of this run .*filters.*move it out"):
+        train(c, tmp_path / "r", device="cpu", progress=False, resume=True)
+
+
+@pytest.mark.parametrize("target", ["file", "proc"])
+def test_14_probe_into_a_file_or_an_impossible_folder(run, tmp_path, target):
+    out = {"file": tmp_path / "f.txt", "proc": Path("/proc/repsim-probes")}[target]
+    if target == "file":
+        out.write_text("mine")
+    code, _, err = repsim("probe", run / "model.safetensors", "--out", out, "--tasks", 2, "--device", "cpu", "--quiet")
+    assert code == 2
+    one_line(err, str(out))
+    if target == "file":
+        assert out.read_text() == "mine"
+
+
+def test_15_file_outputs_that_are_folders(run, tmp_path):
+    (tmp_path / "d").mkdir()
+    code, _, err = repsim("evaluate", run / "model.safetensors", "--json", tmp_path / "d", "--tasks", 2,
+                          "--device", "cpu", "--quiet")
+    assert code == 2
+    one_line(err, "is a folder: give a file name")
+    torch.save(load_checkpoint(run / "model.safetensors").params, tmp_path / "w.pt")
+    code, _, err = repsim("import", tmp_path / "w.pt", "--set", "filters=8", "--set", "dataset=synthetic",
+                          "--out", tmp_path / "d")
+    assert code == 2
+    one_line(err, str(tmp_path / "d"))
+
+
+def test_16_paths_that_are_not_utf8_get_a_report(run, tmp_path):
+    """The command line (recorded in the provenance) and the checkpoint's path carry a byte
+    that is not UTF-8: the report is written in full, with those names escaped."""
+    import shutil
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/m\xffdels"))  # a name no UTF-8 decoder accepts
+    odd.mkdir()
+    (odd / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes())
+    res = Path(os.fsdecode(bytes(tmp_path) + b"/r\xffsults"))
+    command = [shutil.which("repsim") or "repsim", "analyze", "accuracy", odd / "model.safetensors",
+               "--out", res, "--tasks", "3", "--device", "cpu", "--quiet"]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    code, _, err = repsim("report", res)
+    assert code == 0, err
+    text = (res / "report.md").read_text()
+    assert "m\\udcffdels" in text and (res / "report.html").is_file()
+
+
+# overwrites without asking ----------------------------------------------------------------
+def test_17_no_command_overwrites_a_file_it_did_not_write(run, tmp_path):
+    torch.save(load_checkpoint(run / "model.safetensors").params, tmp_path / "w.pt")
+    target = tmp_path / "trained.safetensors"
+    target.write_bytes((run / "model.safetensors").read_bytes())
+    code, _, err = repsim("import", tmp_path / "w.pt", "--set", "filters=8", "--out", target)
+    assert code == 2 and target.read_bytes() == (run / "model.safetensors").read_bytes()
+    one_line(err, "already exists")
+
+    config_yaml = (run / "config.yaml").read_text()
+    code, _, err = repsim("evaluate", run / "model.safetensors", "--json", run / "config.yaml", "--tasks", 2,
+                          "--device", "cpu", "--quiet")
+    assert code == 2 and (run / "config.yaml").read_text() == config_yaml
+    one_line(err, "not an earlier 'repsim evaluate' result")
+    for _ in range(2):  # its own result it replaces
+        code, _, _ = repsim("evaluate", run / "model.safetensors", "--json", tmp_path / "e.json", "--tasks", 2,
+                            "--device", "cpu", "--quiet")
+        assert code == 0
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "metrics.jsonl").write_text('{"my": "notes"}\n')
+    with pytest.raises(RepsimError, match="is not empty: choose a new --out"):
+        train(config(), tmp_path / "mine", device="cpu", progress=False)
+    assert (tmp_path / "mine" / "metrics.jsonl").read_text() == '{"my": "notes"}\n'
+
+
+def test_18_temporary_files_of_killed_writes_are_cleaned_when_the_run_resumes(tmp_path):
+    c = config("iterations=6", "checkpoint_every=3", "eval_every=3")
+    train(c, tmp_path / "r", device="cpu", progress=False, stop_after=3)
+    for i in range(12):
+        (tmp_path / "r" / "checkpoints" / f".iter-000006.safetensors.{i}.tmp").write_bytes(b"half")
+    train(c, tmp_path / "r", device="cpu", progress=False, resume=True)
+    assert not list((tmp_path / "r").rglob("*.tmp"))
