@@ -38,8 +38,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# everything imported here, at start: a long study must not mix library versions when the
+# source changes while it runs
+from repsim import analyses
+from repsim.checkpoint import load_checkpoint
 from repsim.config import CONVENTION_KEYS, TEST_TIME_KEYS, Config, convention_set, load_config
 from repsim.errors import RepsimError
+from repsim.evaluate import own_inner_loop
+from repsim.io import atomic_write_json, atomic_write_text
+from repsim.report import markdown_table
+from repsim.report.figures import _new_figure, _save
+from repsim.results import summarise
+from repsim.train import train
 
 SETTINGS = {
     "omniglot_5w1s": ["dataset=omniglot", "ways=5", "shots=1"],
@@ -94,10 +104,6 @@ def measure(config: Config, final: Path, *, tasks: int, similarity_tasks: int,
     """The study's numbers for one trained run, tested as ``config`` says."""
     import dataclasses
 
-    from repsim import analyses
-    from repsim.checkpoint import load_checkpoint
-    from repsim.results import summarise
-
     trained = load_checkpoint(final)
     ckpt = dataclasses.replace(trained, config=dataclasses.replace(
         trained.config, **{k: getattr(config, k) for k in TEST_TIME_KEYS}))
@@ -126,13 +132,10 @@ def measure(config: Config, final: Path, *, tasks: int, similarity_tasks: int,
 
 
 def own_names(m) -> list[str]:
-    from repsim.evaluate import own_inner_loop
     return list(own_inner_loop(m.ckpt.config, m.model).names)
 
 
 def train_and_measure(args) -> None:
-    from repsim.train import train
-
     runs = Path(args.runs)
     table = variants(args.setting)
     chosen = args.variants or list(table)
@@ -164,7 +167,6 @@ def train_and_measure(args) -> None:
         row.update({"setting": args.setting, "variant": variant, "seed": seed,
                     "iterations": args.iterations, "run": folder.name,
                     "convention_summary": config.describe_conventions()})
-        from repsim.io import atomic_write_json
         atomic_write_json(record_file, {"key": key, "row": row})
         print(f"  {variant} s{seed}: {row['accuracy']:.2f} +- {row['accuracy_ci95']:.2f}%, "
               f"freezing costs {row['freezing_cost']:.2f} +- {row['freezing_cost_ci95']:.2f}, "
@@ -200,9 +202,6 @@ def per_variant(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def report(args) -> None:
-    from repsim.io import atomic_write_text
-    from repsim.report import markdown_table
-
     runs, out = Path(args.runs), Path(args.out)
     df = collect(runs)
     summary = per_variant(df)
@@ -241,7 +240,6 @@ def report(args) -> None:
 
 
 def figure(summary: pd.DataFrame, folder: Path) -> None:
-    from repsim.report.figures import _new_figure, _save
     settings = list(summary.setting.unique())
     panels = [("accuracy", "test accuracy (%)"), ("freezing_cost", "cost of freezing conv1-conv4 (points)"),
               ("cca_conv4", "conv4 CCA before vs after")]
