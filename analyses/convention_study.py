@@ -181,6 +181,21 @@ def collect(runs: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def early(curve: str) -> float:
+    """Validation accuracy at the first evaluation (1/6 of the schedule): how fast it starts."""
+    points = json.loads(curve)
+    return points[min(points, key=int)]
+
+
+def verdicts(row: dict) -> tuple[str, str]:
+    """The paper's two readings of a run: freezing conv1-conv4 at test time costs at most 2
+    points (feature reuse) or more (rapid learning in the body); and similarity before vs after
+    the inner loop: body unchanged (conv4 CCA >= 0.9) or conv4 changed."""
+    freezing = "reuse" if row["freezing_cost"] <= 2 else "rapid learning"
+    similarity = "reuse" if row.get("cca_conv4", 0) >= 0.9 else "conv4 changes"
+    return freezing, similarity
+
+
 def per_variant(df: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds per (setting, variant); with one seed the 95% CI over tasks, with more
     the seeds' standard deviation."""
@@ -189,12 +204,14 @@ def per_variant(df: pd.DataFrame) -> pd.DataFrame:
     for (setting, variant), g in df.groupby(["setting", "variant"], sort=False):
         row = {"setting": setting, "variant": variant, "seeds": len(g),
                "seed_list": " ".join(str(s) for s in sorted(g.seed))}
-        for col in ("accuracy", "freezing_cost", "nil_accuracy", "cca_conv4", "cca_head",
-                    "cka_conv4", "cka_head", "cca_conv3", "cka_conv3"):
+        g = g.assign(early_accuracy=[early(c) for c in g.val_curve])
+        for col in ("accuracy", "early_accuracy", "freezing_cost", "nil_accuracy", "cca_conv4",
+                    "cca_head", "cka_conv4", "cka_head", "cca_conv3", "cka_conv3"):
             if col not in g:
                 continue
             row[col] = g[col].mean()
-            row[f"{col}_spread"] = (g[col].std(ddof=1) if len(g) > 1 else g[f"{col}_ci95"].iloc[0])
+            spread = g[f"{col}_ci95"].iloc[0] if f"{col}_ci95" in g else np.nan
+            row[f"{col}_spread"] = g[col].std(ddof=1) if len(g) > 1 else spread
         out.append(row)
     table = pd.DataFrame(out)
     table["order"] = [order.get(v, 99) for v in table.variant]
@@ -213,6 +230,8 @@ def report(args) -> None:
     def pm(row, col, digits=1):
         if col not in row or pd.isna(row[col]):
             return "—"
+        if pd.isna(row.get(col + "_spread")):
+            return f"{row[col]:.{digits}f}"
         return f"{row[col]:.{digits}f} ± {row[col + '_spread']:.{digits}f}"
 
     lines = ["# Which training convention decides the answer?", "",
@@ -221,7 +240,10 @@ def report(args) -> None:
              "Each cell: mean ± 95% CI over test tasks (one seed) or mean ± standard deviation "
              "over seeds (seeds column). Freezing cost: accuracy with the full inner loop minus "
              "accuracy with conv1-conv4 frozen (the head alone adapts), on the same tasks. "
-             "CCA/CKA: conv4 and head, before vs after the inner loop (1.0: unchanged).", ""]
+             "CCA/CKA: conv4 and head, before vs after the inner loop (1.0: unchanged). Verdicts: "
+             "freezing says *reuse* when freezing conv1-conv4 costs at most 2 points (the paper: "
+             "0.6 and 2.1 on MiniImageNet), similarity says *reuse* when conv4's CCA is at least 0.9 "
+             "(the paper's body layers: above 0.9).", ""]
     for setting, g in summary.groupby("setting", sort=False):
         its = sorted(df[df.setting == setting].iterations.unique())
         r0 = df[df.setting == setting].iloc[0]
@@ -229,11 +251,16 @@ def report(args) -> None:
                   f"{', '.join(str(i) for i in its)} iterations (reduced schedule), "
                   f"{int(r0.tasks)} test tasks for accuracies, {int(r0.similarity_tasks)} for "
                   f"similarities (15 queries per class), task seed 0, task_pool 0 for every variant.", ""]
-        rows = [[r.variant, r.seed_list, pm(r._asdict(), "accuracy"), pm(r._asdict(), "freezing_cost"),
-                 pm(r._asdict(), "nil_accuracy"), pm(r._asdict(), "cca_conv4", 2), pm(r._asdict(), "cca_head", 2),
-                 pm(r._asdict(), "cka_conv4", 2)] for r in g.itertuples()]
-        lines += [markdown_table(["variant", "seeds", "test accuracy %", "freezing conv1-4 costs (points)",
-                                  "NIL %", "CCA conv4", "CCA head", "CKA conv4"], rows), ""]
+        rows = []
+        for r in g.itertuples():
+            d = r._asdict()
+            rows.append([r.variant, r.seed_list, pm(d, "early_accuracy"), pm(d, "accuracy"),
+                         pm(d, "freezing_cost"), pm(d, "nil_accuracy"), pm(d, "cca_conv4", 2),
+                         pm(d, "cca_head", 2), pm(d, "cka_conv4", 2), " / ".join(verdicts(d))])
+        first = int(min(json.loads(r0.val_curve), key=int))
+        lines += [markdown_table(["variant", "seeds", f"val. accuracy at {first} it. %", "test accuracy %",
+                                  "freezing conv1-4 costs (points)", "NIL %", "CCA conv4", "CCA head",
+                                  "CKA conv4", "verdict: freezing / similarity"], rows), ""]
     lines += ["![convention study](figures/convention_study.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
     print(out / "report.md")
