@@ -3,7 +3,9 @@
     python analyses/convention_study.py train --setting omniglot_5w1s --runs RUNS \
         --data-root ../shared/data/omniglot [--iterations 1500] [--seeds 0] [--variants ...] \
         [--worker 0/2]
-    python analyses/convention_study.py report --runs RUNS --out checkpoints/convention_study
+    python analyses/convention_study.py trajectory --runs LONG_RUNS --data-root ../shared/data/omniglot
+    python analyses/convention_study.py report --runs RUNS --out checkpoints/convention_study \
+        [--trajectory LONG_RUNS]
 
 Every training convention where PyTorch code and Finn et al.'s TensorFlow MAML (the code the
 paper ran) differ is a config key (repsim.config). Starting from the ``pytorch`` set, each
@@ -25,6 +27,10 @@ never comes round (1,500 iterations draw 48,000 tasks at most), so it cannot mat
 fixing it gives every variant the same training tasks. Runs resume when interrupted, and a
 run's measurements are kept beside it (``study.json``), so ``train`` run again measures only
 what is new. ``--worker K/N`` takes every N-th variant, so N processes can share the work.
+
+``trajectory`` measures every intermediate checkpoint of longer runs (any run folders, e.g.
+the finn and pytorch sets trained 20,000 iterations), to see whether the answer moves with
+training time; ``report --trajectory`` adds them to the report.
 """
 
 from __future__ import annotations
@@ -100,8 +106,9 @@ def training_name(config: Config) -> str:
 
 # measuring one run --------------------------------------------------------------------------
 def measure(config: Config, final: Path, *, tasks: int, similarity_tasks: int,
-            data_root: str | None) -> dict:
-    """The study's numbers for one trained run, tested as ``config`` says."""
+            data_root: str | None, run: Path | None = None) -> dict:
+    """The study's numbers for checkpoint ``final`` of the run folder ``run`` (default: the
+    checkpoint's folder), tested as ``config`` says."""
     import dataclasses
 
     trained = load_checkpoint(final)
@@ -125,7 +132,7 @@ def measure(config: Config, final: Path, *, tasks: int, similarity_tasks: int,
         row[f"{r.measure}_{r.layer}"] = r.mean
         row[f"{r.measure}_{r.layer}_ci95"] = r.ci95
     row["similarity_tasks"] = similarity_tasks
-    curve = [json.loads(line) for line in (final.parent / "metrics.jsonl").read_text().splitlines() if line]
+    curve = [json.loads(line) for line in ((run or final.parent) / "metrics.jsonl").read_text().splitlines() if line]
     row["val_curve"] = json.dumps({c["iteration"]: round(c["val_accuracy"], 2) for c in curve})
     row["wall_time_s"] = trained.extra.get("wall_time_s")
     return row
@@ -171,6 +178,30 @@ def train_and_measure(args) -> None:
         print(f"  {variant} s{seed}: {row['accuracy']:.2f} +- {row['accuracy_ci95']:.2f}%, "
               f"freezing costs {row['freezing_cost']:.2f} +- {row['freezing_cost_ci95']:.2f}, "
               f"NIL {row['nil_accuracy']:.2f}", flush=True)
+
+
+def trajectory(args) -> None:
+    """Measure every intermediate checkpoint of the long runs under ``--runs`` (one folder per
+    run, written by ``repsim train``): how the answer moves with training time."""
+    runs = sorted(p for p in Path(args.runs).iterdir() if (p / "config.yaml").is_file())
+    if not runs:
+        raise RepsimError(f"no run folders under {args.runs}: train them with 'repsim train' first")
+    for run in runs:
+        for path in analyses.run_checkpoints(run):
+            key = {"version": STUDY_VERSION, "tasks": args.tasks, "similarity_tasks": args.similarity_tasks,
+                   "weights": hashlib.sha256(path.read_bytes()).hexdigest()}
+            record = run / f"trajectory-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]}.json"
+            if record.is_file():
+                continue
+            ckpt = load_checkpoint(path)
+            print(f"measuring {run.name} at iteration {ckpt.iteration}", flush=True)
+            row = measure(ckpt.config, path, tasks=args.tasks, similarity_tasks=args.similarity_tasks,
+                          data_root=args.data_root, run=run)
+            row.update({"run": run.name, "iteration": ckpt.iteration, "setting": run.parent.name,
+                        "convention_summary": ckpt.config.describe_conventions()})
+            atomic_write_json(record, {"key": key, "row": row})
+            print(f"  {row['accuracy']:.2f}%, freezing costs {row['freezing_cost']:.2f}, "
+                  f"NIL {row['nil_accuracy']:.2f}, conv4 CCA {row.get('cca_conv4', float('nan')):.2f}", flush=True)
 
 
 # the report -------------------------------------------------------------------------------
@@ -262,8 +293,42 @@ def report(args) -> None:
                                   "freezing conv1-4 costs (points)", "NIL %", "CCA conv4", "CCA head",
                                   "CKA conv4", "verdict: freezing / similarity"], rows), ""]
     lines += ["![convention study](figures/convention_study.png)", ""]
+    if args.trajectory:
+        lines += trajectory_section(Path(args.trajectory), out)
     atomic_write_text(out / "report.md", "\n".join(lines))
     print(out / "report.md")
+
+
+def trajectory_section(folder: Path, out: Path) -> list[str]:
+    rows = [json.loads(p.read_text())["row"] for p in sorted(folder.glob("*/trajectory-*.json"))]
+    if not rows:
+        raise RepsimError(f"no measured checkpoints under {folder}: run 'convention_study.py trajectory' first")
+    df = pd.DataFrame(rows).sort_values(["run", "iteration"])
+    atomic_write_text(out / "convention_trajectory.csv", df.to_csv(index=False))
+    r0 = df.iloc[0]
+    lines = ["## Longer training", "",
+             f"The same measurements on the intermediate checkpoints of longer runs ({r0.setting}, "
+             f"seed 0, {int(df.iteration.max())} iterations, {int(r0.tasks)} test tasks, "
+             f"{int(r0.similarity_tasks)} for similarities; ± 95% CI over tasks).", ""]
+    table = [[r.run, r.convention_summary, int(r.iteration), f"{r.accuracy:.1f} ± {r.accuracy_ci95:.1f}",
+              f"{r.freezing_cost:.1f} ± {r.freezing_cost_ci95:.1f}", f"{r.nil_accuracy:.1f} ± {r.nil_accuracy_ci95:.1f}",
+              f"{r.cca_conv4:.2f}", f"{r.cca_head:.2f}", " / ".join(verdicts(r._asdict()))] for r in df.itertuples()]
+    lines += [markdown_table(["run", "conventions", "iteration", "test accuracy %", "freezing conv1-4 costs",
+                              "NIL %", "CCA conv4", "CCA head", "verdict: freezing / similarity"], table), ""]
+    fig, axes = _new_figure(6.75, 2.4, 3)
+    for (run, g), color in zip(df.groupby("run"), ("#0072B2", "#D55E00", "#009E73", "#CC79A7")):
+        for ax, col in zip(axes, ("accuracy", "freezing_cost", "cca_conv4")):
+            err = g.get(f"{col}_ci95")
+            ax.errorbar(g.iteration, g[col], yerr=err, marker="o", ms=3, lw=1.2, capsize=2, color=color,
+                        label=g.convention_summary.iloc[0].replace(" conventions", ""))
+    for ax, label in zip(axes, ("test accuracy (%)", "freezing conv1-4 costs (points)", "conv4 CCA")):
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7, frameon=False)
+    _save(fig, out / "figures", "convention_trajectory", 0.02)
+    lines += ["![through training](figures/convention_trajectory.png)", ""]
+    return lines
 
 
 def figure(summary: pd.DataFrame, folder: Path) -> None:
@@ -311,6 +376,12 @@ def main(argv=None) -> int:
     r = sub.add_parser("report", help="tables and figure from the measured runs")
     r.add_argument("--runs", required=True)
     r.add_argument("--out", required=True)
+    r.add_argument("--trajectory", help="also report the long runs measured by 'trajectory' in this folder")
+    tr = sub.add_parser("trajectory", help="measure every intermediate checkpoint of long runs (resumable)")
+    tr.add_argument("--runs", required=True, help="a folder of run folders written by 'repsim train'")
+    tr.add_argument("--data-root")
+    tr.add_argument("--tasks", type=int, default=600)
+    tr.add_argument("--similarity-tasks", type=int, default=100)
     ls = sub.add_parser("list", help="the variants of a setting")
     ls.add_argument("--setting", choices=list(SETTINGS), required=True)
     args = p.parse_args(argv)
@@ -319,6 +390,8 @@ def main(argv=None) -> int:
             train_and_measure(args)
         elif args.command == "report":
             report(args)
+        elif args.command == "trajectory":
+            trajectory(args)
         else:
             for name, overrides in variants(args.setting).items():
                 print(f"{name}: {overrides}")

@@ -317,3 +317,15 @@ def test_convention_study_end_to_end_shares_runs_that_differ_only_at_test_time(r
         runs.loc["pytorch", "cca_conv4"] != runs.loc["pytorch + inner_steps_test", "cca_conv4"]
     assert (tmp_path / "out" / "figures" / "convention_study.png").stat().st_size > 10_000
     assert "| pytorch + inner_loss | 0 |" in (tmp_path / "out" / "report.md").read_text()
+    # longer runs, measured at each intermediate checkpoint
+    long = tmp_path / "long" / "synthetic"
+    for conventions in ("finn", "pytorch"):
+        train(load_config(None, TINY + [f"conventions={conventions}", "iterations=4", "checkpoint_every=2"]),
+              long / conventions, device="cpu", progress=False)
+    assert study.main(["trajectory", "--runs", str(long), "--tasks", "4", "--similarity-tasks", "2"]) == 0
+    assert len(list(long.glob("*/trajectory-*.json"))) == 4  # 2 runs x 2 checkpoints
+    assert study.main(["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+                       "--trajectory", str(long)]) == 0
+    steps = pd.read_csv(tmp_path / "out" / "convention_trajectory.csv")
+    assert sorted(zip(steps.run, steps.iteration)) == [("finn", 2), ("finn", 4), ("pytorch", 2), ("pytorch", 4)]
+    assert "## Longer training" in (tmp_path / "out" / "report.md").read_text()
