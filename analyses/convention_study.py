@@ -333,11 +333,13 @@ def trajectory_section(folder: Path, out: Path) -> list[str]:
 
 def figure(summary: pd.DataFrame, folder: Path) -> None:
     settings = list(summary.setting.unique())
-    panels = [("accuracy", "test accuracy (%)"), ("freezing_cost", "cost of freezing conv1-conv4 (points)"),
-              ("cca_conv4", "conv4 CCA before vs after")]
+    panels = [("accuracy", "test accuracy (%)", None), ("freezing_cost", "freezing conv1-4: cost (points)", 2),
+              ("cca_conv4", "conv4 CCA, before vs after", 0.9)]
     fig, axes = _new_figure(6.75, 1.2 + 0.22 * summary.groupby("setting").size().max() * len(settings), len(panels))
     colors = {"pytorch": "#D55E00", "finn": "#0072B2"}
-    for ax, (col, label) in zip(axes, panels):
+    for ax, (col, label, reuse) in zip(axes, panels):
+        if reuse is not None:  # the feature-reuse side of the verdict's threshold
+            ax.axvline(reuse, color="#999", ls=":", lw=1)
         y = 0
         ticks, names = [], []
         for setting in settings:
