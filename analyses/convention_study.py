@@ -63,6 +63,9 @@ SETTINGS = {
     "synthetic_5w1s": ["dataset=synthetic", "ways=5", "shots=1", "filters=16", "meta_batch_size=4"],  # for tests
 }
 ONLY_OMNIGLOT = ("image_resize",)  # the other data sets are not resized
+# Finn's inner step (ways x the mean-loss step) with Finn's 10 test-time steps: the change the
+# issue first tried (the second needs no training of its own)
+COMBINATIONS = (("inner_loss", "inner_steps_test"),)
 FROZEN = ["conv1", "conv2", "conv3", "conv4"]
 STUDY_VERSION = 1  # bump when the measurements change, to measure every run again
 
@@ -84,6 +87,9 @@ def variants(setting: str) -> dict[str, dict]:
         out[f"pytorch + {key}"] = {"conventions": "pytorch", key: finn[key]}
     for key in switches(setting):
         out[f"finn - {key}"] = {"conventions": "finn", key: pytorch[key]}
+    for keys in COMBINATIONS:  # pairs worth seeing together, where both switch something
+        if all(k in switches(setting) for k in keys):
+            out["pytorch + " + " + ".join(keys)] = {"conventions": "pytorch", **{k: finn[k] for k in keys}}
     return out
 
 
