@@ -224,13 +224,14 @@ def early(curve: str) -> float:
     return points[min(points, key=int)]
 
 
-def verdicts(row: dict) -> tuple[str, str]:
-    """The paper's two readings of a run: freezing conv1-conv4 at test time costs at most 2
-    points (feature reuse) or more (rapid learning in the body); and similarity before vs after
-    the inner loop: body unchanged (conv4 CCA >= 0.9) or conv4 changed."""
-    freezing = "reuse" if row["freezing_cost"] <= 2 else "rapid learning"
-    similarity = "reuse" if row.get("cca_conv4", 0) >= 0.9 else "conv4 changes"
-    return freezing, similarity
+def verdicts(row: dict) -> tuple[str, str, str]:
+    """The paper's readings of a run: freezing conv1-conv4 at test time costs at most 2 points
+    (feature reuse) or more (rapid learning in the body); and conv4's similarity before vs
+    after the inner loop, by CCA and by CKA, at least 0.9 (unchanged: reuse) or not."""
+    freezing = "reuse" if row["freezing_cost"] <= 2 else "rapid"
+    cca = "reuse" if row.get("cca_conv4", 0) >= 0.9 else "changes"
+    cka = "reuse" if row.get("cka_conv4", 0) >= 0.9 else "changes"
+    return freezing, cca, cka
 
 
 def per_variant(df: pd.DataFrame) -> pd.DataFrame:
@@ -279,8 +280,10 @@ def report(args) -> None:
              "accuracy with conv1-conv4 frozen (the head alone adapts), on the same tasks. "
              "CCA/CKA: conv4 and head, before vs after the inner loop (1.0: unchanged). Verdicts: "
              "freezing says *reuse* when freezing conv1-conv4 costs at most 2 points (the paper: "
-             "0.6 and 2.1 on MiniImageNet), similarity says *reuse* when conv4's CCA is at least 0.9 "
-             "(the paper's body layers: above 0.9).", ""]
+             "0.6 and 2.1 on MiniImageNet, *rapid* otherwise); CCA and CKA say *reuse* when conv4's "
+             "similarity before vs after is at least 0.9 (the paper's body layers: above 0.9), "
+             "*changes* otherwise. Mean CCA weighs all 64 canonical directions of conv4 alike, "
+             "CKA weighs them by variance, so CCA is the stricter of the two.", ""]
     for setting, g in summary.groupby("setting", sort=False):
         its = sorted(df[df.setting == setting].iterations.unique())
         r0 = df[df.setting == setting].iloc[0]
@@ -297,7 +300,7 @@ def report(args) -> None:
         first = int(min(json.loads(r0.val_curve), key=int))
         lines += [markdown_table(["variant", "seeds", f"val. accuracy at {first} it. %", "test accuracy %",
                                   "freezing conv1-4 costs (points)", "NIL %", "CCA conv4", "CCA head",
-                                  "CKA conv4", "verdict: freezing / similarity"], rows), ""]
+                                  "CKA conv4", "verdict: freezing / CCA / CKA"], rows), ""]
     lines += ["![convention study](figures/convention_study.png)", ""]
     if args.trajectory:
         lines += trajectory_section(Path(args.trajectory), out)
@@ -320,7 +323,7 @@ def trajectory_section(folder: Path, out: Path) -> list[str]:
               f"{r.freezing_cost:.1f} ± {r.freezing_cost_ci95:.1f}", f"{r.nil_accuracy:.1f} ± {r.nil_accuracy_ci95:.1f}",
               f"{r.cca_conv4:.2f}", f"{r.cca_head:.2f}", " / ".join(verdicts(r._asdict()))] for r in df.itertuples()]
     lines += [markdown_table(["run", "conventions", "iteration", "test accuracy %", "freezing conv1-4 costs",
-                              "NIL %", "CCA conv4", "CCA head", "verdict: freezing / similarity"], table), ""]
+                              "NIL %", "CCA conv4", "CCA head", "verdict: freezing / CCA / CKA"], table), ""]
     fig, axes = _new_figure(6.75, 2.4, 3)
     for (run, g), color in zip(df.groupby("run"), ("#0072B2", "#D55E00", "#009E73", "#CC79A7")):
         for ax, col in zip(axes, ("accuracy", "freezing_cost", "cca_conv4")):
