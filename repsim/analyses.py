@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from repsim.checkpoint import Checkpoint, load_checkpoint, model_for
+from repsim.checkpoint import Checkpoint, latest_in, load_checkpoint, model_for, read_metadata
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
 from repsim.errors import RepsimError
@@ -42,7 +42,7 @@ from repsim.evaluate import (check_counts, fresh_head, own_inner_loop, resolve_d
                              score_tasks, test_time_params)
 from repsim.io import atomic_write_bytes, atomic_write_text
 from repsim.model import HEAD_PREFIX, draw_weights
-from repsim.probe import check_layers, iter_probes, probe_layers
+from repsim.probe import check_layers, in_layers, iter_probes, probe_layers
 from repsim.results import summarise
 from repsim.similarity import compare
 
@@ -53,19 +53,28 @@ CONVENTION_TEXT = ("CCA: mean canonical correlation, conv layers with spatial po
 
 @dataclass
 class Model:
-    """A checkpoint ready for analysis: its model, its parameters, and a short label."""
+    """A checkpoint ready for analysis: its model, its parameters, and its label, the name its
+    rows carry in every result (:func:`assign_labels`)."""
     ckpt: Checkpoint
     model: torch.nn.Module
     params: dict[str, torch.Tensor]
+    label: str = ""
+
+    def __post_init__(self):
+        self.label = self.label or default_label(self.ckpt.config.algorithm, self.ckpt.config.seed,
+                                                 self.ckpt.iteration, self.ckpt.name)
 
     @property
-    def label(self) -> str:
-        c = self.ckpt.config
-        return f"{c.algorithm}-s{c.seed}-it{self.ckpt.iteration}"
+    def unit(self) -> str:
+        """What the report compares: an algorithm, its seeds pooled, or a model that has a
+        name of its own (one imported with ``--name``, or one told apart by its file)."""
+        plain = default_label(self.ckpt.config.algorithm, self.ckpt.config.seed, self.ckpt.iteration)
+        return self.ckpt.config.algorithm if self.label == plain else self.label
 
     def provenance(self) -> dict:
         c = self.ckpt.config
-        return {"checkpoint": str(self.ckpt.path), "algorithm": c.algorithm, "seed": c.seed,
+        return {"checkpoint": str(self.ckpt.path), "label": self.label, "model": self.unit,
+                "algorithm": c.algorithm, "seed": c.seed,
                 "iteration": self.ckpt.iteration, "reduced_schedule": c.reduced,
                 "dataset": c.dataset, "ways": c.ways, "shots": c.shots,
                 "inner_lr": c.inner_lr, "test_inner_steps": c.inner_steps_test,
@@ -93,6 +102,7 @@ class Study:
     image_resize: str | None = None
     device: str = "auto"
     progress: bool = True
+    labels: dict[str, str] = field(default_factory=dict)  # resolved path -> label
     _tasks: TaskList | None = field(default=None, repr=False)
 
     @classmethod
@@ -152,7 +162,8 @@ class Study:
                               f"{self.ways}-way: analyse it with --ways {c.ways}, or separately")
         model = ckpt.build_model().to(self.dev)
         params = test_time_params(model, dict(model.named_parameters()), ckpt.config.algorithm, self.ways)
-        return Model(ckpt, model, {n: p.detach() for n, p in params.items()})
+        label = self.labels.get(str(Path(ckpt.path).resolve())) if ckpt.path else None
+        return Model(ckpt, model, {n: p.detach() for n, p in params.items()}, label or "")
 
     def score(self, m: Model, *, names=None, steps=None, params=None, nil=False, desc="scoring"):
         """Score ``m`` with its own inner loop, adapting ``names`` only when given."""
@@ -194,7 +205,7 @@ def layer_similarity(study: Study, checkpoints, *, layers=None, steps: int | Non
 
 def _ids(m: Model) -> dict:
     c = m.ckpt.config
-    return {"checkpoint": m.label, "algorithm": c.algorithm, "seed": c.seed,
+    return {"checkpoint": m.label, "model": m.unit, "algorithm": c.algorithm, "seed": c.seed,
             "iteration": m.ckpt.iteration}
 
 
@@ -216,8 +227,7 @@ def freezing(study: Study, checkpoint, *, frozen_sets=None, steps: int | None = 
     rows = []
     for frozen in frozen_sets:
         check_layers(m.model, frozen)
-        adapted = [n for n in own_inner_loop(m.ckpt.config, m.model).names
-                   if n.split(".")[0] not in frozen]
+        adapted = [n for n in own_inner_loop(m.ckpt.config, m.model).names if not in_layers(n, frozen)]
         s = study.score(m, names=adapted, steps=steps, desc=f"frozen {freeze_label(frozen)}")
         rows.append({**_ids(m), "frozen": freeze_label(frozen), "accuracy": s.mean,
                      "ci95": s.ci95, "tasks": s.tasks})
@@ -257,7 +267,8 @@ def cross_similarity(study: Study, checkpoints, *, layers=None) -> pd.DataFrame:
             table = compare(acts[i], acts[j], measures=("cca", "cka"), conv=CONVENTIONS)
             pair = "-".join(sorted((a.ckpt.config.algorithm.upper(), b.ckpt.config.algorithm.upper())))
             for layer, measure, value in zip(table["layer"], table["measure"], table["value"]):
-                rows.append({"model_a": a.label, "model_b": b.label, "pair": pair, "layer": layer,
+                rows.append({"model_a": a.label, "model_b": b.label, "pair": pair,
+                             "seed_a": a.ckpt.config.seed, "seed_b": b.ckpt.config.seed, "layer": layer,
                              "measure": measure, "task": index, "value": float(value)})
     return pd.DataFrame(rows)
 
@@ -299,7 +310,7 @@ def training_regimes(study: Study, checkpoints, *, random_seeds=(0,)) -> pd.Data
     models = [study.load(c) for c in checkpoints]
     for m in models:
         s = study.score(m, nil=True, desc=f"NIL {m.label}")
-        rows.append({"regime": m.ckpt.config.algorithm, "seed": m.ckpt.config.seed,
+        rows.append({"regime": m.unit, "seed": m.ckpt.config.seed,
                      "checkpoint": m.label, "accuracy": s.mean, "ci95": s.ci95, "tasks": s.tasks})
     if models:
         config = models[0].ckpt.config
@@ -355,7 +366,7 @@ def weight_change(study: Study, checkpoints, *, steps: int | None = None) -> pd.
                           disable=not study.progress, leave=False):
             before, after = probe.params[0], probe.params[-1]
             for layer in layers:
-                names = [n for n in before if n.split(".")[0] == layer]
+                names = [n for n in before if in_layers(n, [layer])]
                 num = math.sqrt(sum(float((after[n] - before[n]).double().pow(2).sum()) for n in names))
                 den = math.sqrt(sum(float(before[n].double().pow(2).sum()) for n in names))
                 rows.append({**_ids(m), "layer": layer, "task": probe.task_index,
@@ -386,12 +397,16 @@ class Parts:
                                        torch.__version__, np.__version__, pd.__version__]},
                                   sort_keys=True, default=str)
         self.progress = study.progress
+        self.labels = study.labels
 
     def concat(self, checkpoints, analyse) -> pd.DataFrame:
         return pd.concat([self.part(Path(c), analyse) for c in checkpoints], ignore_index=True)
 
     def part(self, checkpoint: Path, analyse) -> pd.DataFrame:
-        digest = hashlib.sha256(self.context.encode() + checkpoint.read_bytes()).hexdigest()[:24]
+        # the label is part of the rows, and depends on the other checkpoints analysed
+        file = latest_in(checkpoint) if checkpoint.is_dir() else checkpoint
+        label = self.labels.get(str(file.resolve()), "")
+        digest = hashlib.sha256(self.context.encode() + label.encode() + file.read_bytes()).hexdigest()[:24]
         path, seal = self.folder / f"{digest}.csv", self.folder / f"{digest}.sha256"
         if self._intact(path, seal):
             if self.progress:
@@ -434,21 +449,47 @@ ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes",
             "through-training", "weight-change")
 
 
-def check_distinct_labels(paths: list[Path]) -> None:
-    """Refuse checkpoints that the results would label alike (same algorithm, seed and
-    iteration): their rows would be pooled into one, a wrong number with no error."""
-    from repsim.checkpoint import read_metadata
+def default_label(algorithm: str, seed: int, iteration: int, name: str | None = None) -> str:
+    """A checkpoint's label: its name when it has one, else ALGORITHM-sSEED-itITERATION."""
+    return name or f"{algorithm}-s{seed}-it{iteration}"
+
+
+def _file_label(path: Path) -> str:
+    """A label from a checkpoint's file: its stem, or for a run folder's own files the run's
+    name (``runs/maml-a/model.safetensors`` -> ``maml-a``, its ``iter-000500`` -> ``maml-a-it500``)."""
+    if path.stem == "model":
+        return path.parent.name
+    if path.stem.startswith("iter-") and path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name}-it{int(path.stem[5:])}"
+    return path.stem
+
+
+def assign_labels(paths: list[Path]) -> dict[str, str]:
+    """Each checkpoint's label (resolved path -> label), distinct, so no two checkpoints' rows
+    are ever pooled into one. A checkpoint with a name (``repsim import --name``) keeps it;
+    the others are ALGORITHM-sSEED-itITERATION, or their file's name where two would share
+    that. Two that still share a label are refused, naming both files."""
+    files = [latest_in(p) if p.is_dir() else p for p in paths]
+    metas = [read_metadata(f) for f in files]
+    named = [(m.get("extra") or {}).get("name") for m in metas]
+    labels = [default_label(m["config"].get("algorithm"), m["config"].get("seed", 0),
+                            m.get("iteration", 0), n) for m, n in zip(metas, named)]
+    counts = {}
+    for f, label in zip(files, labels):
+        counts.setdefault(label, set()).add(f.resolve())
+    labels = [_file_label(f) if not n and len(counts[label]) > 1 else label
+              for f, label, n in zip(files, labels, named)]
     seen: dict[str, Path] = {}
-    from repsim.checkpoint import latest_in
-    for path in paths:
-        path = latest_in(path) if path.is_dir() else path
-        meta = read_metadata(path)
-        label = f"{meta['config'].get('algorithm')}-s{meta['config'].get('seed', 0)}-it{meta.get('iteration', 0)}"
+    out = {}
+    for f, label in zip(files, labels):
         if label in seen:
-            what = "is listed twice" if seen[label].resolve() == path.resolve() else f"and {seen[label]} would both be labelled {label}"
-            raise RepsimError(f"{path} {what} (same algorithm, seed and iteration), and their rows "
-                              f"pooled into one: analyse them into separate --out folders")
-        seen[label] = path
+            what = ("is listed twice" if seen[label].resolve() == f.resolve()
+                    else f"and {seen[label]} would both be labelled {label!r}")
+            raise RepsimError(f"{f} {what}, and their rows pooled into one: give them distinct "
+                              f"names (repsim import --name, or distinct file names)")
+        seen[label] = f
+        out[str(f.resolve())] = label
+    return out
 
 
 def run_analysis(name: str, checkpoints, out, *, tasks: int = 100, seed: int = 0,
@@ -478,13 +519,13 @@ def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, 
     checkpoints = [Path(c) for c in checkpoints]
     if not checkpoints:
         raise RepsimError(f"analysis {name} needs at least one checkpoint")
-    check_distinct_labels([p for c in checkpoints
-                           for p in (run_checkpoints(c) if name == "through-training" else [c])])
+    labels = assign_labels([p for c in checkpoints
+                            for p in (run_checkpoints(c) if name == "through-training" else [c])])
     first = run_checkpoints(checkpoints[0])[-1] if name == "through-training" else checkpoints[0]
     first_ckpt = load_checkpoint(first)
     study = Study.for_checkpoint(first_ckpt, ways=ways, shots=shots, queries=queries,
                                  num_tasks=tasks, seed=seed, data_root=data_root,
-                                 device=device, progress=progress)
+                                 device=device, progress=progress, labels=labels)
     study.tasks  # build (and validate) the task list before any work
     parts = Parts(Path(out) / ".partial" / name, study,
                   {"steps": steps, "layers": layers, "frozen_sets": frozen_sets})
@@ -511,6 +552,10 @@ def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, 
         table = summarise(per_task)
     provenance = {"study": {**study.provenance(), "inner_steps": steps if steps is not None
                             else "each checkpoint's test_inner_steps"}, "checkpoints": [
-        Model(load_checkpoint(p), None, {}).provenance()
+        _provenance_of(load_checkpoint(p), labels)
         for c in checkpoints for p in (run_checkpoints(c) if name == "through-training" else [c])]}
     return write_result(out, name.replace("-", "_"), table, provenance, per_task)
+
+
+def _provenance_of(ckpt: Checkpoint, labels: dict[str, str]) -> dict:
+    return Model(ckpt, None, {}, labels.get(str(Path(ckpt.path).resolve()), "")).provenance()

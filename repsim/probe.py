@@ -36,11 +36,21 @@ def probe_layers(model: nn.Module) -> list[str]:
 
 
 def check_layers(model: nn.Module, layers) -> list[str]:
-    valid = probe_layers(model)
+    """``layers`` checked: each a module of ``model`` that holds parameters, named as
+    ``named_modules`` names it (``conv4``, or dotted, ``layer3.0.conv1``, in a model of one's own)."""
+    valid = {name for name, module in model.named_modules()
+             if name and any(True for _ in module.parameters())}
     unknown = [layer for layer in layers if layer not in valid]
     if unknown:
-        raise RepsimError(f"unknown layer(s) {', '.join(unknown)}: valid layers are {', '.join(valid)}")
+        raise RepsimError(f"unknown layer(s) {', '.join(unknown)}: valid layers are "
+                          f"{', '.join(probe_layers(model))} and their parameterised sub-modules "
+                          f"(dotted names, e.g. {next(iter(sorted(valid - set(probe_layers(model)))), 'conv1.conv')})")
     return list(layers)
+
+
+def in_layers(param: str, layers) -> bool:
+    """Whether parameter ``param`` (e.g. ``layer1.conv1.weight``) belongs to one of ``layers``."""
+    return any(param.startswith(layer + ".") for layer in layers)
 
 
 @torch.no_grad()

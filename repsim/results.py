@@ -101,8 +101,11 @@ def ci95(values) -> float:
     return float(1.96 * values.std() / math.sqrt(values.size)) if values.size > 1 else float("nan")
 
 
-def summarise(per_task: pd.DataFrame, by=("algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
+def summarise(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
     """Mean and 95% CI over tasks, plus how many tasks (n) and seeds.
+
+    ``model`` is an algorithm (its seeds pooled) or a model with a name of its own
+    (repsim.analyses.Model.unit), so two differently named models are never pooled.
 
     Every checkpoint is scored on the same tasks, so seeds are averaged per task first: the
     CI is over the n distinct tasks, not over tasks x seeds (which are not independent).

@@ -59,14 +59,26 @@ def with_metadata(src: Path, dst: Path, edit) -> Path:
 
 
 # wrong numbers with exit 0 ----------------------------------------------------------------
-def test_01_two_checkpoints_with_one_label_are_refused_not_pooled(run, tmp_path):
+def test_01_two_checkpoints_with_one_label_are_told_apart_or_refused_never_pooled(run, tmp_path):
+    """Two runs of one algorithm, seed and iteration are labelled by their run folders and
+    give rows of their own; where even those agree, the analysis is refused."""
     other = tmp_path / "other"
     train(config("split_seed=0", "outer_lr=0.002"), other, device="cpu", progress=False)
     code, _, err = repsim("analyze", "similarity", run / "model.safetensors", other / "model.safetensors",
                           "--out", tmp_path / "res", "--tasks", 3, "--device", "cpu", "--quiet")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "res" / "similarity.csv")
+    assert set(table["model"]) == {run.name, "other"}
+    assert len(table) == 2 * len(table[table["model"] == "other"])
+
+    twin = tmp_path / "elsewhere" / run.name
+    twin.mkdir(parents=True)
+    (twin / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+    code, _, err = repsim("analyze", "similarity", run / "model.safetensors", twin / "model.safetensors",
+                          "--out", tmp_path / "res2", "--tasks", 3, "--device", "cpu", "--quiet")
     assert code == 2
-    one_line(err, "would both be labelled maml-s0-it5", "separate --out")
-    assert not (tmp_path / "res" / "similarity.csv").exists()
+    one_line(err, f"would both be labelled '{run.name}'", "distinct names")
+    assert not (tmp_path / "res2" / "similarity.csv").exists()
 
 
 def test_02_a_damaged_analysis_part_is_computed_again(run, tmp_path):

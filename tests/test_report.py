@@ -367,7 +367,7 @@ def test_cross_model_labels_are_read_for_their_seed_or_refused():
     with pytest.raises(RepsimError, match="cannot read the seed of model 'mine'.*re-run 'repsim analyze cross'"):
         tag_seeds(rows(("mine", "maml-s1-it5")))
     # two checkpoints with one label would be merged into one model: refused
-    with pytest.raises(RepsimError, match="share the label.*separate 'repsim analyze cross' runs"):
+    with pytest.raises(RepsimError, match="share the label.*re-run 'repsim analyze cross'"):
         tag_seeds(rows(("maml-s0-it5", "maml-s1-it5"), ("maml-s0-it5", "maml-s1-it5")))
 
 

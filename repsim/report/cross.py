@@ -33,20 +33,28 @@ def tag_seeds(tasks: pd.DataFrame) -> pd.DataFrame:
     models were trained from one seed. Training seeds the initialisation, so ANIL and MAML of
     one seed start from the same weights (and one algorithm twice is one run); the paper's
     table 3 compares models across seeds."""
-    seeds = {}
+    if {"seed_a", "seed_b"} <= set(tasks.columns):
+        same = (tasks["seed_a"].astype(float) == tasks["seed_b"].astype(float)).tolist()
+        _refuse_shared_labels(tasks)
+        return tasks.assign(seeds=np.where(same, SAME_SEED, "different"))
+    seeds = {}  # results written before the seed columns: read from the labels
     for label in set(tasks["model_a"]) | set(tasks["model_b"]):
         match = _MODEL_LABEL.match(str(label))
         if match is None:
             raise RepsimError(f"cannot read the seed of model {label!r} in a cross-model table: models are "
                               f"labelled ALGORITHM-sSEED-itITERATION; re-run 'repsim analyze cross' to rewrite it")
         seeds[label] = int(match["seed"])
+    _refuse_shared_labels(tasks)
+    same = [seeds[a] == seeds[b] for a, b in zip(tasks["model_a"], tasks["model_b"])]
+    return tasks.assign(seeds=np.where(same, SAME_SEED, "different"))
+
+
+def _refuse_shared_labels(tasks: pd.DataFrame) -> None:
     clash = tasks.duplicated(["model_a", "model_b", "layer", "measure", "task"])
     if clash.any():
         a, b = tasks.loc[clash, ["model_a", "model_b"]].iloc[0]
-        raise RepsimError(f"two checkpoints in one cross-model table share the label of {a} or {b} (same "
-                          f"algorithm, seed and iteration): compare them in separate 'repsim analyze cross' runs")
-    same = [seeds[a] == seeds[b] for a, b in zip(tasks["model_a"], tasks["model_b"])]
-    return tasks.assign(seeds=np.where(same, SAME_SEED, "different"))
+        raise RepsimError(f"two checkpoints in one cross-model table share the label of {a} or {b}: "
+                          f"re-run 'repsim analyze cross', which now labels every checkpoint apart")
 
 
 def cross_pairs(tasks: pd.DataFrame) -> pd.DataFrame:

@@ -41,7 +41,10 @@ class Result:
 
     @property
     def checkpoints(self) -> list[dict]:
-        return list(self.prov.get("checkpoints") or [])
+        """The provenance of each checkpoint, with its model in the algorithm's place (as the
+        tables are read, :func:`_by_model`)."""
+        return [{**c, "algorithm": c.get("model") or c.get("algorithm")} if isinstance(c, dict) else c
+                for c in self.prov.get("checkpoints") or []]
 
     @property
     def setting(self) -> tuple:
@@ -94,6 +97,16 @@ def _read_csv(path: Path, required=()) -> pd.DataFrame:
     for c in df.columns:
         if c not in _NUMERIC:
             df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
+    return _by_model(df)
+
+
+def _by_model(df: pd.DataFrame) -> pd.DataFrame:
+    """The report compares models: an algorithm with its seeds pooled, or a model with a name
+    of its own (an imported one, say). Results that record the ``model`` a row belongs to
+    are read with it in the algorithm's place, so two MAMLs of different names never share a
+    row, a bar or a curve; results written before the column existed name algorithms only."""
+    if "model" in df.columns and "algorithm" in df.columns:
+        df = df.assign(algorithm=df["model"].where(df["model"] != "", df["algorithm"]))
     return df
 
 
