@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, load_file, save
+from safetensors.torch import load, save
 
 import repsim
 from repsim.config import Config, from_saved
@@ -36,16 +36,38 @@ class Checkpoint:
     optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # provenance: device, wall time, source
     path: Path | None = None
+    factory: Callable[[], torch.nn.Module] | None = None  # a model of one's own (from_module)
+
+    @classmethod
+    def from_module(cls, module: torch.nn.Module, name: str, config: Config | None = None,
+                    factory: Callable[[], torch.nn.Module] | None = None, **settings) -> "Checkpoint":
+        """A model of one's own, in memory, for the analyses in Python: any module whose
+        classifier is named ``head`` (the inner loop's head/body split). ``factory`` builds
+        a fresh module of its class (default: a deep copy of ``module``); ``config`` (or
+        ``settings``, e.g. ``dataset="omniglot", ways=5, inner_lr=0.4``) says how it learns."""
+        import copy
+        if config is None:
+            from repsim.config import from_dict
+            config = from_dict(settings, source="Checkpoint.from_module").resolved()
+        state = {n: t.detach().clone() for n, t in module.state_dict().items()}
+        return cls(config, state, extra={"name": name},
+                   factory=factory or (lambda: copy.deepcopy(module)))
 
     def build_model(self) -> torch.nn.Module:
-        """The conv4 this checkpoint was trained as, with its weights loaded."""
-        model = model_for(self.config, self.params)
+        """The conv4 this checkpoint was trained as (or its ``factory``'s module), with its
+        weights loaded."""
+        model = self.factory() if self.factory else model_for(self.config, self.params)
         load_weights(model, self.params, source=str(self.path or "checkpoint"))
         bad = [n for n, p in self.params.items() if p.is_floating_point() and not torch.isfinite(p).all()]
         if bad:
             raise RepsimError(f"{self.path or 'the checkpoint'} has NaN or infinite weights (e.g. {bad[0]}): "
                               f"its run diverged; use an earlier checkpoint of the run")
         return model
+
+    @property
+    def name(self) -> str | None:
+        """The name it was given (``repsim import --name``), which labels its results."""
+        return self.extra.get("name") or None
 
     def describe(self) -> str:
         c = self.config
@@ -60,9 +82,20 @@ def model_for(config: Config, params: dict[str, torch.Tensor] | None = None,
     ways = head_width or config.ways
     if params is not None and "head.weight" in params:
         ways = params["head.weight"].shape[0]
-    return conv4_for(config.dataset, ways, config.filters, padding=config.conv_padding,
+    model = conv4_for(config.dataset, ways, config.filters, pooling=config.pooling,
+                     feature_pooling=config.feature_pooling, padding=config.conv_padding,
                      bn_eps=config.batchnorm_eps, bn_scale=config.batchnorm_scale,
                      conv_init=config.conv_init, head_init=config.head_init)
+    if config.dataset == "omniglot" and config.image_ink == "dark":
+        # repsim's Omniglot images have bright ink (1 on 0); this network learned dark ink
+        # (torchmeta's ToTensor of the PNGs), so it sees every image inverted, as it did then
+        model.register_forward_pre_hook(invert_ink)
+    return model
+
+
+def invert_ink(module, args):
+    """Forward pre-hook: ``1 - x``, dark ink for bright (the other arguments unchanged)."""
+    return (1 - args[0],) + tuple(args[1:])
 
 
 def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source: str) -> None:
@@ -74,17 +107,16 @@ def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source
     if missing or unexpected or wrong_shape:
         def layers(names):
             return ", ".join(dict.fromkeys(n.split(".")[0] for n in names))
-        parts = []
-        if wrong_shape:
-            n = wrong_shape[0]
-            parts.append(f"layers {layers(wrong_shape)} have other shapes (e.g. {n} "
-                         f"{tuple(params[n].shape)} vs {tuple(expected[n])})")
-        if missing:
-            parts.append(f"layers {layers(missing)} are missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"layers {layers(unexpected)} are not in the model (e.g. {unexpected[0]})")
-        raise RepsimError(f"{source} does not fit {type(model).__name__}: {'; '.join(parts)}; "
-                          f"check the config's dataset, ways and filters")
+        if missing or unexpected:  # names, not shapes: the fix is a mapping, not a config
+            raise RepsimError(
+                f"{source} does not fit {type(model).__name__}: the model has {len(missing)} "
+                f"tensors the weights lack (e.g. {', '.join(missing[:2]) or 'none'}) and the weights "
+                f"{len(unexpected)} it has no place for (e.g. {', '.join(unexpected[:2]) or 'none'}): "
+                f"import with a --layout that knows these names, or map them with --rename and --drop")
+        n = wrong_shape[0]
+        raise RepsimError(f"{source} does not fit {type(model).__name__}: layers {layers(wrong_shape)} "
+                          f"have other shapes (e.g. {n} {tuple(params[n].shape)} vs {tuple(expected[n])}); "
+                          f"check the config's dataset, ways, filters and pooling")
     model.load_state_dict({n: params[n] for n in expected})
 
 
@@ -200,63 +232,3 @@ def latest_in(folder: Path) -> Path:
         raise RepsimError(f"no checkpoint in {folder}: expected model.safetensors or "
                           f"checkpoints/iter-*.safetensors (written by 'repsim train')")
     return found[-1]
-
-
-def import_state_dict(weights: str | Path, config: Config, out: str | Path,
-                      rename: dict[str, str] | None = None) -> Path:
-    """Turn a plain PyTorch state dict of a conv4 trained elsewhere into a repsim checkpoint.
-
-    ``.pt``/``.pth`` files are read with ``torch.load(weights_only=True)``, which refuses
-    pickles that would build arbitrary objects (and so run code); ``.safetensors`` files are
-    read directly. Keys may carry a ``module.`` or ``model.`` prefix; ``rename`` maps other
-    names (e.g. ``{"classifier": "head"}``, applied as prefixes).
-    """
-    weights, out = Path(weights), Path(out)
-    if not weights.is_file():
-        raise RepsimError(f"weights file {weights} not found: pass the path of a .pt/.pth or .safetensors state dict")
-    if out.exists():
-        raise RepsimError(f"{out} already exists: choose another --out file (import never "
-                          f"overwrites), or delete it first")
-    state = _read_state_dict(weights)
-    renamed = {}
-    for name, tensor in state.items():
-        for prefix in ("module.", "model."):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-        for old, new in (rename or {}).items():
-            if name.startswith(old):
-                name = new + name[len(old):]
-        # running statistics are never used: BatchNorm here always normalises by the batch
-        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
-            continue
-        renamed[name] = tensor.float()
-    head = renamed.get("head.weight")
-    if head is not None and config.algorithm not in ("multiclass", "multitask") and head.shape[0] != config.ways:
-        raise RepsimError(f"{weights} has a {head.shape[0]}-way head but the config says ways: "
-                          f"{config.ways}: set ways: {head.shape[0]} in the config (or --set ways={head.shape[0]})")
-    model = model_for(config, renamed)
-    load_weights(model, renamed, source=str(weights))
-    ckpt = Checkpoint(config, dict(model.state_dict()), 0, {},
-                      extra={"imported_from": str(weights)})
-    return save_checkpoint(out, ckpt)
-
-
-def _read_state_dict(weights: Path) -> dict[str, torch.Tensor]:
-    if weights.suffix == ".safetensors":
-        try:
-            return load_file(str(weights))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise RepsimError(f"{weights} is not a readable safetensors file ({e})") from None
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for code-carrying pickles, others for junk
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RepsimError(f"refusing to load {weights}: it is not a plain tensor state dict "
-                          f"({first[:160]}); save it with torch.save(model.state_dict(), path) "
-                          f"or as safetensors") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RepsimError(f"{weights} does not hold a state dict of tensors: save it with "
-                          f"torch.save(model.state_dict(), path)")
-    return state

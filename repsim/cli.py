@@ -78,20 +78,25 @@ def _check_result_file(target: str | None, kind: str) -> None:
 
 
 def _import(args) -> None:
-    from repsim.checkpoint import import_state_dict
-    from repsim.config import load_config
+    from repsim.importing import import_weights
 
-    # weights from PyTorch code were most likely trained with PyTorch's conventions (BatchNorm
-    # with a scale, mean losses): the default here, unless the config or --set names a set
-    config = load_config(args.config, args.set or [], defaults={"conventions": "pytorch"})
-    print(f"importing as {config.algorithm} on {config.dataset} {config.ways}-way "
-          f"{config.shots}-shot with {config.describe_conventions()}")
     bad = [item for item in args.rename or [] if "=" not in item]
     if bad:
-        raise RepsimError(f"--rename expects OLD=NEW, got {bad[0]!r} (e.g. --rename classifier=head)")
-    rename = dict(item.split("=", 1) for item in (args.rename or []))
-    out = import_state_dict(args.weights, config, args.out, rename)
-    print(f"imported {args.weights} as {out}")
+        raise RepsimError(f"--rename expects REGEX=REPLACEMENT, got {bad[0]!r} (e.g. --rename '^classifier\\.=head.')")
+    renames = [tuple(item.split("=", 1)) for item in args.rename or []]
+    logits = tuple(args.check_logits) if args.check_logits else None
+    r = import_weights(args.weights, args.out, config=args.config, overrides=args.set or [],
+                       layout=args.layout, renames=renames, drop=args.drop, name=args.name,
+                       check_logits=logits)
+    c = r.config
+    print(f"layout: {r.layout}; {c.algorithm} on {c.dataset}, {c.ways}-way {c.shots}-shot")
+    print(f"architecture: {c.describe_architecture()}")
+    print(f"conventions: {c.describe_conventions()}")
+    for note in r.notes:
+        print(f"note: {note}")
+    if r.logits_error is not None:
+        print(f"logits match {args.check_logits[1]} to {r.logits_error:.2g} (largest difference)")
+    print(f"imported {args.weights} as {r.path}, named {r.name!r}")
 
 
 def _bench(args) -> None:
@@ -185,11 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_evaluate)
 
-    i = sub.add_parser("import", help="turn a plain PyTorch conv4 state dict into a repsim checkpoint")
-    i.add_argument("weights", help=".pt/.pth (loaded with weights_only) or .safetensors state dict")
-    i.add_argument("--config", help="YAML config describing how it was trained (dataset, ways, algorithm...)")
-    i.add_argument("--set", action="append", metavar="KEY=VALUE")
-    i.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename a parameter prefix, e.g. classifier=head")
+    i = sub.add_parser("import", help="turn another library's conv4 weights into a repsim checkpoint",
+                       description="Layouts (detected from the names): learn2learn (OmniglotCNN, CNN4), "
+                       "torchmeta (examples/maml), pytorch-maml (MetaConvModel), finn-tf (Finn et al.'s "
+                       "TensorFlow arrays as .npz), repsim. Example: repsim import l2l_maml.pt --set "
+                       "shots=1 --name l2l-maml --out l2l.safetensors")
+    i.add_argument("weights", help=".pt/.pth (loaded with weights_only), .npz or .safetensors")
+    i.add_argument("--config", help="YAML config of how it was trained (algorithm, shots, inner_lr...)")
+    i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    i.add_argument("--layout", default="auto", help="auto (default: from the names), learn2learn, torchmeta, "
+                   "pytorch-maml, finn-tf or repsim")
+    i.add_argument("--rename", action="append", metavar="REGEX=REPLACEMENT",
+                   help="rename keys first (re.sub, repeatable), e.g. '^classifier\\.=head.'")
+    i.add_argument("--drop", metavar="REGEX", help="leave out the keys this matches")
+    i.add_argument("--name", help="the name its results carry (default: the weights' file name)")
+    i.add_argument("--check-logits", nargs=2, metavar=("INPUTS.pt", "LOGITS.pt"),
+                   help="refuse the import unless its logits on INPUTS match LOGITS saved from the original code")
     i.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
     i.set_defaults(func=_import)
 

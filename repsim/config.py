@@ -51,7 +51,12 @@ CHOICES = {"inner_loss": LOSSES, "outer_loss": LOSSES,
            "conv_padding": ("symmetric", "same"),
            "image_resize": ("lanczos", "nearest"),
            "conventions": CONVENTION_SETS, "dataset": DATASETS, "algorithm": ALGORITHMS,
-           "execution": ("auto", "loop", "vmap")}
+           "execution": ("auto", "loop", "vmap"),
+           "pooling": ("stride", "maxpool"), "feature_pooling": ("mean", "flatten"),
+           "image_ink": ("bright", "dark")}
+# the network's shape: what an imported checkpoint must match to compute what its source computed
+ARCHITECTURE_KEYS = ("filters", "pooling", "feature_pooling", "conv_padding", "batchnorm_scale",
+                     "batchnorm_eps", "image_ink")
 
 
 @dataclass
@@ -60,7 +65,7 @@ class Config:
     algorithm: str = "maml"            # maml | fomaml | anil | boil | multiclass | multitask
     dataset: str = "synthetic"         # synthetic | omniglot | miniimagenet
     data_root: str | None = None       # folder of the real data (or env REPSIM_DATA_ROOT)
-    split_scheme: str = "maml"         # omniglot: maml (1100/100/423 shuffled) | official
+    split_scheme: str = "maml"         # omniglot: maml (1100/100/423 shuffled) | official | vinyals
     split_seed: int = 0                # seed of the character shuffle (omniglot, synthetic)
     rotate: bool | None = None         # class augmentation by 90-degree rotations (None: per data set)
     ways: int = 5
@@ -68,6 +73,10 @@ class Config:
     queries: int | None = None         # query points per class at training (None: per data set)
     # model
     filters: int | None = None         # conv4 width (None: 64 omniglot-like, 32 miniimagenet)
+    pooling: str | None = None         # stride: stride-2 convs (omniglot) | maxpool: stride 1, 2x2 max-pool
+    feature_pooling: str | None = None  # mean over positions (omniglot) | flatten (miniimagenet)
+    image_ink: str = "bright"          # omniglot input: bright (ink 1 on 0: Finn's, learn2learn's)
+                                       # | dark (ink 0 on 1: torchmeta's ToTensor of the PNGs)
     # inner loop
     inner_lr: float | None = None      # step size on the support loss that inner_loss defines
     inner_steps: int | None = None
@@ -109,6 +118,10 @@ class Config:
             c.rotate = omniglot_like
         if c.filters is None:
             c.filters = 64 if omniglot_like else 32
+        if c.pooling is None:
+            c.pooling = "stride" if omniglot_like else "maxpool"
+        if c.feature_pooling is None:
+            c.feature_pooling = "mean" if c.pooling == "stride" else "flatten"
         if omniglot_like:
             five_way = c.ways <= 5
             defaults = dict(inner_lr=0.4 if five_way else 0.1,
@@ -152,6 +165,16 @@ class Config:
     def conventions_used(self) -> dict[str, Any]:
         """The resolved value of every convention key, and the set they started from."""
         return {"conventions": self.conventions, **{k: getattr(self, k) for k in CONVENTION_KEYS}}
+
+    def describe_architecture(self) -> str:
+        """One line: the network's shape, as ``model_for`` builds it."""
+        pool = ("stride-2 convolutions" if self.pooling == "stride"
+                else "stride-1 convolutions and 2x2 max-pooling")
+        scale = "with" if self.batchnorm_scale else "without"
+        return (f"conv4, {self.filters} filters, {pool}, {self.conv_padding} padding, BatchNorm "
+                f"{scale} scale (eps {self.batchnorm_eps:g}, batch statistics), features "
+                f"{'averaged over positions' if self.feature_pooling == 'mean' else 'flattened'}"
+                + (f", Omniglot ink {self.image_ink}" if self.dataset == "omniglot" else ""))
 
     def describe_conventions(self) -> str:
         """One line: the named set, and every key where this config departs from it."""

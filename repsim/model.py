@@ -94,14 +94,17 @@ class Conv4(nn.Module):
     remaining 2x2 positions. MiniImageNet: 32 filters, 2x2 max-pooling, features flattened
     (32 x 5 x 5 = 800).
 
-    The keyword arguments are the conventions of repsim.config (``padding``, BatchNorm's
-    ``bn_eps`` and ``bn_scale``, and the initialisations, see :func:`initialise`).
+    ``pooling`` and ``feature_pooling`` (``mean`` or ``flatten``, by default as above) make
+    the other libraries' conv4s (torchmeta's Omniglot one max-pools). The other keyword
+    arguments are the conventions of repsim.config (``padding``, BatchNorm's ``bn_eps`` and
+    ``bn_scale``, and the initialisations, see :func:`initialise`).
     """
 
     layer_names = ("conv1", "conv2", "conv3", "conv4", "head")
 
     def __init__(self, in_channels: int = 1, ways: int = 5, filters: int = 64,
-                 image_size: int = 28, pooling: str = "stride", *, padding: str = "symmetric",
+                 image_size: int = 28, pooling: str = "stride", *, feature_pooling: str | None = None,
+                 padding: str = "symmetric",
                  bn_eps: float = 1e-5, bn_scale: bool = True, conv_init: str = "pytorch",
                  head_init: str = "pytorch"):
         super().__init__()
@@ -114,10 +117,13 @@ class Conv4(nn.Module):
                                                       padding=padding, bn_eps=bn_eps,
                                                       bn_scale=bn_scale))
         self.pooling = pooling
+        self.feature_pooling = feature_pooling or ("mean" if pooling == "stride" else "flatten")
+        if self.feature_pooling not in ("mean", "flatten"):
+            raise ValueError(f"feature_pooling must be 'mean' or 'flatten', not {feature_pooling!r}")
         size = image_size
         for _ in range(4):
             size = (size + 1) // 2 if pooling == "stride" else size // 2
-        self.feature_dim = filters if pooling == "stride" else filters * size * size
+        self.feature_dim = filters if self.feature_pooling == "mean" else filters * size * size
         self.head = nn.Linear(self.feature_dim, ways)
         initialise(self, conv_init, head_init)
 
@@ -125,7 +131,7 @@ class Conv4(nn.Module):
         """The body: penultimate features, the input of the head."""
         for i in range(1, 5):
             x = getattr(self, f"conv{i}")(x)
-        return x.mean(dim=(2, 3)) if self.pooling == "stride" else x.flatten(1)
+        return x.mean(dim=(2, 3)) if self.feature_pooling == "mean" else x.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -183,11 +189,13 @@ def initialise(model: nn.Module, conv_init: str = "pytorch", head_init: str = "p
             layer.bias.copy_(bias)
 
 
-def conv4_for(dataset: str, ways: int, filters: int | None = None, **conventions) -> Conv4:
-    """conv4 configured as in the MAML setup for ``dataset`` (``conventions``: Conv4's keywords)."""
+def conv4_for(dataset: str, ways: int, filters: int | None = None, pooling: str | None = None,
+              **conventions) -> Conv4:
+    """conv4 configured as in the MAML setup for ``dataset``, unless ``pooling`` says
+    otherwise (``conventions``: Conv4's other keywords)."""
     if dataset == "miniimagenet":
-        return Conv4(3, ways, filters or 32, 84, "maxpool", **conventions)
-    return Conv4(1, ways, filters or 64, 28, "stride", **conventions)
+        return Conv4(3, ways, filters or 32, 84, pooling or "maxpool", **conventions)
+    return Conv4(1, ways, filters or 64, 28, pooling or "stride", **conventions)
 
 
 NORM_LAYERS = (BatchStatNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)

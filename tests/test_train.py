@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from repsim.checkpoint import (Checkpoint, import_state_dict, load_checkpoint, model_for,
+from repsim.importing import import_state_dict
+from repsim.checkpoint import (Checkpoint, load_checkpoint, model_for,
                                save_checkpoint)
 from repsim.cli import main as cli
 from repsim.config import Config, load_config

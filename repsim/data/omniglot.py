@@ -15,6 +15,10 @@ Split schemes
 "official": the background set without 100 held-out characters is train; those 100 (the last of
     the background characters after a shuffle with `seed`) are val; the evaluation set's 659
     characters are test. Alphabets are shared between train and val, but not with test.
+"vinyals" (Vinyals et al. 2016, as torchmeta and the prototypical-networks code ship it): whole
+    alphabets, no shuffle. Test: 12 evaluation alphabets and Gurmukhi's characters 42-45 (423
+    characters); val: 5 background alphabets (172); train: the other 1028 (Gurmukhi 1-41 among
+    them). `seed` plays no part.
 """
 
 from __future__ import annotations
@@ -39,7 +43,12 @@ from repsim.errors import RepsimError
 
 PARTS = ("images_background", "images_evaluation")
 IMAGE_SIZE = 28
-SPLIT_SCHEMES = ("maml", "official")
+SPLIT_SCHEMES = ("maml", "official", "vinyals")
+# the published Vinyals split, by alphabet (its class lists name every character of these)
+VINYALS_VAL = ("Armenian", "Bengali", "Early_Aramaic", "Hebrew", "Mkhedruli_(Georgian)")
+VINYALS_TEST = ("Kannada", "Keble", "Malayalam", "Manipuri", "Mongolian", "Old_Church_Slavonic_(Cyrillic)",
+                "Oriya", "Sylheti", "Syriac_(Serto)", "Tengwar", "Tibetan", "ULOG")
+VINYALS_TEST_GURMUKHI = range(42, 46)  # Gurmukhi's characters 1-41 are training classes
 MAML_TRAIN, MAML_VAL = 1100, 100
 OFFICIAL_VAL = 100
 _PREP_VERSION = 1  # bump when the preparation below changes, to invalidate old caches
@@ -215,10 +224,13 @@ def _read_drawing(where: str, read: Reader, image_size: int, resize: str) -> np.
 
 
 def split_indices(num_classes: int, num_background: int, split_scheme: str = "maml",
-                  seed: int = 0) -> dict[str, np.ndarray]:
-    """Class indices of train/val/test under a split scheme (see the module docstring)."""
+                  seed: int = 0, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Class indices of train/val/test under a split scheme (see the module docstring);
+    ``names`` (ALPHABET/characterNN) are needed by the vinyals scheme."""
     rng = np.random.default_rng(int(seed))
-    if split_scheme == "maml":
+    if split_scheme == "vinyals":
+        parts = _vinyals(names or [])
+    elif split_scheme == "maml":
         if num_classes <= MAML_TRAIN + MAML_VAL:
             raise RepsimError(
                 f"the maml split needs more than {MAML_TRAIN + MAML_VAL} Omniglot characters, found {num_classes}; "
@@ -239,6 +251,22 @@ def split_indices(num_classes: int, num_background: int, split_scheme: str = "ma
     return {name: np.sort(idx) for name, idx in zip(("train", "val", "test"), parts)}
 
 
+def _vinyals(names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def part(name: str) -> int:
+        alphabet, character = name.split("/")
+        if alphabet in VINYALS_VAL:
+            return 1
+        test = alphabet in VINYALS_TEST or (
+            alphabet == "Gurmukhi" and int(character.removeprefix("character")) in VINYALS_TEST_GURMUKHI)
+        return 2 if test else 0
+    which = np.array([part(n) for n in names])
+    counts = np.bincount(which, minlength=3) if len(which) else np.zeros(3, int)
+    if tuple(counts) != (1028, 172, 423):
+        raise RepsimError(f"the vinyals split expects 1028/172/423 train/val/test characters of the complete "
+                          f"Omniglot sets, found {'/'.join(map(str, counts))}: use both official zips unchanged")
+    return tuple(np.flatnonzero(which == k) for k in range(3))
+
+
 def load_splits(data_root: str | Path | None = None, *, split_scheme: str = "maml", rotate: bool = True,
                 seed: int = 0, resize: str = "lanczos", cache_dir: str | Path | None = None,
                 progress: bool = True) -> dict[str, Split]:
@@ -247,7 +275,7 @@ def load_splits(data_root: str | Path | None = None, *, split_scheme: str = "mam
         raise RepsimError(f"unknown Omniglot split scheme {split_scheme!r}; use one of {', '.join(SPLIT_SCHEMES)}")
     images, names, num_background = prepare(data_root, cache_dir, progress=progress, resize=resize)
     splits = {}
-    for split, idx in split_indices(len(names), num_background, split_scheme, seed).items():
+    for split, idx in split_indices(len(names), num_background, split_scheme, seed, names).items():
         splits[split] = Split(
             images=torch.from_numpy(images[idx]),
             class_names=[names[i] for i in idx],
