@@ -82,7 +82,7 @@ def model_for(config: Config, params: dict[str, torch.Tensor] | None = None,
     ways = head_width or config.ways
     if params is not None and "head.weight" in params:
         ways = params["head.weight"].shape[0]
-    model = conv4_for(config.dataset, ways, config.filters, pooling=config.pooling,
+    model = conv4_for(config.dataset, ways, config.filters, pooling=config.pooling, blocks=config.blocks,
                      feature_pooling=config.feature_pooling, padding=config.conv_padding,
                      bn_eps=config.batchnorm_eps, bn_scale=config.batchnorm_scale,
                      conv_init=config.conv_init, head_init=config.head_init)

@@ -192,14 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("import", help="turn another library's conv4 weights into a repsim checkpoint",
                        description="Layouts (detected from the names): learn2learn (OmniglotCNN, CNN4), "
-                       "torchmeta (examples/maml), pytorch-maml (MetaConvModel), finn-tf (Finn et al.'s "
+                       "torchmeta (examples/maml), pytorch-maml (MetaConvModel), higher (its MAML "
+                       "example's nn.Sequential), finn-tf (Finn et al.'s "
                        "TensorFlow arrays as .npz), repsim. Example: repsim import l2l_maml.pt --set "
                        "shots=1 --name l2l-maml --out l2l.safetensors")
     i.add_argument("weights", help=".pt/.pth (loaded with weights_only), .npz or .safetensors")
     i.add_argument("--config", help="YAML config of how it was trained (algorithm, shots, inner_lr...)")
     i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     i.add_argument("--layout", default="auto", help="auto (default: from the names), learn2learn, torchmeta, "
-                   "pytorch-maml, finn-tf or repsim")
+                   "pytorch-maml, higher, finn-tf or repsim")
     i.add_argument("--rename", action="append", metavar="REGEX=REPLACEMENT",
                    help="rename keys first (re.sub, repeatable), e.g. '^classifier\\.=head.'")
     i.add_argument("--drop", metavar="REGEX", help="leave out the keys this matches")

@@ -48,14 +48,14 @@ TEST_TIME_KEYS = ("inner_steps_test", "test_queries")
 CHOICES = {"inner_loss": LOSSES, "outer_loss": LOSSES,
            "head_init": ("pytorch", "normal", "xavier_uniform"),
            "conv_init": ("pytorch", "xavier_uniform"),
-           "conv_padding": ("symmetric", "same"),
+           "conv_padding": ("symmetric", "same", "valid"),
            "image_resize": ("lanczos", "nearest"),
            "conventions": CONVENTION_SETS, "dataset": DATASETS, "algorithm": ALGORITHMS,
            "execution": ("auto", "loop", "vmap"),
            "pooling": ("stride", "maxpool"), "feature_pooling": ("mean", "flatten"),
            "image_ink": ("bright", "dark")}
 # the network's shape: what an imported checkpoint must match to compute what its source computed
-ARCHITECTURE_KEYS = ("filters", "pooling", "feature_pooling", "conv_padding", "batchnorm_scale",
+ARCHITECTURE_KEYS = ("filters", "blocks", "pooling", "feature_pooling", "conv_padding", "batchnorm_scale",
                      "batchnorm_eps", "image_ink")
 
 
@@ -73,6 +73,7 @@ class Config:
     queries: int | None = None         # query points per class at training (None: per data set)
     # model
     filters: int | None = None         # conv4 width (None: 64 omniglot-like, 32 miniimagenet)
+    blocks: int = 4                    # conv blocks (conv1..convN); 4 in the MAML setup
     pooling: str | None = None         # stride: stride-2 convs (omniglot) | maxpool: stride 1, 2x2 max-pool
     feature_pooling: str | None = None  # mean over positions (omniglot) | flatten (miniimagenet)
     image_ink: str = "bright"          # omniglot input: bright (ink 1 on 0: Finn's, learn2learn's)
@@ -144,7 +145,7 @@ class Config:
             value = getattr(self, key)
             if value is not None and value not in choices:
                 raise RepsimError(f"unknown {key} {value!r}: choose one of {', '.join(choices)}")
-        for key, least in (("ways", 1), ("shots", 1), ("queries", 1), ("filters", 1),
+        for key, least in (("ways", 1), ("shots", 1), ("queries", 1), ("filters", 1), ("blocks", 1),
                            ("meta_batch_size", 1), ("batch_size", 1), ("iterations", 1),
                            ("checkpoint_every", 1), ("eval_every", 1), ("eval_tasks", 2),
                            ("inner_steps", 0), ("inner_steps_test", 0), ("task_pool", 0),
@@ -171,7 +172,7 @@ class Config:
         pool = ("stride-2 convolutions" if self.pooling == "stride"
                 else "stride-1 convolutions and 2x2 max-pooling")
         scale = "with" if self.batchnorm_scale else "without"
-        return (f"conv4, {self.filters} filters, {pool}, {self.conv_padding} padding, BatchNorm "
+        return (f"{self.blocks} conv blocks, {self.filters} filters, {pool}, {self.conv_padding} padding, BatchNorm "
                 f"{scale} scale (eps {self.batchnorm_eps:g}, batch statistics), features "
                 f"{'averaged over positions' if self.feature_pooling == 'mean' else 'flattened'}"
                 + (f", Omniglot ink {self.image_ink}" if self.dataset == "omniglot" else ""))

@@ -13,6 +13,8 @@ from the keys where only one fits.
     torchmeta     examples/maml ConvolutionalNeuralNetwork         max-pool, flatten
                   (features.i.0 conv, features.i.1 BatchNorm)
     pytorch-maml  MetaConvModel (features.layerN.conv / .norm)     max-pool, flatten
+    higher        higher's examples/maml-omniglot.py: an           3 blocks, unpadded convs,
+                  nn.Sequential (0.weight conv, 1.weight BN, ...)  max-pool, flatten
     finn-tf       Finn et al.'s TensorFlow weights saved as .npz   TF "SAME" padding, BatchNorm
                   (conv1..conv4 HWIO, b1..b4, w5, b5, N/beta)      without scale, eps 1e-3
     repsim        repsim's own names                              as the config says
@@ -122,6 +124,14 @@ LAYOUTS = (
            _renamer([(r"features\.layer(\d)\.conv\.", _block("conv", 0)),
                      (r"features\.layer(\d)\.norm\.", _block("bn", 0)), (r"classifier\.", lambda m: "head.")]),
            lambda s: _by_channels(s, {**MAXPOOL, **DARK_INK}, MAXPOOL), example="features.layer1.norm.weight"),
+    Layout("higher", "an nn.Sequential of conv, BatchNorm, ReLU, max-pool blocks and a Linear "
+           "(higher's examples/maml-omniglot.py)",
+           re.compile(rf"\d+\.{PARAM}"), ("0.weight", "1.weight"),
+           lambda s: _sequential(s),
+           lambda s: {"blocks": sum(k.endswith(".conv.weight") for k in s), "conv_padding": "valid",
+                      "pooling": "maxpool", "feature_pooling": "flatten", "batchnorm_scale": True,
+                      "batchnorm_eps": 1e-5, **(DARK_INK if s["conv1.conv.weight"].shape[1] == 1 else {})},
+           example="0.weight"),
     Layout("finn-tf", "Finn et al.'s TensorFlow MAML (cbfinn/maml), weights saved as arrays",
            re.compile(r"conv[1-4]|b[1-5]|w5|[0-3]/beta"),
            ("conv1", "b1", "w5", "b5"),
@@ -147,6 +157,23 @@ def _l2l(state: dict) -> dict:
     return _renamer([(prefix + r"\.(\d)\.conv\.", _block("conv")), (prefix + r"\.(\d)\.normalize\.", _block("bn")),
                      (r"(classifier|linear)\.", lambda m: "head.")],
                     duplicates=r"features\.1\." if twice else None)(state)
+
+
+def _sequential(state: dict) -> dict:
+    """An nn.Sequential's numbered children, told apart by their weights' shapes: a 4-d
+    weight opens a conv block, a 1-d one is its BatchNorm, a 2-d one the classifier."""
+    out, block = {}, 0
+    for index in sorted({int(k.split(".")[0]) for k in state}):
+        weight = state.get(f"{index}.weight")
+        if weight is None or weight.dim() not in (1, 2, 4):
+            raise RepsimError(f"layer {index} of the nn.Sequential is not a convolution, BatchNorm or "
+                              f"Linear: map its names with --rename, or analyse it from Python")
+        if weight.dim() == 4:
+            block += 1
+        kind = {4: f"conv{block}.conv", 1: f"conv{block}.bn", 2: "head"}[weight.dim()]
+        for key in (k for k in state if k.split(".")[0] == str(index)):
+            out[kind + key[len(str(index)):]] = state[key]
+    return out
 
 
 def _finn(state: dict) -> dict:
@@ -179,10 +206,6 @@ def detect_layout(keys) -> Layout:
     fitting = [x for x in LAYOUTS if x.fits(keys)]
     if len(fitting) == 1:
         return fitting[0]
-    if re.fullmatch(r"\d+", min(keys, key=len).split(".")[0]):
-        raise RepsimError("the weights are an nn.Sequential's (keys 0.weight, 1.weight, ...), e.g. "
-                          "higher's MAML example, a 3-block network repsim's conv4 cannot hold: "
-                          "analyse it from Python with your own module (README, 'Bring your own')")
     sample = ", ".join(sorted(keys)[:4])
     raise RepsimError(f"no known layout fits the weights' names ({sample}, ...): name one with "
                       f"--layout ({', '.join(LAYOUT_NAMES)}), or map the names onto repsim's "

@@ -62,15 +62,16 @@ class ConvBlock(nn.Module):
 
     BatchNorm keeps no running statistics: as in the paper, it normalises with the statistics
     of the batch it is given, at training and at test time alike. ``padding`` is
-    ``symmetric`` (one pixel on every side, PyTorch's usual ``padding=1``) or ``same``
-    (TensorFlow's, :func:`same_padding`); they differ only for stride-2 convolutions.
+    ``symmetric`` (one pixel on every side, PyTorch's usual ``padding=1``), ``same``
+    (TensorFlow's, :func:`same_padding`; they differ only for stride-2 convolutions) or
+    ``valid`` (none: each 3x3 convolution loses a border pixel, as in higher's MAML example).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, pool: bool, *,
                  padding: str = "symmetric", bn_eps: float = 1e-5, bn_scale: bool = True):
         super().__init__()
-        if padding not in ("symmetric", "same"):
-            raise ValueError(f"padding must be 'symmetric' or 'same', not {padding!r}")
+        if padding not in ("symmetric", "same", "valid"):
+            raise ValueError(f"padding must be 'symmetric', 'same' or 'valid', not {padding!r}")
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride,
                               padding=1 if padding == "symmetric" else 0)
         self.bn = BatchStatNorm(out_channels, bn_eps, bn_scale)
@@ -88,7 +89,7 @@ class ConvBlock(nn.Module):
 
 
 class Conv4(nn.Module):
-    """Four conv blocks (``conv1``..``conv4``) and a linear ``head``.
+    """Four conv blocks (``conv1``..``conv4``; ``blocks`` sets how many) and a linear ``head``.
 
     Omniglot (Finn et al.): 64 filters, stride-2 convolutions, features averaged over the
     remaining 2x2 positions. MiniImageNet: 32 filters, 2x2 max-pooling, features flattened
@@ -100,19 +101,17 @@ class Conv4(nn.Module):
     ``bn_scale``, and the initialisations, see :func:`initialise`).
     """
 
-    layer_names = ("conv1", "conv2", "conv3", "conv4", "head")
-
     def __init__(self, in_channels: int = 1, ways: int = 5, filters: int = 64,
                  image_size: int = 28, pooling: str = "stride", *, feature_pooling: str | None = None,
-                 padding: str = "symmetric",
+                 blocks: int = 4, padding: str = "symmetric",
                  bn_eps: float = 1e-5, bn_scale: bool = True, conv_init: str = "pytorch",
                  head_init: str = "pytorch"):
         super().__init__()
         if pooling not in ("stride", "maxpool"):
             raise ValueError(f"pooling must be 'stride' or 'maxpool', not {pooling!r}")
         stride, pool = (2, False) if pooling == "stride" else (1, True)
-        channels = [in_channels, filters, filters, filters, filters]
-        for i in range(4):
+        channels = [in_channels] + [filters] * blocks
+        for i in range(blocks):
             self.add_module(f"conv{i + 1}", ConvBlock(channels[i], channels[i + 1], stride, pool,
                                                       padding=padding, bn_eps=bn_eps,
                                                       bn_scale=bn_scale))
@@ -120,16 +119,25 @@ class Conv4(nn.Module):
         self.feature_pooling = feature_pooling or ("mean" if pooling == "stride" else "flatten")
         if self.feature_pooling not in ("mean", "flatten"):
             raise ValueError(f"feature_pooling must be 'mean' or 'flatten', not {feature_pooling!r}")
+        self.blocks = blocks
         size = image_size
-        for _ in range(4):
-            size = (size + 1) // 2 if pooling == "stride" else size // 2
+        for _ in range(blocks):
+            if padding == "valid":
+                size = (size - 3) // stride + 1
+            else:
+                size = (size + stride - 1) // stride
+            size = size // 2 if pool else size
         self.feature_dim = filters if self.feature_pooling == "mean" else filters * size * size
         self.head = nn.Linear(self.feature_dim, ways)
         initialise(self, conv_init, head_init)
 
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(f"conv{i}" for i in range(1, self.blocks + 1)) + ("head",)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The body: penultimate features, the input of the head."""
-        for i in range(1, 5):
+        for i in range(1, self.blocks + 1):
             x = getattr(self, f"conv{i}")(x)
         return x.mean(dim=(2, 3)) if self.feature_pooling == "mean" else x.flatten(1)
 

@@ -260,12 +260,9 @@ def test_finn_arrays_without_batchnorm_offsets_are_refused(tmp_path):
 
 
 # detection, renames, names ----------------------------------------------------------------
-def test_unknown_names_get_advice_to_map_them_and_a_sequential_is_recognised():
+def test_unknown_names_get_advice_to_map_them():
     with pytest.raises(RepsimError, match="no known layout.*--layout.*--rename REGEX=REPLACEMENT"):
         detect_layout({"encoder.0.weight", "fc.weight"})
-    higher_like = {"0.weight", "0.bias", "1.weight", "1.bias", "13.weight", "13.bias"}
-    with pytest.raises(RepsimError, match="nn.Sequential.*higher"):
-        detect_layout(higher_like)
 
 
 def test_regex_renames_and_drop_map_any_other_naming(tmp_path):
@@ -382,3 +379,24 @@ def test_a_model_of_ones_own_is_probed_and_frozen_by_dotted_layer_names(omniglot
     assert set(rows["checkpoint"]) == {"tiny-maml"} and len(rows) == 3
     with pytest.raises(RepsimError, match="unknown layer.*layer9.*dotted names"):
         freezing(study, maml, frozen_sets=[["layer9"]])
+
+
+def higher_net(ways=5):
+    """higher's examples/maml-omniglot.py network: three unpadded conv blocks
+    (conv, BatchNorm momentum 1, ReLU, 2x2 max-pool; 28 -> 13 -> 5 -> 1), flattened, Linear."""
+    layers = []
+    for cin in (1, 64, 64):
+        layers += [nn.Conv2d(cin, 64, 3), nn.BatchNorm2d(64, momentum=1, affine=True),
+                   nn.ReLU(inplace=True), nn.MaxPool2d(2, 2)]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64, ways))
+
+
+def test_highers_sequential_imports_as_three_unpadded_blocks(tmp_path, capsys):
+    torch.manual_seed(3)
+    peer = stir_batchnorm(higher_net())
+    x = torch.rand(10, 1, 28, 28, dtype=torch.float64)
+    ours, theirs = imported_logits(tmp_path, peer, x)
+    out = capsys.readouterr().out
+    assert "layout: higher" in out and "3 conv blocks" in out and "ink dark" in out
+    assert (ours - theirs).abs().max() < 1e-5 and theirs.std() > 0.1
+    assert load_checkpoint(tmp_path / "imported.safetensors").build_model().layer_names == ("conv1", "conv2", "conv3", "head")
