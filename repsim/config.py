@@ -66,6 +66,7 @@ class Config:
     dataset: str = "synthetic"         # synthetic | omniglot | miniimagenet
     data_root: str | None = None       # folder of the real data (or env REPSIM_DATA_ROOT)
     split_scheme: str = "maml"         # omniglot: maml (1100/100/423 shuffled) | official | vinyals
+                                       # | file:PATH (the test characters listed there)
     split_seed: int = 0                # seed of the character shuffle (omniglot, synthetic)
     rotate: bool | None = None         # class augmentation by 90-degree rotations (None: per data set)
     ways: int = 5

@@ -400,3 +400,20 @@ def test_highers_sequential_imports_as_three_unpadded_blocks(tmp_path, capsys):
     assert "layout: higher" in out and "3 conv blocks" in out and "ink dark" in out
     assert (ours - theirs).abs().max() < 1e-5 and theirs.std() > 0.1
     assert load_checkpoint(tmp_path / "imported.safetensors").build_model().layer_names == ("conv1", "conv2", "conv3", "head")
+
+
+def test_a_split_file_lists_the_test_characters(tmp_path, omniglot_root):
+    """A user's own split: the Vinyals test characters written out as its lists are (with
+    rotations and comments) give exactly the vinyals split's test classes."""
+    from repsim.data.omniglot import load_splits
+    vinyals = load_splits(omniglot_root, split_scheme="vinyals", progress=False)
+    lines = ["# test characters"] + [f"{name}/rot{r:03d}" for name in vinyals["test"].class_names
+                                     for r in (0, 90, 180, 270)]
+    (tmp_path / "test.txt").write_text("\n".join(lines) + "\n")
+    splits = load_splits(omniglot_root, split_scheme=f"file:{tmp_path / 'test.txt'}", progress=False)
+    assert splits["test"].class_names == vinyals["test"].class_names
+    assert len(splits["val"].class_names) == 100 and len(splits["train"].class_names) == 1623 - 423 - 100
+    assert not set(splits["train"].class_names) & set(splits["test"].class_names)
+    (tmp_path / "bad.txt").write_text("Bengali/character01\nKlingon/character07\n")
+    with pytest.raises(RepsimError, match="line 2: 'Klingon/character07' is not an Omniglot character"):
+        load_splits(omniglot_root, split_scheme=f"file:{tmp_path / 'bad.txt'}", progress=False)

@@ -19,6 +19,10 @@ Split schemes
     alphabets, no shuffle. Test: 12 evaluation alphabets and Gurmukhi's characters 42-45 (423
     characters); val: 5 background alphabets (172); train: the other 1028 (Gurmukhi 1-41 among
     them). `seed` plays no part.
+"file:PATH": the test characters listed in the text file PATH, one per line as
+    ALPHABET/characterNN (a trailing /rotXXX, as the Vinyals lists have, is ignored; blank lines
+    and # comments too); 100 of the others, drawn with `seed`, are val, the rest train. For a
+    model trained on a split of its own: list its test characters.
 """
 
 from __future__ import annotations
@@ -230,6 +234,10 @@ def split_indices(num_classes: int, num_background: int, split_scheme: str = "ma
     rng = np.random.default_rng(int(seed))
     if split_scheme == "vinyals":
         parts = _vinyals(names or [])
+    elif split_scheme.startswith("file:"):
+        test = _listed(split_scheme[5:], names or [])
+        rest = rng.permutation(np.setdiff1d(np.arange(num_classes), test))
+        parts = rest[OFFICIAL_VAL:], rest[:OFFICIAL_VAL], test
     elif split_scheme == "maml":
         if num_classes <= MAML_TRAIN + MAML_VAL:
             raise RepsimError(
@@ -249,6 +257,33 @@ def split_indices(num_classes: int, num_background: int, split_scheme: str = "ma
     else:
         raise RepsimError(f"unknown Omniglot split scheme {split_scheme!r}; use one of {', '.join(SPLIT_SCHEMES)}")
     return {name: np.sort(idx) for name, idx in zip(("train", "val", "test"), parts)}
+
+
+def _listed(path: str, names: list[str]) -> np.ndarray:
+    """Class indices of the characters listed in ``path`` (see "file:PATH" above)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RepsimError(f"cannot read the split file {path} ({getattr(e, 'strerror', None) or e}): "
+                          f"give split_scheme=file:PATH a text file of test characters") from None
+    index = {name: i for i, name in enumerate(names)}
+    listed = []
+    for number, line in enumerate(lines, start=1):
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        name = "/".join(line.split("/")[:2])
+        if name not in index:
+            raise RepsimError(f"{path}, line {number}: {line!r} is not an Omniglot character: write "
+                              f"ALPHABET/characterNN as in the official folders (e.g. Bengali/character01)")
+        listed.append(index[name])
+    if not listed:
+        raise RepsimError(f"the split file {path} lists no characters: one test character per line")
+    test = np.unique(listed)
+    if len(names) - len(test) <= OFFICIAL_VAL:
+        raise RepsimError(f"{path} lists {len(test)} test characters, leaving too few for train and val: "
+                          f"list only the test characters")
+    return test
 
 
 def _vinyals(names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -271,8 +306,9 @@ def load_splits(data_root: str | Path | None = None, *, split_scheme: str = "mam
                 seed: int = 0, resize: str = "lanczos", cache_dir: str | Path | None = None,
                 progress: bool = True) -> dict[str, Split]:
     """Train/val/test splits of Omniglot, preparing (or reusing) the cache as needed."""
-    if split_scheme not in SPLIT_SCHEMES:
-        raise RepsimError(f"unknown Omniglot split scheme {split_scheme!r}; use one of {', '.join(SPLIT_SCHEMES)}")
+    if split_scheme not in SPLIT_SCHEMES and not split_scheme.startswith("file:"):
+        raise RepsimError(f"unknown Omniglot split scheme {split_scheme!r}; use one of "
+                          f"{', '.join(SPLIT_SCHEMES)} or file:PATH")
     images, names, num_background = prepare(data_root, cache_dir, progress=progress, resize=resize)
     splits = {}
     for split, idx in split_indices(len(names), num_background, split_scheme, seed, names).items():
