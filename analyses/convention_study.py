@@ -342,8 +342,8 @@ def trajectory_section(folder: Path, out: Path) -> list[str]:
 
 def figure(summary: pd.DataFrame, folder: Path) -> None:
     settings = list(summary.setting.unique())
-    panels = [("accuracy", "test accuracy (%)", None), ("freezing_cost", "freezing conv1-4: cost (points)", 2),
-              ("cca_conv4", "conv4 CCA, before vs after", 0.9)]
+    panels = [("accuracy", "test accuracy\n(%)", None), ("freezing_cost", "cost of freezing\nconv1-4 (points)", 2),
+              ("cca_conv4", "conv4 CCA\nbefore vs after", 0.9), ("cka_conv4", "conv4 CKA\nbefore vs after", 0.9)]
     fig, axes = _new_figure(6.75, 1.2 + 0.22 * summary.groupby("setting").size().max() * len(settings), len(panels))
     colors = {"pytorch": "#D55E00", "finn": "#0072B2"}
     for ax, (col, label, reuse) in zip(axes, panels):
