@@ -15,7 +15,9 @@ same fixed list of test tasks (`Study.tasks`), so their numbers are comparable.
 
 Conventions: CCA is mean CCA with spatial positions as data points for conv layers
 ((n*h*w, c)); CKA is linear CKA on flattened activations ((n, c*h*w)); both on the query
-points (15 per class) of the test tasks. CIs are 1.96 * std / sqrt(n) over tasks.
+points (15 per class) of the test tasks. CIs are 95% Student-t intervals over tasks; an
+ablation's ``change`` (frozen - unfrozen, NIL - inner loop, head variant - trained head) has
+the t-interval of its per-task differences, since every condition scores the same tasks.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ from repsim.evaluate import (check_counts, fresh_head, own_inner_loop, resolve_d
 from repsim.io import atomic_write_bytes, atomic_write_text
 from repsim.model import HEAD_PREFIX, draw_weights
 from repsim.probe import check_layers, in_layers, iter_probes, probe_layers
-from repsim.results import summarise
+from repsim.results import paired_change, summarise
 from repsim.similarity import compare
 
 CONVENTIONS = {"cca": "spatial", "cka": "flatten"}
+CI_TEXT = ("95% Student-t interval over tasks, t(0.975, n-1) * s / sqrt(n); changes: the same "
+           "interval of per-task paired differences")
 CONVENTION_TEXT = ("CCA: mean canonical correlation, conv layers with spatial positions as data "
                    "points (n*h*w, c); CKA: linear CKA, conv layers flattened (n, c*h*w)")
 
@@ -135,7 +139,7 @@ class Study:
                 "split_seed": self.split_seed, "rotate": self.rotate,
                 "image_resize": self.image_resize, "ways": self.ways, "shots": self.shots, "queries": self.queries,
                 "tasks": self.num_tasks, "task_seed": self.seed,
-                "confidence_interval": "95%, 1.96 * std / sqrt(n) over tasks",
+                "confidence_interval": CI_TEXT,
                 "conventions": CONVENTION_TEXT}
 
     def load(self, checkpoint) -> Model:
@@ -221,17 +225,28 @@ def freeze_label(frozen) -> str:
 
 
 def freezing(study: Study, checkpoint, *, frozen_sets=None, steps: int | None = None) -> pd.DataFrame:
-    """Test accuracy when the inner loop leaves ``frozen`` layers at their meta-learned values."""
+    """Test accuracy when the inner loop leaves ``frozen`` layers at their meta-learned values,
+    and its paired change from the unfrozen inner loop on the same tasks."""
     m = study.load(checkpoint)
     frozen_sets = prefix_freezes(m.model) if frozen_sets is None else frozen_sets
-    rows = []
     for frozen in frozen_sets:
         check_layers(m.model, frozen)
+    if not frozen_sets:
+        return pd.DataFrame()
+    scores = {}
+    for frozen in ([[]] if [] not in frozen_sets else []) + list(frozen_sets):
         adapted = [n for n in own_inner_loop(m.ckpt.config, m.model).names if not in_layers(n, frozen)]
-        s = study.score(m, names=adapted, steps=steps, desc=f"frozen {freeze_label(frozen)}")
-        rows.append({**_ids(m), "frozen": freeze_label(frozen), "accuracy": s.mean,
-                     "ci95": s.ci95, "tasks": s.tasks})
-    return pd.DataFrame(rows)
+        scores[freeze_label(frozen)] = study.score(m, names=adapted, steps=steps,
+                                                   desc=f"frozen {freeze_label(frozen)}")
+    return pd.DataFrame([{**_ids(m), "frozen": freeze_label(f), **_with_change(scores[freeze_label(f)], scores["none"])}
+                         for f in frozen_sets])
+
+
+def _with_change(score, reference) -> dict:
+    """A score's columns: accuracy with its CI, and its paired change from ``reference``."""
+    change, change_ci = paired_change(100 * score.per_task, 100 * reference.per_task)
+    return {"accuracy": score.mean, "ci95": score.ci95, "tasks": score.tasks,
+            "change": change, "change_ci95": change_ci}
 
 
 # 3. ---------------------------------------------------------------------------------------
@@ -240,9 +255,11 @@ def accuracy(study: Study, checkpoints, *, steps: int | None = None) -> pd.DataF
     rows = []
     for checkpoint in checkpoints:
         m = study.load(checkpoint)
-        for mode in ("inner-loop", "nil"):
-            s = study.score(m, steps=steps, nil=mode == "nil", desc=f"{m.label} {mode}")
-            rows.append({**_ids(m), "mode": mode, "accuracy": s.mean, "ci95": s.ci95, "tasks": s.tasks})
+        inner = study.score(m, steps=steps, desc=f"{m.label} inner-loop")
+        nil = study.score(m, steps=steps, nil=True, desc=f"{m.label} nil")
+        # NIL's change is NIL - inner loop, paired over tasks
+        rows.append({**_ids(m), "mode": "inner-loop", **_with_change(inner, inner)})
+        rows.append({**_ids(m), "mode": "nil", **_with_change(nil, inner)})
     return pd.DataFrame(rows)
 
 
@@ -296,11 +313,9 @@ def head_ablations(study: Study, checkpoint, *, steps: int | None = None) -> pd.
         ("random head, no adaptation", dict(params=random, steps=0)),
         ("random head, head adapted", dict(params=random, names=head)),
     ]
-    rows = []
-    for label, kwargs in variants:
-        s = study.score(m, desc=label, **{"steps": steps, **kwargs})
-        rows.append({**_ids(m), "variant": label, "accuracy": s.mean, "ci95": s.ci95, "tasks": s.tasks})
-    return pd.DataFrame(rows)
+    scores = {label: study.score(m, desc=label, **{"steps": steps, **kwargs}) for label, kwargs in variants}
+    return pd.DataFrame([{**_ids(m), "variant": label, **_with_change(s, scores["trained inner loop"])}
+                         for label, s in scores.items()])
 
 
 # 5. ---------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ so differences between them are not differences between task draws.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from repsim.errors import RepsimError
+from repsim.results import ci95
 from repsim.meta import HEAD_PREFIX, InnerLoop, adapt_and_score, head_input, inner_loop_names
 
 Params = dict[str, torch.Tensor]
@@ -24,7 +24,7 @@ Params = dict[str, torch.Tensor]
 @dataclass
 class Score:
     mean: float                # mean accuracy over tasks, in percent
-    ci95: float                # 1.96 * std / sqrt(tasks), in percent
+    ci95: float                # half-width of the 95% t-interval over tasks, in percent
     tasks: int
     per_task: np.ndarray       # accuracy of every task, in [0, 1]
 
@@ -33,11 +33,11 @@ class Score:
 
 
 def mean_ci(per_task) -> Score:
-    """Mean accuracy and the paper's 95% interval, 1.96 * std / sqrt(n) (population std)."""
+    """Mean accuracy over tasks and its 95% interval (:func:`repsim.results.ci95`)."""
     acc = np.asarray(per_task, dtype=np.float64)
     if acc.size < 2:
         raise RepsimError(f"a confidence interval needs at least 2 tasks, got {acc.size}: use --tasks 2 or more (the paper uses 600)")
-    return Score(100 * acc.mean(), 100 * 1.96 * acc.std() / math.sqrt(acc.size), acc.size, acc)
+    return Score(100 * acc.mean(), 100 * ci95(acc), acc.size, acc)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

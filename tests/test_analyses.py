@@ -431,3 +431,26 @@ def test_an_analysis_part_with_no_rows_is_not_kept(runs, tmp_path):
         run_analysis("freezing", [runs["maml"]], out, tasks=3, queries=5, frozen_sets=[],
                      device="cpu", progress=False)
     assert not list(out.glob(".partial/freezing/*.csv"))
+
+
+def test_ablation_changes_are_paired_over_the_same_tasks(runs):
+    """Each freezing row's change is its per-task accuracy minus the unfrozen inner loop's,
+    with scipy's paired t-interval; NIL's change in ``accuracy`` is NIL - inner loop."""
+    from scipy import stats
+
+    study = study_for(runs["maml"])
+    m = study.load(runs["maml"])
+    table = analyses.freezing(study, runs["maml"], frozen_sets=[["conv1", "conv2"]])
+    assert list(table.frozen) == ["conv1,conv2"]  # the unfrozen reference is scored, not listed
+    unfrozen = study.score(m)
+    adapted = [n for n in analyses.own_inner_loop(m.ckpt.config, m.model).names
+               if not n.startswith(("conv1.", "conv2."))]
+    frozen = study.score(m, names=adapted)
+    lo, hi = stats.ttest_rel(100 * frozen.per_task, 100 * unfrozen.per_task).confidence_interval(0.95)
+    row = table.iloc[0]
+    assert row.change == pytest.approx(frozen.mean - unfrozen.mean)
+    assert row.change_ci95 == pytest.approx((hi - lo) / 2)
+
+    acc = analyses.accuracy(study, [runs["maml"]]).set_index("mode")
+    assert acc.loc["inner-loop", "change"] == 0
+    assert acc.loc["nil", "change"] == pytest.approx(acc.loc["nil", "accuracy"] - acc.loc["inner-loop", "accuracy"])

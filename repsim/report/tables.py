@@ -9,9 +9,12 @@ from repsim import paper
 from repsim.report.loading import Result
 from repsim.report.text import (
     HEAD, _f, _ci, _ci_range, _alg, _iter, _setting_text, _over_seeds, _std_text, _mark,
-    conventions_text, format_mean_std)
+    change_text, conventions_text, format_mean_std)
 from repsim.report.document import Doc
 from repsim.report.cross import _body_mean, cross_summary_of, cross_layer_table
+
+
+CHANGE_HEADER = "change vs {} (points, paired 95% CI per seed)"
 
 
 class _PaperColumns:
@@ -43,7 +46,9 @@ class _PaperColumns:
 def table_similarity(doc: Doc, res: Result):
     t = res.table
     measures = [m for m in ("cca", "cka") if m in set(t["measure"])]
+    spread = "seed_std" in t
     headers = ["algorithm", "layer"] + [f"{m.upper()} (± 95% CI)" for m in measures] + ["tasks (n)", "seeds"]
+    headers += [f"std over seeds ({' / '.join(m.upper() for m in measures)})"] if spread else []
     ref = paper.TABLES["similarity"][paper.MINI_5_UNSTATED]
     headers += [f"paper Figure 2, {m.upper()} (read qualitatively; MiniImageNet 5w)" for m in measures]
     rows = []
@@ -54,6 +59,9 @@ def table_similarity(doc: Doc, res: Result):
             row.append(f"{g.loc[m, 'mean']:.3f} {_ci(g.loc[m, 'ci95'], 3)}" if m in g.index else "—")
         first = g.iloc[0]
         row += [_iter(first["n"]) if "n" in g else "?", _iter(first["seeds"]) if "seeds" in g else "?"]
+        if spread:
+            row.append(" / ".join(_f(g.loc[m, "seed_std"], 3) if m in g.index and first["seeds"] > 1 else "—"
+                                  for m in measures))
         kind = "head" if layer == HEAD else "body"
         for m in measures:
             v = ref.get(kind, {}).get(m)
@@ -66,7 +74,9 @@ def table_freezing(doc: Doc, res: Result):
     t = res.table
     pc = _PaperColumns("freezing", res.setting)
     pe = _PaperColumns("freezing", res.setting, label="paper, earlier version")
+    paired = "change" in t
     headers = ["algorithm", "iteration", "frozen", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)"]
+    headers += [CHANGE_HEADER.format("unfrozen")] if paired else []
     headers += pc.headers() + pe.headers()
     rows = []
     for r in _over_seeds(t, ["algorithm", "iteration", "frozen"]):
@@ -74,6 +84,7 @@ def table_freezing(doc: Doc, res: Result):
         prow = r["frozen"] if a == "maml" else None
         rows.append([_alg(a) + _mark(res, a, r["seeds"], r["iteration"]), _iter(r["iteration"]), r["frozen"].replace(",", ", "),
                      ", ".join(_iter(s) for s in r["seeds"]), _f(r["mean"]), _std_text(r), _ci_range(r["cis"])]
+                    + ([change_text(r)] if paired else [])
                     + pc.cells(r["mean"], prow, "accuracy") + pe.cells(r["mean"], prow, "accuracy (earlier version)"))
     doc.table(headers, rows)
     doc.p("Paper: Raghu et al. 2020 Table 1 (MAML-trained, MiniImageNet 5-way), mean ± std; (?) marks values "
@@ -99,7 +110,9 @@ def _other_published(setting, alg, mode) -> str:
 def table_accuracy(doc: Doc, res: Result):
     t = res.table
     pc = _PaperColumns("maml_vs_anil", res.setting, label="paper")
+    paired = "change" in t
     headers = ["algorithm", "iteration", "test mode", "seeds", "tasks", "ours (%)", "std over seeds", "95% CI (per seed)"]
+    headers += [CHANGE_HEADER.format("inner loop")] if paired else []
     headers += pc.headers() + ["paper source", "other published (same setting)"]
     rows = []
     setting = paper.normalise_setting(res.setting)
@@ -123,7 +136,7 @@ def table_accuracy(doc: Doc, res: Result):
         rows.append([_alg(a) + _mark(res, a, r["seeds"], r["iteration"]), _iter(r["iteration"]),
                      "NIL" if mode == "nil" else mode, ", ".join(_iter(s) for s in r["seeds"]),
                      r["tasks"] if r["tasks"] is not None else "?", _f(r["mean"]), _std_text(r), _ci_range(r["cis"])]
-                    + cells + [source, _other_published(setting, a, mode) if pc.matches else "—"])
+                    + ([change_text(r) if mode == "nil" else "—"] if paired else []) + cells + [source, _other_published(setting, a, mode) if pc.matches else "—"])
     doc.table(headers, rows)
     doc.p("Inner-loop rows: Raghu et al. Table 2. NIL rows: Table 4 (ANIL) or Table 5 (other algorithms). "
           "Paper numbers are mean ± std over 3 seeds; ours are the mean over seeds, with the sample std "
@@ -186,12 +199,15 @@ def table_cross(doc: Doc, res: Result):
 
 
 def table_heads(doc: Doc, res: Result):
+    paired = "change" in res.table
     rows = []
     for r in _over_seeds(res.table, ["algorithm", "iteration", "variant"]):
         rows.append([_alg(r["algorithm"]) + _mark(res, r["algorithm"], r["seeds"], r["iteration"]),
                      _iter(r["iteration"]), r["variant"], ", ".join(_iter(s) for s in r["seeds"]),
-                     _f(r["mean"]), _std_text(r), _ci_range(r["cis"])])
-    doc.table(["algorithm", "iteration", "head variant", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)"], rows)
+                     _f(r["mean"]), _std_text(r), _ci_range(r["cis"])]
+                    + ([change_text(r) if r["variant"] != "trained inner loop" else "—"] if paired else []))
+    doc.table(["algorithm", "iteration", "head variant", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)"]
+              + ([CHANGE_HEADER.format("trained inner loop")] if paired else []), rows)
     doc.p("No published numbers: an ablation of the head added by repsim.")
 
 

@@ -15,7 +15,7 @@ from repsim.report.loading import Result
 HEAD = "head"
 PAPER_TASKS = 600
 PAPER_ITERATIONS = 60000
-CI_TEXT = "95% CI = 1.96·std/√n over test tasks"
+CI_TEXT = "95% CI = 1.96·std/√n over test tasks"  # what results written before t-intervals used
 
 
 def _f(x, digits=1, signed=False) -> str:
@@ -101,7 +101,8 @@ def _short_caption(result: Result, conventions=False, values="error bars: 95% CI
 
 
 def _over_seeds(df: pd.DataFrame, keys, value="accuracy") -> list[dict]:
-    """Per group: mean over seeds, sample std over seeds, the per-seed CIs, and the seeds."""
+    """Per group: mean over seeds, sample std over seeds, the per-seed CIs, the seeds, and
+    where the rows have one, the mean paired change with its per-seed CIs."""
     out = []
     for key, g in df.groupby(list(keys), sort=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -110,6 +111,9 @@ def _over_seeds(df: pd.DataFrame, keys, value="accuracy") -> list[dict]:
                     "std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
                     "seeds": sorted(g["seed"].tolist()) if "seed" in g else [],
                     "cis": g["ci95"].astype(float).tolist(),
+                    # an ablation's paired change (results written before it have none)
+                    "change": float(g["change"].astype(float).mean()) if "change" in g else None,
+                    "change_cis": g["change_ci95"].astype(float).tolist() if "change_ci95" in g else [],
                     "tasks": int(g["tasks"].min()) if "tasks" in g and g["tasks"].notna().all() else None})
     return out
 
@@ -137,3 +141,10 @@ def _range(vals, digits=2) -> str:
 
 def _layer_span(layers) -> str:
     return layers[0] if len(layers) == 1 else f"{layers[0]}–{layers[-1]}"
+
+
+def change_text(row, digits=1) -> str:
+    """"−38.2 (±2.1)": an ablation's mean paired change and its per-seed 95% CIs."""
+    if row.get("change") is None:
+        return "—"
+    return f"{_f(row['change'], digits, signed=True)} ({_ci_range(row['change_cis'], digits)})"

@@ -47,12 +47,18 @@ def verdict(results: dict[str, Result]) -> list[str]:
         res = results["freezing"]
         for r_none, r_all in _freeze_pairs(res):
             d = r_all["mean"] - r_none["mean"]
-            ci_a, ci_b = max(r_none["cis"]), max(r_all["cis"])
-            within = "within" if abs(d) <= max(ci_a, ci_b) else "larger than"
+            if r_all["change_cis"]:  # paired over tasks: the interval the change itself has
+                ci = max(r_all["change_cis"])
+                within = (f"{'within' if abs(d) <= ci else 'larger than'} its paired 95% CI per seed, "
+                          f"{_ci(ci)}")
+            else:  # results written before paired changes: the two marginal CIs
+                ci_a, ci_b = max(r_none["cis"]), max(r_all["cis"])
+                within = (f"{'within' if abs(d) <= max(ci_a, ci_b) else 'larger than'} the per-seed "
+                          f"95% CIs, {_ci(ci_a)} / {_ci(ci_b)}")
             txt = (f"Freezing ({_alg(r_none['algorithm'])}, iteration {_iter(r_none['iteration'])}, "
                    f"{len(r_none['seeds'])} seed{'s' if len(r_none['seeds']) > 1 else ''}): freezing "
                    f"{_frozen_label(r_all['frozen'])} changes accuracy {r_none['mean']:.1f} → {r_all['mean']:.1f}% "
-                   f"({d:+.1f} points; {within} the per-seed 95% CIs, {_ci(ci_a)} / {_ci(ci_b)})")
+                   f"({d:+.1f} points; {within})")
             p0 = paper.paper_value("freezing", res.setting, "none", "accuracy")
             p1 = paper.paper_value("freezing", res.setting, r_all["frozen"], "accuracy")
             if r_none["algorithm"] == "maml" and p0 and p1:
@@ -66,8 +72,10 @@ def verdict(results: dict[str, Result]) -> list[str]:
                 continue
             inner = rows[(a, it, "inner-loop")]
             d = r["mean"] - inner["mean"]
+            spread = (f"paired 95% CI per seed {_ci(max(r['change_cis']))}" if r["change_cis"]
+                      else f"per-seed 95% CIs {_ci(max(r['cis']))} / {_ci(max(inner['cis']))}")
             txt = (f"NIL vs inner loop ({_alg(a)}, iteration {_iter(it)}): NIL {r['mean']:.1f}% vs inner loop "
-                   f"{inner['mean']:.1f}% ({d:+.1f} points; per-seed 95% CIs {_ci(max(r['cis']))} / {_ci(max(inner['cis']))})")
+                   f"{inner['mean']:.1f}% ({d:+.1f} points; {spread})")
             pn = paper.paper_value("nil", res.setting, "ANIL", "nil") if a == "anil" else paper.paper_value("regimes", res.setting, a, "nil")
             pi = paper.paper_value("maml_vs_anil", res.setting, _alg(a), "inner-loop")
             if pn and pi:
