@@ -8,6 +8,8 @@ Cases, each timed against a reference, on the chosen device:
       points; conv1 (75,64,14,14), conv2 (75,64,7,7), conv3 (75,64,4,4), conv4 (75,64,2,2),
       head (75,5)): mean CCA with spatial positions as data points + linear CKA flattened,
   (d) vs the same computed the plain way (straightforward float64 numpy, written below).
+  (e) SVCCA of a flattened conv layer, n=75 < d=8192 (d=2048 with --quick), float32, vs the
+      d x d covariance route it used before reducing to the n-dimensional row space (timed once).
 
     python benchmarks/bench_similarity.py [--quick] [--device cpu|cuda]
 
@@ -18,6 +20,7 @@ table. ``run(device, quick)`` returns the table for one device as a DataFrame.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import Callable
 
@@ -25,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from repsim.similarity import linear_cka, mean_cca
+from repsim.similarity import linear_cka, mean_cca, svcca
 
 LAYERS = {
     "conv1": (75, 64, 14, 14),
@@ -57,6 +60,39 @@ def plain_linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
     H = np.eye(n) - np.ones((n, n)) / n
     K, L = H @ K @ H, H @ L @ H
     return float(np.sum(K * L) / np.sqrt(np.sum(K * K) * np.sum(L * L)))
+
+
+def plain_svcca(X: np.ndarray, Y: np.ndarray, threshold: float = 0.99) -> float:
+    """The d x d covariance route in float64 numpy: eigh of Xc^T Xc, the top k components
+    holding ``threshold`` of the variance, then mean CCA of their scores. O(d^3)."""
+    def top(A):
+        Ac = np.asarray(A, dtype=np.float64)
+        Ac = Ac - Ac.mean(0)
+        e, V = np.linalg.eigh(Ac.T @ Ac)
+        e, V = e[::-1], V[:, ::-1]
+        k = int(np.searchsorted(np.cumsum(e) / e.sum(), threshold) + 1)
+        return Ac @ V[:, :k]
+
+    return plain_mean_cca(top(X), top(Y))
+
+
+def wide_layer_pair(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A correlated float32 (n, d) pair with a decaying spectrum, like a flattened conv layer."""
+    r = np.random.default_rng(seed)
+    lat = r.standard_normal((n, 30)) * np.logspace(0, -2, 30)
+    lat_y = lat + 0.3 * r.standard_normal((n, 30)) * lat.std(0)
+    X = lat @ r.standard_normal((30, d)) + 1e-3 * r.standard_normal((n, d))
+    Y = lat_y @ r.standard_normal((30, d)) + 1e-3 * r.standard_normal((n, d))
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _plain_svcca_once(n: int, d: int) -> tuple[float, float]:
+    """(value, ms) of one plain_svcca run (minutes at d=8192: once per process, on the CPU)."""
+    X, Y = wide_layer_pair(n, d)
+    t = time.perf_counter()
+    v = plain_svcca(X, Y)
+    return v, (time.perf_counter() - t) * 1e3
 
 
 def spatial(a: np.ndarray) -> np.ndarray:
@@ -183,6 +219,15 @@ def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
                      repsim_ms=t_rep, reference="(d) plain f64 numpy", reference_ms=t_pl,
                      abs_err_vs_f64=float(np.max(np.abs(np.array(got) - np.array(want)))),
                      note=f"{t_rep / 1e3:.1f} s total; per task {t_rep / n_tasks:.1f} ms"))
+
+    # (e) SVCCA with n < d: row-space route vs the d x d covariance route
+    n, d = 75, (2048 if quick else 8192)
+    Xw, Yw = (torch.from_numpy(a).to(device) for a in wide_layer_pair(n, d))
+    t_sv = _best_ms(lambda: svcca(Xw, Yw), reps, device)
+    old, t_old = _plain_svcca_once(n, d)
+    rows.append(dict(case=f"(e) SVCCA {n}x{d} f32 (n < d)", repsim_ms=t_sv, reference="d x d covariance route (old)",
+                     reference_ms=t_old, abs_err_vs_f64=abs(svcca(Xw, Yw) - old),
+                     note=f"old route / new route = {t_old / t_sv:.0f}x"))
 
     df = pd.DataFrame(rows)
     df.insert(1, "device", device)

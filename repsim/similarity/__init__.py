@@ -12,9 +12,10 @@ in error messages). ``compare`` runs several measures over a dict of layers into
 
 Conventions (details in each docstring):
 * CCA family: null directions dropped by relative singular-value tolerance ``rtol``
-  (default max(1e-6, 10 eps of the input dtype)); mean CCA averages *all* coefficients;
-  SVCCA keeps the top components holding ``threshold`` (0.99) of the variance; PWCCA takes
-  its weights from X (``side="x"``) by default.
+  (default max(1e-6, sqrt(eps64 max(n, d))) for every dtype, as sums are float64); mean CCA
+  averages *all* coefficients; SVCCA keeps the top components holding ``threshold`` (0.99) of
+  the variance (reducing to the n-dim row space first when d > n); PWCCA takes its weights
+  from X (``side="x"``) by default.
 * CKA family: linear CKA picks the feature or Gram form by shape (``form=``); RBF CKA uses
   sigma = threshold * median pairwise distance (Kornblith, threshold=1.0); debiased CKA and
   ``MinibatchCKA`` use Song et al.'s unbiased HSIC.

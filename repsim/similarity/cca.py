@@ -3,17 +3,21 @@ SVCCA (Raghu et al. 2017) and PWCCA (Morcos et al. 2018).
 
 Route: centre X and Y in float64, form the covariances Cxx = Xc^T Xc, Cyy, Cxy (cheap when
 n >> d), whiten each side with its eigendecomposition Cxx = V diag(e) V^T, and take the
-singular values of  diag(e_x^-1/2) Vx^T Cxy Vy diag(e_y^-1/2).  Null directions -- constant or
-duplicated features, any exact linear dependence -- are dropped by a relative tolerance on the
-singular values of the centred matrix: direction i is kept when s_i > rtol * s_max, i.e.
-e_i > rtol^2 * e_max. The default rtol is max(1e-6, 10 * eps of the input dtype)
-(1e-6 for float64/float32, about 1e-2 for float16). Correlations are therefore computed over
-the k = min(rank_x, rank_y) non-null directions and are never NaN; they are clipped to [0, 1]
-only as a last guard against rounding.
+singular values of  diag(e_x^-1/2) Vx^T Cxy Vy diag(e_y^-1/2).  When d > n (SVCCA only: CCA
+proper needs n > d + 1) each centred side is first replaced by its principal-component scores
+Z = U diag(s) (n, n) from the thin SVD Xc = U diag(s) W^T, so the cost is O(n^2 d), not O(d^3).
+Null directions -- constant or duplicated features, any exact linear dependence -- are dropped
+by a relative tolerance on the singular values of the centred matrix: direction i is kept when
+s_i > rtol * s_max, i.e. e_i > rtol^2 * e_max. The default rtol is
+max(1e-6, sqrt(eps64 * max(n, d))) for every input dtype: float16/32 inputs are up-cast exactly
+to float64 before any arithmetic, so only float64 rounding can blur a null direction. Correlations
+are therefore computed over the k = min(rank_x, rank_y) non-null directions and are never NaN;
+they are clipped to [0, 1] only as a last guard against rounding.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,11 +30,33 @@ from ._common import _label, center, check_finite, no_variance, prepare_pair
 
 class _Side(NamedTuple):
     e: torch.Tensor  # kept eigenvalues of Xc^T Xc, descending
-    V: torch.Tensor  # matching eigenvectors (d, k)
+    V: torch.Tensor  # matching eigenvectors (d, k); (n, k) in Z's coordinates when d > n (SVCCA)
 
 
-def default_rtol(dtype: torch.dtype) -> float:
-    return max(1e-6, 10.0 * torch.finfo(dtype).eps)
+def default_rtol(n: int, d: int) -> float:
+    """rtol = max(1e-6, sqrt(eps64 * max(n, d))), the same for every input dtype.
+
+    In float64 the computed e_i of an exact null direction is at most ~ eps64 * max(n, d) * e_max,
+    i.e. s_i <~ sqrt(eps64 * max(n, d)) * s_max; 1e-6 is the float64 default this always had.
+    """
+    # float16/32 values are up-cast exactly, so only float64 rounding blurs a null direction;
+    # the input's own rounding (1e-3 in float16) is real variation, and cutting at it dropped real ones
+    return max(1e-6, math.sqrt(torch.finfo(torch.float64).eps * max(n, d)))
+
+
+def _row_space(xc: torch.Tensor) -> torch.Tensor:
+    """Xc (n, d) with d > n  ->  Z = U diag(s) (n, n), from the thin SVD Xc = U diag(s) W^T.
+
+    Z = Xc W with W^T W = I: Z^T Z = diag(s^2) holds the non-zero eigenvalues of Xc^T Xc and
+    Z's columns are Xc's principal components, so every quantity here (invariant to an
+    orthogonal map of the features) is unchanged, in O(n^2 d) time and n x n memory instead
+    of O(d^3) and d x d. Returned as is when d <= n.
+    """
+    n, d = xc.shape
+    if d <= n:
+        return xc
+    U, s, _ = torch.linalg.svd(xc, full_matrices=False)  # SVD, not eigh(Xc Xc^T): no squaring
+    return U * s
 
 
 def _eig_side(C: torch.Tensor, rtol: float, threshold: float | None, what: str, name, measure) -> _Side:
@@ -66,10 +92,14 @@ def _cca_parts(X: Any, Y: Any, conv, name, rtol, threshold, measure):
         _check_n(n, x.shape[1], "X", name, measure)
         _check_n(n, y.shape[1], "Y", name, measure)
     if rtol is None:
-        rtol = default_rtol(x.dtype if torch.finfo(x.dtype).eps > torch.finfo(y.dtype).eps else y.dtype)
+        rtol = default_rtol(n, max(x.shape[1], y.shape[1]))
     xc, yc = center(x, False), center(y, False)
+    # checked before the SVD in _row_space, which fails on NaN/inf instead of propagating them
+    check_finite(float(torch.linalg.vector_norm(xc) + torch.linalg.vector_norm(yc)), x, y, name)
+    # only SVCCA can reach d > n (CCA proper was refused above), so pwcca always gets the
+    # original features back in sx.V, as its weights need
+    xc, yc = _row_space(xc), _row_space(yc)
     cxx, cyy, cxy = xc.T @ xc, yc.T @ yc, xc.T @ yc
-    check_finite(float(cxx.diagonal().sum() + cyy.diagonal().sum()), x, y, name)
     sx = _eig_side(cxx, rtol, threshold, "X", name, measure)
     sy = _eig_side(cyy, rtol, threshold, "Y", name, measure)
     if threshold is not None:
@@ -128,7 +158,8 @@ def svcca(
     number with  sum_{i<=k} s_i^2 >= threshold * sum_i s_i^2  (s the singular values; variance,
     not |s|), then  SVCCA = (1/m) sum_i rho_i  over the m = min(k_x, k_y) canonical
     correlations of the reduced matrices. ``threshold=1.0`` keeps every non-null direction and
-    equals ``mean_cca``. Needs n > k + 1 on each side (not n > d), so it also works when n <= d.
+    equals ``mean_cca``. Needs n > k + 1 on each side (not n > d), so it also works when n <= d;
+    then each side is first reduced to its n principal-component scores (module doc), O(n^2 d).
     """
     if not 0.0 < threshold <= 1.0:
         raise RepsimError(f"svcca threshold={threshold} is outside (0, 1]; pass the fraction of variance to keep, e.g. 0.99")
