@@ -1,7 +1,9 @@
 """Training configurations: one flat dataclass, defaults per data set and way/shot from the paper.
 
-A config is written as a YAML file of ``key: value`` lines (recipes live in analyses/configs/)
-and can be changed from the command line with ``--set key=value``. Keys left out take the
+A config is written as a YAML file of ``key: value`` lines and can be changed from the command
+line with ``--set key=value``. The paper's recipes (analyses/configs/ in a checkout, shipped in
+the package as repsim/configs/) are also reachable by name from anywhere, e.g.
+``--config omniglot_20w1s_maml``; ``recipes()`` lists the names. Keys left out take the
 paper's defaults for the data set, ways and shots (PAPER.md, "Protocol").
 
 Conventions
@@ -248,15 +250,55 @@ def _coerce(key: str, value: Any) -> Any:
     return float(value) if kind is float else value
 
 
+def recipe_dir() -> Path | None:
+    """The folder of the shipped recipes: repsim/configs in an installed package (setup.cfg maps
+    analyses/configs there), else analyses/configs beside the package (a checkout, or an editable
+    install, which runs from the checkout)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "configs", here.parent / "analyses" / "configs"):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def recipes() -> list[str]:
+    """The names of the shipped recipes (``omniglot_20w1s_maml``, ...), sorted; each one is a
+    valid ``--config`` from any folder."""
+    folder = recipe_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder else []
+
+
+def config_path(path: str | Path) -> Path:
+    """The YAML file ``--config`` names: ``path`` itself when that file exists, else the shipped
+    recipe named by a bare ``path`` (``omniglot_20w1s_maml``, with or without ``.yaml``)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    text = str(path)
+    stem = text[:-len(given.suffix)] if given.suffix in (".yaml", ".yml") else text
+    bare = given.name == text and "/" not in text and "\\" not in text
+    folder = recipe_dir()
+    if bare and folder is not None and (folder / f"{stem}.yaml").is_file():
+        return folder / f"{stem}.yaml"
+    names = recipes()
+    listing = f"one of the recipe names {', '.join(names)}" if names else "a recipe name (none shipped here)"
+    if given.stem in names:  # e.g. analyses/configs/X.yaml given outside the checkout
+        raise RepsimError(f"config file {path} not found: pass the path of a YAML file, or the shipped "
+                          f"recipe by its name alone (--config {given.stem})")
+    if bare:
+        raise RepsimError(f"config {text!r} is neither a file nor a shipped recipe: pass the path of a "
+                          f"YAML file, or {listing}")
+    raise RepsimError(f"config file {path} not found: pass the path of a YAML file, or {listing}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (),
                 defaults: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config file (optional) and apply ``key=value`` overrides, then resolve
-    defaults. ``defaults`` holds values for keys that neither the file nor the overrides give."""
+    """Read a YAML config file (optional: a path, or a shipped recipe's name, ``config_path``)
+    and apply ``key=value`` overrides, then resolve defaults. ``defaults`` holds values for keys
+    that neither the file nor the overrides give."""
     values: dict[str, Any] = dict(defaults or {})
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise RepsimError(f"config file {path} not found: pass the path of a YAML file (recipes are in analyses/configs/)")
+        path = config_path(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:

@@ -39,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from repsim.checkpoint import Checkpoint, load_weights, model_for, save_checkpoint
-from repsim.config import load_config
+from repsim.config import config_path, load_config
 from repsim.errors import RepsimError
 
 RUNNING_STATS = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")
@@ -334,8 +334,8 @@ def _config_keys(path) -> list[str]:
         return []
     import yaml
     try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        loaded = yaml.safe_load(config_path(path).read_text()) or {}  # a path or a recipe's name
+    except (OSError, yaml.YAMLError, RepsimError):
         return []  # load_config has already said what is wrong with it
     return list(loaded) if isinstance(loaded, dict) else []
 
