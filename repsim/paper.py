@@ -1,8 +1,11 @@
-"""The published numbers repsim compares against, as plain data (from PAPER.md).
+"""The published numbers repsim compares against, as plain data: Raghu, Raghu, Bengio and
+Vinyals, "Rapid Learning or Feature Reuse? Towards Understanding the Effectiveness of MAML",
+ICLR 2020 (arXiv:1909.09157), Tables 1-5 and Figure 2, with the MAML (Finn et al. 2017) and
+BOIL (Oh et al. 2021) numbers they are compared with, transcribed from the papers' text.
 
 Every number belongs to a *setting* ``(dataset, ways, shots)``, e.g. ``("omniglot", 20, 1)`` or
 ``("miniimagenet", 5, 5)``; a setting whose shots the paper does not state has ``shots=None``
-and never matches a measured setting exactly. Values PAPER.md marks ``(?)`` carry
+and never matches a measured setting exactly. Values the papers leave uncertain carry
 ``uncertain=True``: treat them as defaults, not facts.
 
     >>> paper_value("maml_vs_anil", ("omniglot", 20, 1), "MAML", "inner-loop").value
@@ -45,7 +48,7 @@ MINI_5_UNSTATED = ("miniimagenet", 5, None)
 @dataclass(frozen=True)
 class PaperValue:
     """One published number: mean, the +- after it (std over seeds where the paper gives one),
-    and whether PAPER.md could confirm it."""
+    and whether the paper's text confirms it."""
     value: float
     pm: float | None = None
     uncertain: bool = False
@@ -99,7 +102,7 @@ TABLES: dict[str, dict[Setting, dict[str, dict[str, PaperValue]]]] = {
         for s, v in ((OMNI_5_1, 98.7), (OMNI_5_5, 99.9), (OMNI_20_1, 95.8), (OMNI_20_5, 98.9))
     },
     "cross": {
-        # PAPER.md does not state the shots of Table 3; the representation analysis uses 5-way
+        # the paper does not state the shots of Table 3; the representation analysis uses 5-way
         # MiniImageNet tasks with 15 queries per class.
         MINI_5_UNSTATED: {
             "MAML-MAML": {"cca": _v(0.51, where="Table 3"), "cka": _v(0.83, where="Table 3")},
@@ -139,7 +142,7 @@ TABLES: dict[str, dict[Setting, dict[str, dict[str, PaperValue]]]] = {
 ALIASES = {"table1": "freezing", "table2": "maml_vs_anil", "table3": "cross", "table4": "nil",
            "table5": "regimes"}
 
-# Regime names in PAPER.md's Table 5, by repsim's regime (algorithm) name.
+# Regime names in the paper's Table 5, by repsim's regime (algorithm) name.
 REGIME_NAMES = {"maml": "MAML", "anil": "ANIL", "multiclass": "multiclass pretraining",
                 "multitask": "multitask training", "random features": "random features",
                 "nil": "NIL training"}

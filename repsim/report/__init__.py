@@ -1,14 +1,26 @@
 """Turn a results folder written by ``repsim analyze`` into figures, report.md and report.html.
 
-    write_report("results/")            # -> results/report.md (+ report.html, figures/*.png|pdf)
+    write_report("results/")            # -> results/report.md (+ report.html, figures/)
 
 Every analysis present in the folder (NAME.csv with its provenance NAME.json) gets a table with
-our numbers beside the paper's (PAPER.md, via :mod:`repsim.paper`) and, where the setting is the
-same (data set, ways, shots), the difference; where it is not, the paper's nearest setting is
-shown in a separate, labelled column and no difference is computed. Analyses that are absent or
-unfinished are listed as missing. Figures are written as PNG and PDF, deterministically (no
-timestamps) and atomically; report.md and report.html are written last. report.html is one
-self-contained file: its figures are embedded as base64 PNG data URIs.
+our numbers beside the paper's (Raghu et al., ICLR 2020, arXiv:1909.09157, whose tables are
+shipped as :mod:`repsim.paper`) and, where the setting is the same (data set, ways, shots), the
+difference; where it is not, the paper's nearest setting is shown in a separate, labelled column
+and no difference is computed. Analyses that are absent or unfinished are listed as missing.
+
+Each figure is written into the figures folder at page width (NAME.png, NAME.pdf, 6.75 in) and
+at column width (NAME-column.png, NAME-column.pdf, 3.25 in), with its provenance in NAME.json
+beside them and in its caption in the report, never drawn into the image (see
+:mod:`~repsim.report.figures`). Everything is written deterministically (no timestamps) and
+atomically; report.md and report.html last. Both open with a table of contents whose links
+point at the headings' anchors. report.html is one self-contained file: its figures are
+embedded as base64 PNG data URIs.
+
+Checkpoint files are named relative to the results folder where they are found (else by the
+shortest end of their path that tells them apart), never by a machine's absolute path. A
+report on checkpoints that repsim trained on the paper's recipes is titled a reproduction of
+Raghu et al.; one on models with names of their own (``repsim import --name``) is titled
+neutrally, with those names.
 
 The report is built in this order, one module each: :mod:`~repsim.report.loading` reads the
 folder, :mod:`~repsim.report.figures` draws, :mod:`~repsim.report.tables` and
@@ -19,15 +31,16 @@ which is rendered as Markdown and HTML.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_text
 from repsim.report.loading import _one_line, load_result, load_results
-from repsim.report.text import _setting_text, caption, conventions_text
+from repsim.report.text import _alg, _setting_text, caption, conventions_text
 from repsim.report.document import Doc, render_markdown, render_html
-from repsim.report.figures import _RC, FIGURES
+from repsim.report.figures import FIGURES, PAPER_CITATION, draw_figure, write_figure
 from repsim.report.tables import (
     table_similarity, table_freezing, table_accuracy, table_cross, table_heads, table_regimes,
     table_through_training, table_weight_change, provenance)
@@ -51,10 +64,9 @@ _SECTIONS = [
     ("cross", "Similarity between models (paper Table 3)", table_cross,
      "Similarity of body-layer representations of different models on the same query points, no adaptation", True),
     ("regimes", "Training regimes, NIL-tested (paper Table 5)", table_regimes,
-     "NIL test accuracy by training regime; bars are means over seeds, dots each seed", False),
+     "NIL test accuracy by training regime", False),
     ("through_training", "Through training (paper Section 4.1)", table_through_training,
-     "Accuracy and per-layer before/after similarity at intermediate checkpoints (with several seeds: "
-     "mean over seeds, shaded from the lowest seed to the highest)", True),
+     "Accuracy and per-layer before/after similarity at intermediate checkpoints", True),
     ("weight_change", "Relative weight change per layer (MAML / ANIL / BOIL)", table_weight_change,
      "Relative change of each layer's weights over the inner loop", False),
     ("heads", "What the head contributes (repsim ablation)", table_heads,
@@ -62,10 +74,81 @@ _SECTIONS = [
 ]
 
 
+_REFERENCES = [
+    f"{PAPER_CITATION}. Tables 1–5 and Figure 2 (read qualitatively): the paper columns of this report, "
+    "as shipped in the package in `repsim.paper`.",
+    "Chelsea Finn, Pieter Abbeel, Sergey Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep "
+    "Networks. ICML 2017. arXiv:1703.03400. The original MAML accuracies quoted beside Table 2 (Omniglot).",
+    "Jaehoon Oh, Hyungjun Yoo, ChangHwan Kim, Se-Young Yun. BOIL: Towards Representation Change for Few-shot "
+    "Learning. ICLR 2021. arXiv:2008.08882. The BOIL accuracies.",
+]
+
+
+def _own_names(results: dict[str, Result]) -> list[str]:
+    """The models with names of their own (``repsim import --name``, or told apart by their
+    file), in the order they appear: a checkpoint whose model is not its algorithm."""
+    names = {}
+    for r in results.values():
+        for c in r.prov.get("checkpoints") or []:
+            if isinstance(c, dict) and c.get("model") not in (None, "", c.get("algorithm")):
+                names.setdefault(str(c["model"]), None)
+    return list(names)
+
+
+def _model_names(results: dict[str, Result]) -> list[str]:
+    names = {}
+    for r in results.values():
+        for c in r.checkpoints:
+            if isinstance(c, dict):
+                names.setdefault(_alg(c.get("algorithm", "?")), None)
+    return list(names)
+
+
+def _display_files(results: dict[str, Result], results_dir: Path) -> dict[str, Result]:
+    """``results`` with each checkpoint's file named as a reader of the folder can find it: relative
+    to the results folder where the file is there (at most two folders up; a relative path is
+    looked for from the results folder's parents, then from here), else by the shortest end of
+    its path that tells it apart from the others, never by an absolute path."""
+    root = results_dir.resolve()
+    paths = sorted({str(c["checkpoint"]) for r in results.values() for c in r.prov.get("checkpoints") or []
+                    if isinstance(c, dict) and c.get("checkpoint")})
+    shown, rest = {}, []
+    for p in paths:
+        q = Path(p)
+        candidates = [q] if q.is_absolute() else [a / q for a in (root, *root.parents)] + [Path.cwd() / q]
+        found = next((c for c in candidates if c.exists()), None)
+        rel = Path(os.path.relpath(found.resolve(), root)).as_posix() if found is not None else None
+        if rel is not None and rel.split("/").count("..") <= 2:
+            shown[p] = rel
+        else:
+            rest.append(p)
+    parts = {p: [x for x in Path(p).parts if x != Path(p).anchor] for p in paths}
+    for p in rest:
+        # at least the run's folder for a run's own files (runs/maml-a/model.safetensors,
+        # runs/maml-a/checkpoints/iter-000500.safetensors), and as much as tells it apart
+        q = parts[p]
+        k = 3 if len(q) >= 2 and q[-2] == "checkpoints" else 2 if Path(p).stem == "model" else 1
+        while k < len(q) and any(o != p and parts[o][-k:] == q[-k:] for o in paths):
+            k += 1
+        shown[p] = "/".join(q[-k:]) or p
+    out = {}
+    for name, r in results.items():
+        ckpts = r.prov.get("checkpoints")
+        if not ckpts:
+            out[name] = r
+            continue
+        ckpts = [{**c, "checkpoint": shown.get(str(c.get("checkpoint")), c.get("checkpoint"))}
+                 if isinstance(c, dict) and c.get("checkpoint") else c for c in ckpts]
+        out[name] = dataclasses.replace(r, prov={**r.prov, "checkpoints": ckpts})
+    return out
+
+
 def write_report(results_dir, figures_dir=None, title=None) -> Path:
-    """Write figures (PNG + PDF), report.md and report.html for a results folder; return report.md's path."""
+    """Write figures (PNG + PDF at page and column width, a JSON sidecar each), report.md and
+    report.html for a results folder; return report.md's path."""
     results_dir = Path(results_dir)
     results, missing = load_results(results_dir)
+    results = _display_files(results, results_dir)
     figures_dir = Path(figures_dir) if figures_dir is not None else results_dir / "figures"
     try:
         figures_dir.mkdir(parents=True, exist_ok=True)
@@ -73,27 +156,37 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
         raise RepsimError(f"cannot write figures to {figures_dir} ({e.strerror}): choose a writable --figures folder") from None
     fig_rel = Path(os.path.relpath(figures_dir.resolve(), results_dir.resolve())).as_posix()
 
-    import matplotlib
-    pngs = {}
-    with matplotlib.rc_context(_RC):
-        for name, _, _, _, _ in _SECTIONS:
-            if name in results and name in FIGURES:
-                try:
-                    pngs[name] = FIGURES[name](results[name], figures_dir)
-                except RepsimError:
-                    raise
-                except (KeyError, ValueError, TypeError, IndexError) as e:
-                    raise RepsimError(f"cannot plot {results_dir / (name + '.csv')} ({_one_line(e)}): "
-                                      f"re-run the analysis that wrote it") from None
+    drawn = {}
+    for name, _, _, _, _ in _SECTIONS:
+        if name in results and name in FIGURES:
+            try:
+                drawn[name] = draw_figure(name, results[name])
+            except RepsimError:
+                raise
+            except (KeyError, ValueError, TypeError, IndexError) as e:
+                raise RepsimError(f"cannot plot {results_dir / (name + '.csv')} ({_one_line(e)}): "
+                                  f"re-run the analysis that wrote it") from None
 
-    datasets = sorted({_setting_text(r) for r in results.values()})
-    title = title or f"repsim report: {', '.join(datasets)}"
+    datasets = ", ".join(sorted({_setting_text(r) for r in results.values()}))
+    own = _own_names(results)
+    if title is None:
+        title = (f"repsim report: {', '.join(_model_names(results))} on {datasets}" if own
+                 else f"Reproduction of Raghu et al. 2020 with repsim: {datasets}")
     doc = Doc()
     doc.h(1, title)
-    doc.p("Reproduction of Raghu et al. 2020, “Rapid Learning or Feature Reuse? Towards Understanding the "
-          "Effectiveness of MAML”. Paper numbers come from PAPER.md; a difference (ours − paper) is given only "
-          "where the setting (data set, ways, shots) is the same. Elsewhere the paper's nearest setting is shown "
-          "in a column labelled with that setting, for orientation only.")
+    cited = ("A. Raghu, M. Raghu, S. Bengio and O. Vinyals, “Rapid Learning or Feature Reuse? Towards "
+             "Understanding the Effectiveness of MAML”, ICLR 2020 (arXiv:1909.09157)")
+    if own:
+        doc.p(f"The analyses of {cited}, applied to {', '.join(_model_names(results))}. "
+              f"{', '.join(own)} {'is a model' if len(own) == 1 else 'are models'} with a name of its own "
+              f"(imported, say, with `repsim import --name`), not repsim's training of the paper's recipes: "
+              f"this is not a reproduction, and the paper's numbers are shown for orientation.")
+    else:
+        doc.p(f"Reproduction of {cited}, with checkpoints that repsim trained on the paper's recipes.")
+    doc.p("The paper's numbers come from `repsim.paper`, the package's transcription of its Tables 1–5 (and of "
+          "Figure 2, read qualitatively; see References). A difference (ours − paper) is given only where the "
+          "setting (data set, ways, shots) is the same. Elsewhere the paper's nearest setting is shown in a "
+          "column labelled with that setting, for orientation only.")
     doc.p(f"Training conventions: {conventions_text([c for r in results.values() for c in r.checkpoints])} "
           f"(see Provenance).")
     doc.h(2, "Verdict (measured)")
@@ -102,6 +195,7 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
     if notes:
         doc.p("Caveats:")
         doc.items(notes)
+    number = 0
     for name, heading, table_fn, fig_alt, conv in _SECTIONS:
         if name not in results:
             continue
@@ -115,8 +209,13 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
         except (KeyError, ValueError, TypeError, IndexError) as e:
             raise RepsimError(f"cannot tabulate {results_dir / (name + '.csv')} ({_one_line(e)}): "
                               f"re-run the analysis that wrote it") from None
-        if name in pngs:
-            doc.figure(name, fig_alt, f"Figure ({name}). {fig_alt}. " + caption(res, conventions=conv))
+        if name in drawn:
+            number += 1
+            cap = (f"Figure {number} ({name}). {fig_alt}; {drawn[name].note}. "
+                   + caption(res, conventions=conv))
+            write_figure(drawn[name], res, figures_dir, cap)
+            doc.figure(name, fig_alt, cap, links=[("PDF", f"{name}.pdf"), ("column-width PDF", f"{name}-column.pdf"),
+                                                  ("provenance", f"{name}.json")])
         else:
             doc.p(caption(res))
     doc.h(2, "Provenance")
@@ -125,9 +224,11 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
         doc.h(2, "Missing analyses")
         doc.p("Not in this folder; run `repsim analyze NAME ... --out` into it to add them:")
         doc.items(f"{name}: {why}" for name, why in missing.items())
+    doc.h(2, "References")
+    doc.items(_REFERENCES)
 
     md = render_markdown(doc, fig_rel)
-    page = render_html(doc, title, pngs)
+    page = render_html(doc, title, {name: d.png for name, d in drawn.items()})
     atomic_write_text(results_dir / "report.md", md)
     atomic_write_text(results_dir / "report.html", page)
     return results_dir / "report.md"

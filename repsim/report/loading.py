@@ -25,7 +25,8 @@ _REQUIRED = {
     "through_training": ("algorithm", "seed", "iteration", "metric", "layer", "mean", "ci95"),
     "weight_change": ("algorithm", "layer", "mean", "ci95"),
 }
-_NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value")
+_NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value", "seed_std",
+            "change", "change_ci95")
 
 
 @dataclass
@@ -144,7 +145,7 @@ def load_results(results_dir) -> tuple[dict[str, Result], dict[str, str]]:
         if isinstance(result, Result):
             found[name] = result
         else:
-            missing[name] = result
+            missing[name.replace("_", "-")] = result  # as the CLI spells it
     if not found:
         raise RepsimError(f"{folder} holds no finished repsim analysis (none of "
                           f"{', '.join(n + '.csv' for n in ANALYSES)}): run 'repsim analyze' into it")

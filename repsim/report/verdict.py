@@ -115,7 +115,7 @@ def verdict(results: dict[str, Result]) -> list[str]:
     if "regimes" in results:
         res = results["regimes"]
         rs = sorted(_over_seeds(res.table, ["regime"]), key=lambda r: -r["mean"])
-        out.append("NIL accuracy by training regime: " + " > ".join(f"{r['regime']} {r['mean']:.1f}%" for r in rs)
+        out.append("NIL accuracy by training regime: " + " > ".join(f"{_alg(r['regime'])} {r['mean']:.1f}%" for r in rs)
                    + (f" (chance {res.chance:.0f}%)." if res.chance else "."))
     if "through_training" in results:
         t = results["through_training"].table
