@@ -22,6 +22,7 @@ the t-interval of its per-task differences, since every condition scores the sam
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -37,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from repsim.checkpoint import Checkpoint, latest_in, load_checkpoint, model_for, read_metadata
+from repsim.config import tested_with
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
 from repsim.errors import RepsimError
@@ -105,6 +107,7 @@ class Study:
     rotate: bool | None = None
     image_resize: str | None = None
     device: str = "auto"
+    overrides: tuple[str, ...] = ()  # key=value: how every checkpoint is tested (config.tested_with)
     progress: bool = True
     labels: dict[str, str] = field(default_factory=dict)  # resolved path -> label
     _tasks: TaskList | None = field(default=None, repr=False)
@@ -138,12 +141,14 @@ class Study:
         return {"dataset": self.dataset, "split": self.split, "split_scheme": self.split_scheme,
                 "split_seed": self.split_seed, "rotate": self.rotate,
                 "image_resize": self.image_resize, "ways": self.ways, "shots": self.shots, "queries": self.queries,
-                "tasks": self.num_tasks, "task_seed": self.seed,
+                "tasks": self.num_tasks, "task_seed": self.seed, "test_overrides": " ".join(self.overrides),
                 "confidence_interval": CI_TEXT,
                 "conventions": CONVENTION_TEXT}
 
     def load(self, checkpoint) -> Model:
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        if self.overrides:
+            ckpt = dataclasses.replace(ckpt, config=tested_with(ckpt.config, self.overrides))
         c = ckpt.config
         if c.dataset != self.dataset:
             raise RepsimError(f"{ckpt.path} was trained on {c.dataset}, not {self.dataset}: "
@@ -507,29 +512,70 @@ def assign_labels(paths: list[Path]) -> dict[str, str]:
     return out
 
 
-def run_analysis(name: str, checkpoints, out, *, tasks: int = 100, seed: int = 0,
+def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0,
                  ways: int | None = None, shots: int | None = None, queries: int = 15,
                  steps: int | None = None, layers=None, frozen_sets=None,
-                 data_root: str | None = None, device: str = "auto",
-                 progress: bool = True) -> Path:
+                 data_root: str | None = None, device: str = "auto", overrides=(),
+                 replace: bool = False, progress: bool = True) -> Path:
     """Run analysis ``name`` on ``checkpoints`` (files or, for through-training, a run folder)
     and write its tables and provenance into the results folder ``out``. One process at a
     time may run an analysis into a folder (another one gets a clear refusal)."""
     from repsim.results import check_writable, exclusive
 
-    if name not in ANALYSES:
-        raise RepsimError(f"unknown analysis {name!r}: choose one of {', '.join(ANALYSES)}")
+    name = analysis_name(name)
     check_counts(tasks=tasks, queries=queries, inner_steps=steps)
     check_writable(out)
     with exclusive(Path(out), name):
         return _run_analysis(name, checkpoints, out, tasks=tasks, seed=seed, ways=ways,
                              shots=shots, queries=queries, steps=steps, layers=layers,
                              frozen_sets=frozen_sets, data_root=data_root, device=device,
-                             progress=progress)
+                             overrides=tuple(overrides), replace=replace, progress=progress)
+
+
+def analysis_name(name: str) -> str:
+    """The one spelling of an analysis (``through-training``); ``through_training``, the name
+    of its result files, is accepted too."""
+    spelled = name.replace("_", "-")
+    if spelled not in ANALYSES:
+        raise RepsimError(f"unknown analysis {name!r}: choose one of {', '.join(ANALYSES)}")
+    return spelled
+
+
+def result_stem(name: str) -> str:
+    """The file name of an analysis' results: ``through-training`` -> ``through_training``."""
+    return analysis_name(name).replace("-", "_")
+
+
+# what makes two runs of an analysis comparable: rows made otherwise must not share a table
+_COMPARABLE = ("dataset", "split", "ways", "shots", "queries", "tasks", "task_seed", "inner_steps",
+               "test_overrides", "layers", "frozen_sets")
+
+
+def check_earlier_result(out: Path, name: str, study: dict, labels: list[str]) -> None:
+    """Refuse to replace an earlier result of ``name`` in ``out`` made with other options, or
+    holding models this run leaves out: its rows would silently disappear. The same options
+    with more models is how seeds are added (their parts are reused)."""
+    earlier = Path(out) / f"{result_stem(name)}.json"
+    if not earlier.is_file():
+        return
+    try:
+        made = json.loads(earlier.read_text())
+    except (OSError, ValueError):
+        return  # damaged provenance: the result is rewritten whole
+    before = made.get("study", {})
+    for key in _COMPARABLE:
+        if key in before and key in study and before[key] != study[key]:
+            raise RepsimError(f"{earlier} was made with {key}={before[key]!r}, this run has "
+                              f"{key}={study[key]!r}: use another --out, or --replace to overwrite it")
+    left_out = [c.get("label") for c in made.get("checkpoints", []) if c.get("label") not in set(labels)]
+    if left_out:
+        raise RepsimError(f"{earlier} also holds {', '.join(map(str, left_out))}, which this run leaves "
+                          f"out: list those checkpoints too (their parts are reused), use another --out, "
+                          f"or --replace to overwrite it")
 
 
 def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, steps, layers,
-                  frozen_sets, data_root, device, progress) -> Path:
+                  frozen_sets, data_root, device, overrides, replace, progress) -> Path:
     from repsim.results import write_result
     checkpoints = [Path(c) for c in checkpoints]
     if not checkpoints:
@@ -539,8 +585,12 @@ def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, 
     first = run_checkpoints(checkpoints[0])[-1] if name == "through-training" else checkpoints[0]
     first_ckpt = load_checkpoint(first)
     study = Study.for_checkpoint(first_ckpt, ways=ways, shots=shots, queries=queries,
-                                 num_tasks=tasks, seed=seed, data_root=data_root,
-                                 device=device, progress=progress, labels=labels)
+                                 num_tasks=tasks, seed=seed, data_root=data_root, device=device,
+                                 overrides=overrides, progress=progress, labels=labels)
+    made = {**study.provenance(), "inner_steps": steps if steps is not None
+            else "each checkpoint's test_inner_steps", "layers": layers, "frozen_sets": frozen_sets}
+    if not replace:
+        check_earlier_result(Path(out), name, made, list(labels.values()))
     study.tasks  # build (and validate) the task list before any work
     parts = Parts(Path(out) / ".partial" / name, study,
                   {"steps": steps, "layers": layers, "frozen_sets": frozen_sets})
@@ -565,12 +615,12 @@ def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, 
     else:
         per_task = parts.concat(checkpoints, lambda c: weight_change(study, [c], steps=steps))
         table = summarise(per_task)
-    provenance = {"study": {**study.provenance(), "inner_steps": steps if steps is not None
-                            else "each checkpoint's test_inner_steps"}, "checkpoints": [
-        _provenance_of(load_checkpoint(p), labels)
+    provenance = {"study": made, "checkpoints": [
+        _provenance_of(load_checkpoint(p), labels, overrides)
         for c in checkpoints for p in (run_checkpoints(c) if name == "through-training" else [c])]}
-    return write_result(out, name.replace("-", "_"), table, provenance, per_task)
+    return write_result(out, result_stem(name), table, provenance, per_task)
 
 
-def _provenance_of(ckpt: Checkpoint, labels: dict[str, str]) -> dict:
+def _provenance_of(ckpt: Checkpoint, labels: dict[str, str], overrides=()) -> dict:
+    ckpt = dataclasses.replace(ckpt, config=tested_with(ckpt.config, overrides))  # as it was tested
     return Model(ckpt, None, {}, labels.get(str(Path(ckpt.path).resolve()), "")).provenance()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
+import textwrap
 
 from repsim.errors import RepsimError
 
@@ -38,8 +40,9 @@ def _evaluate(args) -> None:
     r = evaluate_checkpoint(args.checkpoint, tasks=args.tasks, inner_steps=args.inner_steps,
                             seed=args.seed, split=args.split, data_root=args.data_root,
                             queries=args.queries, nil=args.nil, device=args.device,
-                            progress=not args.quiet)
-    print(f"trained and tested with {r['convention_summary']}")
+                            overrides=args.set or [], progress=not args.quiet)
+    print(f"trained and tested with {r['convention_summary']}"
+          + (f"; tested with {r['test_overrides']}" if r["test_overrides"] else ""))
     print(f"{r['algorithm']} {r['dataset']} {r['ways']}-way {r['shots']}-shot, {r['mode']}"
           f"{'' if r['mode'] == 'nil' else ' (' + str(r['inner_steps']) + ' inner steps)'}: "
           f"{r['accuracy']:.2f} +- {r['ci95']:.2f}% (95% CI over {r['tasks']} {r['split']} "
@@ -117,10 +120,33 @@ def _analyze(args) -> None:
         frozen = [[] if f in ("", "none") else f.split(",") for f in args.frozen]
     path = run_analysis(args.analysis, args.checkpoints, args.out, tasks=args.tasks, seed=args.seed,
                         ways=args.ways, shots=args.shots, queries=args.queries,
-                        steps=args.inner_steps, layers=args.layers, frozen_sets=frozen,
-                        data_root=args.data_root, device=args.device, progress=not args.quiet)
-    print(open(path).read().rstrip())
-    print(f"written {path}")
+                        steps=args.inner_steps, layers=_flat(args.layers), frozen_sets=frozen,
+                        data_root=args.data_root, device=args.device, overrides=args.set or [],
+                        replace=args.replace, progress=not args.quiet)
+    print(summary_text(path))
+    print(f"written {path} (and its provenance, {path.with_suffix('.json').name}); "
+          f"'repsim report {path.parent}' makes tables and figures")
+
+
+def _flat(groups):
+    return None if groups is None else [name for group in groups for name in group]
+
+
+# the columns a reader needs, in reading order; ids and bookkeeping stay in the CSV
+_SUMMARY_COLUMNS = ("model", "regime", "pair", "seed", "iteration", "frozen", "mode", "variant",
+                    "metric", "layer", "measure", "accuracy", "mean", "ci95", "change", "change_ci95",
+                    "seed_std", "n", "tasks", "seeds")
+
+
+def summary_text(csv_path) -> str:
+    """A results table as a reader wants it on a terminal: the columns that say what was
+    measured, numbers to 3 decimals (accuracies in percent to 2)."""
+    import pandas as pd
+
+    table = pd.read_csv(csv_path)
+    shown = table[[c for c in _SUMMARY_COLUMNS if c in table.columns]]
+    with pd.option_context("display.max_rows", 200, "display.max_columns", None, "display.width", 160):
+        return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
 
 
 def _probe(args) -> None:
@@ -136,7 +162,7 @@ def _probe(args) -> None:
                                  data_root=args.data_root, device=args.device, progress=not args.quiet)
     m = study.load(ckpt)
     c = ckpt.config
-    layers = check_layers(m.model, args.layers or probe_layers(m.model))
+    layers = check_layers(m.model, _flat(args.layers) or probe_layers(m.model))
     inner = own_inner_loop(c, m.model, args.inner_steps)
     probes = iter_probes(m.model, m.params, study.tasks, device=study.dev, layers=layers,
                          inner=inner, points=args.points, every_step=args.every_step)
@@ -158,48 +184,125 @@ def _report(args) -> None:
     print(f"report: {write_report(args.results, figures_dir=args.figures)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="repsim", description="Train meta-learners (MAML, first-order "
-                                "MAML, ANIL, BOIL, multiclass, multitask) and measure rapid learning "
-                                "vs feature reuse (Raghu et al., ICLR 2020).")
-    sub = p.add_subparsers(dest="command", required=True)
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written; every option's default shown where it has one."""
 
-    t = sub.add_parser("train", help="train MAML / FOMAML / ANIL / BOIL / multiclass / multitask")
-    t.add_argument("--config", help="YAML config file (recipes in analyses/configs/)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    t.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, config.yaml")
-    t.add_argument("--data-root", help="folder of the real data set (same as --set data_root=DIR; "
-                   "default $REPSIM_DATA_ROOT)")
-    t.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("%(default)" not in text and "default" not in text and action.option_strings
+                and action.default not in (None, False, argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
+
+
+EXAMPLES = {
+    "train": "repsim train --config omniglot_5w1s_maml --data-root ~/data/omniglot --out runs/maml-s0\n"
+             "repsim train --config omniglot_5w1s_maml --set seed=1 --set iterations=1500 --out runs/maml-s1\n"
+             "repsim train --out runs/maml-s0 --resume   # after an interruption",
+    "evaluate": "repsim evaluate runs/maml-s0 --data-root ~/data/omniglot\n"
+                "repsim evaluate runs/maml-s0 --nil --json nil.json\n"
+                "repsim evaluate runs/maml-s0 --set inner_lr=0.4 --inner-steps 3",
+    "import": "repsim import l2l_maml.pt --set shots=1 --name l2l-maml --out l2l-maml.safetensors\n"
+              "repsim import finn.npz --layout finn-tf --config omniglot_20w1s_maml --out finn.safetensors\n"
+              "repsim import mine.pt --rename '^classifier\\.=head.' --drop 'num_batches' --out mine.safetensors",
+    "analyze": "repsim analyze freezing runs/maml-s0 runs/maml-s1 --out results\n"
+               "repsim analyze similarity runs/maml-s0 runs/anil-s0 --layers conv3,conv4,head --out results\n"
+               "repsim analyze freezing runs/maml-s0 --frozen none conv1,conv2,conv3,conv4 --out results\n"
+               "repsim analyze through-training runs/maml-s0 --tasks 100 --out results",
+    "probe": "repsim probe runs/maml-s0 --layers conv4,head --tasks 20 --out probes/maml-s0",
+    "reproduce": "repsim reproduce                      # synthetic data, about 6-7 min on 2 CPU cores\n"
+                 "repsim reproduce --dataset omniglot --data-root ~/data/omniglot",
+    "report": "repsim report results\nrepsim report results --figures paper/figures",
+    "bench": "repsim bench similarity --quick\nrepsim bench train --data-root ~/data/omniglot --ways 5",
+}
+
+
+def _layers(text: str) -> list[str]:
+    """``--layers conv1,conv2`` and ``--layers conv1 conv2`` alike (one value per argument)."""
+    return [name for name in text.split(",") if name]
+
+
+def _analysis(text: str) -> str:
+    from repsim.analyses import analysis_name
+    try:
+        return analysis_name(text)
+    except RepsimError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import repsim
+    from repsim.analyses import ANALYSES
+
+    p = argparse.ArgumentParser(prog="repsim", formatter_class=_Help, description=(
+        "Train meta-learners (MAML, first-order MAML, ANIL, BOIL, multiclass, multitask) and "
+        "measure rapid learning vs feature reuse (Raghu et al., ICLR 2020)."),
+        epilog="Run 'repsim COMMAND --help' for a command's options and examples.")
+    p.add_argument("--version", action="version", version=f"repsim {repsim.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help, description=None):
+        return sub.add_parser(name, help=help, description=textwrap.fill(description or help, 88),
+                              formatter_class=_Help,
+                              epilog="examples:\n" + "\n".join("  " + line for line in EXAMPLES[name].splitlines()))
+
+    # flags shared by several commands: one spelling, one meaning, one default
+    def data_root(parser):
+        parser.add_argument("--data-root", metavar="DIR", help="folder of the real data set (omniglot: the "
+                            "official images_background/images_evaluation zips or folders); default: the "
+                            "checkpoint's, else $REPSIM_DATA_ROOT")
+
+    def common(parser):
+        parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def set_keys(parser, what):
+        parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=what + " (repeatable)")
+
+    def test_tasks(parser, default=600, why="as in the paper"):
+        parser.add_argument("--tasks", type=int, default=default, help=f"number of test tasks, {why}")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the task list: the same seed gives "
+                            "the same tasks for every checkpoint")
+
+    def layers(parser, what):
+        parser.add_argument("--layers", nargs="+", type=_layers, metavar="LAYER",
+                            help=f"{what}, comma- or space-separated (default: every layer)")
+
+    t = command("train", "train MAML / FOMAML / ANIL / BOIL / multiclass / multitask")
+    t.add_argument("--config", help="YAML config file, or a shipped recipe's name from any folder "
+                   "(e.g. omniglot_20w1s_maml; the recipes are analyses/configs/*.yaml)")
+    set_keys(t, "override a config key")
+    t.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoints/, metrics.jsonl, config.yaml")
+    data_root(t)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    common(t)
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("evaluate", help="mean accuracy with 95%% CI over a fixed list of test tasks")
+    e = command("evaluate", "mean accuracy with its 95% CI over a fixed list of test tasks")
     e.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
-    e.add_argument("--tasks", type=int, default=600, help="number of test tasks (default 600)")
-    e.add_argument("--inner-steps", type=int, help="inner-loop steps (default: the config's test-time steps)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the task list (default 0)")
-    e.add_argument("--split", default="test", help="test (default), val or train")
-    e.add_argument("--queries", type=int, help="query points per class (default: the config's)")
+    test_tasks(e)
+    e.add_argument("--inner-steps", type=int, help="inner-loop steps (default: the checkpoint's test-time steps)")
+    e.add_argument("--queries", type=int, help="query points per class (default: the checkpoint's test_queries)")
+    e.add_argument("--split", default="test", help="test, val or train")
     e.add_argument("--nil", action="store_true", help="NIL testing: no head, cosine similarity to support features")
-    e.add_argument("--data-root", help="folder of the real data set (default: the checkpoint's, or $REPSIM_DATA_ROOT)")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--json", help="also write the result to this JSON file")
-    e.add_argument("--csv", help="also write the result to this CSV file")
-    e.add_argument("--quiet", action="store_true")
+    set_keys(e, "change how the model is tested: inner_lr, inner_loss, adapt_batchnorm, inner_steps_test "
+             "or test_queries")
+    data_root(e)
+    e.add_argument("--json", metavar="FILE", help="also write the result to this JSON file")
+    e.add_argument("--csv", metavar="FILE", help="also write the result to this CSV file")
+    common(e)
     e.set_defaults(func=_evaluate)
 
-    i = sub.add_parser("import", help="turn another library's conv4 weights into a repsim checkpoint",
-                       description="Layouts (detected from the names): learn2learn (OmniglotCNN, CNN4), "
-                       "torchmeta (examples/maml), pytorch-maml (MetaConvModel), higher (its MAML "
-                       "example's nn.Sequential), finn-tf (Finn et al.'s "
-                       "TensorFlow arrays as .npz), repsim. Example: repsim import l2l_maml.pt --set "
-                       "shots=1 --name l2l-maml --out l2l.safetensors")
+    i = command("import", "turn another library's conv4 weights into a repsim checkpoint",
+                "Turn another library's conv4 weights into a repsim checkpoint. Layouts (detected from "
+                "the names): learn2learn (OmniglotCNN, CNN4), torchmeta (examples/maml), pytorch-maml "
+                "(MetaConvModel), higher (its MAML example's nn.Sequential), finn-tf (Finn et al.'s "
+                "TensorFlow arrays as .npz), repsim.")
     i.add_argument("weights", help=".pt/.pth (loaded with weights_only), .npz or .safetensors")
-    i.add_argument("--config", help="YAML config of how it was trained (algorithm, shots, inner_lr...)")
-    i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    i.add_argument("--layout", default="auto", help="auto (default: from the names), learn2learn, torchmeta, "
+    i.add_argument("--config", help="YAML config of how it was trained (algorithm, shots, inner_lr...), "
+                   "or a shipped recipe's name")
+    set_keys(i, "override a config key")
+    i.add_argument("--layout", default="auto", help="auto (from the names), learn2learn, torchmeta, "
                    "pytorch-maml, higher, finn-tf or repsim")
     i.add_argument("--rename", action="append", metavar="REGEX=REPLACEMENT",
                    help="rename keys first (re.sub, repeatable), e.g. '^classifier\\.=head.'")
@@ -207,75 +310,81 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--name", help="the name its results carry (default: the weights' file name)")
     i.add_argument("--check-logits", nargs=2, metavar=("INPUTS.pt", "LOGITS.pt"),
                    help="refuse the import unless its logits on INPUTS match LOGITS saved from the original code")
-    i.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
+    i.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write (.safetensors)")
     i.set_defaults(func=_import)
 
-    a = sub.add_parser("analyze", help="run one feature-reuse analysis on checkpoints into a results folder",
-                       description="Analyses: similarity (CCA/CKA before vs after the inner loop), "
-                       "freezing (layers frozen at test time), accuracy (inner loop and NIL), "
-                       "cross (similarity across models), heads (head ablations), regimes "
-                       "(NIL accuracy by training regime, plus random features), through-training "
-                       "(give run folders), weight-change (relative parameter change per layer).")
-    from repsim.analyses import ANALYSES
-    a.add_argument("analysis", choices=ANALYSES)
-    a.add_argument("checkpoints", nargs="+", help="checkpoint files (through-training: run folders)")
-    a.add_argument("--out", required=True, help="results folder (NAME.csv and NAME.json are written there)")
-    a.add_argument("--tasks", type=int, default=100, help="test tasks (default 100; the paper uses 600)")
-    a.add_argument("--seed", type=int, default=0, help="seed of the task list (same tasks for every checkpoint)")
+    a = command("analyze", "run one feature-reuse analysis on checkpoints into a results folder",
+                "Run one analysis on checkpoints into a results folder (NAME.csv, NAME_tasks.csv, "
+                "NAME.json); 'repsim report' turns the folder into tables and figures. Analyses: "
+                "similarity (CCA/CKA before vs after the inner loop), freezing (layers frozen at test "
+                "time), accuracy (inner loop and NIL), cross (similarity across models), heads (head "
+                "ablations), regimes (NIL accuracy by training regime, and random features), "
+                "through-training (give run folders), weight-change (relative parameter change per layer). "
+                "Running an analysis again into the same folder adds models (earlier ones are reused); "
+                "other options are refused unless --replace.")
+    a.add_argument("analysis", type=_analysis, metavar="ANALYSIS", help=", ".join(ANALYSES))
+    a.add_argument("checkpoints", nargs="+", help="checkpoint files or run folders (through-training: run folders)")
+    a.add_argument("--out", required=True, metavar="DIR", help="results folder")
+    test_tasks(a)
+    a.add_argument("--inner-steps", type=int, help="test-time inner steps (default: each checkpoint's)")
+    a.add_argument("--queries", type=int, default=15, help="query points per class, as in the paper's "
+                   "representation analyses")
     a.add_argument("--ways", type=int, help="default: the first checkpoint's")
     a.add_argument("--shots", type=int, help="default: the first checkpoint's")
-    a.add_argument("--queries", type=int, default=15, help="query points per class (default 15, as in the paper)")
-    a.add_argument("--inner-steps", type=int, help="test-time inner steps (default: the checkpoint's)")
-    a.add_argument("--layers", nargs="+", help="layers to probe (default: all)")
-    a.add_argument("--frozen", nargs="+", metavar="LAYERS",
-                   help="freezing: comma-separated layer sets, e.g. none conv1 conv1,conv2 (default: every prefix)")
-    a.add_argument("--data-root", help="folder of the real data set")
-    a.add_argument("--device", default="auto")
-    a.add_argument("--quiet", action="store_true")
+    layers(a, "layers to compare")
+    a.add_argument("--frozen", nargs="+", metavar="SET", help="freezing: the layer sets to freeze, each "
+                   "comma-separated, e.g. none conv1 conv1,conv2 (default: none and every prefix of the body)")
+    set_keys(a, "change how every model is tested: inner_lr, inner_loss, adapt_batchnorm, "
+             "inner_steps_test or test_queries")
+    a.add_argument("--replace", action="store_true", help="overwrite an earlier result of this analysis in "
+                   "--out that was made with other options")
+    data_root(a)
+    common(a)
     a.set_defaults(func=_analyze)
 
-    pr = sub.add_parser("probe", help="save every layer's activations before/after the inner loop",
-                        description="Writes OUT/meta.json and OUT/task-NNNN.safetensors with tensors "
-                        "named step{s}/{layer} (step 0: before the inner loop, last: after).")
-    pr.add_argument("checkpoint")
-    pr.add_argument("--out", required=True, help="folder for the probes")
-    pr.add_argument("--tasks", type=int, default=100)
-    pr.add_argument("--seed", type=int, default=0, help="seed of the task list")
-    pr.add_argument("--queries", type=int, default=15)
-    pr.add_argument("--points", choices=["query", "support"], default="query")
+    pr = command("probe", "save every layer's activations before/after the inner loop",
+                 "Save every layer's activations before and after the inner loop, for analyses of your "
+                 "own: OUT/meta.json and OUT/task-NNNN.safetensors with tensors named step{s}/{layer} "
+                 "(step 0: before the inner loop; the last: after it), read with safetensors.torch.load_file.")
+    pr.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
+    pr.add_argument("--out", required=True, metavar="DIR", help="folder for the probes")
+    test_tasks(pr, default=100, why="fewer: each task's activations are written to disk")
+    pr.add_argument("--inner-steps", type=int, help="test-time inner steps (default: the checkpoint's)")
+    pr.add_argument("--queries", type=int, default=15, help="query points per class")
+    layers(pr, "layers to record")
+    pr.add_argument("--points", choices=["query", "support"], default="query", help="which points' activations")
     pr.add_argument("--every-step", action="store_true", help="record after every inner step")
-    pr.add_argument("--inner-steps", type=int)
-    pr.add_argument("--layers", nargs="+")
-    pr.add_argument("--data-root")
-    pr.add_argument("--device", default="auto")
-    pr.add_argument("--quiet", action="store_true")
+    data_root(pr)
+    common(pr)
     pr.set_defaults(func=_probe)
 
-    r = sub.add_parser("reproduce", help="the main job: train, run every analysis, write the report",
-                       description="Trains small MAML, ANIL, BOIL, multiclass and multitask models (reused "
-                       "when already trained), runs every analysis and writes the report.")
-    r.add_argument("--dataset", default="synthetic", choices=["synthetic", "omniglot", "miniimagenet"])
-    r.add_argument("--data-root", help="folder of the real data set (omniglot: the two official zips)")
+    r = command("reproduce", "the main job: train, run every analysis, write the report",
+                "Trains small MAML, ANIL, BOIL, multiclass and multitask models (reused when already "
+                "trained), runs every analysis and writes the report.")
+    r.add_argument("--dataset", default="synthetic", choices=["synthetic", "omniglot", "miniimagenet"],
+                   help="data set")
+    data_root(r)
     r.add_argument("--profile", default="quick", choices=["quick", "paper"],
-                   help="quick (default, about 6-7 min on a 2-core CPU) or paper (full schedules, for a GPU)")
-    r.add_argument("--out", default="reproduction", help="folder for runs/ and results/ (default ./reproduction)")
-    r.add_argument("--figures", help="folder for the figures (default OUT/results/figures)")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--quiet", action="store_true")
+                   help="quick (about 6-7 min on a 2-core CPU) or paper (full schedules, for a GPU)")
+    r.add_argument("--out", default="reproduction", metavar="DIR", help="folder for runs/ and results/")
+    r.add_argument("--figures", metavar="DIR", help="folder for the figures (default: OUT/results/figures)")
+    common(r)
     r.set_defaults(func=_reproduce)
 
-    rep = sub.add_parser("report", help="write report.md, report.html and figures from a results folder")
+    rep = command("report", "write report.md, report.html and figures from a results folder")
     rep.add_argument("results", help="results folder written by 'repsim analyze' or 'repsim reproduce'")
-    rep.add_argument("--figures", help="folder for the figures (default RESULTS/figures)")
+    rep.add_argument("--figures", metavar="DIR", help="folder for the figures (default: RESULTS/figures)")
     rep.set_defaults(func=_report)
 
-    b = sub.add_parser("bench", help="speed benchmarks, printed as side-by-side ratios")
-    b.add_argument("what", choices=["train", "similarity"], help="meta-training or similarity measures")
-    b.add_argument("--device", default="auto")
+    b = command("bench", "speed benchmarks, printed as side-by-side ratios")
+    b.add_argument("what", choices=["train", "similarity"], help="meta-training (train: times higher too; "
+                   "pip install -e \".[bench]\") or similarity measures")
+    b.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     b.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
-    b.add_argument("--data-root", help="train: time real Omniglot tasks from this folder instead of noise")
-    b.add_argument("--ways", type=int, default=20, help="train: Omniglot setting to time (default 20)")
-    b.add_argument("--shots", type=int, default=1, help="train: Omniglot setting to time (default 1)")
+    b.add_argument("--data-root", metavar="DIR", help="train: time real Omniglot tasks from this folder "
+                   "instead of noise")
+    b.add_argument("--ways", type=int, default=20, help="train: Omniglot setting to time")
+    b.add_argument("--shots", type=int, default=1, help="train: Omniglot setting to time")
     b.set_defaults(func=_bench)
     return p
 
@@ -291,6 +400,9 @@ def _resume_hint(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Spinning OpenMP threads slow every process on a shared machine down many times (eigh on
+    # 1024^2: 15.5 s instead of 0.2 s beside another job); set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

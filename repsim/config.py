@@ -4,7 +4,7 @@ A config is written as a YAML file of ``key: value`` lines and can be changed fr
 line with ``--set key=value``. The paper's recipes (analyses/configs/ in a checkout, shipped in
 the package as repsim/configs/) are also reachable by name from anywhere, e.g.
 ``--config omniglot_20w1s_maml``; ``recipes()`` lists the names. Keys left out take the
-paper's defaults for the data set, ways and shots (PAPER.md, "Protocol").
+paper's defaults for the data set, ways and shots (the paper's protocol, repsim.paper).
 
 Conventions
 -----------
@@ -312,6 +312,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
             raise RepsimError(f"--set expects key=value, got {item!r}")
         values[key.strip()] = value.strip()
     return from_dict(values, source=str(path) if path else "--set").resolved()
+
+
+# what a trained model's test may change (``--set`` on evaluate and analyze): its inner loop.
+# Everything else (the network, its data, how it was trained) is fixed by its training.
+TESTABLE_KEYS = ("inner_lr", "inner_loss", "adapt_batchnorm", "inner_steps_test", "test_queries")
+
+
+def tested_with(config: Config, overrides: list[str] = ()) -> Config:
+    """``config`` with ``key=value`` overrides of how the trained model is tested, e.g.
+    ``inner_lr=0.4`` to test a Finn-convention checkpoint with a mean-loss step."""
+    if not overrides:
+        return config
+    values = config.to_dict()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise RepsimError(f"--set expects key=value, got {item!r}")
+        if key not in TESTABLE_KEYS:
+            raise RepsimError(f"--set {key}=... cannot change a trained model's test ({key} is fixed "
+                              f"by its training): at test time set only {', '.join(TESTABLE_KEYS)}")
+        values[key] = value.strip()
+    return from_dict(values, source="--set").resolved()
 
 
 def from_saved(values: dict[str, Any], source: str) -> Config:

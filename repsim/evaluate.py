@@ -140,22 +140,24 @@ def own_inner_loop(config, model: nn.Module, steps: int | None = None) -> InnerL
 def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None = None,
                         seed: int = 0, split: str = "test", data_root: str | None = None,
                         queries: int | None = None, nil: bool = False, device: str = "auto",
-                        progress: bool = True) -> dict:
+                        overrides: list[str] = (), progress: bool = True) -> dict:
     """Score a checkpoint on ``tasks`` fixed tasks of ``split``; returns a flat record.
 
     The inner loop is the one the checkpoint was trained with (:func:`own_inner_loop`;
     no-inner-loop regimes adapt a fresh head), run for ``inner_steps`` (default: the
     config's test-time steps), on ``queries`` query points per class (default: the config's
-    ``test_queries``). ``nil`` scores with NIL testing instead. The record carries every
-    convention the checkpoint was trained with.
+    ``test_queries``). ``nil`` scores with NIL testing instead. ``overrides`` (``key=value``,
+    :func:`repsim.config.tested_with`) change how it is tested, e.g. its inner step size. The
+    record carries every convention the checkpoint was trained and tested with.
     """
     from repsim.checkpoint import Checkpoint, load_checkpoint
+    from repsim.config import tested_with
     from repsim.data import load_splits
     from repsim.data.episodes import TaskList
 
     check_counts(tasks=tasks, queries=queries, inner_steps=inner_steps)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    c = ckpt.config
+    c = tested_with(ckpt.config, overrides)
     dev = resolve_device(device)
     splits = load_splits(c.dataset, data_root or c.data_root, split_scheme=c.split_scheme,
                          rotate=c.rotate, seed=c.split_seed, image_resize=c.image_resize,
@@ -175,4 +177,4 @@ def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None
             "inner_lr": c.inner_lr, "mode": "nil" if nil else "inner-loop", "seed": seed,
             "tasks": score.tasks, "accuracy": score.mean, "ci95": score.ci95,
             "reduced_schedule": c.reduced, **c.conventions_used(),
-            "convention_summary": c.describe_conventions()}
+            "convention_summary": c.describe_conventions(), "test_overrides": " ".join(overrides)}

@@ -377,14 +377,55 @@ def test_analysis_parts_are_reused_only_for_unchanged_checkpoints(runs, tmp_path
     # other tasks, another inner loop or changed weights: analysed again
     for changed in (dict(common, tasks=4), dict(common, queries=3), dict(common, steps=1)):
         analysed.clear()
-        run_analysis("freezing", [maml], tmp_path / "resumed", **changed)
+        run_analysis("freezing", [maml], tmp_path / "resumed", replace=True, **changed)
         assert analysed == ["maml.safetensors"], changed
     ckpt = load_checkpoint(maml)
     ckpt.params["head.bias"] = ckpt.params["head.bias"] + 1.0
     save_checkpoint(maml, ckpt)
     analysed.clear()
-    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "resumed", **common)
+    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "resumed", replace=True, **common)
     assert analysed == ["maml.safetensors"]
+
+
+def test_an_analysis_run_again_with_other_options_is_refused_not_silently_replaced(runs, tmp_path):
+    """Rows made with other tasks (or leaving models out) must not replace a table unseen;
+    more models with the same options are added; --replace overwrites on purpose."""
+    out = tmp_path / "results"
+    common = dict(tasks=3, queries=5, device="cpu", progress=False, frozen_sets=[["conv1"]])
+    run_analysis("freezing", [runs["maml"]], out, **common)
+    first = (out / "freezing.csv").read_text()
+    with pytest.raises(RepsimError, match=r"tasks=3, this run has tasks=4: use another --out, or --replace"):
+        run_analysis("freezing", [runs["maml"]], out, **dict(common, tasks=4))
+    with pytest.raises(RepsimError, match=r"inner_lr=0.1"):  # how the models are tested is an option too
+        run_analysis("freezing", [runs["maml"]], out, overrides=["inner_lr=0.1"], **common)
+    assert (out / "freezing.csv").read_text() == first
+    run_analysis("freezing", [runs["maml"], runs["anil"]], out, **common)  # a model added
+    assert len(pd.read_csv(out / "freezing.csv")) == 2
+    with pytest.raises(RepsimError, match=r"also holds .*which this run leaves out"):
+        run_analysis("freezing", [runs["anil"]], out, **common)
+    run_analysis("freezing", [runs["maml"]], out, replace=True, **dict(common, tasks=4))
+    table = pd.read_csv(out / "freezing.csv")
+    assert len(table) == 1 and table.tasks.iloc[0] == 4
+
+
+def test_test_time_overrides_change_the_inner_loop_and_are_recorded(runs, tmp_path):
+    """Testing with Finn's summed support loss at step size lr equals testing with the mean
+    loss at lr x ways (closed form: sum/shots = ways x mean); keys fixed by training are refused."""
+    from repsim.evaluate import evaluate_checkpoint
+
+    common = dict(tasks=3, queries=5, device="cpu", progress=False)
+    c = load_checkpoint(runs["maml"]).config
+    summed = evaluate_checkpoint(runs["maml"], overrides=["inner_loss=sum_div_shots", "inner_lr=0.05"], **common)
+    mean = evaluate_checkpoint(runs["maml"], overrides=["inner_loss=mean", f"inner_lr={0.05 * c.ways}"], **common)
+    small = evaluate_checkpoint(runs["maml"], overrides=["inner_loss=mean", "inner_lr=0.05"], **common)
+    assert summed["accuracy"] == pytest.approx(mean["accuracy"])
+    assert summed["test_overrides"] == "inner_loss=sum_div_shots inner_lr=0.05" and summed["inner_lr"] == 0.05
+    assert small["inner_lr"] == 0.05 and small["inner_loss"] == "mean"
+    with pytest.raises(RepsimError, match="filters is fixed by its training"):
+        evaluate_checkpoint(runs["maml"], overrides=["filters=8"], **common)
+    path = run_analysis("accuracy", [runs["maml"]], tmp_path, overrides=["inner_lr=0.05"], **common)
+    made = json.loads(path.with_suffix(".json").read_text())
+    assert made["study"]["test_overrides"] == "inner_lr=0.05" and made["checkpoints"][0]["inner_lr"] == 0.05
 
 
 def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_path, monkeypatch):

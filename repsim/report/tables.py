@@ -88,7 +88,7 @@ def table_freezing(doc: Doc, res: Result):
                     + pc.cells(r["mean"], prow, "accuracy") + pe.cells(r["mean"], prow, "accuracy (earlier version)"))
     doc.table(headers, rows)
     doc.p("Paper: Raghu et al. 2020 Table 1 (MAML-trained, MiniImageNet 5-way), mean ± std; (?) marks values "
-          "PAPER.md could not confirm. Paper values are shown for MAML rows only.")
+          "the paper's text leaves uncertain (repsim.paper). Paper values are shown for MAML rows only.")
 
 
 def _other_published(setting, alg, mode) -> str:
@@ -195,7 +195,7 @@ def table_cross(doc: Doc, res: Result):
         doc.items([f"{r['pair']}, seeds {r['seeds']}: " + "; ".join(f"{a} vs {b}" for a, b in r["models"])
                    for r in summary])
     doc.p("Paper: Raghu et al. Table 3, body layers averaged, across seeds (its data setting is not stated in "
-          "PAPER.md beyond the representation analysis' 5-way MiniImageNet tasks).")
+          "in the paper beyond the representation analysis' 5-way MiniImageNet tasks).")
 
 
 def table_heads(doc: Doc, res: Result):
@@ -267,7 +267,8 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
         s = r.study
         ckpts = "; ".join(f"{_alg(c.get('algorithm', '?'))} s{c.get('seed', '?')} it{c.get('iteration', '?')}"
                           + ("†" if c.get("reduced_schedule") else "") for c in r.checkpoints) or "?"
-        rows.append([name, f"{s.get('dataset', '?')} ({s.get('split', '?')})", _setting_text(r),
+        tested = f"; tested with {s['test_overrides']}" if s.get("test_overrides") else ""
+        rows.append([name, f"{s.get('dataset', '?')} ({s.get('split', '?')})", _setting_text(r) + tested,
                      s.get("queries", "?"), f"{s.get('tasks', '?')} (seed {s.get('task_seed', '?')})", ckpts,
                      r.prov.get("created", "?"), r.prov.get("repsim_version", "?"), r.prov.get("command") or "—"])
     doc.table(["analysis", "data (split)", "setting", "queries/class", "tasks (task seed)", "checkpoints",

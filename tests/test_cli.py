@@ -1,0 +1,88 @@
+"""The command line as a user meets it: help, version, one spelling per flag, readable output."""
+
+import re
+
+import pandas as pd
+import pytest
+
+import repsim
+from repsim.cli import EXAMPLES, build_parser, main
+from repsim.config import load_config
+from repsim.train import train
+
+COMMANDS = ("train", "evaluate", "import", "analyze", "probe", "reproduce", "report", "bench")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"repsim {repsim.__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_shows_its_defaults_and_a_runnable_example(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and EXAMPLES[command].splitlines()[0] in text
+    text = " ".join(text.split())  # help wraps lines anywhere
+    assert "(default: None)" not in text
+    if "--device" in text:
+        assert "(default: auto)" in text
+    # every example parses: no example names a flag the command does not have
+    parser = build_parser()
+    for line in EXAMPLES[command].splitlines():
+        argv = line.split("#")[0].split()[1:]
+        parser.parse_args([a.strip("'") for a in argv])
+
+
+def test_shared_flags_have_one_meaning_and_one_default_across_commands():
+    parser = build_parser()
+    subs = parser._subparsers._group_actions[0].choices
+    seen = {}
+    for name in ("evaluate", "analyze", "probe"):
+        for action in subs[name]._actions:
+            if action.option_strings and action.dest in ("seed", "device", "quiet", "data_root", "set"):
+                seen.setdefault(action.dest, set()).add(action.default)
+    assert all(len(defaults) == 1 for defaults in seen.values()), seen
+    tasks = {name: next(a.default for a in subs[name]._actions if a.dest == "tasks") for name in ("evaluate", "analyze")}
+    assert tasks == {"evaluate": 600, "analyze": 600}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    config = load_config(None, ["dataset=synthetic", "ways=5", "shots=1", "queries=3", "filters=8",
+                                "meta_batch_size=2", "iterations=4", "checkpoint_every=2",
+                                "eval_every=2", "eval_tasks=3"])
+    return train(config, tmp_path_factory.mktemp("run") / "maml", device="cpu", progress=False)
+
+
+def test_analyze_takes_either_spelling_and_prints_a_readable_table(run, tmp_path, capsys):
+    out = tmp_path / "results"
+    code = main(["analyze", "through_training", str(run.parent), "--out", str(out), "--tasks", "3",
+                 "--queries", "3", "--quiet"])
+    assert code == 0 and (out / "through_training.csv").is_file()
+    capsys.readouterr()
+    code = main(["analyze", "similarity", str(run), "--out", str(out), "--tasks", "3", "--queries", "3",
+                 "--layers", "conv1,conv2", "head", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    table = pd.read_csv(out / "similarity.csv")
+    assert set(table.layer) == {"conv1", "conv2", "head"}  # commas and spaces alike
+    assert "," not in printed.splitlines()[0] and "model" in printed.splitlines()[0]
+    assert not re.search(r"\d\.\d{4,}", printed)  # no 15-digit floats on the terminal
+    assert "'repsim report" in printed
+
+
+def test_analyze_refuses_an_unknown_analysis_naming_the_choices(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["analyze", "freezng", "x.safetensors", "--out", "r"])
+    assert done.value.code == 2 and "through-training" in capsys.readouterr().err
+
+
+def test_python_m_repsim_and_the_report_use_the_cli_spelling(run, tmp_path, capsys):
+    from repsim.report import write_report
+    out = tmp_path / "results"
+    assert main(["analyze", "accuracy", str(run), "--out", str(out), "--tasks", "3", "--quiet"]) == 0
+    report = write_report(out).read_text()
+    assert "through-training" in report and "through_training:" not in report
