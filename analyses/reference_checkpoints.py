@@ -40,6 +40,7 @@ from repsim.errors import RepsimError
 from repsim.evaluate import evaluate_checkpoint
 from repsim.io import atomic_write_text
 from repsim.report import write_report
+from repsim.reproduce import analysis_plan
 
 FIELDS = ["path", "run", "algorithm", "dataset", "ways", "shots", "seed", "iteration",
           "iterations_planned", "reduced_schedule", "conventions", "devices", "wall_time_s",
@@ -137,20 +138,7 @@ def analyse(out: Path, rows: list[dict], tasks: int, analysis_tasks: int, data_r
     write the report from every result in OUT/results, this run's and earlier ones'."""
     finals = {r["run"]: Path(r["path"]) for r in rows if r["iteration"] == r["iterations_planned"]}
     results = out / "results"
-    meta = [finals[n] for n in sorted(finals) if n.startswith(("maml", "anil"))]
-    maml = [finals[n] for n in sorted(finals) if n.startswith("maml")]
-    runs = [out / n for n in sorted(finals) if n.startswith(("maml", "anil"))]
-    plan = {  # name: (checkpoints, tasks)
-        "accuracy": (meta, tasks),
-        "freezing": (maml, tasks),
-        "similarity": (meta, analysis_tasks),
-        "cross": (meta, analysis_tasks),
-        "heads": (meta, analysis_tasks),
-        "regimes": (list(finals.values()), tasks),
-        "weight-change": (meta, analysis_tasks),
-        "through-training": (runs, max(2, analysis_tasks // 2)),
-    }
-    for name, (checkpoints, n) in plan.items():
+    for name, checkpoints, n in analysis_plan(finals, {n: out / n for n in finals}, tasks, analysis_tasks):
         if only is None or name in only:
             run_analysis(name, checkpoints, results, tasks=n, data_root=data_root, progress=True)
     return write_report(results, title="repsim reference checkpoints: Omniglot "

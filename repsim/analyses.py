@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from repsim.checkpoint import Checkpoint, latest_in, load_checkpoint, model_for, read_metadata
+from repsim.checkpoint import Checkpoint, latest_in, load_checkpoint, read_metadata
 from repsim.config import tested_with
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
@@ -45,7 +45,7 @@ from repsim.errors import RepsimError
 from repsim.evaluate import (check_counts, fresh_head, own_inner_loop, resolve_device,
                              score_tasks, test_time_params)
 from repsim.io import atomic_write_bytes, atomic_write_text
-from repsim.model import HEAD_PREFIX, draw_weights
+from repsim.model import HEAD_PREFIX, draw_weights, model_for
 from repsim.probe import check_layers, in_layers, iter_probes, probe_layers
 from repsim.results import paired_change, summarise
 from repsim.similarity import compare

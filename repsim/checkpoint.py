@@ -22,7 +22,7 @@ import repsim
 from repsim.config import Config, from_saved
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes
-from repsim.model import conv4_for
+from repsim.model import model_for
 
 OPTIMIZER_PREFIX = "optimizer/"
 
@@ -68,34 +68,6 @@ class Checkpoint:
     def name(self) -> str | None:
         """The name it was given (``repsim import --name``), which labels its results."""
         return self.extra.get("name") or None
-
-    def describe(self) -> str:
-        c = self.config
-        return (f"{c.algorithm} on {c.dataset} {c.ways}-way {c.shots}-shot, iteration "
-                f"{self.iteration}, seed {c.seed}{' (reduced schedule)' if c.reduced else ''}")
-
-
-def model_for(config: Config, params: dict[str, torch.Tensor] | None = None,
-              head_width: int | None = None) -> torch.nn.Module:
-    """conv4 for the config; the head's width follows the weights when they are given
-    (multiclass pretraining has one output per training class, not ``ways``)."""
-    ways = head_width or config.ways
-    if params is not None and "head.weight" in params:
-        ways = params["head.weight"].shape[0]
-    model = conv4_for(config.dataset, ways, config.filters, pooling=config.pooling, blocks=config.blocks,
-                     feature_pooling=config.feature_pooling, padding=config.conv_padding,
-                     bn_eps=config.batchnorm_eps, bn_scale=config.batchnorm_scale,
-                     conv_init=config.conv_init, head_init=config.head_init)
-    if config.dataset == "omniglot" and config.image_ink == "dark":
-        # repsim's Omniglot images have bright ink (1 on 0); this network learned dark ink
-        # (torchmeta's ToTensor of the PNGs), so it sees every image inverted, as it did then
-        model.register_forward_pre_hook(invert_ink)
-    return model
-
-
-def invert_ink(module, args):
-    """Forward pre-hook: ``1 - x``, dark ink for bright (the other arguments unchanged)."""
-    return (1 - args[0],) + tuple(args[1:])
 
 
 def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source: str) -> None:

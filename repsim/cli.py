@@ -233,6 +233,7 @@ def _analysis(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     import repsim
     from repsim.analyses import ANALYSES
+    from repsim.data import DATASETS
 
     p = argparse.ArgumentParser(prog="repsim", formatter_class=_Help, description=(
         "Train meta-learners (MAML, first-order MAML, ANIL, BOIL, multiclass, multitask) and "
@@ -361,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = command("reproduce", "the main job: train, run every analysis, write the report",
                 "Trains small MAML, ANIL, BOIL, multiclass and multitask models (reused when already "
                 "trained), runs every analysis and writes the report.")
-    r.add_argument("--dataset", default="synthetic", choices=["synthetic", "omniglot", "miniimagenet"],
+    r.add_argument("--dataset", default="synthetic", choices=DATASETS,
                    help="data set")
     data_root(r)
     r.add_argument("--profile", default="quick", choices=["quick", "paper"],

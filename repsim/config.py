@@ -29,7 +29,6 @@ them; a key given explicitly overrides its set. Two sets are defined:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -37,10 +36,10 @@ from typing import Any, get_args, get_type_hints
 
 import yaml
 
+from repsim.data import DATASETS
 from repsim.errors import RepsimError
 from repsim.meta import ALGORITHMS, LOSSES
 
-DATASETS = ("synthetic", "omniglot", "miniimagenet")
 CONVENTION_SETS = ("finn", "pytorch")
 CONVENTION_KEYS = ("inner_loss", "outer_loss", "head_init", "conv_init", "batchnorm_scale",
                    "batchnorm_eps", "adapt_batchnorm", "conv_padding", "image_resize",
@@ -343,7 +342,3 @@ def from_saved(values: dict[str, Any], source: str) -> Config:
     values = dict(values)
     values.setdefault("conventions", "pytorch")
     return from_dict(values, source)
-
-
-def config_json(config: Config) -> str:
-    return json.dumps(config.to_dict(), sort_keys=True)

@@ -38,7 +38,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from repsim.checkpoint import Checkpoint, load_weights, model_for, save_checkpoint
+from repsim.checkpoint import Checkpoint, load_weights, save_checkpoint
+from repsim.model import model_for
 from repsim.config import config_path, load_config
 from repsim.errors import RepsimError
 

@@ -8,10 +8,14 @@ Any user model that follows that naming convention works with every algorithm an
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from repsim.config import Config
 
 HEAD_PREFIX = "head."
 
@@ -232,3 +236,26 @@ def split_body_head(model: nn.Module) -> tuple[list[str], list[str]]:
             f"classifier's parameters to be named 'head.*' and at least one other parameter "
             f"(found {names[:6]}{'...' if len(names) > 6 else ''}); rename the last layer to 'head'")
     return body, head
+
+
+def model_for(config: "Config", params: dict[str, torch.Tensor] | None = None,
+              head_width: int | None = None) -> torch.nn.Module:
+    """conv4 for the config; the head's width follows the weights when they are given
+    (multiclass pretraining has one output per training class, not ``ways``)."""
+    ways = head_width or config.ways
+    if params is not None and HEAD_PREFIX + "weight" in params:
+        ways = params[HEAD_PREFIX + "weight"].shape[0]
+    model = conv4_for(config.dataset, ways, config.filters, pooling=config.pooling, blocks=config.blocks,
+                     feature_pooling=config.feature_pooling, padding=config.conv_padding,
+                     bn_eps=config.batchnorm_eps, bn_scale=config.batchnorm_scale,
+                     conv_init=config.conv_init, head_init=config.head_init)
+    if config.dataset == "omniglot" and config.image_ink == "dark":
+        # repsim's Omniglot images have bright ink (1 on 0); this network learned dark ink
+        # (torchmeta's ToTensor of the PNGs), so it sees every image inverted, as it did then
+        model.register_forward_pre_hook(invert_ink)
+    return model
+
+
+def invert_ink(module, args):
+    """Forward pre-hook: ``1 - x``, dark ink for bright (the other arguments unchanged)."""
+    return (1 - args[0],) + tuple(args[1:])

@@ -69,6 +69,27 @@ def _train_or_reuse(config, folder: Path, device: str, progress: bool) -> Path:
     return train(config, folder, device=device, resume=resume, progress=progress)
 
 
+def analysis_plan(finals: dict[str, Path], run_dirs: dict[str, Path], tasks: int,
+                  analysis_tasks: int) -> list[tuple[str, list[Path], int]]:
+    """Which models each of the paper's analyses gets, on how many test tasks, from runs named
+    ALGORITHM-sSEED: accuracies on ``tasks`` (the paper's 600), representation analyses on
+    ``analysis_tasks``; through-training on half as many, at every checkpoint of a run."""
+    def named(*algorithms):
+        return [finals[n] for n in sorted(finals) if n.split("-")[0] in algorithms]
+    meta, with_boil = named("maml", "anil"), named("maml", "anil", "boil")
+    return [
+        ("accuracy", meta, tasks),
+        ("similarity", with_boil, analysis_tasks),
+        ("freezing", named("maml"), tasks),
+        ("cross", meta, analysis_tasks),
+        ("heads", meta, analysis_tasks),
+        ("regimes", [finals[n] for n in sorted(finals)], tasks),
+        ("through-training", [run_dirs[n] for n in sorted(run_dirs) if n.split("-")[0] in ("maml", "anil")],
+         max(2, analysis_tasks // 2)),
+        ("weight-change", with_boil, analysis_tasks),
+    ]
+
+
 def reproduce(*, dataset: str = "synthetic", data_root: str | None = None,
               profile: str = "quick", out: str | Path = "reproduction",
               figures: str | Path | None = None, device: str = "auto",
@@ -86,26 +107,12 @@ def reproduce(*, dataset: str = "synthetic", data_root: str | None = None,
         print(f"  {run.name}")
         final[run.name] = _train_or_reuse(configs[run.name], out / "runs" / run.name, device, progress)
 
-    def ckpts(*names):
-        return [final[n] for n in names if n in final]
-
-    maml = [n for n in final if n.startswith("maml")]
-    anil = [n for n in final if n.startswith("anil")]
-    common = dict(tasks=spec["tasks"], data_root=data_root, device=device, progress=progress)
-    plan = [
-        ("accuracy", ckpts(*maml, *anil)),
-        ("similarity", ckpts(*maml, *anil, "boil-s0")),
-        ("freezing", ckpts(*maml)),
-        ("cross", ckpts(*maml, *anil)),
-        ("heads", ckpts("maml-s0", "anil-s0")),
-        ("regimes", ckpts(*maml, *anil, "multiclass-s0", "multitask-s0")),
-        ("through-training", [out / "runs" / "maml-s0", out / "runs" / "anil-s0"]),
-        ("weight-change", ckpts("maml-s0", "anil-s0", "boil-s0")),
-    ]
+    plan = analysis_plan(final, {name: out / "runs" / name for name in final}, spec["tasks"], spec["tasks"])
     print(f"[2/3] running {len(plan)} analyses on {spec['tasks']} test tasks each")
-    for name, checkpoints in plan:
+    for name, checkpoints, tasks in plan:
         print(f"  {name}")
-        run_analysis(name, checkpoints, results, **common)
+        run_analysis(name, checkpoints, results, tasks=tasks, data_root=data_root, device=device,
+                     progress=progress)
 
     print("[3/3] writing the report")
     from repsim.report import write_report

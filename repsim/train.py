@@ -26,10 +26,11 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from repsim.checkpoint import Checkpoint, load_checkpoint, load_weights, model_for, save_checkpoint
+from repsim.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
+from repsim.model import model_for
 from repsim.config import Config, from_saved
 from repsim.data import load_splits
-from repsim.data.episodes import (TaskList, batch_tasks, check_task_shape, sample_task,
+from repsim.data.episodes import (TaskList, batch_tasks, check_task_shape, rotate_images, sample_task,
                                   task_generator)
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_text
@@ -200,7 +201,7 @@ def _multiclass_loss(model, params, split, config: Config, it: int, dev):
     rotations = (torch.randint(4, (n,), generator=g) if split.rotate
                  else torch.zeros(n, dtype=torch.long))
     images = split.images[classes, examples].float() / 255
-    images = torch.stack([torch.rot90(x, int(k), dims=(-2, -1)) for x, k in zip(images, rotations)])
+    images = rotate_images(images, rotations)
     labels = classes * (4 if split.rotate else 1) + rotations
     logits = model(images.to(dev))
     labels = labels.to(dev)

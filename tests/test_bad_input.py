@@ -15,7 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from repsim import analyses
-from repsim.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
+from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from repsim.model import model_for
 from repsim.cli import main as cli
 from repsim.config import load_config
 from repsim.errors import RepsimError

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import stats
 
-from repsim.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
+from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.config import CONVENTION_KEYS, load_config
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
 from repsim.evaluate import evaluate_checkpoint
 from repsim.meta import adapt, inner_loop_names, meta_loss, meta_loss_vmap, task_loss
-from repsim.model import Conv4, ConvBlock, same_padding
+from repsim.model import Conv4, ConvBlock, same_padding, model_for
 from repsim.train import train, training_task
 
 FINN = dict(padding="same", bn_eps=1e-3, bn_scale=False, conv_init="xavier_uniform", head_init="normal")

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from repsim.importing import import_state_dict
-from repsim.checkpoint import (Checkpoint, load_checkpoint, model_for,
-                               save_checkpoint)
+from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from repsim.model import model_for
 from repsim.cli import main as cli
 from repsim.config import Config, load_config
 from repsim.errors import RepsimError

@@ -11,9 +11,9 @@ half-written cache that a later run would trust.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -71,38 +71,23 @@ def load_npz(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write a cache atomically: all of it under its final name, or nothing.
+    """Write a cache atomically (:func:`repsim.io.atomic_write_bytes`): all of it under its
+    final name, or nothing.
 
     A cache that cannot be written (read-only home, full disk) only costs time on the next run,
     so it warns rather than fails.
     """
-    tmp_name = None
+    from repsim.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes it private; a cache need not be
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as err:
+        atomic_write_bytes(path, buffer.getvalue())
+    except (OSError, RepsimError) as err:
         warnings.warn(
             f"could not write the data cache {path} ({err}); continuing without it - "
             f"set {CACHE_DIR_ENV} or pass cache_dir to a writable folder",
             stacklevel=3,
         )
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+

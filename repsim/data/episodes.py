@@ -103,10 +103,6 @@ class Task:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         return Task(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in moved.items()})
 
-    @property
-    def ways(self) -> int:
-        return int(self.classes.shape[-1])
-
 
 def task_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
     """The random generator for task `index` of the task stream `seed`.
@@ -143,6 +139,12 @@ def check_task_shape(split: Split, ways: int, shots: int, queries: int) -> None:
         )
 
 
+def rotate_images(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """``images[i]`` turned by ``turns[i]`` quarter turns (a rotated character is a new class,
+    as in MAML's Omniglot)."""
+    return torch.stack([torch.rot90(x, int(k), dims=(-2, -1)) for x, k in zip(images, turns)])
+
+
 def sample_task(split: Split, ways: int, shots: int, queries: int, generator: torch.Generator,
                 rotation_generator: torch.Generator | None = None) -> Task:
     """Draw `ways` distinct classes and `shots + queries` distinct examples of each.
@@ -165,7 +167,7 @@ def sample_task(split: Split, ways: int, shots: int, queries: int, generator: to
 
     images = split.images[classes[:, None], examples]  # (ways, per_class, C, H, W)
     if split.rotate:
-        images = torch.stack([torch.rot90(images[i], int(rotations[i]), dims=(-2, -1)) for i in range(ways)])
+        images = rotate_images(images, rotations)
     images = images.float().div_(255.0)
 
     shape = images.shape[2:]
