@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -70,25 +71,17 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     final = out / "model.safetensors"
     if start == config.iterations and final.is_file():
         return final  # resuming a finished run: nothing to do, and nothing rewritten
-    # What a checkpoint carries besides weights: provenance, and the running training-metric
-    # sums, so that a resumed run logs exactly what an unbroken one would.
-    run_log = {"devices": [str(dev)], "wall_time_s": 0.0, "window": [0.0, 0.0, 0],
-               "execution": resolve_execution(config, dev)}
+    state = RunState(execution=resolve_execution(config, dev), devices=[str(dev)])
     if resume:
         _truncate_metrics(out / "metrics.jsonl", start)
     if ckpt is not None:
         load_weights(model, ckpt.params, source=str(ckpt.path))
         _load_optimizer(optimizer, params, ckpt.optimizer)
-        run_log["wall_time_s"] = ckpt.extra.get("wall_time_s", 0.0)
-        run_log["devices"] = list(dict.fromkeys(ckpt.extra.get("devices", []) + [str(dev)]))
-        run_log["window"] = ckpt.extra.get("window", [0.0, 0.0, 0])
-        # a resumed run keeps the execution it started with (same numbers as an unbroken run)
-        run_log["execution"] = ckpt.extra.get("execution", run_log["execution"])
+        state = RunState.from_checkpoint(ckpt, state)
 
     validation = TaskList(splits["val"], config.ways, config.shots, config.queries,
                           config.eval_tasks, VALIDATION_SEED)
-    use_vmap = run_log["execution"] == "vmap"
-    window_loss, window_acc, window_n = run_log["window"]
+    use_vmap = state.execution == "vmap"
     last = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
     bar = tqdm(range(start + 1, last + 1), initial=start, total=config.iterations,
                desc=f"{config.algorithm} {config.dataset} {config.ways}w{config.shots}s",
@@ -108,29 +101,60 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
                 if p.grad is not None:
                     p.grad.clamp_(-config.meta_grad_clip, config.meta_grad_clip)
         optimizer.step()
-        window_loss, window_acc, window_n = window_loss + loss, window_acc + acc, window_n + 1
+        state.add(loss, acc)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
 
         if it % config.eval_every == 0 or it == config.iterations:
             val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
                               validation, inner=own_inner_loop(config, model), device=dev,
                               progress=False)
-            metrics = {"iteration": it, "train_loss": window_loss / window_n,
-                       "train_accuracy": 100 * window_acc / window_n,
-                       "val_accuracy": val.mean, "val_ci95": val.ci95, "val_tasks": val.tasks}
-            _append_jsonl(out / "metrics.jsonl", metrics)
-            window_loss, window_acc, window_n = 0.0, 0.0, 0
+            _append_jsonl(out / "metrics.jsonl", {"iteration": it, **state.take_window(),
+                                                  "val_accuracy": val.mean, "val_ci95": val.ci95,
+                                                  "val_tasks": val.tasks})
         if it % config.checkpoint_every == 0 or it == config.iterations:
-            run_log["wall_time_s"] += time.perf_counter() - tic
-            run_log["window"] = [window_loss, window_acc, window_n]
+            state.wall_time_s += time.perf_counter() - tic
             tic = time.perf_counter()
             _save(out / "checkpoints" / f"iter-{it:06d}.safetensors", config, params,
-                  optimizer, it, out, run_log)
+                  optimizer, it, out, state)
     bar.close()
     if last < config.iterations:
         return out / "checkpoints" / f"iter-{last:06d}.safetensors"
-    _save(final, config, params, optimizer, config.iterations, out, run_log)
+    _save(final, config, params, optimizer, config.iterations, out, state)
     return final
+
+
+@dataclass
+class RunState:
+    """What a checkpoint carries besides weights and optimizer: provenance (devices, wall
+    time, execution) and the training-metric sums since the last log line, so that a resumed
+    run logs exactly what an unbroken one would."""
+    execution: str
+    devices: list[str]
+    wall_time_s: float = 0.0
+    window: list = field(default_factory=lambda: [0.0, 0.0, 0])  # loss sum, accuracy sum, iterations
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, fresh: "RunState") -> "RunState":
+        """The state a checkpoint saved; a resumed run keeps the execution it started with
+        (same numbers as an unbroken run) and adds this process's device to the list."""
+        extra = ckpt.extra
+        return cls(execution=extra.get("execution", fresh.execution),
+                   devices=list(dict.fromkeys(extra.get("devices", []) + fresh.devices)),
+                   wall_time_s=extra.get("wall_time_s", 0.0),
+                   window=list(extra.get("window", [0.0, 0.0, 0])))
+
+    def add(self, loss: float, accuracy: float) -> None:
+        self.window = [self.window[0] + loss, self.window[1] + accuracy, self.window[2] + 1]
+
+    def take_window(self) -> dict:
+        """The mean training loss and accuracy since the last log line; the sums restart."""
+        loss, acc, n = self.window
+        self.window = [0.0, 0.0, 0]
+        return {"train_loss": loss / n, "train_accuracy": 100 * acc / n}
+
+    def to_metadata(self) -> dict:
+        return {"devices": self.devices, "wall_time_s": self.wall_time_s, "window": list(self.window),
+                "execution": self.execution}
 
 
 def resolve_execution(config: Config, dev: torch.device) -> str:
@@ -263,11 +287,11 @@ def _resume_point(existing: list[Path], config: Config) -> tuple[int, Checkpoint
     return 0, None
 
 
-def _save(path: Path, config, params, optimizer, it, out: Path, run_log) -> None:
+def _save(path: Path, config, params, optimizer, it, out: Path, state: RunState) -> None:
     last_metrics = _read_last_metrics(out / "metrics.jsonl")
     save_checkpoint(path, Checkpoint(config, {n: p.detach() for n, p in params.items()}, it,
                                      last_metrics, _optimizer_tensors(optimizer, params),
-                                     dict(run_log)))
+                                     state.to_metadata()))
 
 
 def _optimizer_tensors(optimizer, params) -> dict[str, torch.Tensor]:
