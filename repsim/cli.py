@@ -198,7 +198,7 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 EXAMPLES = {
     "train": "repsim train --config omniglot_5w1s_maml --data-root ~/data/omniglot --out runs/maml-s0\n"
              "repsim train --config omniglot_5w1s_maml --set seed=1 --set iterations=1500 --out runs/maml-s1\n"
-             "repsim train --out runs/maml-s0 --resume   # after an interruption",
+             "repsim train --config omniglot_5w1s_maml --out runs/maml-s0 --resume   # after an interruption",
     "evaluate": "repsim evaluate runs/maml-s0 --data-root ~/data/omniglot\n"
                 "repsim evaluate runs/maml-s0 --nil --json nil.json\n"
                 "repsim evaluate runs/maml-s0 --set inner_lr=0.4 --inner-steps 3",
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, help, description=None):
-        return sub.add_parser(name, help=help, description=textwrap.fill(description or help, 88),
+        return sub.add_parser(name, help=help, description=textwrap.fill(description or help.replace("%%", "%"), 88),
                               formatter_class=_Help,
                               epilog="examples:\n" + "\n".join("  " + line for line in EXAMPLES[name].splitlines()))
 
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(t)
     t.set_defaults(func=_train)
 
-    e = command("evaluate", "mean accuracy with its 95% CI over a fixed list of test tasks")
+    e = command("evaluate", "mean accuracy with its 95%% CI over a fixed list of test tasks")
     e.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
     test_tasks(e)
     e.add_argument("--inner-steps", type=int, help="inner-loop steps (default: the checkpoint's test-time steps)")

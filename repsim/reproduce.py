@@ -3,7 +3,7 @@
 Profiles:
 
 * ``quick`` (default): small conv4 (32 filters), 5-way 1-shot, short schedules; on the
-  built-in data set the whole pipeline fits in about 15 minutes on a 2-core CPU.
+  built-in data set the whole pipeline takes 6-7 minutes on a 2-core CPU.
 * ``paper``: the paper's Omniglot 20-way 1-shot schedule (60,000 iterations, meta-batch 16,
   5 inner steps of 0.1, 10 at test, three seeds, 600 test tasks). Meant for a GPU.
 

@@ -13,6 +13,13 @@ from repsim.train import train
 COMMANDS = ("train", "evaluate", "import", "analyze", "probe", "reproduce", "report", "bench")
 
 
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert done.value.code == 0 and all(command in text for command in COMMANDS)
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
