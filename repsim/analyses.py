@@ -567,7 +567,8 @@ def check_earlier_result(out: Path, name: str, study: dict, labels: list[str]) -
         if key in before and key in study and before[key] != study[key]:
             raise RepsimError(f"{earlier} was made with {key}={before[key]!r}, this run has "
                               f"{key}={study[key]!r}: use another --out, or --replace to overwrite it")
-    left_out = [c.get("label") for c in made.get("checkpoints", []) if c.get("label") not in set(labels)]
+    # (results written before labels were recorded cannot say which models they hold)
+    left_out = [c["label"] for c in made.get("checkpoints", []) if c.get("label") and c["label"] not in set(labels)]
     if left_out:
         raise RepsimError(f"{earlier} also holds {', '.join(map(str, left_out))}, which this run leaves "
                           f"out: list those checkpoints too (their parts are reused), use another --out, "
