@@ -111,8 +111,9 @@ def reproduce(*, dataset: str = "synthetic", data_root: str | None = None,
     print(f"[2/3] running {len(plan)} analyses on {spec['tasks']} test tasks each")
     for name, checkpoints, tasks in plan:
         print(f"  {name}")
+        # the folder is this command's own: a profile or data set run again rewrites it whole
         run_analysis(name, checkpoints, results, tasks=tasks, data_root=data_root, device=device,
-                     progress=progress)
+                     replace=True, progress=progress)
 
     print("[3/3] writing the report")
     from repsim.report import write_report
