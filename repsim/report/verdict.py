@@ -14,125 +14,166 @@ from repsim.report.cross import _body_mean, cross_summary_of
 
 
 def verdict(results: dict[str, Result]) -> list[str]:
-    out = []
-    if "similarity" in results:
-        t = results["similarity"].table
-        for a in dict.fromkeys(t["algorithm"]):
-            sub = t[t["algorithm"] == a]
-            parts, cca = [], sub[sub["measure"] == "cca"].set_index("layer")["mean"]
-            for m in ("cca", "cka"):
-                s = sub[sub["measure"] == m].set_index("layer")["mean"]
-                body = [layer for layer in s.index if layer != HEAD]
-                if body:
-                    txt = f"{_layer_span(body)} {m.upper()} {_range(s[body])}"
-                    if HEAD in s.index:
-                        txt += f" vs head {s[HEAD]:.2f}"
-                    parts.append(txt)
-            body = [layer for layer in cca.index if layer != HEAD]
-            judgement = ""
-            if body and HEAD in cca.index:
-                low = [layer for layer in body if cca[layer] < 0.9]
-                if not low and cca[HEAD] < 0.5:
-                    judgement = ("the pattern the paper reports as feature reuse "
-                                 "(body CCA > 0.9, head < 0.5)")
-                elif min(cca[body]) > cca[HEAD]:
-                    judgement = ("the head changes most" + (f"; {', '.join(low)} CCA below the paper's 0.9" if low else "")
-                                 + ("" if cca[HEAD] < 0.5 else "; head CCA not below the paper's 0.5"))
-                else:
-                    judgement = "some body layer changes as much as the head or more: not the paper's feature-reuse pattern"
-            if parts:
-                out.append(f"Representation change ({_alg(a)}): " + "; ".join(parts)
-                           + (f": {judgement}." if judgement else "."))
-    if "freezing" in results:
-        res = results["freezing"]
-        for r_none, r_all in _freeze_pairs(res):
-            d = r_all["mean"] - r_none["mean"]
-            if r_all["change_cis"]:  # paired over tasks: the interval the change itself has
-                ci = max(r_all["change_cis"])
-                within = (f"{'within' if abs(d) <= ci else 'larger than'} its paired 95% CI per seed, "
-                          f"{_ci(ci)}")
-            else:  # results written before paired changes: the two marginal CIs
-                ci_a, ci_b = max(r_none["cis"]), max(r_all["cis"])
-                within = (f"{'within' if abs(d) <= max(ci_a, ci_b) else 'larger than'} the per-seed "
-                          f"95% CIs, {_ci(ci_a)} / {_ci(ci_b)}")
-            txt = (f"Freezing ({_alg(r_none['algorithm'])}, iteration {_iter(r_none['iteration'])}, "
-                   f"{len(r_none['seeds'])} seed{'s' if len(r_none['seeds']) > 1 else ''}): freezing "
-                   f"{_frozen_label(r_all['frozen'])} changes accuracy {r_none['mean']:.1f} → {r_all['mean']:.1f}% "
-                   f"({d:+.1f} points; {within})")
-            p0 = paper.paper_value("freezing", res.setting, "none", "accuracy")
-            p1 = paper.paper_value("freezing", res.setting, r_all["frozen"], "accuracy")
-            if r_none["algorithm"] == "maml" and p0 and p1:
-                txt += f"; paper, same setting: {p0.value:.1f} → {p1.value:.1f} ({p1.value - p0.value:+.1f})"
-            out.append(txt + ".")
-    if "accuracy" in results:
-        res = results["accuracy"]
-        rows = {(r["algorithm"], r["iteration"], r["mode"]): r for r in _over_seeds(res.table, ["algorithm", "iteration", "mode"])}
-        for (a, it, mode), r in rows.items():
-            if mode != "nil" or (a, it, "inner-loop") not in rows:
-                continue
-            inner = rows[(a, it, "inner-loop")]
-            d = r["mean"] - inner["mean"]
-            spread = (f"paired 95% CI per seed {_ci(max(r['change_cis']))}" if r["change_cis"]
-                      else f"per-seed 95% CIs {_ci(max(r['cis']))} / {_ci(max(inner['cis']))}")
-            txt = (f"NIL vs inner loop ({_alg(a)}, iteration {_iter(it)}): NIL {r['mean']:.1f}% vs inner loop "
-                   f"{inner['mean']:.1f}% ({d:+.1f} points; {spread})")
-            pn = paper.paper_value("nil", res.setting, "ANIL", "nil") if a == "anil" else paper.paper_value("regimes", res.setting, a, "nil")
-            pi = paper.paper_value("maml_vs_anil", res.setting, _alg(a), "inner-loop")
-            if pn and pi:
-                txt += f"; paper, same setting: NIL {pn.value:.1f} vs {pi.value:.1f} ({pn.value - pi.value:+.1f})"
-            out.append(txt + ".")
-    if "cross" in results:
-        summary = cross_summary_of(results["cross"])
-        paper_text = " (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA 0.50–0.51, CKA 0.83–0.86)"
+    """One measured sentence per finding, analysis by analysis, in the report's order."""
+    return [line for name, say in VERDICTS if name in results for line in say(results[name])]
 
-        def similarities(rows):
-            return "; ".join(f"{r['pair']} {format_mean_std(r.get('cca'), 2)} / {format_mean_std(r.get('cka'), 2)}"
-                             for r in rows)
-        if summary is None:
-            t = results["cross"].table
 
-            def body(pair, m):
-                s = _body_mean(t, "pair", pair, m)
-                return None if s is None else (s, math.nan)
-            rows = [{"pair": p, "cca": body(p, "cca"), "cka": body(p, "cka")} for p in dict.fromkeys(t["pair"])]
-            out.append("Similarity between models (CCA / CKA), body layers averaged: " + similarities(rows) + paper_text + ".")
-        else:
-            across = [r for r in summary if r["seeds"] == "different"]
-            shared = [r for r in summary if r["seeds"] != "different"]
-            text = ("Similarity between models of different seeds (CCA / CKA, body layers averaged, ± std over "
-                    "model pairs): " + (similarities(across) or "no such models") + paper_text)
-            if shared:
-                text += "; models of one seed, which start from the same weights: " + similarities(shared)
-            out.append(text + ".")
-    if "weight_change" in results:
-        t = results["weight_change"].table
-        for a in dict.fromkeys(t["algorithm"]):
-            s = t[t["algorithm"] == a].set_index("layer")["mean"]
+def _figure2(kind: str, measure: str) -> float:
+    """The paper's qualitative reading of Figure 2 (MiniImageNet 5-way): body CCA > 0.9, head < 0.5."""
+    return paper.TABLES["similarity"][paper.MINI_5_UNSTATED][kind][measure].value
+
+
+def similarity_verdict(res: Result) -> list[str]:
+    """Per algorithm: which layers change in the inner loop, against Figure 2's pattern."""
+    out, t = [], res.table
+    body_reuse, head_change = _figure2("body", "cca"), _figure2("head", "cca")
+    for a in dict.fromkeys(t["algorithm"]):
+        sub = t[t["algorithm"] == a]
+        parts, cca = [], sub[sub["measure"] == "cca"].set_index("layer")["mean"]
+        for m in ("cca", "cka"):
+            s = sub[sub["measure"] == m].set_index("layer")["mean"]
             body = [layer for layer in s.index if layer != HEAD]
-            if body and HEAD in s.index:
-                out.append(f"Weight change ({_alg(a)}): {_layer_span(body)} move {_range(s[body], 3)} of their norm, "
-                           f"the head {s[HEAD]:.3f}.")
-    if "regimes" in results:
-        res = results["regimes"]
-        rs = sorted(_over_seeds(res.table, ["regime"]), key=lambda r: -r["mean"])
-        out.append("NIL accuracy by training regime: " + " > ".join(f"{_alg(r['regime'])} {r['mean']:.1f}%" for r in rs)
-                   + (f" (chance {res.chance:.0f}%)." if res.chance else "."))
-    if "through_training" in results:
-        t = results["through_training"].table
-        for (a, s), g in t.groupby(["algorithm", "seed"], sort=False):
-            its = sorted(set(g["iteration"]))
-            cca = g[g["metric"] == "cca"]
-            if not its or cca.empty:
-                continue
-            parts = []
-            for it in (its[0], its[-1]) if len(its) > 1 else (its[0],):
-                c = cca[cca["iteration"] == it]
-                body, head = c[c["layer"] != HEAD]["mean"], c[c["layer"] == HEAD]["mean"]
-                if len(body):
-                    parts.append(f"iteration {_iter(it)}: body CCA {_range(body)}"
-                                 + (f", head {head.iloc[0]:.2f}" if len(head) else ""))
-            out.append(f"Through training ({_alg(a)} seed {_iter(s)}): " + "; ".join(parts) + ".")
+            if body:
+                txt = f"{_layer_span(body)} {m.upper()} {_range(s[body])}"
+                if HEAD in s.index:
+                    txt += f" vs head {s[HEAD]:.2f}"
+                parts.append(txt)
+        body = [layer for layer in cca.index if layer != HEAD]
+        judgement = ""
+        if body and HEAD in cca.index:
+            low = [layer for layer in body if cca[layer] < body_reuse]
+            if not low and cca[HEAD] < head_change:
+                judgement = ("the pattern the paper reports as feature reuse "
+                             f"(body CCA > {body_reuse:g}, head < {head_change:g})")
+            elif min(cca[body]) > cca[HEAD]:
+                judgement = ("the head changes most" + (f"; {', '.join(low)} CCA below the paper's {body_reuse:g}" if low else "")
+                             + ("" if cca[HEAD] < head_change else f"; head CCA not below the paper's {head_change:g}"))
+            else:
+                judgement = "some body layer changes as much as the head or more: not the paper's feature-reuse pattern"
+        if parts:
+            out.append(f"Representation change ({_alg(a)}): " + "; ".join(parts)
+                       + (f": {judgement}." if judgement else "."))
     return out
+
+
+def freezing_verdict(res: Result) -> list[str]:
+    """Freezing the whole body at test time: the change, judged by its paired CI (Table 1)."""
+    out = []
+    for r_none, r_all in _freeze_pairs(res):
+        d = r_all["mean"] - r_none["mean"]
+        if r_all["change_cis"]:  # paired over tasks: the interval the change itself has
+            ci = max(r_all["change_cis"])
+            within = (f"{'within' if abs(d) <= ci else 'larger than'} its paired 95% CI per seed, "
+                      f"{_ci(ci)}")
+        else:  # results written before paired changes: the two marginal CIs
+            ci_a, ci_b = max(r_none["cis"]), max(r_all["cis"])
+            within = (f"{'within' if abs(d) <= max(ci_a, ci_b) else 'larger than'} the per-seed "
+                      f"95% CIs, {_ci(ci_a)} / {_ci(ci_b)}")
+        txt = (f"Freezing ({_alg(r_none['algorithm'])}, iteration {_iter(r_none['iteration'])}, "
+               f"{len(r_none['seeds'])} seed{'s' if len(r_none['seeds']) > 1 else ''}): freezing "
+               f"{_frozen_label(r_all['frozen'])} changes accuracy {r_none['mean']:.1f} → {r_all['mean']:.1f}% "
+               f"({d:+.1f} points; {within})")
+        p0 = paper.paper_value("freezing", res.setting, "none", "accuracy")
+        p1 = paper.paper_value("freezing", res.setting, r_all["frozen"], "accuracy")
+        if r_none["algorithm"] == "maml" and p0 and p1:
+            txt += f"; paper, same setting: {p0.value:.1f} → {p1.value:.1f} ({p1.value - p0.value:+.1f})"
+        out.append(txt + ".")
+    return out
+
+
+def accuracy_verdict(res: Result) -> list[str]:
+    """NIL against each model's own inner loop (Tables 2 and 4)."""
+    out = []
+    rows = {(r["algorithm"], r["iteration"], r["mode"]): r for r in _over_seeds(res.table, ["algorithm", "iteration", "mode"])}
+    for (a, it, mode), r in rows.items():
+        if mode != "nil" or (a, it, "inner-loop") not in rows:
+            continue
+        inner = rows[(a, it, "inner-loop")]
+        d = r["mean"] - inner["mean"]
+        spread = (f"paired 95% CI per seed {_ci(max(r['change_cis']))}" if r["change_cis"]
+                  else f"per-seed 95% CIs {_ci(max(r['cis']))} / {_ci(max(inner['cis']))}")
+        txt = (f"NIL vs inner loop ({_alg(a)}, iteration {_iter(it)}): NIL {r['mean']:.1f}% vs inner loop "
+               f"{inner['mean']:.1f}% ({d:+.1f} points; {spread})")
+        pn = paper.paper_value("nil", res.setting, "ANIL", "nil") if a == "anil" else paper.paper_value("regimes", res.setting, a, "nil")
+        pi = paper.paper_value("maml_vs_anil", res.setting, _alg(a), "inner-loop")
+        if pn and pi:
+            txt += f"; paper, same setting: NIL {pn.value:.1f} vs {pi.value:.1f} ({pn.value - pi.value:+.1f})"
+        out.append(txt + ".")
+    return out
+
+
+def _table3_text() -> str:
+    rows = paper.TABLES["cross"][paper.MINI_5_UNSTATED].values()
+    def span(m):
+        return _range([r[m].value for r in rows])
+    return (f" (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA {span('cca')}, "
+            f"CKA {span('cka')})")
+
+
+def cross_verdict(res: Result) -> list[str]:
+    """Body-layer similarity across models, seeds kept apart from shared initialisations (Table 3)."""
+    summary = cross_summary_of(res)
+
+    def similarities(rows):
+        return "; ".join(f"{r['pair']} {format_mean_std(r.get('cca'), 2)} / {format_mean_std(r.get('cka'), 2)}"
+                         for r in rows)
+    if summary is None:
+        t = res.table
+
+        def body(pair, m):
+            s = _body_mean(t, "pair", pair, m)
+            return None if s is None else (s, math.nan)
+        rows = [{"pair": p, "cca": body(p, "cca"), "cka": body(p, "cka")} for p in dict.fromkeys(t["pair"])]
+        return ["Similarity between models (CCA / CKA), body layers averaged: " + similarities(rows) + _table3_text() + "."]
+    across = [r for r in summary if r["seeds"] == "different"]
+    shared = [r for r in summary if r["seeds"] != "different"]
+    text = ("Similarity between models of different seeds (CCA / CKA, body layers averaged, ± std over "
+            "model pairs): " + (similarities(across) or "no such models") + _table3_text())
+    if shared:
+        text += "; models of one seed, which start from the same weights: " + similarities(shared)
+    return [text + "."]
+
+
+def weight_change_verdict(res: Result) -> list[str]:
+    out, t = [], res.table
+    for a in dict.fromkeys(t["algorithm"]):
+        s = t[t["algorithm"] == a].set_index("layer")["mean"]
+        body = [layer for layer in s.index if layer != HEAD]
+        if body and HEAD in s.index:
+            out.append(f"Weight change ({_alg(a)}): {_layer_span(body)} move {_range(s[body], 3)} of their norm, "
+                       f"the head {s[HEAD]:.3f}.")
+    return out
+
+
+def regimes_verdict(res: Result) -> list[str]:
+    rs = sorted(_over_seeds(res.table, ["regime"]), key=lambda r: -r["mean"])
+    return ["NIL accuracy by training regime: " + " > ".join(f"{_alg(r['regime'])} {r['mean']:.1f}%" for r in rs)
+            + (f" (chance {res.chance:.0f}%)." if res.chance else ".")]
+
+
+def through_training_verdict(res: Result) -> list[str]:
+    out, t = [], res.table
+    for (a, s), g in t.groupby(["algorithm", "seed"], sort=False):
+        its = sorted(set(g["iteration"]))
+        cca = g[g["metric"] == "cca"]
+        if not its or cca.empty:
+            continue
+        parts = []
+        for it in (its[0], its[-1]) if len(its) > 1 else (its[0],):
+            c = cca[cca["iteration"] == it]
+            body, head = c[c["layer"] != HEAD]["mean"], c[c["layer"] == HEAD]["mean"]
+            if len(body):
+                parts.append(f"iteration {_iter(it)}: body CCA {_range(body)}"
+                             + (f", head {head.iloc[0]:.2f}" if len(head) else ""))
+        out.append(f"Through training ({_alg(a)} seed {_iter(s)}): " + "; ".join(parts) + ".")
+    return out
+
+
+# the report's order: (result name, what it says)
+VERDICTS = (("similarity", similarity_verdict), ("freezing", freezing_verdict),
+            ("accuracy", accuracy_verdict), ("cross", cross_verdict),
+            ("weight_change", weight_change_verdict), ("regimes", regimes_verdict),
+            ("through_training", through_training_verdict))
 
 
 def _freeze_pairs(res: Result):
