@@ -118,7 +118,9 @@ def _display_files(results: dict[str, Result], results_dir: Path) -> dict[str, R
         candidates = [q] if q.is_absolute() else [a / q for a in (root, *root.parents)] + [Path.cwd() / q]
         found = next((c for c in candidates if c.exists()), None)
         rel = Path(os.path.relpath(found.resolve(), root)).as_posix() if found is not None else None
-        if rel is not None and rel.split("/").count("..") <= 2:
+        # (a hidden folder on the way, .wip or .cache, is a scratch place no reader has)
+        if rel is not None and rel.split("/").count("..") <= 2 and not any(
+                part.startswith(".") and part != ".." for part in rel.split("/")):
             shown[p] = rel
         else:
             rest.append(p)
