@@ -43,18 +43,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 # everything imported here, at start: a long study must not mix library versions when the
 # source changes while it runs
-from repsim import analyses
+from repsim import measures
 from repsim.checkpoint import load_checkpoint
-from repsim.config import CONVENTION_KEYS, TEST_TIME_KEYS, Config, convention_set, load_config
+from repsim.config import CONVENTION_KEYS, TEST_TIME_KEYS, Config, convention_set, from_saved, load_config
 from repsim.errors import RepsimError
 from repsim.evaluate import own_inner_loop
 from repsim.io import atomic_write_json, atomic_write_text
 from repsim.report import markdown_table
 from repsim.report.figures import _new_figure, _save
 from repsim.results import summarise
+from repsim.study import Study
 from repsim.train import train
 
 SETTINGS = {
@@ -102,12 +104,29 @@ def run_config(setting: str, overrides: dict, seed: int, iterations: int,
     return load_config(None, items)
 
 
+def _trained(config: Config) -> dict:
+    """What training depends on: the config without test-time keys and local paths."""
+    return {k: v for k, v in config.to_dict().items() if k not in TEST_TIME_KEYS + ("data_root", "conventions")}
+
+
 def training_name(config: Config) -> str:
     """A run folder name from the training config alone (test-time keys left out), so that
     variants that differ only in how they are tested share one training run."""
-    trained = {k: v for k, v in config.to_dict().items()
-               if k not in TEST_TIME_KEYS + ("data_root", "conventions")}
-    return f"maml-s{config.seed}-" + hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:10]
+    return f"maml-s{config.seed}-" + hashlib.sha256(json.dumps(_trained(config), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_folder(runs: Path, config: Config) -> Path:
+    """The run folder that trained ``config``: an earlier one whose recorded config, read with
+    today's defaults, trains the same (a key added to repsim later changes the folder name,
+    not the training), else a new one named by :func:`training_name`."""
+    for folder in sorted(runs.glob(f"maml-s{config.seed}-*")):
+        try:
+            saved = from_saved(yaml.safe_load((folder / "config.yaml").read_text()), str(folder)).resolved()
+        except (OSError, RepsimError, yaml.YAMLError):
+            continue
+        if _trained(saved) == _trained(config):
+            return folder
+    return runs / training_name(config)
 
 
 # measuring one run --------------------------------------------------------------------------
@@ -121,7 +140,7 @@ def measure(config: Config, final: Path, *, tasks: int, similarity_tasks: int,
     ckpt = dataclasses.replace(trained, config=dataclasses.replace(
         trained.config, **{k: getattr(config, k) for k in TEST_TIME_KEYS}))
     common = dict(data_root=data_root, device="cpu", progress=False, seed=0)
-    study = analyses.Study.for_checkpoint(ckpt, queries=config.test_queries, num_tasks=tasks, **common)
+    study = Study.for_checkpoint(ckpt, queries=config.test_queries, num_tasks=tasks, **common)
     m = study.load(ckpt)
     own = study.score(m)
     head = [n for n in own_names(m) if n.startswith("head.")]
@@ -132,8 +151,8 @@ def measure(config: Config, final: Path, *, tasks: int, similarity_tasks: int,
            "frozen_accuracy": frozen.mean, "frozen_accuracy_ci95": frozen.ci95,
            "freezing_cost": 100 * diff.mean(), "freezing_cost_ci95": 100 * 1.96 * diff.std() / np.sqrt(diff.size),
            "nil_accuracy": nil.mean, "nil_accuracy_ci95": nil.ci95, "tasks": own.tasks}
-    rep = analyses.Study.for_checkpoint(ckpt, num_tasks=similarity_tasks, **common)
-    sims = summarise(analyses.layer_similarity(rep, [ckpt]))
+    rep = Study.for_checkpoint(ckpt, num_tasks=similarity_tasks, **common)
+    sims = summarise(measures.layer_similarity(rep, [ckpt]))
     for r in sims.itertuples():
         row[f"{r.measure}_{r.layer}"] = r.mean
         row[f"{r.measure}_{r.layer}_ci95"] = r.ci95
@@ -161,7 +180,7 @@ def train_and_measure(args) -> None:
         if i % n != k:
             continue
         config = run_config(args.setting, table[variant], seed, args.iterations, args.data_root)
-        folder = runs / args.setting / training_name(config)
+        folder = run_folder(runs / args.setting, config)
         final = folder / "model.safetensors"
         if not final.is_file():
             print(f"training {variant} seed {seed} in {folder}", flush=True)
@@ -193,7 +212,7 @@ def trajectory(args) -> None:
     if not runs:
         raise RepsimError(f"no run folders under {args.runs}: train them with 'repsim train' first")
     for run in runs:
-        for path in analyses.run_checkpoints(run):
+        for path in measures.run_checkpoints(run):
             key = {"version": STUDY_VERSION, "tasks": args.tasks, "similarity_tasks": args.similarity_tasks,
                    "weights": hashlib.sha256(path.read_bytes()).hexdigest()}
             record = run / f"trajectory-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]}.json"

@@ -27,12 +27,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from repsim.analyses import Study
 from repsim.checkpoint import load_checkpoint
 from repsim.evaluate import mean_ci, nil_scores, own_inner_loop, score_tasks
 from repsim.io import atomic_write_text
 from repsim.meta import head_input
 from repsim.report import markdown_table
+from repsim.study import Study
 
 
 def nearest_support(support, labels, query):

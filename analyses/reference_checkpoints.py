@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-from repsim.analyses import ANALYSES, run_analysis
 from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.errors import RepsimError
-from repsim.evaluate import evaluate_checkpoint
 from repsim.io import atomic_write_text
 from repsim.report import write_report
 from repsim.reproduce import analysis_plan
+from repsim.runner import ANALYSES, run_analysis
+from repsim.study import evaluate_checkpoint
 
 FIELDS = ["path", "run", "algorithm", "dataset", "ways", "shots", "seed", "iteration",
           "iterations_planned", "reduced_schedule", "conventions", "devices", "wall_time_s",

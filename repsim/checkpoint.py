@@ -172,8 +172,9 @@ def _checked_metadata(meta, path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | Path, *, with_optimizer: bool = False) -> Checkpoint:
-    """Load a repsim checkpoint. Never unpickles anything."""
+def load_checkpoint(path: str | Path, *, with_optimizer: bool = False, weights: bool = True) -> Checkpoint:
+    """Load a repsim checkpoint. Never unpickles anything. ``weights=False``: its config,
+    iteration and metadata only, its tensors not read (``params`` empty)."""
     path = Path(path)
     if path.is_dir():
         path = latest_in(path)
@@ -183,7 +184,7 @@ def load_checkpoint(path: str | Path, *, with_optimizer: bool = False) -> Checkp
     data = _read_bytes(path)
     meta = _metadata(data, path)
     try:
-        tensors = load(data)
+        tensors = load(data) if weights else {}
     except (SafetensorError, ValueError) as e:
         raise RepsimError(f"checkpoint {path} is corrupt ({e}): use an earlier checkpoint of the run") from None
     params = {n: t for n, t in tensors.items() if not n.startswith(OPTIMIZER_PREFIX)}

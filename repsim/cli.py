@@ -31,7 +31,7 @@ def _train(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from repsim.evaluate import evaluate_checkpoint
+    from repsim.study import evaluate_checkpoint
     from repsim.io import atomic_write_json, atomic_write_text
 
     for target, kind in ((args.json, "json"), (args.csv, "csv")):
@@ -61,7 +61,6 @@ def _check_result_file(target: str | None, kind: str) -> None:
     """``evaluate --json/--csv`` may write a new file or replace an earlier result of its own,
     never another file (a run's config.yaml, say)."""
     import json
-    from pathlib import Path
 
     from repsim.io import check_file_target
     if target is None:
@@ -104,16 +103,17 @@ def _import(args) -> None:
 
 def _bench(args) -> None:
     if args.what == "train":
-        from repsim.bench import main as bench_train
+        from repsim.bench.train import main as bench_train
         bench_train(device=args.device, quick=args.quick, data_root=args.data_root,
                     ways=args.ways, shots=args.shots)
     else:
-        from repsim.bench import similarity_main
-        similarity_main(device=args.device, quick=args.quick)
+        from repsim.bench.similarity import main as bench_similarity
+        from repsim.evaluate import resolve_device
+        bench_similarity(["--device", str(resolve_device(args.device))] + (["--quick"] if args.quick else []))
 
 
 def _analyze(args) -> None:
-    from repsim.analyses import run_analysis
+    from repsim.runner import run_analysis
 
     frozen = None
     if args.frozen:
@@ -150,7 +150,7 @@ def summary_text(csv_path) -> str:
 
 
 def _probe(args) -> None:
-    from repsim.analyses import Study
+    from repsim.study import Study
     from repsim.checkpoint import load_checkpoint
     from repsim.evaluate import own_inner_loop
     from repsim.probe import check_layers, iter_probes, probe_layers, save_probes
@@ -223,7 +223,7 @@ def _layers(text: str) -> list[str]:
 
 
 def _analysis(text: str) -> str:
-    from repsim.analyses import analysis_name
+    from repsim.runner import analysis_name
     try:
         return analysis_name(text)
     except RepsimError as e:
@@ -232,7 +232,7 @@ def _analysis(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     import repsim
-    from repsim.analyses import ANALYSES
+    from repsim.runner import ANALYSES
     from repsim.data import DATASETS
 
     p = argparse.ArgumentParser(prog="repsim", formatter_class=_Help, description=(

@@ -1,7 +1,8 @@
 """Scoring a model on a fixed list of test tasks: mean accuracy with a 95% confidence interval.
 
 Every method and every ablation is scored on the same tasks (a TaskList is fixed by its seed),
-so differences between them are not differences between task draws.
+so differences between them are not differences between task draws. These are the scoring
+primitives; a checkpoint file is scored through a study (:func:`repsim.study.evaluate_checkpoint`).
 """
 
 from __future__ import annotations
@@ -135,46 +136,3 @@ def own_inner_loop(config, model: nn.Module, steps: int | None = None) -> InnerL
     names = inner_loop_names(config.algorithm, model, adapt_batchnorm=config.adapt_batchnorm)
     return InnerLoop(names, config.inner_lr,
                      config.inner_steps_test if steps is None else steps, config.inner_loss)
-
-
-def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None = None,
-                        seed: int = 0, split: str = "test", data_root: str | None = None,
-                        queries: int | None = None, nil: bool = False, device: str = "auto",
-                        overrides: list[str] = (), progress: bool = True) -> dict:
-    """Score a checkpoint on ``tasks`` fixed tasks of ``split``; returns a flat record.
-
-    The inner loop is the one the checkpoint was trained with (:func:`own_inner_loop`;
-    no-inner-loop regimes adapt a fresh head), run for ``inner_steps`` (default: the
-    config's test-time steps), on ``queries`` query points per class (default: the config's
-    ``test_queries``). ``nil`` scores with NIL testing instead. ``overrides`` (``key=value``,
-    :func:`repsim.config.tested_with`) change how it is tested, e.g. its inner step size. The
-    record carries every convention the checkpoint was trained and tested with.
-    """
-    from repsim.checkpoint import Checkpoint, load_checkpoint
-    from repsim.config import tested_with
-    from repsim.data import load_splits
-    from repsim.data.episodes import TaskList
-
-    check_counts(tasks=tasks, queries=queries, inner_steps=inner_steps)
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    c = tested_with(ckpt.config, overrides)
-    dev = resolve_device(device)
-    splits = load_splits(c.dataset, data_root or c.data_root, split_scheme=c.split_scheme,
-                         rotate=c.rotate, seed=c.split_seed, image_resize=c.image_resize,
-                         progress=progress)
-    if split not in splits:
-        raise RepsimError(f"unknown split {split!r}: choose one of {', '.join(splits)}")
-    queries = c.test_queries if queries is None else queries
-    task_list = TaskList(splits[split], c.ways, c.shots, queries, tasks, seed)
-    model = ckpt.build_model().to(dev)
-    params = test_time_params(model, dict(model.named_parameters()), c.algorithm, c.ways)
-    inner = own_inner_loop(c, model, inner_steps)
-    score = score_tasks(model, params, task_list, inner=inner, device=dev, nil=nil,
-                        progress=progress)
-    return {"checkpoint": str(ckpt.path), "algorithm": c.algorithm, "dataset": c.dataset,
-            "ways": c.ways, "shots": c.shots, "queries": queries, "split": split,
-            "iteration": ckpt.iteration, "inner_steps": 0 if nil else inner.steps,
-            "inner_lr": c.inner_lr, "mode": "nil" if nil else "inner-loop", "seed": seed,
-            "tasks": score.tasks, "accuracy": score.mean, "ci95": score.ci95,
-            "reduced_schedule": c.reduced, **c.conventions_used(),
-            "convention_summary": c.describe_conventions(), "test_overrides": " ".join(overrides)}

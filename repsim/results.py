@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import math
 import os
 import sys
@@ -122,7 +121,7 @@ def summarise(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "la
     """Mean and 95% CI over tasks, how many tasks (n) and seeds, and the spread over seeds.
 
     ``model`` is an algorithm (its seeds pooled) or a model with a name of its own
-    (repsim.analyses.Model.unit), so two differently named models are never pooled.
+    (repsim.study.Model.unit), so two differently named models are never pooled.
 
     Every checkpoint is scored on the same tasks, so seeds are averaged per task first: the
     CI is over the n distinct tasks, not over tasks x seeds (which are not independent).

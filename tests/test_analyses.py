@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repsim import analyses
-from repsim.analyses import Study, run_analysis
+from repsim import measures as analyses
 from repsim.checkpoint import load_checkpoint
 from repsim.config import load_config
 from repsim.data.episodes import Task
@@ -16,6 +15,8 @@ from repsim.errors import RepsimError
 from repsim.evaluate import nil_logits
 from repsim.meta import InnerLoop
 from repsim.probe import iter_probes, probe_task, save_probes
+from repsim.runner import run_analysis
+from repsim.study import Study
 from repsim.train import train
 
 SETTINGS = ["dataset=synthetic", "ways=5", "shots=1", "queries=3", "filters=16",
@@ -411,7 +412,7 @@ def test_an_analysis_run_again_with_other_options_is_refused_not_silently_replac
 def test_test_time_overrides_change_the_inner_loop_and_are_recorded(runs, tmp_path):
     """Testing with Finn's summed support loss at step size lr equals testing with the mean
     loss at lr x ways (closed form: sum/shots = ways x mean); keys fixed by training are refused."""
-    from repsim.evaluate import evaluate_checkpoint
+    from repsim.study import evaluate_checkpoint
 
     common = dict(tasks=3, queries=5, device="cpu", progress=False)
     c = load_checkpoint(runs["maml"]).config

@@ -14,13 +14,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from repsim import analyses
+from repsim import runner as analyses
 from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.model import model_for
-from repsim.cli import main as cli
 from repsim.config import load_config
 from repsim.errors import RepsimError
-from repsim.evaluate import evaluate_checkpoint
 from repsim.train import train
 
 SETUP = ["dataset=synthetic", "filters=8", "iterations=5", "checkpoint_every=5", "eval_every=5",

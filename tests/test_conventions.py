@@ -17,7 +17,7 @@ from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.config import CONVENTION_KEYS, load_config
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
-from repsim.evaluate import evaluate_checkpoint
+from repsim.study import evaluate_checkpoint
 from repsim.meta import adapt, inner_loop_names, meta_loss, meta_loss_vmap, task_loss
 from repsim.model import Conv4, ConvBlock, same_padding, model_for
 from repsim.train import train, training_task
@@ -241,7 +241,7 @@ def test_checkpoint_from_before_the_conventions_loads_as_what_it_was_trained_wit
 def test_the_support_loss_convention_reaches_evaluation_and_analyses(tmp_path):
     """Weights tested with Finn's summed loss at lr must score as with the mean loss at
     lr x ways, in evaluate and in the analyses; the mean loss at lr must not."""
-    from repsim import analyses
+    from repsim import measures as analyses
     summed = load_config(None, TINY + ["inner_loss=sum_div_shots", "inner_lr=0.3"])
     final = train(summed, tmp_path / "run", device="cpu", progress=False)
     ckpt = load_checkpoint(final)

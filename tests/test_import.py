@@ -354,7 +354,8 @@ class TinyResNet(nn.Module):
 
 
 def test_a_model_of_ones_own_is_probed_and_frozen_by_dotted_layer_names(omniglot_root):
-    from repsim.analyses import Study, freezing, layer_similarity
+    from repsim.measures import freezing, layer_similarity
+    from repsim.study import Study
     from repsim.checkpoint import Checkpoint
     torch.manual_seed(0)
     settings = dict(dataset="omniglot", data_root=omniglot_root, ways=5, shots=1, inner_lr=0.4,

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from repsim.config import load_config
-from repsim.evaluate import evaluate_checkpoint
+from repsim.study import evaluate_checkpoint
 from repsim.train import train
 
 
@@ -33,7 +33,7 @@ def test_short_maml_run_on_real_omniglot_beats_chance_and_improves(omniglot_root
 def test_meta_learning_on_the_builtin_set_beats_random_features_widely(tmp_path):
     """The built-in data set must reward learned features: ANIL's NIL accuracy after a short
     run is far above the NIL accuracy of the same network at random initialisation."""
-    from repsim import analyses
+    from repsim import measures as analyses
     from repsim.checkpoint import load_checkpoint
 
     config = load_config(None, ["dataset=synthetic", "algorithm=anil", "ways=5", "shots=1",

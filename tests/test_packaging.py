@@ -87,7 +87,7 @@ def test_dependencies_and_extras():
 
 
 def test_bench_train_without_higher_says_how_to_install_it_before_timing_anything(monkeypatch):
-    from repsim import bench
+    from repsim.bench import train as bench
     monkeypatch.setitem(sys.modules, "higher", None)  # import higher raises ImportError
     monkeypatch.setattr(bench, "_tasks", lambda *a: pytest.fail("timed without its peer"))
     with pytest.raises(RepsimError, match=r'higher.*pip install -e "\.\[bench\]"') as caught:

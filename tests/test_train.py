@@ -16,7 +16,8 @@ from repsim.model import model_for
 from repsim.cli import main as cli
 from repsim.config import Config, load_config
 from repsim.errors import RepsimError
-from repsim.evaluate import evaluate_checkpoint, own_inner_loop
+from repsim.evaluate import own_inner_loop
+from repsim.study import evaluate_checkpoint
 from repsim.train import train
 
 TINY = ["dataset=synthetic", "ways=5", "shots=1", "filters=16", "meta_batch_size=2",
@@ -258,7 +259,7 @@ def test_execution_auto_follows_the_measured_rule_and_an_explicit_choice_wins():
 
 def test_bench_train_times_every_method_on_the_requested_setting():
     # what `repsim bench train --ways 5 --shots 1` prints its ratios from (timings are not asserted)
-    from repsim.bench import _setting, _tasks, run
+    from repsim.bench.train import _setting, _tasks, run
     setting = _setting(5, 1)
     tasks = _tasks(setting, torch.device("cpu"))
     assert len(tasks) == setting.meta_batch_size == 32 and tasks[0].support_x.shape[0] == 5

@@ -11,7 +11,7 @@ Cases, each timed against a reference, on the chosen device:
   (e) SVCCA of a flattened conv layer, n=75 < d=8192 (d=2048 with --quick), float32, vs the
       d x d covariance route it used before reducing to the n-dimensional row space (timed once).
 
-    python benchmarks/bench_similarity.py [--quick] [--device cpu|cuda]
+    repsim bench similarity [--quick] [--device cpu|cuda]
 
 Without --device it runs on the CPU and, when one is available, on the GPU, and prints one
 table. ``run(device, quick)`` returns the table for one device as a DataFrame.
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from repsim.bench.train import threads_text
 from repsim.similarity import linear_cka, mean_cca, svcca
 
 LAYERS = {
@@ -170,7 +171,6 @@ def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
     floor64 = _best_ms(lambda: X64.T @ Y64, reps, device)
     rows.append(dict(case="(a) linear CKA 10000x512 f64", repsim_ms=t64, reference="X^T Y floor (f64)",
                      reference_ms=floor64, abs_err_vs_f64=abs(linear_cka(X64, Y64) - ref), note=""))
-    del X, Y, Xd, Yd, Xc, Yc, X64, Y64
 
     # (b) CCA on a conv-layer probe (15,000 x 64)
     P = torch.randn(15_000, 64, generator=g)
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     df = pd.concat([run(dev, quick=args.quick) for dev in devices], ignore_index=True)
     with pd.option_context("display.width", 200, "display.max_colwidth", 60,
                            "display.float_format", lambda v: f"{v:.4g}"):
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+        print(f"torch {torch.__version__}, {threads_text()}"
               + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"))
         print(df.to_string(index=False))
     return 0

@@ -14,6 +14,7 @@ task-batched (vmap) vs per-task loop, from which ``execution="auto"`` picks per 
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -25,6 +26,12 @@ from repsim.data.episodes import Task, batch_tasks
 from repsim.evaluate import resolve_device
 from repsim.meta import meta_backward, meta_loss_vmap
 from repsim.model import conv4_for
+
+
+def threads_text() -> str:
+    """How torch's CPU threads were set, printed beside every timing."""
+    return (f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+            f"{os.environ.get('OMP_WAIT_POLICY', 'unset (spinning)')}")
 
 class TorchConv4(nn.Module):
     """The textbook PyTorch conv4 a peer-library user would write (native BatchNorm)."""
@@ -150,7 +157,7 @@ def main(device: str = "auto", quick: bool = False, data_root=None,
     from repsim.train import resolve_execution
 
     dev, c = resolve_device(device), _setting(ways, shots)
-    print(f"meta-training speed on {dev} ({torch.get_num_threads()} threads): Omniglot "
+    print(f"meta-training speed on {dev} ({threads_text()}): Omniglot "
           f"{c.ways}-way {c.shots}-shot, {c.inner_steps} inner steps of {c.inner_lr}, "
           f"meta-batch {c.meta_batch_size}, second order, "
           + ("real Omniglot training tasks" if data_root else "noise images (--data-root for real tasks)"))
@@ -170,8 +177,3 @@ def main(device: str = "auto", quick: bool = False, data_root=None,
     anil = min(times["repsim anil loop"], times["repsim anil vmap"])
     print(f"  ANIL vs MAML per iteration: {maml / anil:.2f}x (target >= 3x; paper 1.7x)")
     return times
-
-
-def similarity_main(device: str = "auto", quick: bool = False) -> None:
-    from repsim.bench_similarity import main as similarity_bench
-    similarity_bench(["--device", str(resolve_device(device))] + (["--quick"] if quick else []))

@@ -20,7 +20,7 @@ def _body_mean(t, pair_col, pair, measure) -> float | None:
     return float(sub["mean"].mean()) if len(sub) else None
 
 
-# How repsim.analyses.Model labels a checkpoint in the cross-model tables.
+# How repsim.study.Model labels a checkpoint in the cross-model tables.
 _MODEL_LABEL = re.compile(r"^(?P<algorithm>.+)-s(?P<seed>-?\d+)-it(?P<iteration>\d+)$")
 
 

@@ -1,0 +1,243 @@
+"""Running an analysis into a results folder: ``repsim analyze`` and ``repsim reproduce``.
+
+Each analysis of :mod:`repsim.measures` is registered once (:data:`REGISTRY`) under its one
+spelling (``through-training``; its files are ``through_training.*``), with how it is run:
+checkpoint by checkpoint, each checkpoint's rows kept as a part that a later run reuses
+(:class:`Parts`), or the whole set at once; and whether its rows are per task, summarised
+into its table with their 95% CIs. :func:`run_analysis` writes the table, the per-task rows
+and the provenance (:func:`repsim.results.write_result`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from repsim import measures
+from repsim.checkpoint import latest_in, load_checkpoint
+from repsim.errors import RepsimError
+from repsim.evaluate import check_counts
+from repsim.io import atomic_write_bytes, atomic_write_text
+from repsim.results import check_writable, exclusive, summarise, write_result
+from repsim.study import Study, assign_labels
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options of an analysis run that change its numbers (and so its parts' digest)."""
+    steps: int | None = None
+    layers: list[str] | None = None
+    frozen_sets: list[list[str]] | None = None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """An analysis as ``repsim analyze`` runs it.
+
+    ``measure(study, checkpoint, options)`` gives the rows of one checkpoint, kept as its
+    part (:class:`Parts`); with ``per_checkpoint`` False, ``measure(study, checkpoints,
+    options)`` gives the rows of the whole set at once. ``summary`` makes the table from
+    rows that are per task (kept beside it as NAME_tasks.csv); None: the rows are the table.
+    ``run_folders``: it is given run folders, and measures each one's intermediate checkpoints.
+    """
+    name: str
+    measure: Callable[[Study, object, Options], pd.DataFrame]
+    per_checkpoint: bool = True
+    summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    run_folders: bool = False
+
+    def checkpoints(self, given: list[Path]) -> list[Path]:
+        """What it measures: the checkpoints ``given`` or, of run folders, their intermediate ones."""
+        return [p for c in given for p in (measures.run_checkpoints(c) if self.run_folders else [c])]
+
+
+# The measures are looked up in repsim.measures when run, not bound here (tests replace them).
+REGISTRY = {a.name: a for a in (
+    Analysis("similarity", lambda study, c, o: measures.layer_similarity(study, [c], layers=o.layers, steps=o.steps),
+             summary=summarise),
+    Analysis("freezing", lambda study, c, o: measures.freezing(study, c, frozen_sets=o.frozen_sets, steps=o.steps)),
+    Analysis("accuracy", lambda study, c, o: measures.accuracy(study, [c], steps=o.steps)),
+    # every pair, task by task: no per-checkpoint part to keep
+    Analysis("cross", lambda study, cs, o: measures.cross_similarity(study, cs, layers=o.layers),
+             per_checkpoint=False, summary=functools.partial(summarise, by=("pair", "layer", "measure"))),
+    Analysis("heads", lambda study, c, o: measures.head_ablations(study, c, steps=o.steps)),
+    # NIL only: cheap, and random features are shared by all
+    Analysis("regimes", lambda study, cs, o: measures.training_regimes(study, cs), per_checkpoint=False),
+    Analysis("through-training", lambda study, c, o: measures.checkpoint_in_training(study, c, steps=o.steps),
+             run_folders=True),
+    Analysis("weight-change", lambda study, c, o: measures.weight_change(study, [c], steps=o.steps),
+             summary=summarise),
+)}
+ANALYSES = tuple(REGISTRY)
+
+
+def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0,
+                 ways: int | None = None, shots: int | None = None, queries: int = 15,
+                 steps: int | None = None, layers=None, frozen_sets=None,
+                 data_root: str | None = None, device: str = "auto", overrides=(),
+                 replace: bool = False, progress: bool = True) -> Path:
+    """Run analysis ``name`` on ``checkpoints`` (files or, for through-training, a run folder)
+    and write its tables and provenance into the results folder ``out``. One process at a
+    time may run an analysis into a folder (another one gets a clear refusal)."""
+    name = analysis_name(name)
+    check_counts(tasks=tasks, queries=queries, inner_steps=steps)
+    check_writable(out)
+    with exclusive(Path(out), name):
+        return _run_analysis(name, checkpoints, out, tasks=tasks, seed=seed, ways=ways,
+                             shots=shots, queries=queries, steps=steps, layers=layers,
+                             frozen_sets=frozen_sets, data_root=data_root, device=device,
+                             overrides=tuple(overrides), replace=replace, progress=progress)
+
+
+def analysis_name(name: str) -> str:
+    """The one spelling of an analysis (``through-training``); ``through_training``, the name
+    of its result files, is accepted too."""
+    spelled = name.replace("_", "-")
+    if spelled not in ANALYSES:
+        raise RepsimError(f"unknown analysis {name!r}: choose one of {', '.join(ANALYSES)}")
+    return spelled
+
+
+def result_stem(name: str) -> str:
+    """The file name of an analysis' results: ``through-training`` -> ``through_training``."""
+    return analysis_name(name).replace("-", "_")
+
+
+# what makes two runs of an analysis comparable: rows made otherwise must not share a table
+_COMPARABLE = ("dataset", "split", "ways", "shots", "queries", "tasks", "task_seed", "inner_steps",
+               "test_overrides", "layers", "frozen_sets")
+
+
+def check_earlier_result(out: Path, name: str, study: dict, labels: list[str]) -> None:
+    """Refuse to replace an earlier result of ``name`` in ``out`` made with other options, or
+    holding models this run leaves out: its rows would silently disappear. The same options
+    with more models is how seeds are added (their parts are reused)."""
+    earlier = Path(out) / f"{result_stem(name)}.json"
+    if not earlier.is_file():
+        return
+    try:
+        made = json.loads(earlier.read_text())
+    except (OSError, ValueError):
+        return  # damaged provenance: the result is rewritten whole
+    before = made.get("study", {})
+    for key in _COMPARABLE:
+        if key in before and key in study and before[key] != study[key]:
+            raise RepsimError(f"{earlier} was made with {key}={before[key]!r}, this run has "
+                              f"{key}={study[key]!r}: use another --out, or --replace to overwrite it")
+    # (results written before labels were recorded cannot say which models they hold)
+    left_out = [c["label"] for c in made.get("checkpoints", []) if c.get("label") and c["label"] not in set(labels)]
+    if left_out:
+        raise RepsimError(f"{earlier} also holds {', '.join(map(str, left_out))}, which this run leaves "
+                          f"out: list those checkpoints too (their parts are reused), use another --out, "
+                          f"or --replace to overwrite it")
+
+
+def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, steps, layers,
+                  frozen_sets, data_root, device, overrides, replace, progress) -> Path:
+    analysis = REGISTRY[name]
+    checkpoints = [Path(c) for c in checkpoints]
+    if not checkpoints:
+        raise RepsimError(f"analysis {name} needs at least one checkpoint")
+    measured = analysis.checkpoints(checkpoints)
+    labels = assign_labels(measured)
+    first = analysis.checkpoints(checkpoints[:1])[-1]
+    study = Study.for_checkpoint(load_checkpoint(first), ways=ways, shots=shots, queries=queries,
+                                 num_tasks=tasks, seed=seed, data_root=data_root, device=device,
+                                 overrides=overrides, progress=progress, labels=labels)
+    made = {**study.provenance(), "inner_steps": steps if steps is not None
+            else "each checkpoint's test_inner_steps", "layers": layers, "frozen_sets": frozen_sets}
+    if not replace:
+        check_earlier_result(Path(out), name, made, list(labels.values()))
+    study.tasks  # build (and validate) the task list before any work
+    options = Options(steps=steps, layers=layers, frozen_sets=frozen_sets)
+    if analysis.per_checkpoint:
+        parts = Parts(Path(out) / ".partial" / name, study, dataclasses.asdict(options))
+        rows = parts.concat(measured, lambda c: analysis.measure(study, c, options))
+    else:
+        rows = analysis.measure(study, measured, options)
+    table = rows if analysis.summary is None else analysis.summary(rows)
+    provenance = {"study": made, "checkpoints": [study.checkpoint_provenance(p) for p in measured]}
+    return write_result(out, result_stem(name), table, provenance,
+                        None if analysis.summary is None else rows)
+
+
+# Each checkpoint's part of an analysis, kept and reused -----------------------------------
+class Parts:
+    """Each checkpoint's part of an analysis, kept in ``folder`` as it is finished.
+
+    An analysis interrupted after some checkpoints, or run again with more of them (a new
+    seed), computes only the checkpoints it has no part for. A part is found by a digest of
+    the checkpoint's bytes, the study (its test images, tasks and device), the analysis
+    options, repsim's own source and the versions of the libraries it computes with, so
+    changed weights, data, tasks or code are never answered from an old part.
+    Parts are read back from CSV even when just computed, so a result never depends on
+    which of its parts were reused.
+    """
+
+    def __init__(self, folder: Path, study: Study, options: dict):
+        self.folder = folder
+        split = study.tasks.split
+        data = hashlib.sha256(split.images.numpy().tobytes() + "\n".join(split.class_names).encode())
+        self.context = json.dumps({"study": study.provenance(), "data": data.hexdigest(),
+                                   "device": str(study.dev), "options": options,
+                                   "code": _source_digest(), "libraries": [
+                                       torch.__version__, np.__version__, pd.__version__]},
+                                  sort_keys=True, default=str)
+        self.progress = study.progress
+        self.labels = study.labels
+
+    def concat(self, checkpoints, analyse) -> pd.DataFrame:
+        return pd.concat([self.part(Path(c), analyse) for c in checkpoints], ignore_index=True)
+
+    def part(self, checkpoint: Path, analyse) -> pd.DataFrame:
+        # the label is part of the rows, and depends on the other checkpoints analysed
+        file = latest_in(checkpoint) if checkpoint.is_dir() else checkpoint
+        label = self.labels.get(str(file.resolve()), "")
+        digest = hashlib.sha256(self.context.encode() + label.encode() + file.read_bytes()).hexdigest()[:24]
+        path, seal = self.folder / f"{digest}.csv", self.folder / f"{digest}.sha256"
+        if self._intact(path, seal):
+            if self.progress:
+                tqdm.write(f"{self.folder.name}: {checkpoint} done before, reusing {path}", file=sys.stderr)
+        else:
+            frame = analyse(checkpoint)
+            if frame.empty:  # nothing to keep (and an empty CSV could not be read back)
+                return frame
+            # NaN written as "NaN", so that an empty string (a layer-less row) stays a string
+            data = frame.to_csv(index=False, na_rep="NaN").encode()
+            atomic_write_bytes(path, data)
+            atomic_write_text(seal, hashlib.sha256(data).hexdigest() + "\n")  # last: the part is complete
+        return pd.read_csv(path, keep_default_na=False, na_values=["NaN"], **_EXACT_FLOATS)
+
+    def _intact(self, path: Path, seal: Path) -> bool:
+        """Whether a kept part exists and is the very bytes that were written: a part cut
+        short, edited or written by an older repsim (no seal) is computed again."""
+        if not path.is_file():
+            return False
+        intact = seal.is_file() and seal.read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
+        if not intact:
+            tqdm.write(f"{self.folder.name}: {path} is damaged or unsealed; computing it again", file=sys.stderr)
+        return intact
+
+
+# pandas 3 reads floats back exactly by default (and deprecates asking); pandas 2 must be asked
+_EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
+@functools.cache
+def _source_digest() -> str:
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode() + source.read_bytes())
+    return digest.hexdigest()

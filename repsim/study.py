@@ -1,0 +1,250 @@
+"""A study: checkpoints loaded for testing, and the fixed list of tasks they are tested on.
+
+Every analysis (:mod:`repsim.measures`) and ``repsim evaluate`` (:func:`evaluate_checkpoint`)
+go through a :class:`Study`: it builds the test tasks once, from the checkpoints' own data
+set, split and image conventions, and loads each checkpoint as it is tested (its
+``key=value`` test overrides applied, a fresh head where it has no ``ways``-sized one) into a
+:class:`Model`, which carries the label its rows are keyed on (:func:`assign_labels`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from repsim.checkpoint import Checkpoint, latest_in, load_checkpoint, read_metadata
+from repsim.config import tested_with
+from repsim.data import load_splits
+from repsim.data.episodes import TaskList
+from repsim.errors import RepsimError
+from repsim.evaluate import check_counts, own_inner_loop, resolve_device, score_tasks, test_time_params
+
+# how the analyses compare conv layers, and the same in words for their provenance
+CONVENTIONS = {"cca": "spatial", "cka": "flatten"}
+CONVENTION_TEXT = ("CCA: mean canonical correlation, conv layers with spatial positions as data "
+                   "points (n*h*w, c); CKA: linear CKA, conv layers flattened (n, c*h*w)")
+CI_TEXT = ("95% Student-t interval over tasks, t(0.975, n-1) * s / sqrt(n); changes: the same "
+           "interval of per-task paired differences")
+
+
+@dataclass
+class Model:
+    """A checkpoint ready for analysis: its model, its parameters, and its label, the name its
+    rows carry in every result (:func:`assign_labels`). ``model`` is None where only its
+    provenance is wanted (:meth:`Study.checkpoint_provenance`)."""
+    ckpt: Checkpoint
+    model: torch.nn.Module | None
+    params: dict[str, torch.Tensor]
+    label: str = ""
+
+    def __post_init__(self):
+        self.label = self.label or default_label(self.ckpt.config.algorithm, self.ckpt.config.seed,
+                                                 self.ckpt.iteration, self.ckpt.name)
+
+    @property
+    def unit(self) -> str:
+        """What the report compares: an algorithm, its seeds pooled, or a model that has a
+        name of its own (one imported with ``--name``, or one told apart by its file)."""
+        plain = default_label(self.ckpt.config.algorithm, self.ckpt.config.seed, self.ckpt.iteration)
+        return self.ckpt.config.algorithm if self.label == plain else self.label
+
+    def provenance(self) -> dict:
+        c = self.ckpt.config
+        return {"checkpoint": str(self.ckpt.path), "label": self.label, "model": self.unit,
+                "algorithm": c.algorithm, "seed": c.seed,
+                "iteration": self.ckpt.iteration, "reduced_schedule": c.reduced,
+                "dataset": c.dataset, "ways": c.ways, "shots": c.shots,
+                "inner_lr": c.inner_lr, "test_inner_steps": c.inner_steps_test,
+                **c.conventions_used(), "convention_summary": c.describe_conventions()}
+
+
+@dataclass
+class Study:
+    """The shared test protocol: which tasks, how many, on what device.
+
+    ``ways``/``shots`` default to the first checkpoint's; ``queries`` to 15 per class (the
+    paper's representation analysis). Every checkpoint of a study must share the data set.
+    """
+    dataset: str
+    ways: int
+    shots: int
+    queries: int = 15
+    num_tasks: int = 100
+    seed: int = 0
+    split: str = "test"
+    data_root: str | None = None
+    split_scheme: str = "maml"
+    split_seed: int = 0
+    rotate: bool | None = None
+    image_resize: str | None = None
+    device: str = "auto"
+    overrides: tuple[str, ...] = ()  # key=value: how every checkpoint is tested (config.tested_with)
+    progress: bool = True
+    labels: dict[str, str] = field(default_factory=dict)  # resolved path -> label
+    _tasks: TaskList | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> "Study":
+        c = ckpt.config
+        base = dict(dataset=c.dataset, ways=c.ways, shots=c.shots, data_root=c.data_root,
+                    split_scheme=c.split_scheme, split_seed=c.split_seed, rotate=c.rotate,
+                    image_resize=c.image_resize)
+        base.update({k: v for k, v in kwargs.items() if v is not None})
+        return cls(**base)
+
+    @property
+    def dev(self) -> torch.device:
+        return resolve_device(self.device)
+
+    @property
+    def tasks(self) -> TaskList:
+        if self._tasks is None:
+            if self.num_tasks < 2:
+                raise RepsimError(f"a confidence interval needs at least 2 tasks, got {self.num_tasks}: use --tasks 2 or more")
+            splits = load_splits(self.dataset, self.data_root, split_scheme=self.split_scheme,
+                                 rotate=self.rotate, seed=self.split_seed,
+                                 image_resize=self.image_resize, progress=self.progress)
+            if self.split not in splits:
+                raise RepsimError(f"unknown split {self.split!r}: choose one of {', '.join(splits)}")
+            self._tasks = TaskList(splits[self.split], self.ways, self.shots, self.queries,
+                                   self.num_tasks, self.seed)
+        return self._tasks
+
+    def provenance(self) -> dict:
+        return {"dataset": self.dataset, "split": self.split, "split_scheme": self.split_scheme,
+                "split_seed": self.split_seed, "rotate": self.rotate,
+                "image_resize": self.image_resize, "ways": self.ways, "shots": self.shots, "queries": self.queries,
+                "tasks": self.num_tasks, "task_seed": self.seed, "test_overrides": " ".join(self.overrides),
+                "confidence_interval": CI_TEXT,
+                "conventions": CONVENTION_TEXT}
+
+    def load(self, checkpoint) -> Model:
+        ckpt = self._tested(checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint))
+        c = ckpt.config
+        if c.dataset != self.dataset:
+            raise RepsimError(f"{ckpt.path} was trained on {c.dataset}, not {self.dataset}: "
+                              f"analyse checkpoints of one data set together")
+        # Test classes must be unseen by every checkpoint, and scored the same way for all.
+        for key, ours in (("split_scheme", self.split_scheme), ("split_seed", self.split_seed),
+                          ("rotate", self.rotate)):
+            if ours is not None and getattr(c, key) != ours:
+                raise RepsimError(f"{ckpt.path} was trained with {key}={getattr(c, key)}, the other "
+                                  f"checkpoints with {key}={ours}: its training classes may be this "
+                                  f"study's test classes; analyse checkpoints of one split together")
+        # ... and its test images must be made as its training images were
+        if (c.dataset == "omniglot" and self.image_resize is not None
+                and c.image_resize != self.image_resize):
+            raise RepsimError(f"{ckpt.path} was trained on images resized by {c.image_resize}, this "
+                              f"study's test images are resized by {self.image_resize}: analyse "
+                              f"checkpoints of one image_resize convention together")
+        if c.algorithm not in ("multiclass", "multitask") and c.ways != self.ways:
+            raise RepsimError(f"{ckpt.path} has a {c.ways}-way head but the study's tasks are "
+                              f"{self.ways}-way: analyse it with --ways {c.ways}, or separately")
+        model = ckpt.build_model().to(self.dev)
+        params = test_time_params(model, dict(model.named_parameters()), ckpt.config.algorithm, self.ways)
+        return Model(ckpt, model, {n: p.detach() for n, p in params.items()}, self._label(ckpt))
+
+    def checkpoint_provenance(self, checkpoint) -> dict:
+        """A checkpoint's provenance as this study tests it (its overrides applied, its
+        label), read from its metadata: its weights are not loaded again."""
+        ckpt = self._tested(load_checkpoint(checkpoint, weights=False))
+        return Model(ckpt, None, {}, self._label(ckpt)).provenance()
+
+    def _tested(self, ckpt: Checkpoint) -> Checkpoint:
+        """``ckpt`` as this study tests it: its config with the study's overrides."""
+        if self.overrides:
+            ckpt = dataclasses.replace(ckpt, config=tested_with(ckpt.config, self.overrides))
+        return ckpt
+
+    def _label(self, ckpt: Checkpoint) -> str:
+        label = self.labels.get(str(Path(ckpt.path).resolve())) if ckpt.path else None
+        return label or ""
+
+    def score(self, m: Model, *, names=None, steps=None, params=None, nil=False, desc="scoring"):
+        """Score ``m`` with its own inner loop, adapting ``names`` only when given."""
+        inner = own_inner_loop(m.ckpt.config, m.model, steps)
+        if names is not None:
+            inner = inner.but(names=names)
+        return score_tasks(m.model, m.params if params is None else params, self.tasks,
+                           inner=inner, device=self.dev, nil=nil, progress=self.progress,
+                           desc=desc)
+
+
+def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None = None,
+                        seed: int = 0, split: str = "test", data_root: str | None = None,
+                        queries: int | None = None, nil: bool = False, device: str = "auto",
+                        overrides: list[str] = (), progress: bool = True) -> dict:
+    """Score a checkpoint on ``tasks`` fixed tasks of ``split``; returns a flat record.
+
+    The inner loop is the one the checkpoint was trained with (:func:`own_inner_loop`;
+    no-inner-loop regimes adapt a fresh head), run for ``inner_steps`` (default: the
+    config's test-time steps), on ``queries`` query points per class (default: the config's
+    ``test_queries``). ``nil`` scores with NIL testing instead. ``overrides`` (``key=value``,
+    :func:`repsim.config.tested_with`) change how it is tested, e.g. its inner step size. The
+    record carries every convention the checkpoint was trained and tested with.
+    """
+    check_counts(tasks=tasks, queries=queries, inner_steps=inner_steps)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    c = tested_with(ckpt.config, overrides)  # refuses keys fixed by training, before any work
+    queries = c.test_queries if queries is None else queries
+    study = Study.for_checkpoint(ckpt, queries=queries, num_tasks=tasks, seed=seed, split=split,
+                                 data_root=data_root or None, device=device,
+                                 overrides=tuple(overrides), progress=progress)
+    study.dev  # an unknown or missing device is refused before the data are read
+    study.tasks
+    m = study.load(ckpt)
+    score = study.score(m, steps=inner_steps, nil=nil, desc="evaluating")
+    steps = c.inner_steps_test if inner_steps is None else inner_steps
+    return {"checkpoint": str(ckpt.path), "algorithm": c.algorithm, "dataset": c.dataset,
+            "ways": c.ways, "shots": c.shots, "queries": queries, "split": split,
+            "iteration": ckpt.iteration, "inner_steps": 0 if nil else steps,
+            "inner_lr": c.inner_lr, "mode": "nil" if nil else "inner-loop", "seed": seed,
+            "tasks": score.tasks, "accuracy": score.mean, "ci95": score.ci95,
+            "reduced_schedule": c.reduced, **c.conventions_used(),
+            "convention_summary": c.describe_conventions(), "test_overrides": " ".join(overrides)}
+
+
+def default_label(algorithm: str, seed: int, iteration: int, name: str | None = None) -> str:
+    """A checkpoint's label: its name when it has one, else ALGORITHM-sSEED-itITERATION."""
+    return name or f"{algorithm}-s{seed}-it{iteration}"
+
+
+def _file_label(path: Path) -> str:
+    """A label from a checkpoint's file: its stem, or for a run folder's own files the run's
+    name (``runs/maml-a/model.safetensors`` -> ``maml-a``, its ``iter-000500`` -> ``maml-a-it500``)."""
+    if path.stem == "model":
+        return path.parent.name
+    if path.stem.startswith("iter-") and path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name}-it{int(path.stem[5:])}"
+    return path.stem
+
+
+def assign_labels(paths: list[Path]) -> dict[str, str]:
+    """Each checkpoint's label (resolved path -> label), distinct, so no two checkpoints' rows
+    are ever pooled into one. A checkpoint with a name (``repsim import --name``) keeps it;
+    the others are ALGORITHM-sSEED-itITERATION, or their file's name where two would share
+    that. Two that still share a label are refused, naming both files."""
+    files = [latest_in(p) if p.is_dir() else p for p in paths]
+    metas = [read_metadata(f) for f in files]
+    named = [(m.get("extra") or {}).get("name") for m in metas]
+    labels = [default_label(m["config"].get("algorithm"), m["config"].get("seed", 0),
+                            m.get("iteration", 0), n) for m, n in zip(metas, named)]
+    counts = {}
+    for f, label in zip(files, labels):
+        counts.setdefault(label, set()).add(f.resolve())
+    labels = [_file_label(f) if not n and len(counts[label]) > 1 else label
+              for f, label, n in zip(files, labels, named)]
+    seen: dict[str, Path] = {}
+    out = {}
+    for f, label in zip(files, labels):
+        if label in seen:
+            what = ("is listed twice" if seen[label].resolve() == f.resolve()
+                    else f"and {seen[label]} would both be labelled {label!r}")
+            raise RepsimError(f"{f} {what}, and their rows pooled into one: give them distinct "
+                              f"names (repsim import --name, or distinct file names)")
+        seen[label] = f
+        out[str(f.resolve())] = label
+    return out
