@@ -54,7 +54,7 @@ from repsim.errors import RepsimError
 from repsim.evaluate import own_inner_loop
 from repsim.io import atomic_write_json, atomic_write_text
 from repsim.report import markdown_table
-from repsim.report.figures import _new_figure, _save
+from repsim.report.figures import new_figure, save_figure
 from repsim.results import summarise
 from repsim.study import Study
 from repsim.train import train
@@ -112,7 +112,8 @@ def _trained(config: Config) -> dict:
 def training_name(config: Config) -> str:
     """A run folder name from the training config alone (test-time keys left out), so that
     variants that differ only in how they are tested share one training run."""
-    return f"maml-s{config.seed}-" + hashlib.sha256(json.dumps(_trained(config), sort_keys=True).encode()).hexdigest()[:10]
+    return (f"maml-s{config.seed}-"
+            + hashlib.sha256(json.dumps(_trained(config), sort_keys=True).encode()).hexdigest()[:10])
 
 
 def run_folder(runs: Path, config: Config) -> Path:
@@ -215,7 +216,8 @@ def trajectory(args) -> None:
         for path in measures.run_checkpoints(run):
             key = {"version": STUDY_VERSION, "tasks": args.tasks, "similarity_tasks": args.similarity_tasks,
                    "weights": hashlib.sha256(path.read_bytes()).hexdigest()}
-            record = run / f"trajectory-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]}.json"
+            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+            record = run / f"trajectory-{digest[:10]}.json"
             if record.is_file():
                 continue
             ckpt = load_checkpoint(path)
@@ -339,11 +341,12 @@ def trajectory_section(folder: Path, out: Path) -> list[str]:
              f"seed 0, {int(df.iteration.max())} iterations, {int(r0.tasks)} test tasks, "
              f"{int(r0.similarity_tasks)} for similarities; ± 95% CI over tasks).", ""]
     table = [[r.run, r.convention_summary, int(r.iteration), f"{r.accuracy:.1f} ± {r.accuracy_ci95:.1f}",
-              f"{r.freezing_cost:.1f} ± {r.freezing_cost_ci95:.1f}", f"{r.nil_accuracy:.1f} ± {r.nil_accuracy_ci95:.1f}",
-              f"{r.cca_conv4:.2f}", f"{r.cca_head:.2f}", " / ".join(verdicts(r._asdict()))] for r in df.itertuples()]
+              f"{r.freezing_cost:.1f} ± {r.freezing_cost_ci95:.1f}",
+              f"{r.nil_accuracy:.1f} ± {r.nil_accuracy_ci95:.1f}", f"{r.cca_conv4:.2f}", f"{r.cca_head:.2f}",
+              " / ".join(verdicts(r._asdict()))] for r in df.itertuples()]
     lines += [markdown_table(["run", "conventions", "iteration", "test accuracy %", "freezing conv1-4 costs",
                               "NIL %", "CCA conv4", "CCA head", "verdict: freezing / CCA / CKA"], table), ""]
-    fig, axes = _new_figure(6.75, 2.4, 3)
+    fig, axes = new_figure(6.75, 2.4, 3)
     for (run, g), color in zip(df.groupby("run"), ("#0072B2", "#D55E00", "#009E73", "#CC79A7")):
         for ax, col in zip(axes, ("accuracy", "freezing_cost", "cca_conv4")):
             err = g.get(f"{col}_ci95")
@@ -354,7 +357,7 @@ def trajectory_section(folder: Path, out: Path) -> list[str]:
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].legend(fontsize=7, frameon=False)
-    _save(fig, out / "figures", "convention_trajectory", 0.02)
+    save_figure(fig, out / "figures", "convention_trajectory", 0.02)
     lines += ["![through training](figures/convention_trajectory.png)", ""]
     return lines
 
@@ -363,7 +366,7 @@ def figure(summary: pd.DataFrame, folder: Path) -> None:
     settings = list(summary.setting.unique())
     panels = [("accuracy", "test accuracy\n(%)", None), ("freezing_cost", "cost of freezing\nconv1-4 (points)", 2),
               ("cca_conv4", "conv4 CCA\nbefore vs after", 0.9), ("cka_conv4", "conv4 CKA\nbefore vs after", 0.9)]
-    fig, axes = _new_figure(6.75, 1.2 + 0.22 * summary.groupby("setting").size().max() * len(settings), len(panels))
+    fig, axes = new_figure(6.75, 1.2 + 0.22 * summary.groupby("setting").size().max() * len(settings), len(panels))
     colors = {"pytorch": "#D55E00", "finn": "#0072B2"}
     for ax, (col, label, reuse) in zip(axes, panels):
         if reuse is not None:  # the feature-reuse side of the verdict's threshold
@@ -386,7 +389,7 @@ def figure(summary: pd.DataFrame, folder: Path) -> None:
         ax.set_yticklabels(names if ax is axes[0] else [], fontsize=6.5)
         ax.grid(axis="x", color="#ddd", lw=0.6)
     folder.mkdir(parents=True, exist_ok=True)
-    _save(fig, folder, "convention_study", 0.02)
+    save_figure(fig, folder, "convention_study", 0.02)
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,8 @@
 
 RUNS_DIR holds run folders written by `repsim train` (named e.g. maml-s0, anil-s0,
 multiclass-s0); runs published into OUT earlier, from RUNS_DIR or another folder, stay
-published (delete OUT/<run> and its MANIFEST rows to withdraw one). For each run, the intermediate checkpoints and the final model are copied
+published (delete OUT/<run> and its MANIFEST rows to withdraw one). For each run, the
+intermediate checkpoints and the final model are copied
 into OUT/<run>/checkpoints/ and OUT/<run>/model.safetensors (a run folder's layout) as
 weights-only safetensors (the optimiser state is dropped: these are for
 analysis, not for resuming), every checkpoint is scored on a fixed list of `--tasks` test tasks

@@ -110,7 +110,8 @@ def cross_table(folders: list[Path]) -> str:
             published = [paper.paper_value("cross", paper.MINI_5_UNSTATED, r["pair"], m) for m in ("cca", "cka")]
             theirs = " / ".join(f"{v.value:.2f}" for v in published) if all(published) else "—"
             lines.append(f"| {paper.setting_label(cross.setting)} | {r['pair']} | {len(r['models'])} | "
-                         f"{report.format_mean_std(r.get('cca'))} | {report.format_mean_std(r.get('cka'))} | {theirs} |")
+                         f"{report.format_mean_std(r.get('cca'))} | "
+                         f"{report.format_mean_std(r.get('cka'))} | {theirs} |")
     return "\n".join(lines) + "\n"
 
 

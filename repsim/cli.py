@@ -31,8 +31,8 @@ def _train(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from repsim.study import evaluate_checkpoint
     from repsim.io import atomic_write_json, atomic_write_text
+    from repsim.study import evaluate_checkpoint
 
     for target, kind in ((args.json, "json"), (args.csv, "csv")):
         _check_result_file(target, kind)  # before the work, not after it
@@ -150,12 +150,11 @@ def summary_text(csv_path) -> str:
 
 
 def _probe(args) -> None:
-    from repsim.study import Study
     from repsim.checkpoint import load_checkpoint
     from repsim.evaluate import own_inner_loop
     from repsim.probe import check_layers, iter_probes, probe_layers, save_probes
-
     from repsim.results import check_writable
+    from repsim.study import Study
     check_writable(args.out)  # before any work: a file, an unwritable folder, /proc
     ckpt = load_checkpoint(args.checkpoint)
     study = Study.for_checkpoint(ckpt, num_tasks=args.tasks, seed=args.seed, queries=args.queries,
@@ -232,8 +231,8 @@ def _analysis(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     import repsim
-    from repsim.runner import ANALYSES
     from repsim.data import DATASETS
+    from repsim.runner import ANALYSES
 
     p = argparse.ArgumentParser(prog="repsim", formatter_class=_Help, description=(
         "Train meta-learners (MAML, first-order MAML, ANIL, BOIL, multiclass, multitask) and "

@@ -301,7 +301,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise RepsimError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}): fix the syntax") from None
+            raise RepsimError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}): "
+                              "fix the syntax") from None
         if not isinstance(loaded, dict):
             raise RepsimError(f"config file {path} must hold 'key: value' lines, not a {type(loaded).__name__}")
         values.update(loaded)

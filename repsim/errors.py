@@ -7,3 +7,10 @@ one-line message naming the problem and the fix; the CLI prints it and exits non
 
 class RepsimError(Exception):
     """A problem with the user's input, with a message that says how to fix it."""
+
+
+def one_line(e: Exception) -> str:
+    """The first line of ``e``'s message (its type's name when it has none), for quoting one
+    exception inside a RepsimError's one-line message."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

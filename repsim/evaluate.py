@@ -16,8 +16,8 @@ from torch import nn
 from tqdm import tqdm
 
 from repsim.errors import RepsimError
-from repsim.results import ci95
 from repsim.meta import HEAD_PREFIX, InnerLoop, adapt_and_score, head_input, inner_loop_names
+from repsim.results import ci95
 
 Params = dict[str, torch.Tensor]
 
@@ -37,7 +37,8 @@ def mean_ci(per_task) -> Score:
     """Mean accuracy over tasks and its 95% interval (:func:`repsim.results.ci95`)."""
     acc = np.asarray(per_task, dtype=np.float64)
     if acc.size < 2:
-        raise RepsimError(f"a confidence interval needs at least 2 tasks, got {acc.size}: use --tasks 2 or more (the paper uses 600)")
+        raise RepsimError(f"a confidence interval needs at least 2 tasks, got {acc.size}: "
+                          "use --tasks 2 or more (the paper uses 600)")
     return Score(100 * acc.mean(), 100 * ci95(acc), acc.size, acc)
 
 

@@ -39,9 +39,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from repsim.checkpoint import Checkpoint, load_weights, save_checkpoint
-from repsim.model import model_for
 from repsim.config import config_path, load_config
 from repsim.errors import RepsimError
+from repsim.model import model_for
 
 RUNNING_STATS = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")
 PARAM = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -357,7 +357,8 @@ def _tensor_file(path: str, what: str) -> torch.Tensor:
     try:
         t = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # missing, junk, or a pickle that would run code
-        raise RepsimError(f"cannot read {what} from {path} ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__}): "
+        raise RepsimError(f"cannot read {what} from {path} "
+                          f"({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__}): "
                           f"save one tensor with torch.save(tensor, path)") from None
     if not isinstance(t, torch.Tensor):
         raise RepsimError(f"{path} does not hold one tensor of {what}: save it with torch.save(tensor, path)")

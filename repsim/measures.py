@@ -52,7 +52,8 @@ def layer_similarity(study: Study, checkpoints, *, layers=None, steps: int | Non
     ``summarise`` turns them into means with CIs.
     """
     if steps is not None and steps < 1:
-        raise RepsimError(f"before-vs-after similarity needs at least 1 inner step, got {steps}: use --inner-steps 1 or more")
+        raise RepsimError(f"before-vs-after similarity needs at least 1 inner step, got {steps}: "
+                          "use --inner-steps 1 or more")
     rows = []
     for checkpoint in checkpoints:
         m = study.load(checkpoint)
@@ -208,7 +209,8 @@ def run_checkpoints(run_dir: str | Path) -> list[Path]:
     """A training run's intermediate checkpoints, oldest first."""
     found = sorted(Path(run_dir).glob("checkpoints/iter-*.safetensors"))
     if not found:
-        raise RepsimError(f"no intermediate checkpoints in {run_dir}/checkpoints: pass a run folder written by 'repsim train'")
+        raise RepsimError(f"no intermediate checkpoints in {run_dir}/checkpoints: "
+                          "pass a run folder written by 'repsim train'")
     return found
 
 

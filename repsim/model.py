@@ -11,8 +11,8 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 if TYPE_CHECKING:
     from repsim.config import Config

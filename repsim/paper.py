@@ -78,9 +78,11 @@ def _freezing():
     five_v1 = [61.7, 61.7, 61.4, 60.2, 60.2]
     w = "Table 1"
     return {
-        MINI_5_1: {r: {"accuracy": _v(m, s, where=w), "accuracy (earlier version)": _v(e, where=w + ", earlier version")}
+        MINI_5_1: {r: {"accuracy": _v(m, s, where=w),
+                       "accuracy (earlier version)": _v(e, where=w + ", earlier version")}
                    for r, (m, s), e in zip(rows, one, one_v1)},
-        MINI_5_5: {r: {"accuracy": _v(m, s, u, where=w), "accuracy (earlier version)": _v(e, where=w + ", earlier version")}
+        MINI_5_5: {r: {"accuracy": _v(m, s, u, where=w),
+                       "accuracy (earlier version)": _v(e, where=w + ", earlier version")}
                    for r, (m, s, u), e in zip(rows, five, five_v1)},
     }
 

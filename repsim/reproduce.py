@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from repsim.runner import run_analysis
 from repsim.config import from_dict
 from repsim.errors import RepsimError
 from repsim.results import check_writable
+from repsim.runner import run_analysis
 from repsim.train import saved_config, train
 
 

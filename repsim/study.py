@@ -103,7 +103,8 @@ class Study:
     def tasks(self) -> TaskList:
         if self._tasks is None:
             if self.num_tasks < 2:
-                raise RepsimError(f"a confidence interval needs at least 2 tasks, got {self.num_tasks}: use --tasks 2 or more")
+                raise RepsimError(f"a confidence interval needs at least 2 tasks, got {self.num_tasks}: "
+                                  "use --tasks 2 or more")
             splits = load_splits(self.dataset, self.data_root, split_scheme=self.split_scheme,
                                  rotate=self.rotate, seed=self.split_seed,
                                  image_resize=self.image_resize, progress=self.progress)

@@ -28,15 +28,14 @@ import yaml
 from tqdm import tqdm
 
 from repsim.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
-from repsim.model import model_for
 from repsim.config import Config, from_saved
 from repsim.data import load_splits
-from repsim.data.episodes import (TaskList, batch_tasks, check_task_shape, rotate_images, sample_task,
-                                  task_generator)
+from repsim.data.episodes import TaskList, batch_tasks, check_task_shape, rotate_images, sample_task, task_generator
 from repsim.errors import RepsimError
-from repsim.io import atomic_write_text
 from repsim.evaluate import own_inner_loop, resolve_device, score_tasks, test_time_params
+from repsim.io import atomic_write_text
 from repsim.meta import meta_backward, meta_loss_vmap
+from repsim.model import model_for
 
 VALIDATION_SEED = 12345  # validation tasks are the same for every run and iteration
 

@@ -254,7 +254,8 @@ def test_an_interrupted_publish_resumes_without_scoring_again(runs, tmp_path, mo
     kept = pd.read_csv(out / "MANIFEST.csv")
     assert list(kept.path) == sorted(set(scored))  # the two checkpoints scored before it
 
-    monkeypatch.setattr(publisher, "evaluate_checkpoint", lambda path, **kw: scored.append(str(path)) or real(path, **kw))
+    monkeypatch.setattr(publisher, "evaluate_checkpoint",
+                        lambda path, **kw: scored.append(str(path)) or real(path, **kw))
     rows = publisher.publish(root, out, 4, None)
     assert len(rows) == 6 and len(scored) == 12  # each checkpoint scored once (inner loop and NIL)
     assert sorted(set(scored)) == sorted(r["path"] for r in rows)
@@ -294,12 +295,15 @@ def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path, reci
             "conventions,test_accuracy,test_ci95,nil_accuracy,nil_ci95"]
     for seed, acc in enumerate((90.0, 92.0, 94.0)):
         rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},1500,1500,True,finn conventions,{acc},0.5,{acc + 1},0.5")
-        rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},250,1500,True,finn conventions,10.0,0.5,10.0,0.5")  # not final
+        # and an intermediate checkpoint, not the final one
+        rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},250,1500,True,finn conventions,10.0,0.5,10.0,0.5")
     (tmp_path / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
     out = recipe("reproduction_table").table([tmp_path])
     # mean and sample std over the three seeds; the paper's ANIL 96.2 (table 2) and NIL 96.7 (table 4)
-    assert "| Omniglot 20w1s | ANIL | finn | 0, 1, 2 | 1500 (reduced) | 92.00 ± 2.00 | 96.2 ± 0.5 (table 2) | -4.2 |" in out
-    assert "| NIL after ANIL training | finn | 0, 1, 2 | 1500 (reduced) | 93.00 ± 2.00 | 96.7 ± 0.3 (table 4) | -3.7 |" in out
+    assert ("| Omniglot 20w1s | ANIL | finn | 0, 1, 2 | 1500 (reduced) | 92.00 ± 2.00 | 96.2 ± 0.5 (table 2) | -4.2 |"
+            in out)
+    assert ("| NIL after ANIL training | finn | 0, 1, 2 | 1500 (reduced) | 93.00 ± 2.00 | 96.7 ± 0.3 (table 4) | -3.7 |"
+            in out)
     # the paper's other Omniglot entries of tables 2 and 4 are listed as gaps, not left out
     assert "| Omniglot 20w1s | MAML | — | — | not trained | — | 93.7 ± 0.7 (table 2); Finn et al.: 95.8 | — |" in out
     assert "| Omniglot 20w5s | NIL after ANIL training | — | — | not trained | — | 98.0 ± 0.04 (table 4) | — |" in out
@@ -363,7 +367,8 @@ def test_analysis_parts_are_reused_only_for_unchanged_checkpoints(runs, tmp_path
     shutil.copy(runs["maml"], maml)
     analysed = []
     real = analyses.freezing
-    monkeypatch.setattr(analyses, "freezing", lambda study, c, **kw: analysed.append(Path(c).name) or real(study, c, **kw))
+    monkeypatch.setattr(analyses, "freezing",
+                        lambda study, c, **kw: analysed.append(Path(c).name) or real(study, c, **kw))
     common = dict(tasks=3, queries=5, device="cpu", progress=False)
 
     run_analysis("freezing", [maml], tmp_path / "resumed", **common)

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save
 
 from repsim import runner as analyses
 from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from repsim.model import model_for
 from repsim.config import load_config
 from repsim.errors import RepsimError
+from repsim.model import model_for
 from repsim.train import train
 
 SETUP = ["dataset=synthetic", "filters=8", "iterations=5", "checkpoint_every=5", "eval_every=5",
@@ -97,7 +97,8 @@ def test_03_a_head_of_other_width_than_the_configs_ways_is_refused_at_import(run
     state = {**state, "head.weight": wide.head.weight.detach(), "head.bias": wide.head.bias.detach()}
     torch.save(state, tmp_path / "w.pt")
     (tmp_path / "c.yaml").write_text("dataset: synthetic\nfilters: 8\nways: 5\nconventions: finn\n")
-    code, _, err = repsim("import", tmp_path / "w.pt", "--config", tmp_path / "c.yaml", "--out", tmp_path / "x.safetensors")
+    code, _, err = repsim("import", tmp_path / "w.pt", "--config", tmp_path / "c.yaml",
+                          "--out", tmp_path / "x.safetensors")
     assert code == 2
     one_line(err, "20-way head", "ways: 5", "--set ways=20")
     assert not (tmp_path / "x.safetensors").exists()
@@ -181,6 +182,7 @@ def test_09_a_truncated_latest_checkpoint_is_skipped_on_resume(tmp_path):
 @pytest.mark.parametrize("scale", [1e-30])
 def test_10_tiny_float32_activations_and_two_points(scale):
     import numpy as np
+
     from repsim.similarity import debiased_cka, linear_cka
     r = np.random.default_rng(0)
     X = r.standard_normal((40, 6)).astype(np.float32)
@@ -221,7 +223,8 @@ def test_13_a_checkpoint_of_another_run_placed_as_the_latest_is_named(tmp_path):
     other = config("filters=16")
     save_checkpoint(tmp_path / "r" / "checkpoints" / "iter-000004.safetensors",
                     Checkpoint(other, dict(model_for(other).state_dict()), 4))
-    with pytest.raises(RepsimError, match=r"iter-000004.safetensors is not a checkpoint of this run .*filters.*move it out"):
+    with pytest.raises(RepsimError,
+                       match=r"iter-000004.safetensors is not a checkpoint of this run .*filters.*move it out"):
         train(c, tmp_path / "r", device="cpu", progress=False, resume=True)
 
 

@@ -52,7 +52,8 @@ def test_shared_flags_have_one_meaning_and_one_default_across_commands():
             if action.option_strings and action.dest in ("seed", "device", "quiet", "data_root", "set"):
                 seen.setdefault(action.dest, set()).add(action.default)
     assert all(len(defaults) == 1 for defaults in seen.values()), seen
-    tasks = {name: next(a.default for a in subs[name]._actions if a.dest == "tasks") for name in ("evaluate", "analyze")}
+    tasks = {name: next(a.default for a in subs[name]._actions if a.dest == "tasks")
+             for name in ("evaluate", "analyze")}
     assert tasks == {"evaluate": 600, "analyze": 600}
 
 

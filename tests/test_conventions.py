@@ -17,9 +17,9 @@ from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.config import CONVENTION_KEYS, load_config
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
-from repsim.study import evaluate_checkpoint
 from repsim.meta import adapt, inner_loop_names, meta_loss, meta_loss_vmap, task_loss
-from repsim.model import Conv4, ConvBlock, same_padding, model_for
+from repsim.model import Conv4, ConvBlock, model_for, same_padding
+from repsim.study import evaluate_checkpoint
 from repsim.train import train, training_task
 
 FINN = dict(padding="same", bn_eps=1e-3, bn_scale=False, conv_init="xavier_uniform", head_init="normal")
@@ -219,6 +219,7 @@ def test_named_sets_and_single_key_overrides():
 
 def test_checkpoint_from_before_the_conventions_loads_as_what_it_was_trained_with(tmp_path):
     import json
+
     from safetensors.torch import load_file, save
     config = load_config(None, TINY + ["conventions=pytorch"])
     path = save_checkpoint(tmp_path / "c.safetensors",

@@ -20,8 +20,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from repsim.data import (DATASETS, Split, Task, TaskList, _cache, batch_tasks, load_splits, miniimagenet, omniglot,
-                         sample_task, synthetic, task_generator)
+from repsim.data import (
+    DATASETS,
+    Split,
+    Task,
+    TaskList,
+    _cache,
+    batch_tasks,
+    load_splits,
+    miniimagenet,
+    omniglot,
+    sample_task,
+    synthetic,
+    task_generator,
+)
 from repsim.errors import RepsimError
 
 REPO = Path(__file__).resolve().parents[1]

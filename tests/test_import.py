@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from repsim.checkpoint import load_checkpoint
 from repsim.cli import main as cli
@@ -344,7 +344,8 @@ class TinyResNet(nn.Module):
 
     def __init__(self, ways=5):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16, track_running_stats=False), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16, track_running_stats=False),
+                                  nn.ReLU())
         self.layer1 = Residual(16, 32)
         self.layer2 = Residual(32, 32)
         self.head = nn.Linear(32, ways)
@@ -354,9 +355,9 @@ class TinyResNet(nn.Module):
 
 
 def test_a_model_of_ones_own_is_probed_and_frozen_by_dotted_layer_names(omniglot_root):
+    from repsim.checkpoint import Checkpoint
     from repsim.measures import freezing, layer_similarity
     from repsim.study import Study
-    from repsim.checkpoint import Checkpoint
     torch.manual_seed(0)
     settings = dict(dataset="omniglot", data_root=omniglot_root, ways=5, shots=1, inner_lr=0.4,
                     inner_steps=2, inner_steps_test=2, conventions="pytorch")
@@ -400,7 +401,8 @@ def test_highers_sequential_imports_as_three_unpadded_blocks(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "layout: higher" in out and "3 conv blocks" in out and "ink dark" in out
     assert (ours - theirs).abs().max() < 1e-5 and theirs.std() > 0.1
-    assert load_checkpoint(tmp_path / "imported.safetensors").build_model().layer_names == ("conv1", "conv2", "conv3", "head")
+    assert (load_checkpoint(tmp_path / "imported.safetensors").build_model().layer_names
+            == ("conv1", "conv2", "conv3", "head"))
 
 
 def test_a_split_file_lists_the_test_characters(tmp_path, omniglot_root):

@@ -122,7 +122,8 @@ def test_a_recipe_loads_by_name_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_config("omniglot_20w1s_maml") == by_path
     assert load_config("omniglot_20w1s_maml.yaml") == by_path
-    assert load_config("omniglot_20w1s_maml", ["ways=5"]) == load_config(RECIPES / "omniglot_20w1s_maml.yaml", ["ways=5"])
+    assert (load_config("omniglot_20w1s_maml", ["ways=5"])
+            == load_config(RECIPES / "omniglot_20w1s_maml.yaml", ["ways=5"]))
     assert config_path("omniglot_20w1s_maml") == RECIPES / "omniglot_20w1s_maml.yaml"
 
 
@@ -161,7 +162,8 @@ def test_the_wheel_ships_the_recipes_and_the_license(tmp_path):
     if importlib.util.find_spec("setuptools") is None:
         pytest.skip("setuptools is not installed")
     import setuptools
-    if tuple(int(x) for x in setuptools.__version__.split(".")[:2]) < (70, 1) and importlib.util.find_spec("wheel") is None:
+    if (tuple(int(x) for x in setuptools.__version__.split(".")[:2]) < (70, 1)
+            and importlib.util.find_spec("wheel") is None):
         pytest.skip("setuptools < 70.1 builds wheels only with the wheel package")
     src = tmp_path / "src"
     for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):

@@ -111,11 +111,14 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
                                "metric": metric, "layer": layer, "mean": v, "ci95": ci, "n": 20}
                               for it in (10000, 20000, 30000)
                               for metric, layer, v, ci in
-                              [("accuracy (inner-loop)", "", 80 + it / 2000, 1.0), ("accuracy (nil)", "", 78 + it / 2000, 1.0)]
-                              + [(m, layer, 0.4 if layer == "head" else 0.95, 0.01) for m in ("cca", "cka") for layer in LAYERS]],
+                              [("accuracy (inner-loop)", "", 80 + it / 2000, 1.0),
+                               ("accuracy (nil)", "", 78 + it / 2000, 1.0)]
+                              + [(m, layer, 0.4 if layer == "head" else 0.95, 0.01)
+                                 for m in ("cca", "cka") for layer in LAYERS]],
                              [_ckpt("maml", 0, it, **kw) for it in (10000, 20000, 30000)]),
         "weight_change": ([{"algorithm": a, "layer": layer, "measure": "relative weight change",
-                            "mean": (0.4 if layer == "head" else 0.02) if a != "boil" else (0.0 if layer == "head" else 0.1),
+                            "mean": ((0.4 if layer == "head" else 0.02) if a != "boil"
+                                     else (0.0 if layer == "head" else 0.1)),
                             "ci95": 0.001, "n": 20, "seeds": 1} for a in ("maml", "anil", "boil") for layer in LAYERS],
                           maml[:1] + anil + boil),
     }
@@ -281,9 +284,11 @@ def test_edge_cases_nan_ci_no_head_accuracy_only_through_training(tmp_path):
                                  "mode": m, "accuracy": 50.0, "ci95": float("nan"), "tasks": 1}
                                 for m in ("inner-loop", "nil")], _prov("accuracy", "synthetic", 20, 1, ck, tasks=1))
     _write(folder, "similarity", [{"algorithm": "maml", "layer": "conv1", "measure": "cca", "mean": 0.9,
-                                   "ci95": float("nan"), "n": 1, "seeds": 1}], _prov("similarity", "synthetic", 20, 1, ck))
-    _write(folder, "through_training", [{"checkpoint": "maml-s0-it500", "algorithm": "maml", "seed": 0, "iteration": 500,
-                                         "metric": "accuracy (nil)", "layer": "", "mean": 40.0, "ci95": 2.0, "n": 5}],
+                                   "ci95": float("nan"), "n": 1, "seeds": 1}],
+           _prov("similarity", "synthetic", 20, 1, ck))
+    _write(folder, "through_training", [{"checkpoint": "maml-s0-it500", "algorithm": "maml", "seed": 0,
+                                         "iteration": 500, "metric": "accuracy (nil)", "layer": "", "mean": 40.0,
+                                         "ci95": 2.0, "n": 5}],
            _prov("through_training", "synthetic", 20, 1, ck))
     md = write_report(folder).read_text()
     row = _table_row(md, "MAML", "inner-loop")
@@ -299,6 +304,7 @@ def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range()
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from repsim.report.figures import _curve_over_seeds
 
     rows = pd.DataFrame([{"seed": s, "iteration": it, "mean": m, "ci95": 1.0}
@@ -354,7 +360,8 @@ def test_cross_results_without_per_task_rows_are_reported_over_all_model_pairs(t
     (folder / "cross_tasks.csv").unlink()
     md = write_report(folder).read_text()
     assert "| ANIL-MAML | all | 0.590 | 0.50 | 0.740 | 0.83 |" in md  # mean of the 3 pairs' per-layer means
-    assert "Similarity between models (CCA / CKA), body layers averaged: MAML-MAML 0.66 / 0.81; ANIL-MAML 0.59 / 0.74" in md
+    assert ("Similarity between models (CCA / CKA), body layers averaged: "
+            "MAML-MAML 0.66 / 0.81; ANIL-MAML 0.59 / 0.74" in md)
     assert "_tasks" not in md and "same initial weights" not in md
 
 

@@ -37,9 +37,9 @@ def _variants(folder: Path):
 
 def test_the_type3_search_finds_type3_fonts():
     """The check below would see the old figures' fonts: matplotlib's default, Type 3."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    import matplotlib
 
     def pdf(fonttype):
         fig = Figure(figsize=(2, 1))
@@ -98,6 +98,7 @@ def test_each_figure_has_a_sidecar_with_its_provenance_and_no_footer(rendered):
 
 def test_no_provenance_text_is_drawn_into_a_figure(rendered):
     from matplotlib.text import Text
+
     from repsim.report.figures import WIDTHS
     from repsim.report.loading import load_results
     folder, _ = rendered
@@ -112,6 +113,7 @@ def test_no_provenance_text_is_drawn_into_a_figure(rendered):
 
 def test_algorithms_have_their_display_names_in_every_figure(rendered):
     from matplotlib.text import Text
+
     from repsim.report.loading import load_results
     folder, _ = rendered
     results, _ = load_results(folder)

@@ -33,7 +33,6 @@ from repsim.similarity import (
 )
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny matrices: one intra-op thread avoids OpenMP spin stalls on a busy shared CPU."""
@@ -395,7 +394,8 @@ def test_compare_tidy_dataframe_with_per_measure_conv():
     r = np.random.default_rng(21)
     a = {"conv1": r.standard_normal((30, 4, 3, 3)), "head": r.standard_normal((30, 5))}
     b = {k: v + 0.1 * r.standard_normal(v.shape) for k, v in a.items()}
-    df = compare(a, b, measures=("cca", "cka", "procrustes"), conv={"cca": "spatial", "cka": "flatten", "procrustes": "flatten"})
+    df = compare(a, b, measures=("cca", "cka", "procrustes"),
+                 conv={"cca": "spatial", "cka": "flatten", "procrustes": "flatten"})
     assert isinstance(df, pd.DataFrame) and list(df.columns) == ["layer", "measure", "value", "conv"]
     assert len(df) == 6 and df["value"].map(type).eq(float).all()
     row = df[(df.layer == "conv1") & (df.measure == "cca")].iloc[0]

@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from repsim.importing import import_state_dict
 from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from repsim.model import model_for
 from repsim.cli import main as cli
 from repsim.config import Config, load_config
 from repsim.errors import RepsimError
 from repsim.evaluate import own_inner_loop
+from repsim.importing import import_state_dict
+from repsim.model import model_for
 from repsim.study import evaluate_checkpoint
 from repsim.train import train
 
@@ -74,7 +74,8 @@ def test_other_architecture_names_the_mismatching_layers(tmp_path):
     path = save_checkpoint(tmp_path / "c.safetensors", Checkpoint(small, dict(model_for(small).state_dict())))
     ckpt = load_checkpoint(path)
     ckpt.config = tiny("filters=32")
-    with pytest.raises(RepsimError, match=r"layers conv1, conv2, conv3, conv4, head have other shapes \(e\.g\. conv1\.bn\.bias \(16,\) vs \(32,\)\)"):
+    with pytest.raises(RepsimError, match=r"layers conv1, conv2, conv3, conv4, head have other shapes "
+                                          r"\(e\.g\. conv1\.bn\.bias \(16,\) vs \(32,\)\)"):
         ckpt.build_model()
 
 
@@ -144,6 +145,7 @@ def test_resuming_a_finished_run_rewrites_nothing(tmp_path):
 
 def test_resume_accepts_a_run_started_before_a_config_key_existed_and_names_real_changes(tmp_path):
     import yaml
+
     from repsim.config import CONVENTION_KEYS
     # a run folder written before the convention keys existed was trained with the pytorch set
     config = tiny("iterations=3", "conventions=pytorch")

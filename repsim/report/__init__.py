@@ -35,22 +35,27 @@ import dataclasses
 import os
 from pathlib import Path
 
-from repsim.errors import RepsimError
+from repsim.errors import RepsimError, one_line
 from repsim.io import atomic_write_text
-from repsim.report.loading import _one_line, load_result, load_results
-from repsim.report.text import _alg, _setting_text, caption, conventions_text
-from repsim.report.document import Doc, render_markdown, render_html
-from repsim.report.figures import FIGURES, PAPER_CITATION, draw_figure, write_figure
-from repsim.report.tables import (
-    table_similarity, table_freezing, table_accuracy, table_cross, table_heads, table_regimes,
-    table_through_training, table_weight_change, provenance)
-from repsim.report.verdict import verdict, caveats
-# the names other modules and recipes use
 from repsim.report.cross import CROSS_PAIRS, SAME_SEED, cross_pairs, cross_summary, cross_summary_of, tag_seeds
-from repsim.report.document import markdown_table
-from repsim.report.loading import ANALYSES, Result
-from repsim.report.text import format_mean_std
+from repsim.report.document import Doc, markdown_table, render_html, render_markdown
+from repsim.report.figures import FIGURES, PAPER_CITATION, draw_figure, write_figure
+from repsim.report.loading import ANALYSES, Result, load_result, load_results
+from repsim.report.tables import (
+    provenance,
+    table_accuracy,
+    table_cross,
+    table_freezing,
+    table_heads,
+    table_regimes,
+    table_similarity,
+    table_through_training,
+    table_weight_change,
+)
+from repsim.report.text import caption, conventions_text, display_name, format_mean_std, setting_text
+from repsim.report.verdict import caveats, verdict
 
+# the names other modules and recipes use
 __all__ = ["write_report", "load_result", "load_results", "Result", "ANALYSES", "markdown_table", "format_mean_std",
            "cross_pairs", "cross_summary", "cross_summary_of", "tag_seeds", "CROSS_PAIRS", "SAME_SEED"]
 
@@ -100,7 +105,7 @@ def _model_names(results: dict[str, Result]) -> list[str]:
     for r in results.values():
         for c in r.checkpoints:
             if isinstance(c, dict):
-                names.setdefault(_alg(c.get("algorithm", "?")), None)
+                names.setdefault(display_name(c.get("algorithm", "?")), None)
     return list(names)
 
 
@@ -155,7 +160,8 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
     try:
         figures_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RepsimError(f"cannot write figures to {figures_dir} ({e.strerror}): choose a writable --figures folder") from None
+        raise RepsimError(f"cannot write figures to {figures_dir} ({e.strerror}): "
+                          "choose a writable --figures folder") from None
     fig_rel = Path(os.path.relpath(figures_dir.resolve(), results_dir.resolve())).as_posix()
 
     drawn = {}
@@ -166,10 +172,10 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
             except RepsimError:
                 raise
             except (KeyError, ValueError, TypeError, IndexError) as e:
-                raise RepsimError(f"cannot plot {results_dir / (name + '.csv')} ({_one_line(e)}): "
+                raise RepsimError(f"cannot plot {results_dir / (name + '.csv')} ({one_line(e)}): "
                                   f"re-run the analysis that wrote it") from None
 
-    datasets = ", ".join(sorted({_setting_text(r) for r in results.values()}))
+    datasets = ", ".join(sorted({setting_text(r) for r in results.values()}))
     own = _own_names(results)
     if title is None:
         title = (f"repsim report: {', '.join(_model_names(results))} on {datasets}" if own
@@ -203,13 +209,13 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
             continue
         res = results[name]
         doc.h(2, heading)
-        doc.p(f"Setting: {_setting_text(res)}; {res.study.get('tasks', '?')} test tasks.")
+        doc.p(f"Setting: {setting_text(res)}; {res.study.get('tasks', '?')} test tasks.")
         try:
             table_fn(doc, res)
         except RepsimError:
             raise
         except (KeyError, ValueError, TypeError, IndexError) as e:
-            raise RepsimError(f"cannot tabulate {results_dir / (name + '.csv')} ({_one_line(e)}): "
+            raise RepsimError(f"cannot tabulate {results_dir / (name + '.csv')} ({one_line(e)}): "
                               f"re-run the analysis that wrote it") from None
         if name in drawn:
             number += 1

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from repsim.errors import RepsimError
-from repsim.results import summarise
 from repsim.report.loading import Result
 from repsim.report.text import HEAD
+from repsim.results import summarise
 
 
-def _body_mean(t, pair_col, pair, measure) -> float | None:
+def body_mean(t, pair_col, pair, measure) -> float | None:
     sub = t[(t[pair_col] == pair) & (t["measure"] == measure) & (t["layer"] != HEAD)]
     return float(sub["mean"].mean()) if len(sub) else None
 

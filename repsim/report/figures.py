@@ -40,10 +40,17 @@ import pandas as pd
 
 from repsim import paper
 from repsim.io import atomic_write_bytes, atomic_write_json
-from repsim.report.loading import Result
-from repsim.report.text import HEAD, _alg, _iter, _frozen_label, _setting_text, _mark, conventions_text
 from repsim.report.cross import cross_layer_table
-
+from repsim.report.loading import Result
+from repsim.report.text import (
+    HEAD,
+    conventions_text,
+    display_name,
+    frozen_label,
+    iteration_text,
+    reduced_mark,
+    setting_text,
+)
 
 PAGE_WIDTH = 6.75     # inches: a two-column paper's text width
 COLUMN_WIDTH = 3.25   # inches: one column
@@ -112,24 +119,24 @@ def sidecar(drawn: Drawn, res: Result, files: dict, caption: str = "") -> dict:
     s, raw = res.study, [c for c in res.prov.get("checkpoints") or [] if isinstance(c, dict)]
     seeds: dict[str, list] = {}
     for c in res.checkpoints:
-        seeds.setdefault(_alg(c.get("algorithm", "?")), [])
-        if c.get("seed") not in seeds[_alg(c.get("algorithm", "?"))]:
-            seeds[_alg(c.get("algorithm", "?"))].append(c.get("seed"))
+        seeds.setdefault(display_name(c.get("algorithm", "?")), [])
+        if c.get("seed") not in seeds[display_name(c.get("algorithm", "?"))]:
+            seeds[display_name(c.get("algorithm", "?"))].append(c.get("seed"))
     record = {
         "figure": drawn.name, "analysis": res.name, "results": f"{res.name}.csv",
         "files": files, "caption": caption, "marks": drawn.note,
         "data": {"dataset": s.get("dataset", res.setting[0]), "split": s.get("split"),
                  "split_scheme": s.get("split_scheme"), "ways": res.setting[1], "shots": res.setting[2],
                  "queries_per_class": s.get("queries")},
-        "setting": _setting_text(res),
+        "setting": setting_text(res),
         "tasks": s.get("tasks"), "task_seed": s.get("task_seed"),
         "confidence_interval": s.get("confidence_interval"),
         "similarity_conventions": s.get("conventions"),
         "training_conventions": conventions_text(res.checkpoints),
         "seeds": {a: _sorted(v) for a, v in seeds.items()},
         "iterations": _sorted({c.get("iteration") for c in raw if c.get("iteration") is not None}),
-        "checkpoints": [{"model": _alg(c.get("model") or c.get("algorithm", "?")), "algorithm": c.get("algorithm"),
-                         "seed": c.get("seed"), "iteration": c.get("iteration"),
+        "checkpoints": [{"model": display_name(c.get("model") or c.get("algorithm", "?")),
+                         "algorithm": c.get("algorithm"), "seed": c.get("seed"), "iteration": c.get("iteration"),
                          "reduced_schedule": bool(c.get("reduced_schedule")),
                          "conventions": c.get("convention_summary", "pytorch conventions"),
                          "file": c.get("checkpoint")} for c in raw],
@@ -196,7 +203,7 @@ def _column(width) -> bool:
 
 
 # kept for analyses/convention_study.py, which draws figures of its own in this style
-def _new_figure(width, height, ncols=1):
+def new_figure(width, height, ncols=1):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height))
@@ -205,7 +212,7 @@ def _new_figure(width, height, ncols=1):
     return fig, list(axes)
 
 
-def _save(fig, folder: Path, stem: str, footer_height: float = 0.0, top: float = 1.0) -> bytes:
+def save_figure(fig, folder: Path, stem: str, footer_height: float = 0.0, top: float = 1.0) -> bytes:
     fig.tight_layout(rect=(0, footer_height, 1, top))
     png, pdf = _render(fig)
     atomic_write_bytes(folder / f"{stem}.png", png)
@@ -271,7 +278,7 @@ def fig_similarity(res: Result, width: float):
                  else _figure(width, 2.45, 1, n, sharey=True))
     for k, (ax, m) in enumerate(zip(axes, measures)):
         sub = t[t["measure"] == m]
-        groups = [(_alg(a) + _mark(res, a, None, None),
+        groups = [(display_name(a) + reduced_mark(res, a, None, None),
                    {r.layer: (r.mean, r.ci95) for r in sub[sub["algorithm"] == a].itertuples()}, colors[a])
                   for a in algs]
         _grouped_bars(ax, layers, groups, ylim=(0, 1.05),
@@ -300,17 +307,18 @@ def fig_freezing(res: Result, width: float):
         ax.errorbar(x[pos] + (i - (len(runs) - 1) / 2) * 0.04, [sub.loc[frozen[j], "accuracy"] for j in pos],
                     yerr=[np.nan_to_num(sub.loc[frozen[j], "ci95"]) for j in pos], marker="o",
                     color=_COLORS[i % len(_COLORS)],
-                    label=f"{_alg(a)} seed {_iter(s)}" + (f", it {_iter(it)}" if several_its else "") + mark)
+                    label=f"{display_name(a)} seed {iteration_text(s)}"
+                          + (f", it {iteration_text(it)}" if several_its else "") + mark)
     for a in dict.fromkeys(t["algorithm"]):
         vals = [paper.paper_value("freezing", res.setting, f, "accuracy") if a == "maml" else None for f in frozen]
         if any(v is not None for v in vals):
             pos = [j for j, v in enumerate(vals) if v is not None]
             ax.plot(x[pos], [vals[j].value for j in pos], ls="--", marker="s", color="#777", mfc="white",
-                    label=f"paper, Table 1 ({_setting_text(res)})")
+                    label=f"paper, Table 1 ({setting_text(res)})")
             break
     _chance(ax, res.chance)
     ax.set_xticks(x)
-    labels = [_frozen_label(f) for f in frozen]
+    labels = [frozen_label(f) for f in frozen]
     if column and len(frozen) > 3:  # "conv1–conv4" five times does not fit a column in one line
         labels = [label.replace("–", "–\n") for label in labels]
     ax.set_xticklabels(labels)
@@ -318,7 +326,8 @@ def fig_freezing(res: Result, width: float):
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     its = sorted({it for _, _, it in runs})
-    ax.set_title("Freezing body layers at test time" + ("" if several_its else f" (iteration {_iter(its[0])})"))
+    ax.set_title("Freezing body layers at test time"
+                 + ("" if several_its else f" (iteration {iteration_text(its[0])})"))
     if column:
         fig.legend(loc="outside lower center", ncol=2)
     else:
@@ -352,7 +361,7 @@ def _iter_ticks(ax, its):
     if len(its) <= 8:
         ax.set_xticks(its)
         thousands = all(i >= 10000 and i % 1000 == 0 for i in its)
-        ax.set_xticklabels([f"{int(i) // 1000}k" if thousands else _iter(i) for i in its])
+        ax.set_xticklabels([f"{int(i) // 1000}k" if thousands else iteration_text(i) for i in its])
 
 
 def fig_through_training(res: Result, width: float):
@@ -403,8 +412,8 @@ def fig_through_training(res: Result, width: float):
         if not column or k == n - 1:
             ax.set_xlabel("training iteration")
         _iter_ticks(ax, its)
-    marks = {a: _mark(res, a, None, None) for a in algorithms}
-    handles = [Line2D([], [], color="#333", ls=style[a], label=_alg(a) + marks[a]) for a in algorithms]
+    marks = {a: reduced_mark(res, a, None, None) for a in algorithms}
+    handles = [Line2D([], [], color="#333", ls=style[a], label=display_name(a) + marks[a]) for a in algorithms]
     if sims:
         handles += [Line2D([], [], color=colors[layer], lw=2.5, label=layer) for layer in layers]
     fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 4 if column else 8))
@@ -463,7 +472,7 @@ def fig_weight_change(res: Result, width: float):
     ratios = [max(len(p), 1) + (0.6 if p is head else 0) for p in parts]
     fig, axes = _figure(width, 2.7 if column else 2.4, 1, len(parts), width_ratios=ratios)
     for k, (ax, part) in enumerate(zip(axes, parts)):
-        groups = [(_alg(a) + _mark(res, a, None, None),
+        groups = [(display_name(a) + reduced_mark(res, a, None, None),
                    {r.layer: (r.mean, r.ci95) for r in t[t["algorithm"] == a].itertuples() if r.layer in part},
                    colors[a]) for a in algs]
         label = "relative weight change ‖θ′−θ‖ / ‖θ‖"
@@ -517,11 +526,11 @@ def _seed_legend(fig, axes, column):
 def fig_regimes(res: Result, width: float):
     t = res.table
     regimes = list(dict.fromkeys(t["regime"]))
-    per = {_alg(r): list(zip(t[t["regime"] == r]["accuracy"], t[t["regime"] == r]["ci95"])) for r in regimes}
+    per = {display_name(r): list(zip(t[t["regime"] == r]["accuracy"], t[t["regime"] == r]["ci95"])) for r in regimes}
     column = _column(width)
     fig, (ax,) = _figure(width, 0.95 + 0.25 * len(regimes) + (0.3 if column else 0))
     pvals = [paper.paper_value("regimes", res.setting, r, "nil") for r in regimes]
-    _seed_bars(ax, res, [_alg(r) for r in regimes], per, pvals, f"paper, Table 5 ({_setting_text(res)})")
+    _seed_bars(ax, res, [display_name(r) for r in regimes], per, pvals, f"paper, Table 5 ({setting_text(res)})")
     ax.set_xlabel("NIL test accuracy (%)")
     ax.set_title("Training regimes, tested with NIL")
     _seed_legend(fig, [ax], column)
@@ -543,7 +552,8 @@ def fig_heads(res: Result, width: float):
         per = {v: list(zip(sub[sub["variant"] == v]["accuracy"], sub[sub["variant"] == v]["ci95"])) for v in labels}
         per = {v: rows if rows else [(np.nan, np.nan)] for v, rows in per.items()}
         _seed_bars(ax, res, labels, per, show_labels=True)
-        ax.set_title(f"{_alg(a)}{_mark(res, a, None, it)}" + (f", iteration {_iter(it)}" if several_its else ""))
+        ax.set_title(f"{display_name(a)}{reduced_mark(res, a, None, it)}"
+                     + (f", iteration {iteration_text(it)}" if several_its else ""))
         if k < len(runs) - ncols:
             ax.set_xlabel("")
     for ax in axes[len(runs):]:
@@ -551,7 +561,7 @@ def fig_heads(res: Result, width: float):
     _seed_legend(fig, axes[:len(runs)], column)
     its = sorted({it for _, it in runs})
     note = "bars: mean over seeds; dots: each seed with its 95% CI over tasks"
-    return fig, note if several_its else f"{note}; models at iteration {_iter(its[0])}"
+    return fig, note if several_its else f"{note}; models at iteration {iteration_text(its[0])}"
 
 
 FIGURES = {"similarity": fig_similarity, "freezing": fig_freezing, "through_training": fig_through_training,

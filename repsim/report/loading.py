@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from repsim.errors import RepsimError
-
+from repsim.errors import RepsimError, one_line
 
 ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes",
             "through_training", "weight_change")
@@ -76,16 +75,11 @@ def _same(a, b) -> bool:
         return str(a) == str(b)
 
 
-def _one_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def _read_csv(path: Path, required=()) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
-        raise RepsimError(f"cannot read {path} ({_one_line(e)}): re-run the analysis that wrote it") from None
+        raise RepsimError(f"cannot read {path} ({one_line(e)}): re-run the analysis that wrote it") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise RepsimError(f"cannot read {path}: no column {', '.join(missing)}; re-run the analysis that wrote it")
@@ -94,7 +88,8 @@ def _read_csv(path: Path, required=()) -> pd.DataFrame:
             try:
                 df[c] = pd.to_numeric(df[c])
             except (ValueError, TypeError):
-                raise RepsimError(f"cannot read {path}: column {c} is not numeric; re-run the analysis that wrote it") from None
+                raise RepsimError(f"cannot read {path}: column {c} is not numeric; "
+                                  "re-run the analysis that wrote it") from None
     for c in df.columns:
         if c not in _NUMERIC:
             df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
@@ -123,7 +118,7 @@ def load_result(folder: Path, name: str) -> Result | str:
     try:
         prov = json.loads(meta.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise RepsimError(f"cannot read {meta} ({_one_line(e)}): re-run the analysis that wrote it") from None
+        raise RepsimError(f"cannot read {meta} ({one_line(e)}): re-run the analysis that wrote it") from None
     if not isinstance(prov, dict):
         raise RepsimError(f"cannot read {meta}: not a provenance record; re-run the analysis that wrote it")
     table = _read_csv(csv, _REQUIRED[name])

@@ -6,13 +6,24 @@ from __future__ import annotations
 import pandas as pd
 
 from repsim import paper
+from repsim.report.cross import body_mean, cross_layer_table, cross_summary_of
+from repsim.report.document import Doc
 from repsim.report.loading import Result
 from repsim.report.text import (
-    HEAD, _f, _ci, _ci_range, _alg, _iter, _setting_text, _over_seeds, _std_text, _mark,
-    change_text, conventions_text, format_mean_std)
-from repsim.report.document import Doc
-from repsim.report.cross import _body_mean, cross_summary_of, cross_layer_table
-
+    HEAD,
+    change_text,
+    ci_range_text,
+    ci_text,
+    conventions_text,
+    display_name,
+    format_mean_std,
+    iteration_text,
+    number_text,
+    over_seeds,
+    reduced_mark,
+    setting_text,
+    std_text,
+)
 
 CHANGE_HEADER = "change vs {} (points, paired 95% CI per seed)"
 
@@ -36,7 +47,8 @@ class _PaperColumns:
         if v is None:
             return ["—", "—"] if self.matches else ["—"]
         if self.matches:
-            return [v.format(self.digits), _f(ours - v.value, self.digits, signed=True) + (" (?)" if v.uncertain else "")]
+            return [v.format(self.digits),
+                    number_text(ours - v.value, self.digits, signed=True) + (" (?)" if v.uncertain else "")]
         return [v.format(self.digits)]
 
     def value(self, row, col):
@@ -54,13 +66,14 @@ def table_similarity(doc: Doc, res: Result):
     rows = []
     for (a, layer), g in t.groupby(["algorithm", "layer"], sort=False):
         g = g.set_index("measure")
-        row = [_alg(a) + _mark(res, a, None, None), layer]
+        row = [display_name(a) + reduced_mark(res, a, None, None), layer]
         for m in measures:
-            row.append(f"{g.loc[m, 'mean']:.3f} {_ci(g.loc[m, 'ci95'], 3)}" if m in g.index else "—")
+            row.append(f"{g.loc[m, 'mean']:.3f} {ci_text(g.loc[m, 'ci95'], 3)}" if m in g.index else "—")
         first = g.iloc[0]
-        row += [_iter(first["n"]) if "n" in g else "?", _iter(first["seeds"]) if "seeds" in g else "?"]
+        row += [iteration_text(first["n"]) if "n" in g else "?",
+                iteration_text(first["seeds"]) if "seeds" in g else "?"]
         if spread:
-            row.append(" / ".join(_f(g.loc[m, "seed_std"], 3) if m in g.index and first["seeds"] > 1 else "—"
+            row.append(" / ".join(number_text(g.loc[m, "seed_std"], 3) if m in g.index and first["seeds"] > 1 else "—"
                                   for m in measures))
         kind = "head" if layer == HEAD else "body"
         for m in measures:
@@ -79,11 +92,12 @@ def table_freezing(doc: Doc, res: Result):
     headers += [CHANGE_HEADER.format("unfrozen")] if paired else []
     headers += pc.headers() + pe.headers()
     rows = []
-    for r in _over_seeds(t, ["algorithm", "iteration", "frozen"]):
+    for r in over_seeds(t, ["algorithm", "iteration", "frozen"]):
         a = r["algorithm"]
         prow = r["frozen"] if a == "maml" else None
-        rows.append([_alg(a) + _mark(res, a, r["seeds"], r["iteration"]), _iter(r["iteration"]), r["frozen"].replace(",", ", "),
-                     ", ".join(_iter(s) for s in r["seeds"]), _f(r["mean"]), _std_text(r), _ci_range(r["cis"])]
+        rows.append([display_name(a) + reduced_mark(res, a, r["seeds"], r["iteration"]), iteration_text(r["iteration"]),
+                     r["frozen"].replace(",", ", "), ", ".join(iteration_text(s) for s in r["seeds"]),
+                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])]
                     + ([change_text(r)] if paired else [])
                     + pc.cells(r["mean"], prow, "accuracy") + pe.cells(r["mean"], prow, "accuracy (earlier version)"))
     doc.table(headers, rows)
@@ -94,10 +108,11 @@ def table_freezing(doc: Doc, res: Result):
 def _other_published(setting, alg, mode) -> str:
     out = []
     if mode == "inner-loop":
-        v = paper.paper_value("maml_original", setting, "MAML (Finn et al. 2017)", "inner-loop") if alg == "maml" else None
+        v = (paper.paper_value("maml_original", setting, "MAML (Finn et al. 2017)", "inner-loop")
+             if alg == "maml" else None)
         if v:
             out.append(f"Finn et al. 2017: {v.format()}")
-        v = paper.paper_value("boil", setting, _alg(alg), "inner-loop")
+        v = paper.paper_value("boil", setting, display_name(alg), "inner-loop")
         if v:
             out.append(f"Oh et al. 2021: {v.format()}")
     elif mode == "nil":
@@ -111,12 +126,13 @@ def table_accuracy(doc: Doc, res: Result):
     t = res.table
     pc = _PaperColumns("maml_vs_anil", res.setting, label="paper")
     paired = "change" in t
-    headers = ["algorithm", "iteration", "test mode", "seeds", "tasks", "ours (%)", "std over seeds", "95% CI (per seed)"]
+    headers = ["algorithm", "iteration", "test mode", "seeds", "tasks", "ours (%)", "std over seeds",
+               "95% CI (per seed)"]
     headers += [CHANGE_HEADER.format("inner loop")] if paired else []
     headers += pc.headers() + ["paper source", "other published (same setting)"]
     rows = []
     setting = paper.normalise_setting(res.setting)
-    for r in _over_seeds(t, ["algorithm", "iteration", "mode"]):
+    for r in over_seeds(t, ["algorithm", "iteration", "mode"]):
         a, mode = r["algorithm"], r["mode"]
         # every paper number in this table comes from one setting: the matched one, else the
         # nearest setting named in the column header
@@ -124,19 +140,21 @@ def table_accuracy(doc: Doc, res: Result):
         if mode == "nil":
             table, row = ("nil", "ANIL") if a == "anil" else ("regimes", a)
         else:
-            table, row = "maml_vs_anil", _alg(a)
+            table, row = "maml_vs_anil", display_name(a)
         v = paper.paper_value(table, pc.setting, row, col)
         if v is None:
             cells = ["—", "—"] if pc.matches else ["—"]
         elif pc.matches:
-            cells = [v.format(), _f(r["mean"] - v.value, signed=True) + (" (?)" if v.uncertain else "")]
+            cells = [v.format(), number_text(r["mean"] - v.value, signed=True) + (" (?)" if v.uncertain else "")]
         else:
             cells = [v.format()]
         source = f"{v.source}, {v.where}" if v else "—"
-        rows.append([_alg(a) + _mark(res, a, r["seeds"], r["iteration"]), _iter(r["iteration"]),
-                     "NIL" if mode == "nil" else mode, ", ".join(_iter(s) for s in r["seeds"]),
-                     r["tasks"] if r["tasks"] is not None else "?", _f(r["mean"]), _std_text(r), _ci_range(r["cis"])]
-                    + ([change_text(r) if mode == "nil" else "—"] if paired else []) + cells + [source, _other_published(setting, a, mode) if pc.matches else "—"])
+        rows.append([display_name(a) + reduced_mark(res, a, r["seeds"], r["iteration"]), iteration_text(r["iteration"]),
+                     "NIL" if mode == "nil" else mode, ", ".join(iteration_text(s) for s in r["seeds"]),
+                     r["tasks"] if r["tasks"] is not None else "?",
+                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])]
+                    + ([change_text(r) if mode == "nil" else "—"] if paired else []) + cells
+                    + [source, _other_published(setting, a, mode) if pc.matches else "—"])
     doc.table(headers, rows)
     doc.p("Inner-loop rows: Raghu et al. Table 2. NIL rows: Table 4 (ANIL) or Table 5 (other algorithms). "
           "Paper numbers are mean ± std over 3 seeds; ours are the mean over seeds, with the sample std "
@@ -150,8 +168,8 @@ def _cross_layers(doc: Doc, table: pd.DataFrame, keys: list[str]):
     for key, g in table.groupby(keys + ["measure"], sort=False):
         sub = g.set_index("layer")
         rows.append(list(key[:-1]) + [key[-1].upper()]
-                    + [f"{sub.loc[layer, 'mean']:.3f} {_ci(sub.loc[layer, 'ci95'], 3)}" if layer in sub.index else "—"
-                       for layer in layers])
+                    + [f"{sub.loc[layer, 'mean']:.3f} {ci_text(sub.loc[layer, 'ci95'], 3)}"
+                       if layer in sub.index else "—" for layer in layers])
     doc.table(keys + ["measure"] + layers, rows)
 
 
@@ -163,9 +181,9 @@ def table_cross(doc: Doc, res: Result):
         for pair in dict.fromkeys(res.table["pair"]):
             row = [pair, "all"]
             for m in ("cca", "cka"):
-                s = _body_mean(res.table, "pair", pair, m)
+                s = body_mean(res.table, "pair", pair, m)
                 row += (["—"] * (1 + len(pc[m].headers())) if s is None
-                        else [_f(s, 3)] + pc[m].cells(s, pair, m))
+                        else [number_text(s, 3)] + pc[m].cells(s, pair, m))
             rows.append(row)
         headers = ["pair", "seeds"]
         for m in ("cca", "cka"):
@@ -201,10 +219,10 @@ def table_cross(doc: Doc, res: Result):
 def table_heads(doc: Doc, res: Result):
     paired = "change" in res.table
     rows = []
-    for r in _over_seeds(res.table, ["algorithm", "iteration", "variant"]):
-        rows.append([_alg(r["algorithm"]) + _mark(res, r["algorithm"], r["seeds"], r["iteration"]),
-                     _iter(r["iteration"]), r["variant"], ", ".join(_iter(s) for s in r["seeds"]),
-                     _f(r["mean"]), _std_text(r), _ci_range(r["cis"])]
+    for r in over_seeds(res.table, ["algorithm", "iteration", "variant"]):
+        rows.append([display_name(r["algorithm"]) + reduced_mark(res, r["algorithm"], r["seeds"], r["iteration"]),
+                     iteration_text(r["iteration"]), r["variant"], ", ".join(iteration_text(s) for s in r["seeds"]),
+                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])]
                     + ([change_text(r) if r["variant"] != "trained inner loop" else "—"] if paired else []))
     doc.table(["algorithm", "iteration", "head variant", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)"]
               + ([CHANGE_HEADER.format("trained inner loop")] if paired else []), rows)
@@ -214,11 +232,11 @@ def table_heads(doc: Doc, res: Result):
 def table_regimes(doc: Doc, res: Result):
     pc = _PaperColumns("regimes", res.setting, label="paper (Table 5, NIL)")
     rows = []
-    for r in _over_seeds(res.table, ["regime"]):
+    for r in over_seeds(res.table, ["regime"]):
         reg = r["regime"]
         red = "†" if any(res.reduced(reg, s) for s in r["seeds"]) else ""
-        rows.append([reg + red, paper.REGIME_NAMES.get(reg, "—"), ", ".join(_iter(s) for s in r["seeds"]),
-                     _f(r["mean"]), _std_text(r), _ci_range(r["cis"])] + pc.cells(r["mean"], reg, "nil"))
+        rows.append([reg + red, paper.REGIME_NAMES.get(reg, "—"), ", ".join(iteration_text(s) for s in r["seeds"]),
+                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])] + pc.cells(r["mean"], reg, "nil"))
     doc.table(["regime", "paper's name", "seeds", "ours NIL (%)", "std over seeds", "95% CI (per seed)"]
               + pc.headers(), rows)
 
@@ -228,10 +246,10 @@ def table_through_training(doc: Doc, res: Result):
     rows = []
     measures = [m for m in ("cca", "cka") if m in set(t["metric"])]
     for (a, s, it), g in t.groupby(["algorithm", "seed", "iteration"], sort=False):
-        row = [_alg(a) + ("†" if res.reduced(a, s, it) else ""), _iter(s), _iter(it)]
+        row = [display_name(a) + ("†" if res.reduced(a, s, it) else ""), iteration_text(s), iteration_text(it)]
         for metric in ("accuracy (inner-loop)", "accuracy (nil)"):
             sub = g[g["metric"] == metric]
-            row.append(f"{sub['mean'].iloc[0]:.1f} {_ci(sub['ci95'].iloc[0])}" if len(sub) else "—")
+            row.append(f"{sub['mean'].iloc[0]:.1f} {ci_text(sub['ci95'].iloc[0])}" if len(sub) else "—")
         for m in measures:
             body = g[(g["metric"] == m) & (g["layer"] != HEAD)]["mean"]
             head = g[(g["metric"] == m) & (g["layer"] == HEAD)]["mean"]
@@ -254,9 +272,9 @@ def table_weight_change(doc: Doc, res: Result):
         row = [layer]
         for a in algs:
             sub = t[(t["algorithm"] == a) & (t["layer"] == layer)]
-            row.append(f"{sub['mean'].iloc[0]:.4f} {_ci(sub['ci95'].iloc[0], 4)}" if len(sub) else "—")
+            row.append(f"{sub['mean'].iloc[0]:.4f} {ci_text(sub['ci95'].iloc[0], 4)}" if len(sub) else "—")
         rows.append(row)
-    doc.table(["layer"] + [f"{_alg(a)}{_mark(res, a, None, None)} (± 95% CI)" for a in algs], rows)
+    doc.table(["layer"] + [f"{display_name(a)}{reduced_mark(res, a, None, None)} (± 95% CI)" for a in algs], rows)
     doc.p("Relative weight change ‖θ′−θ‖/‖θ‖ of each layer over the inner loop (test-time steps). "
           "No published numbers: BOIL (Oh et al. 2021) compares representations, not weights.")
 
@@ -265,10 +283,10 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
     rows = []
     for name, r in results.items():
         s = r.study
-        ckpts = "; ".join(f"{_alg(c.get('algorithm', '?'))} s{c.get('seed', '?')} it{c.get('iteration', '?')}"
+        ckpts = "; ".join(f"{display_name(c.get('algorithm', '?'))} s{c.get('seed', '?')} it{c.get('iteration', '?')}"
                           + ("†" if c.get("reduced_schedule") else "") for c in r.checkpoints) or "?"
         tested = f"; tested with {s['test_overrides']}" if s.get("test_overrides") else ""
-        rows.append([name, f"{s.get('dataset', '?')} ({s.get('split', '?')})", _setting_text(r) + tested,
+        rows.append([name, f"{s.get('dataset', '?')} ({s.get('split', '?')})", setting_text(r) + tested,
                      s.get("queries", "?"), f"{s.get('tasks', '?')} (seed {s.get('task_seed', '?')})", ckpts,
                      r.prov.get("created", "?"), r.prov.get("repsim_version", "?"), r.prov.get("command") or "—"])
     doc.table(["analysis", "data (split)", "setting", "queries/class", "tasks (task seed)", "checkpoints",
@@ -283,8 +301,8 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
     for name, r in results.items():
         for c in r.checkpoints:
             trained = f"{c.get('dataset', '?')} {c.get('ways', '?')}w{c.get('shots', '?')}s"
-            ck.append([name, _alg(c.get("algorithm", "?")), c.get("seed", "?"), c.get("iteration", "?"), trained,
-                       c.get("convention_summary", "pytorch conventions"),
+            ck.append([name, display_name(c.get("algorithm", "?")), c.get("seed", "?"), c.get("iteration", "?"),
+                       trained, c.get("convention_summary", "pytorch conventions"),
                        "yes †" if c.get("reduced_schedule") else "no", f"`{c.get('checkpoint', '?')}`"])
     if ck:
         doc.p("Checkpoints:")

@@ -11,54 +11,53 @@ import pandas as pd
 from repsim import paper
 from repsim.report.loading import Result
 
-
 HEAD = "head"
 PAPER_TASKS = 600
 PAPER_ITERATIONS = 60000
 CI_TEXT = "95% CI = 1.96·std/√n over test tasks"  # what results written before t-intervals used
 
 
-def _f(x, digits=1, signed=False) -> str:
+def number_text(x, digits=1, signed=False) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _ci(x, digits=1) -> str:
+def ci_text(x, digits=1) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"±{x:.{digits}f}"
 
 
-def _ci_range(values, digits=1) -> str:
+def ci_range_text(values, digits=1) -> str:
     v = [x for x in values if math.isfinite(x)]
     if not v:
         return "n/a"
     lo, hi = min(v), max(v)
-    return _ci(lo, digits) if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else f"±{lo:.{digits}f}–{hi:.{digits}f}"
+    return ci_text(lo, digits) if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else f"±{lo:.{digits}f}–{hi:.{digits}f}"
 
 
-def _alg(name) -> str:
+def display_name(name) -> str:
     return str(name).upper() if str(name).lower() in ("maml", "fomaml", "anil", "boil", "nil") else str(name)
 
 
-def _iter(x) -> str:
+def iteration_text(x) -> str:
     return str(int(x)) if isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) else str(x)
 
 
-def _frozen_label(frozen: str) -> str:
+def frozen_label(frozen: str) -> str:
     if frozen in ("none", ""):
         return "none"
     parts = frozen.split(",")
     return parts[0] if len(parts) == 1 else f"{parts[0]}–{parts[-1]}"
 
 
-def _setting_text(result: Result) -> str:
+def setting_text(result: Result) -> str:
     return paper.setting_label(result.setting)
 
 
 def _seeds_text(checkpoints) -> str:
     by = {}
     for c in checkpoints:
-        by.setdefault(_alg(c.get("algorithm", "?")), set()).add(c.get("seed"))
+        by.setdefault(display_name(c.get("algorithm", "?")), set()).add(c.get("seed"))
     return "; ".join(f"{a} seed{'s' if len(s) > 1 else ''} {', '.join(str(x) for x in sorted(s, key=str))}"
                      for a, s in by.items()) or "n/a"
 
@@ -90,17 +89,7 @@ def caption(result: Result, *, conventions=False, extra="") -> str:
     return ". ".join(parts) + "."
 
 
-def _short_caption(result: Result, conventions=False, values="error bars: 95% CI over tasks") -> str:
-    s = result.study
-    text = (f"{s.get('dataset', '?')} {s.get('split', '?')} split, {result.setting[1]}-way {result.setting[2]}-shot, "
-            f"{s.get('tasks', '?')} tasks (task seed {s.get('task_seed', '?')}), {_seeds_text(result.checkpoints)}, "
-            f"{conventions_text(result.checkpoints)}; {values}")
-    if conventions:
-        text += "; CCA: spatial positions as data points, CKA: linear, flattened"
-    return text
-
-
-def _over_seeds(df: pd.DataFrame, keys, value="accuracy") -> list[dict]:
+def over_seeds(df: pd.DataFrame, keys, value="accuracy") -> list[dict]:
     """Per group: mean over seeds, sample std over seeds, the per-seed CIs, the seeds, and
     where the rows have one, the mean paired change with its per-seed CIs."""
     out = []
@@ -118,11 +107,11 @@ def _over_seeds(df: pd.DataFrame, keys, value="accuracy") -> list[dict]:
     return out
 
 
-def _std_text(row) -> str:
-    return "—" if len(row["seeds"]) < 2 else _ci(row["std"])
+def std_text(row) -> str:
+    return "—" if len(row["seeds"]) < 2 else ci_text(row["std"])
 
 
-def _mark(res, alg, seeds, it) -> str:
+def reduced_mark(res, alg, seeds, it) -> str:
     return "†" if any(res.reduced(alg, s, it) for s in (seeds or [None])) else ""
 
 
@@ -131,15 +120,16 @@ def format_mean_std(stats, digits=3) -> str:
     if stats is None:
         return "—"
     mean, std = stats
-    return f"{_f(mean, digits)} ± {_f(std, digits)}" if math.isfinite(std) else _f(mean, digits)
+    return (f"{number_text(mean, digits)} ± {number_text(std, digits)}" if math.isfinite(std)
+            else number_text(mean, digits))
 
 
-def _range(vals, digits=2) -> str:
+def range_text(vals, digits=2) -> str:
     lo, hi = min(vals), max(vals)
     return f"{lo:.{digits}f}" if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else f"{lo:.{digits}f}–{hi:.{digits}f}"
 
 
-def _layer_span(layers) -> str:
+def layer_span(layers) -> str:
     return layers[0] if len(layers) == 1 else f"{layers[0]}–{layers[-1]}"
 
 
@@ -147,4 +137,4 @@ def change_text(row, digits=1) -> str:
     """"−38.2 (±2.1)": an ablation's mean paired change and its per-seed 95% CIs."""
     if row.get("change") is None:
         return "—"
-    return f"{_f(row['change'], digits, signed=True)} ({_ci_range(row['change_cis'], digits)})"
+    return f"{number_text(row['change'], digits, signed=True)} ({ci_range_text(row['change_cis'], digits)})"

@@ -6,11 +6,21 @@ from __future__ import annotations
 import math
 
 from repsim import paper
+from repsim.report.cross import body_mean, cross_summary_of
 from repsim.report.loading import Result
 from repsim.report.text import (
-    HEAD, PAPER_TASKS, PAPER_ITERATIONS, _ci, _alg, _iter, _frozen_label, _over_seeds, _range,
-    _layer_span, format_mean_std)
-from repsim.report.cross import _body_mean, cross_summary_of
+    HEAD,
+    PAPER_ITERATIONS,
+    PAPER_TASKS,
+    ci_text,
+    display_name,
+    format_mean_std,
+    frozen_label,
+    iteration_text,
+    layer_span,
+    over_seeds,
+    range_text,
+)
 
 
 def verdict(results: dict[str, Result]) -> list[str]:
@@ -34,7 +44,7 @@ def similarity_verdict(res: Result) -> list[str]:
             s = sub[sub["measure"] == m].set_index("layer")["mean"]
             body = [layer for layer in s.index if layer != HEAD]
             if body:
-                txt = f"{_layer_span(body)} {m.upper()} {_range(s[body])}"
+                txt = f"{layer_span(body)} {m.upper()} {range_text(s[body])}"
                 if HEAD in s.index:
                     txt += f" vs head {s[HEAD]:.2f}"
                 parts.append(txt)
@@ -46,12 +56,13 @@ def similarity_verdict(res: Result) -> list[str]:
                 judgement = ("the pattern the paper reports as feature reuse "
                              f"(body CCA > {body_reuse:g}, head < {head_change:g})")
             elif min(cca[body]) > cca[HEAD]:
-                judgement = ("the head changes most" + (f"; {', '.join(low)} CCA below the paper's {body_reuse:g}" if low else "")
+                judgement = ("the head changes most"
+                             + (f"; {', '.join(low)} CCA below the paper's {body_reuse:g}" if low else "")
                              + ("" if cca[HEAD] < head_change else f"; head CCA not below the paper's {head_change:g}"))
             else:
                 judgement = "some body layer changes as much as the head or more: not the paper's feature-reuse pattern"
         if parts:
-            out.append(f"Representation change ({_alg(a)}): " + "; ".join(parts)
+            out.append(f"Representation change ({display_name(a)}): " + "; ".join(parts)
                        + (f": {judgement}." if judgement else "."))
     return out
 
@@ -64,14 +75,14 @@ def freezing_verdict(res: Result) -> list[str]:
         if r_all["change_cis"]:  # paired over tasks: the interval the change itself has
             ci = max(r_all["change_cis"])
             within = (f"{'within' if abs(d) <= ci else 'larger than'} its paired 95% CI per seed, "
-                      f"{_ci(ci)}")
+                      f"{ci_text(ci)}")
         else:  # results written before paired changes: the two marginal CIs
             ci_a, ci_b = max(r_none["cis"]), max(r_all["cis"])
             within = (f"{'within' if abs(d) <= max(ci_a, ci_b) else 'larger than'} the per-seed "
-                      f"95% CIs, {_ci(ci_a)} / {_ci(ci_b)}")
-        txt = (f"Freezing ({_alg(r_none['algorithm'])}, iteration {_iter(r_none['iteration'])}, "
+                      f"95% CIs, {ci_text(ci_a)} / {ci_text(ci_b)}")
+        txt = (f"Freezing ({display_name(r_none['algorithm'])}, iteration {iteration_text(r_none['iteration'])}, "
                f"{len(r_none['seeds'])} seed{'s' if len(r_none['seeds']) > 1 else ''}): freezing "
-               f"{_frozen_label(r_all['frozen'])} changes accuracy {r_none['mean']:.1f} → {r_all['mean']:.1f}% "
+               f"{frozen_label(r_all['frozen'])} changes accuracy {r_none['mean']:.1f} → {r_all['mean']:.1f}% "
                f"({d:+.1f} points; {within})")
         p0 = paper.paper_value("freezing", res.setting, "none", "accuracy")
         p1 = paper.paper_value("freezing", res.setting, r_all["frozen"], "accuracy")
@@ -84,18 +95,20 @@ def freezing_verdict(res: Result) -> list[str]:
 def accuracy_verdict(res: Result) -> list[str]:
     """NIL against each model's own inner loop (Tables 2 and 4)."""
     out = []
-    rows = {(r["algorithm"], r["iteration"], r["mode"]): r for r in _over_seeds(res.table, ["algorithm", "iteration", "mode"])}
+    rows = {(r["algorithm"], r["iteration"], r["mode"]): r
+            for r in over_seeds(res.table, ["algorithm", "iteration", "mode"])}
     for (a, it, mode), r in rows.items():
         if mode != "nil" or (a, it, "inner-loop") not in rows:
             continue
         inner = rows[(a, it, "inner-loop")]
         d = r["mean"] - inner["mean"]
-        spread = (f"paired 95% CI per seed {_ci(max(r['change_cis']))}" if r["change_cis"]
-                  else f"per-seed 95% CIs {_ci(max(r['cis']))} / {_ci(max(inner['cis']))}")
-        txt = (f"NIL vs inner loop ({_alg(a)}, iteration {_iter(it)}): NIL {r['mean']:.1f}% vs inner loop "
-               f"{inner['mean']:.1f}% ({d:+.1f} points; {spread})")
-        pn = paper.paper_value("nil", res.setting, "ANIL", "nil") if a == "anil" else paper.paper_value("regimes", res.setting, a, "nil")
-        pi = paper.paper_value("maml_vs_anil", res.setting, _alg(a), "inner-loop")
+        spread = (f"paired 95% CI per seed {ci_text(max(r['change_cis']))}" if r["change_cis"]
+                  else f"per-seed 95% CIs {ci_text(max(r['cis']))} / {ci_text(max(inner['cis']))}")
+        txt = (f"NIL vs inner loop ({display_name(a)}, iteration {iteration_text(it)}): "
+               f"NIL {r['mean']:.1f}% vs inner loop {inner['mean']:.1f}% ({d:+.1f} points; {spread})")
+        pn = (paper.paper_value("nil", res.setting, "ANIL", "nil") if a == "anil"
+              else paper.paper_value("regimes", res.setting, a, "nil"))
+        pi = paper.paper_value("maml_vs_anil", res.setting, display_name(a), "inner-loop")
         if pn and pi:
             txt += f"; paper, same setting: NIL {pn.value:.1f} vs {pi.value:.1f} ({pn.value - pi.value:+.1f})"
         out.append(txt + ".")
@@ -105,7 +118,7 @@ def accuracy_verdict(res: Result) -> list[str]:
 def _table3_text() -> str:
     rows = paper.TABLES["cross"][paper.MINI_5_UNSTATED].values()
     def span(m):
-        return _range([r[m].value for r in rows])
+        return range_text([r[m].value for r in rows])
     return (f" (paper Table 3, MiniImageNet 5-way, models of different seeds: CCA {span('cca')}, "
             f"CKA {span('cka')})")
 
@@ -121,10 +134,11 @@ def cross_verdict(res: Result) -> list[str]:
         t = res.table
 
         def body(pair, m):
-            s = _body_mean(t, "pair", pair, m)
+            s = body_mean(t, "pair", pair, m)
             return None if s is None else (s, math.nan)
         rows = [{"pair": p, "cca": body(p, "cca"), "cka": body(p, "cka")} for p in dict.fromkeys(t["pair"])]
-        return ["Similarity between models (CCA / CKA), body layers averaged: " + similarities(rows) + _table3_text() + "."]
+        return ["Similarity between models (CCA / CKA), body layers averaged: "
+                + similarities(rows) + _table3_text() + "."]
     across = [r for r in summary if r["seeds"] == "different"]
     shared = [r for r in summary if r["seeds"] != "different"]
     text = ("Similarity between models of different seeds (CCA / CKA, body layers averaged, ± std over "
@@ -140,14 +154,15 @@ def weight_change_verdict(res: Result) -> list[str]:
         s = t[t["algorithm"] == a].set_index("layer")["mean"]
         body = [layer for layer in s.index if layer != HEAD]
         if body and HEAD in s.index:
-            out.append(f"Weight change ({_alg(a)}): {_layer_span(body)} move {_range(s[body], 3)} of their norm, "
-                       f"the head {s[HEAD]:.3f}.")
+            out.append(f"Weight change ({display_name(a)}): {layer_span(body)} move {range_text(s[body], 3)} "
+                       f"of their norm, the head {s[HEAD]:.3f}.")
     return out
 
 
 def regimes_verdict(res: Result) -> list[str]:
-    rs = sorted(_over_seeds(res.table, ["regime"]), key=lambda r: -r["mean"])
-    return ["NIL accuracy by training regime: " + " > ".join(f"{_alg(r['regime'])} {r['mean']:.1f}%" for r in rs)
+    rs = sorted(over_seeds(res.table, ["regime"]), key=lambda r: -r["mean"])
+    return ["NIL accuracy by training regime: "
+            + " > ".join(f"{display_name(r['regime'])} {r['mean']:.1f}%" for r in rs)
             + (f" (chance {res.chance:.0f}%)." if res.chance else ".")]
 
 
@@ -163,9 +178,9 @@ def through_training_verdict(res: Result) -> list[str]:
             c = cca[cca["iteration"] == it]
             body, head = c[c["layer"] != HEAD]["mean"], c[c["layer"] == HEAD]["mean"]
             if len(body):
-                parts.append(f"iteration {_iter(it)}: body CCA {_range(body)}"
+                parts.append(f"iteration {iteration_text(it)}: body CCA {range_text(body)}"
                              + (f", head {head.iloc[0]:.2f}" if len(head) else ""))
-        out.append(f"Through training ({_alg(a)} seed {_iter(s)}): " + "; ".join(parts) + ".")
+        out.append(f"Through training ({display_name(a)} seed {iteration_text(s)}): " + "; ".join(parts) + ".")
     return out
 
 
@@ -177,7 +192,7 @@ VERDICTS = (("similarity", similarity_verdict), ("freezing", freezing_verdict),
 
 
 def _freeze_pairs(res: Result):
-    rows = _over_seeds(res.table, ["algorithm", "iteration", "frozen"])
+    rows = over_seeds(res.table, ["algorithm", "iteration", "frozen"])
     by = {}
     for r in rows:
         by.setdefault((r["algorithm"], r["iteration"]), []).append(r)
@@ -207,7 +222,7 @@ def caveats(results: dict[str, Result]) -> list[str]:
         def listed(values):
             return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v)))
         out.append("† Reduced training schedule (shorter than the paper's 60,000 iterations): "
-                   + "; ".join(f"{_alg(a)} seed{'s' if len(s) > 1 else ''} {listed(s)} "
+                   + "; ".join(f"{display_name(a)} seed{'s' if len(s) > 1 else ''} {listed(s)} "
                                  f"at iteration{'s' if len(i) > 1 else ''} {listed(i)}"
                                for a, (s, i) in sorted(reduced.items())) + ".")
     summaries = {c.get("convention_summary", "pytorch conventions") for r in results.values() for c in r.checkpoints}

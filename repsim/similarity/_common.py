@@ -23,7 +23,7 @@ CONV_CHOICES = ("flatten", "spatial")
 CHUNK = 8192
 
 
-def _label(what: str, name: str | None) -> str:
+def input_label(what: str, name: str | None) -> str:
     return f"{what} of layer {name!r}" if name is not None else what
 
 
@@ -36,18 +36,18 @@ def _to_tensor(x: Any, what: str, name: str | None) -> torch.Tensor:
             arr = np.asarray(x)
         except Exception as exc:  # pragma: no cover - exotic inputs
             raise RepsimError(
-                f"{_label(what, name)} could not be read as an array ({exc}); pass a numpy array "
+                f"{input_label(what, name)} could not be read as an array ({exc}); pass a numpy array "
                 "or a torch tensor"
             ) from None
         if arr.dtype == object or arr.dtype.kind in "USV":
             raise RepsimError(
-                f"{_label(what, name)} has dtype {arr.dtype}; pass a numeric numpy array or torch tensor"
+                f"{input_label(what, name)} has dtype {arr.dtype}; pass a numeric numpy array or torch tensor"
             )
         if not arr.dtype.isnative:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.is_complex():
-        raise RepsimError(f"{_label(what, name)} is complex; pass real-valued activations")
+        raise RepsimError(f"{input_label(what, name)} is complex; pass real-valued activations")
     if not t.is_floating_point():
         t = t.to(torch.float64)
     elif t.dtype == torch.bfloat16:
@@ -64,7 +64,7 @@ def _reshape(t: torch.Tensor, conv: str | None, what: str, name: str | None) -> 
         n, c, h, w = t.shape
         if conv is None:
             raise RepsimError(
-                f"{_label(what, name)} is 4-D (n, c, h, w) = {tuple(t.shape)}; pass conv='flatten' "
+                f"{input_label(what, name)} is 4-D (n, c, h, w) = {tuple(t.shape)}; pass conv='flatten' "
                 "for (n, c*h*w) or conv='spatial' for spatial positions as data points (n*h*w, c)"
             )
         if conv == "flatten":
@@ -72,11 +72,11 @@ def _reshape(t: torch.Tensor, conv: str | None, what: str, name: str | None) -> 
         return t.permute(0, 2, 3, 1).reshape(n * h * w, c)  # one copy (channels last)
     if t.ndim == 1:
         raise RepsimError(
-            f"{_label(what, name)} is 1-D with shape {tuple(t.shape)}; pass an (n, d) matrix, "
+            f"{input_label(what, name)} is 1-D with shape {tuple(t.shape)}; pass an (n, d) matrix, "
             "e.g. x.reshape(-1, 1) for a single feature"
         )
     raise RepsimError(
-        f"{_label(what, name)} has shape {tuple(t.shape)}; pass an (n, d) matrix or (n, c, h, w) "
+        f"{input_label(what, name)} has shape {tuple(t.shape)}; pass an (n, d) matrix or (n, c, h, w) "
         "conv activations"
     )
 
@@ -109,7 +109,8 @@ def prepare(x: Any, conv: str | None, what: str, name: str | None) -> torch.Tens
     """
     t = _reshape(_to_tensor(x, what, name), conv, what, name)
     if t.shape[0] == 0 or t.shape[1] == 0:
-        raise RepsimError(f"{_label(what, name)} is empty (shape {tuple(t.shape)}); pass at least one row and column")
+        raise RepsimError(f"{input_label(what, name)} is empty (shape {tuple(t.shape)}); "
+                          "pass at least one row and column")
     return t
 
 
@@ -122,7 +123,7 @@ def check_finite(result: torch.Tensor | float, x: torch.Tensor, y: torch.Tensor,
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             raise RepsimError(
-                f"{_label(what, name)} contains {bad} NaN or inf value(s); fix the activations "
+                f"{input_label(what, name)} contains {bad} NaN or inf value(s); fix the activations "
                 "(e.g. a diverged model or an overflow in float16) before comparing"
             )
     raise RepsimError(
@@ -138,7 +139,7 @@ def prepare_pair(X: Any, Y: Any, conv: str | None, name: str | None) -> tuple[to
     if x.shape[0] != y.shape[0]:
         hint = " (with conv='spatial', X and Y must have the same n*h*w)" if conv == "spatial" else ""
         raise RepsimError(
-            f"{_label('X', name)} has {x.shape[0]} rows (data points) but Y has {y.shape[0]}{hint}; "
+            f"{input_label('X', name)} has {x.shape[0]} rows (data points) but Y has {y.shape[0]}{hint}; "
             "pass activations of the same data points, in the same order"
         )
     if x.device != y.device:
@@ -181,7 +182,7 @@ def check_min_n(n: int, least: int, name: str | None, measure: str, why: str) ->
     """Refuse too few data points for ``measure``, saying why ``least`` are needed."""
     if n < least:
         raise RepsimError(f"{measure} needs at least {least} data points ({why}), but "
-                          f"{_label('X', name)} has n={n}; pass activations of more data points")
+                          f"{input_label('X', name)} has n={n}; pass activations of more data points")
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -203,6 +204,6 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def no_variance(what: str, name: str | None, measure: str) -> RepsimError:
     return RepsimError(
-        f"{_label(what, name)} has no variance (every feature is constant over the data points), "
+        f"{input_label(what, name)} has no variance (every feature is constant over the data points), "
         f"so {measure} is undefined; check that the layer's activations are not all equal"
     )

@@ -25,7 +25,7 @@ import torch
 
 from repsim.errors import RepsimError
 
-from ._common import _label, center, check_finite, no_variance, prepare_pair
+from ._common import center, check_finite, input_label, no_variance, prepare_pair
 
 
 class _Side(NamedTuple):
@@ -78,7 +78,7 @@ def _eig_side(C: torch.Tensor, rtol: float, threshold: float | None, what: str, 
 def _check_n(n: int, d: int, what: str, name, measure: str) -> None:
     if d >= n - 1:
         raise RepsimError(
-            f"{measure} needs more data points than features (n > d + 1), but {_label(what, name)} "
+            f"{measure} needs more data points than features (n > d + 1), but {input_label(what, name)} "
             f"has n={n}, d={d} (all correlations would be 1); pass conv='spatial' to use spatial "
             "positions as data points, use more data points, or use svcca (which first reduces d)"
         )
@@ -106,7 +106,7 @@ def _cca_parts(X: Any, Y: Any, conv, name, rtol, threshold, measure):
         for side, what in ((sx, "X"), (sy, "Y")):
             if side.e.numel() >= n - 1:
                 raise RepsimError(
-                    f"{measure} kept {side.e.numel()} components of {_label(what, name)} but has only "
+                    f"{measure} kept {side.e.numel()} components of {input_label(what, name)} but has only "
                     f"n={n} data points; lower the threshold, use more data points, or pass conv='spatial'"
                 )
     wx = sx.V * sx.e.rsqrt()  # whitening: (xc @ wx) has orthonormal columns
@@ -123,8 +123,9 @@ def cca(X: Any, Y: Any, *, conv: str | None = None, name: str | None = None, rto
     spaces of the centred X and Y (computed by whitening the float64 covariances, which is
     the same thing). k = min(rank X, rank Y): null directions (constant or duplicated
     features) are dropped by the relative singular-value tolerance ``rtol`` (module doc).
-    Needs n > d + 1 on each side (centred data span at most n - 1 dimensions) (raises RepsimError otherwise; with conv activations pass
-    ``conv="spatial"``). Invariant to any invertible linear map and translation of X or Y.
+    Needs n > d + 1 on each side (centred data span at most n - 1 dimensions) (raises
+    RepsimError otherwise; with conv activations pass ``conv="spatial"``). Invariant to any
+    invertible linear map and translation of X or Y.
 
     Returns a float64 numpy vector sorted in descending order.
     """
@@ -142,7 +143,9 @@ def mean_cca(X: Any, Y: Any, *, conv: str | None = None, name: str | None = None
     return float(rho.mean())
 
 
-def mean_sq_cca(X: Any, Y: Any, *, conv: str | None = None, name: str | None = None, rtol: float | None = None) -> float:
+def mean_sq_cca(
+    X: Any, Y: Any, *, conv: str | None = None, name: str | None = None, rtol: float | None = None,
+) -> float:
     """Mean squared CCA (Yanai's R^2)  (1/k) sum_i rho_i^2  (see ``cca``)."""
     rho, *_ = _cca_parts(X, Y, conv, name, rtol, None, "mean_sq_cca")
     return float((rho * rho).mean())
@@ -162,7 +165,8 @@ def svcca(
     then each side is first reduced to its n principal-component scores (module doc), O(n^2 d).
     """
     if not 0.0 < threshold <= 1.0:
-        raise RepsimError(f"svcca threshold={threshold} is outside (0, 1]; pass the fraction of variance to keep, e.g. 0.99")
+        raise RepsimError(f"svcca threshold={threshold} is outside (0, 1]; "
+                          "pass the fraction of variance to keep, e.g. 0.99")
     rho, *_ = _cca_parts(X, Y, conv, name, rtol, threshold, "svcca")
     return float(rho.mean())
 

@@ -21,8 +21,17 @@ import torch
 
 from repsim.errors import RepsimError
 
-from ._common import (TWO_POINTS, _label, center, check_finite, check_min_n, low_precision, mm,
-                      no_variance, prepare_pair)
+from ._common import (
+    TWO_POINTS,
+    center,
+    check_finite,
+    check_min_n,
+    input_label,
+    low_precision,
+    mm,
+    no_variance,
+    prepare_pair,
+)
 
 FORMS = ("auto", "feature", "gram")
 
@@ -88,7 +97,8 @@ def _unbiased_hsic_gram(K: torch.Tensor, L: torch.Tensor) -> float:
     Lt = L - torch.diag_embed(torch.diagonal(L))
     k1, l1 = Kt.sum(dim=1), Lt.sum(dim=1)
     tr = float((Kt * Lt).sum())
-    return (tr + float(k1.sum()) * float(l1.sum()) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(k1 @ l1)) / (n * (n - 3))
+    return ((tr + float(k1.sum()) * float(l1.sum()) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(k1 @ l1))
+            / (n * (n - 3)))
 
 
 def _unbiased_hsic_linear_terms(xc: torch.Tensor, yc: torch.Tensor, form: str) -> tuple[float, float, float]:
@@ -120,19 +130,19 @@ def _min_n(n: int, name, measure: str) -> None:
     if n < 4:
         raise RepsimError(
             f"{measure} needs at least 4 data points for the unbiased HSIC estimator, but "
-            f"{_label('X', name)} has n={n}; use more data points per batch, or linear_cka"
+            f"{input_label('X', name)} has n={n}; use more data points per batch, or linear_cka"
         )
 
 
 def _ratio(hxy: float, hxx: float, hyy: float, name, measure: str) -> float:
     if not hxx > 0.0:
         raise RepsimError(
-            f"{measure}: the unbiased HSIC of {_label('X', name)} with itself is {hxx:.3g} (not > 0), "
+            f"{measure}: the unbiased HSIC of {input_label('X', name)} with itself is {hxx:.3g} (not > 0), "
             "so CKA is undefined; check for constant activations or use more data points"
         )
     if not hyy > 0.0:
         raise RepsimError(
-            f"{measure}: the unbiased HSIC of {_label('Y', name)} with itself is {hyy:.3g} (not > 0), "
+            f"{measure}: the unbiased HSIC of {input_label('Y', name)} with itself is {hyy:.3g} (not > 0), "
             "so CKA is undefined; check for constant activations or use more data points"
         )
     return hxy / math.sqrt(hxx * hyy)
@@ -238,7 +248,7 @@ def _rbf_gram(xc: torch.Tensor, threshold: float, what: str, name) -> torch.Tens
         med = 0.5 * (med + float(torch.kthvalue(flat, m // 2 + 1).values))
     if not med > 0.0:
         raise RepsimError(
-            f"rbf_cka: the median squared pairwise distance of {_label(what, name)} is 0 (most data "
+            f"rbf_cka: the median squared pairwise distance of {input_label(what, name)} is 0 (most data "
             "points coincide), so the bandwidth is 0; remove duplicate points or use linear_cka"
         )
     return torch.exp(-d2 / (2.0 * threshold * threshold * med))
@@ -252,8 +262,9 @@ def rbf_cka(
 
     K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)) with Kornblith et al.'s bandwidth convention
     sigma^2 = threshold^2 * median_ij ||x_i - x_j||^2, the median over all n^2 pairs (zero
-    diagonal included; np.median's convention for an even count), i.e. sigma is ``threshold`` times the median pairwise distance
-    (default 1.0; Kornblith et al. also use 0.5). Each side gets its own sigma. Builds n x n
+    diagonal included; np.median's convention for an even count), i.e. sigma is ``threshold``
+    times the median pairwise distance (default 1.0; Kornblith et al. also use 0.5). Each side
+    gets its own sigma. Builds n x n
     float64 matrices (O(n^2 d)). ``debiased=True`` uses the unbiased HSIC (needs n >= 4).
     Invariant to orthogonal maps, isotropic scaling and translation.
     """
