@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -240,3 +241,23 @@ def test_models_with_names_of_their_own_get_a_neutral_title(tmp_path):
     # repsim's own training of the paper's recipes is a reproduction
     plain = build_results(tmp_path / "p", names=("accuracy",))
     assert write_report(plain).read_text().startswith("# Reproduction of Raghu et al. 2020 with repsim:")
+
+
+def test_similarity_figure_shows_each_seeds_mean_beside_the_ci_over_tasks(tmp_path):
+    """Seeds of one algorithm that disagree (0.4 vs 0.8 on the head) are drawn as dots, and the
+    caption says so; a single seed draws none."""
+    from repsim.report.figures import _seed_means
+    from repsim.report.loading import load_results
+
+    folder = build_results(tmp_path / "r", dataset="synthetic", ways=5, shots=1, names=("similarity",))
+    rows = [{"algorithm": "maml", "layer": layer, "measure": "cca", "seed": seed, "task": task,
+             "value": (0.4 if seed == 0 else 0.8) if layer == "head" else 0.9}
+            for seed in (0, 1) for task in range(3) for layer in ("conv1", "head")]
+    pd.DataFrame(rows).to_csv(folder / "similarity_tasks.csv", index=False)
+    res = load_results(folder)[0]["similarity"]
+    means = _seed_means(res, "cca", {})
+    assert sorted(means["maml"]["head"]) == pytest.approx([0.4, 0.8])
+    md = write_report(folder).read_text()
+    assert "dots: each seed's mean" in md
+    pd.DataFrame([r for r in rows if r["seed"] == 0]).to_csv(folder / "similarity_tasks.csv", index=False)
+    assert "dots: each seed's mean" not in write_report(folder).read_text()

@@ -226,8 +226,10 @@ def _chance(ax, chance, horizontal=True):
         line(chance, color="#777", ls=":", lw=1.1, zorder=0, label=f"chance ({chance:.0f}%)")
 
 
-def _grouped_bars(ax, categories, groups, ylim=None, ylabel=""):
-    """groups: list of (label, {category: (mean, ci)}, colour)."""
+def _grouped_bars(ax, categories, groups, ylim=None, ylabel="", seed_means=None):
+    """groups: list of (label, {category: (mean, ci)}, colour); ``seed_means``, where given,
+    {label: {category: [each seed's mean]}}, drawn as dots on the bars (the spread over seeds
+    beside the CI over tasks)."""
     n = max(len(groups), 1)
     width = 0.8 / n
     x = np.arange(len(categories))
@@ -238,6 +240,10 @@ def _grouped_bars(ax, categories, groups, ylim=None, ylabel=""):
         xs = x + (i - (n - 1) / 2) * width
         ax.bar(xs, means, width * 0.92, yerr=cis, color=color, label=label,
                error_kw={"elinewidth": 0.8, "ecolor": "#222", "capsize": 1.5, "capthick": 0.8})
+        for xi, c in zip(xs, categories):
+            points = (seed_means or {}).get(label, {}).get(c, [])
+            if len(points) > 1:
+                ax.scatter([xi] * len(points), points, s=5, color="#222", zorder=3, linewidths=0)
         for xi, m in zip(xs, means):
             if m == 0:  # a zero-height bar is invisible: say so
                 ax.annotate("0", (xi, 0), xytext=(0, 1.5), textcoords="offset points", ha="center", va="bottom",
@@ -281,15 +287,28 @@ def fig_similarity(res: Result, width: float):
         groups = [(display_name(a) + reduced_mark(res, a, None, None),
                    {r.layer: (r.mean, r.ci95) for r in sub[sub["algorithm"] == a].itertuples()}, colors[a])
                   for a in algs]
+        seeds = _seed_means(res, m, {a: g[0] for a, g in zip(algs, groups)})
         _grouped_bars(ax, layers, groups, ylim=(0, 1.05),
-                      ylabel="similarity, before vs after" if (column or k == 0) else "")
+                      ylabel="similarity, before vs after" if (column or k == 0) else "", seed_means=seeds)
         if not column or k == n - 1:
             ax.set_xlabel("layer")
         ax.set_title(f"{m.upper()}: each layer before vs after the inner loop")
         ax.axhline(1.0, color="#999", lw=0.6, ls="--", zorder=0)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=len(labels))
-    return fig, "error bars: 95% CI over tasks"
+    several = any(len(v) > 1 for m in measures for g in _seed_means(res, m, {}).values() for v in g.values())
+    return fig, "error bars: 95% CI over tasks" + ("; dots: each seed's mean" if several else "")
+
+
+def _seed_means(res: Result, measure: str, labels: dict) -> dict:
+    """{label (or algorithm): {layer: [each seed's mean over tasks]}} from the per-task table."""
+    t = res.tasks_table
+    if t is None or not {"seed", "algorithm", "layer", "measure", "value"} <= set(t.columns):
+        return {}
+    t = t[t["measure"] == measure]
+    per_seed = t.groupby(["algorithm", "layer", "seed"], sort=False)["value"].mean().reset_index()
+    return {labels.get(a, a): {layer: g["value"].tolist() for layer, g in ga.groupby("layer", sort=False)}
+            for a, ga in per_seed.groupby("algorithm", sort=False)}
 
 
 def fig_freezing(res: Result, width: float):
