@@ -24,6 +24,25 @@ import repsim
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_json, atomic_write_text
 
+# The analyses, as the command line spells them; their result files use ``_`` (result_stem).
+# runner.REGISTRY holds how each is computed; this list is here so the report reads it without torch.
+ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes", "through-training",
+            "weight-change")
+
+
+def analysis_name(name: str) -> str:
+    """The one spelling of an analysis (``through-training``); ``through_training``, the name
+    of its result files, is accepted too."""
+    spelled = name.replace("_", "-")
+    if spelled not in ANALYSES:
+        raise RepsimError(f"unknown analysis {name!r}: choose one of {', '.join(ANALYSES)}")
+    return spelled
+
+
+def result_stem(name: str) -> str:
+    """The file name of an analysis' results: ``through-training`` -> ``through_training``."""
+    return analysis_name(name).replace("-", "_")
+
 
 def check_writable(folder: str | Path) -> Path:
     """Fail before any work is done if results cannot be written there."""

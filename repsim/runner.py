@@ -29,7 +29,7 @@ from repsim.checkpoint import latest_in, load_checkpoint
 from repsim.errors import RepsimError
 from repsim.evaluate import check_counts
 from repsim.io import atomic_write_bytes, atomic_write_text
-from repsim.results import check_writable, exclusive, summarise, write_result
+from repsim.results import ANALYSES, analysis_name, check_writable, exclusive, result_stem, summarise, write_result
 from repsim.study import Study, assign_labels
 
 
@@ -79,7 +79,7 @@ REGISTRY = {a.name: a for a in (
     Analysis("weight-change", lambda study, c, o: measures.weight_change(study, [c], steps=o.steps),
              summary=summarise),
 )}
-ANALYSES = tuple(REGISTRY)
+assert tuple(REGISTRY) == ANALYSES, "results.ANALYSES lists every analysis of the registry, in order"
 
 
 def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0,
@@ -98,20 +98,6 @@ def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0
                              shots=shots, queries=queries, steps=steps, layers=layers,
                              frozen_sets=frozen_sets, data_root=data_root, device=device,
                              overrides=tuple(overrides), replace=replace, progress=progress)
-
-
-def analysis_name(name: str) -> str:
-    """The one spelling of an analysis (``through-training``); ``through_training``, the name
-    of its result files, is accepted too."""
-    spelled = name.replace("_", "-")
-    if spelled not in ANALYSES:
-        raise RepsimError(f"unknown analysis {name!r}: choose one of {', '.join(ANALYSES)}")
-    return spelled
-
-
-def result_stem(name: str) -> str:
-    """The file name of an analysis' results: ``through-training`` -> ``through_training``."""
-    return analysis_name(name).replace("-", "_")
 
 
 # what makes two runs of an analysis comparable: rows made otherwise must not share a table

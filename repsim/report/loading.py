@@ -11,9 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from repsim.errors import RepsimError, one_line
+from repsim.results import ANALYSES, result_stem
 
-ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes",
-            "through_training", "weight_change")
 _REQUIRED = {
     "similarity": ("algorithm", "layer", "measure", "mean", "ci95"),
     "freezing": ("algorithm", "seed", "iteration", "frozen", "accuracy", "ci95"),
@@ -135,13 +134,14 @@ def load_results(results_dir) -> tuple[dict[str, Result], dict[str, str]]:
     if not folder.is_dir():
         raise RepsimError(f"no results folder at {folder}: run 'repsim analyze ... --out {folder}' first")
     found, missing = {}, {}
-    for name in ANALYSES:
+    for analysis in ANALYSES:
+        name = result_stem(analysis)
         result = load_result(folder, name)
         if isinstance(result, Result):
             found[name] = result
         else:
-            missing[name.replace("_", "-")] = result  # as the CLI spells it
+            missing[analysis] = result  # as the CLI spells it
     if not found:
         raise RepsimError(f"{folder} holds no finished repsim analysis (none of "
-                          f"{', '.join(n + '.csv' for n in ANALYSES)}): run 'repsim analyze' into it")
+                          f"{', '.join(result_stem(n) + '.csv' for n in ANALYSES)}): run 'repsim analyze' into it")
     return found, missing
