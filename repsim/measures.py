@@ -98,9 +98,10 @@ def freezing(study: Study, checkpoint, *, frozen_sets=None, steps: int | None = 
         check_layers(m.model, frozen)
     if not frozen_sets:
         return pd.DataFrame()
+    names = own_inner_loop(m.ckpt.config, m.model).names
     scores = {}
     for frozen in ([[]] if [] not in frozen_sets else []) + list(frozen_sets):
-        adapted = [n for n in own_inner_loop(m.ckpt.config, m.model).names if not in_layers(n, frozen)]
+        adapted = [n for n in names if not in_layers(n, frozen)]
         scores[freeze_label(frozen)] = study.score(m, names=adapted, steps=steps,
                                                    desc=f"frozen {freeze_label(frozen)}")
     return pd.DataFrame([{**_ids(m), "frozen": freeze_label(f), **_with_change(scores[freeze_label(f)], scores["none"])}

@@ -138,7 +138,7 @@ def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, 
     measured = analysis.checkpoints(checkpoints)
     labels = assign_labels(measured)
     first = analysis.checkpoints(checkpoints[:1])[-1]
-    study = Study.for_checkpoint(load_checkpoint(first), ways=ways, shots=shots, queries=queries,
+    study = Study.for_checkpoint(load_checkpoint(first, weights=False), ways=ways, shots=shots, queries=queries,
                                  num_tasks=tasks, seed=seed, data_root=data_root, device=device,
                                  overrides=overrides, progress=progress, labels=labels)
     made = {**study.provenance(), "inner_steps": steps if steps is not None

@@ -187,12 +187,14 @@ def _render(fig) -> tuple[bytes, bytes]:
     return png.getvalue(), pdf.getvalue()
 
 
-def _figure(width, height, nrows=1, ncols=1, **kw):
-    """A constrained-layout figure of exactly ``width`` x ``height`` inches and its axes, row-major."""
+def _figure(width, height, nrows=1, ncols=1, layout="constrained", **kw):
+    """A figure of exactly ``width`` x ``height`` inches and its axes, row-major; constrained
+    layout unless ``layout`` is None (then the caller lays it out, :func:`save_figure`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), layout="constrained")
-    fig.get_layout_engine().set(w_pad=0.03, h_pad=0.03, wspace=0.03, hspace=0.03)
+    fig = Figure(figsize=(width, height), layout=layout)
+    if layout == "constrained":
+        fig.get_layout_engine().set(w_pad=0.03, h_pad=0.03, wspace=0.03, hspace=0.03)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, [ax for row in axes for ax in row]
@@ -204,12 +206,7 @@ def _column(width) -> bool:
 
 # kept for analyses/convention_study.py, which draws figures of its own in this style
 def new_figure(width, height, ncols=1):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
+    return _figure(width, height, 1, ncols, layout=None)
 
 
 def save_figure(fig, folder: Path, stem: str, footer_height: float = 0.0, top: float = 1.0) -> bytes:
@@ -282,12 +279,14 @@ def fig_similarity(res: Result, width: float):
     n = len(measures)
     fig, axes = (_figure(width, 0.5 + 1.75 * n, n, 1, sharex=True) if column
                  else _figure(width, 2.45, 1, n, sharey=True))
+    several = False
     for k, (ax, m) in enumerate(zip(axes, measures)):
         sub = t[t["measure"] == m]
         groups = [(display_name(a) + reduced_mark(res, a, None, None),
                    {r.layer: (r.mean, r.ci95) for r in sub[sub["algorithm"] == a].itertuples()}, colors[a])
                   for a in algs]
         seeds = _seed_means(res, m, {a: g[0] for a, g in zip(algs, groups)})
+        several = several or any(len(v) > 1 for g in seeds.values() for v in g.values())
         _grouped_bars(ax, layers, groups, ylim=(0, 1.05),
                       ylabel="similarity, before vs after" if (column or k == 0) else "", seed_means=seeds)
         if not column or k == n - 1:
@@ -296,7 +295,6 @@ def fig_similarity(res: Result, width: float):
         ax.axhline(1.0, color="#999", lw=0.6, ls="--", zorder=0)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=len(labels))
-    several = any(len(v) > 1 for m in measures for g in _seed_means(res, m, {}).values() for v in g.values())
     return fig, "error bars: 95% CI over tasks" + ("; dots: each seed's mean" if several else "")
 
 
