@@ -38,7 +38,7 @@ from repsim.errors import RepsimError
 from repsim.evaluate import fresh_head, own_inner_loop, score_tasks
 from repsim.model import HEAD_PREFIX, draw_weights, model_for
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
-from repsim.results import paired_change, summarise
+from repsim.results import HEAD, paired_change, same_seed, summarise
 from repsim.similarity import compare
 from repsim.study import CONVENTIONS, Model, Study
 
@@ -133,12 +133,13 @@ def cross_similarity(study: Study, checkpoints, *, layers=None) -> pd.DataFrame:
     """Similarity of the body layers of two different models on the same query points.
 
     For every pair of checkpoints, mean CCA and linear CKA per layer per task, before any
-    adaptation. Rows carry a ``pair`` label such as ``ANIL-MAML`` (sorted algorithm names).
+    adaptation. Rows carry a ``pair`` label such as ``ANIL-MAML`` (sorted algorithm names),
+    both models' labels and seeds, and ``same_seed``: whether they started from the same weights.
     """
     models = [study.load(c) for c in checkpoints]
     if len(models) < 2:
         raise RepsimError("cross-model similarity needs at least two checkpoints")
-    body = [layer for layer in probe_layers(models[0].model) if layer != "head"]
+    body = [layer for layer in probe_layers(models[0].model) if layer != HEAD]
     layers = check_layers(models[0].model, layers or body)
     rows = []
     for index, task in enumerate(tqdm(study.tasks, desc="cross-model similarity",
@@ -150,7 +151,8 @@ def cross_similarity(study: Study, checkpoints, *, layers=None) -> pd.DataFrame:
             pair = "-".join(sorted((a.ckpt.config.algorithm.upper(), b.ckpt.config.algorithm.upper())))
             for layer, measure, value in zip(table["layer"], table["measure"], table["value"]):
                 rows.append({"model_a": a.label, "model_b": b.label, "pair": pair,
-                             "seed_a": a.ckpt.config.seed, "seed_b": b.ckpt.config.seed, "layer": layer,
+                             "seed_a": a.ckpt.config.seed, "seed_b": b.ckpt.config.seed,
+                             "same_seed": same_seed(a.ckpt.config.seed, b.ckpt.config.seed), "layer": layer,
                              "measure": measure, "task": index, "value": float(value)})
     return pd.DataFrame(rows)
 

@@ -2,7 +2,11 @@
 
     RESULTS/similarity.csv        summary: mean and 95% CI per (algorithm, layer, measure)
     RESULTS/similarity_tasks.csv  the per-task numbers behind it
+    RESULTS/similarity_seeds.csv  each seed's mean over tasks (the spread the CI does not show)
     RESULTS/similarity.json       provenance: checkpoints, tasks, seeds, conventions, command
+
+Every summary is made here, where the rows are made (:mod:`repsim.runner`); the report
+only reads them.
 
 `repsim report RESULTS` turns a folder of these into tables and figures.
 """
@@ -28,6 +32,13 @@ from repsim.io import atomic_write_json, atomic_write_text
 # runner.REGISTRY holds how each is computed; this list is here so the report reads it without torch.
 ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes", "through-training",
             "weight-change")
+
+
+# The layer name of the head in every result table; the other layers are the body.
+HEAD = "head"
+
+# Extra summaries an analysis may write beside its table, as NAME_SUFFIX.csv (read by the report).
+EXTRA_TABLES = ("seeds", "model_pairs", "pairs")
 
 
 def analysis_name(name: str) -> str:
@@ -90,13 +101,19 @@ def exclusive(folder: Path, name: str):
 
 
 def write_result(folder: str | Path, name: str, table: pd.DataFrame, provenance: dict,
-                 per_task: pd.DataFrame | None = None) -> Path:
-    """Write NAME.csv (+ NAME_tasks.csv) and NAME.json; the JSON last, so its presence means
-    the analysis finished."""
+                 per_task: pd.DataFrame | None = None, extras: dict[str, pd.DataFrame] | None = None) -> Path:
+    """Write NAME.csv (+ NAME_tasks.csv and NAME_SUFFIX.csv for each of ``extras``, suffixes
+    from :data:`EXTRA_TABLES`) and NAME.json; the JSON last, so its presence means the
+    analysis finished."""
     folder = check_writable(folder)
     (folder / f"{name}.json").unlink(missing_ok=True)  # stale provenance must not outlive its CSVs
     if per_task is not None:
         atomic_write_text(folder / f"{name}_tasks.csv", per_task.to_csv(index=False))
+    for suffix in EXTRA_TABLES:  # an extra this run does not write must not survive from an earlier one
+        if suffix in (extras or {}):
+            atomic_write_text(folder / f"{name}_{suffix}.csv", extras[suffix].to_csv(index=False))
+        else:
+            (folder / f"{name}_{suffix}.csv").unlink(missing_ok=True)
     atomic_write_text(folder / f"{name}.csv", table.to_csv(index=False))
     atomic_write_json(folder / f"{name}.json", {
         "analysis": name, **provenance, "repsim_version": repsim.__version__,
@@ -152,8 +169,61 @@ def summarise(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "la
     out = per.groupby(by, sort=False)["value"].agg(mean="mean", ci95=ci95, n="size").reset_index()
     if "seed" in per_task.columns:
         out["seeds"] = per_task.groupby(by, sort=False)["seed"].nunique().values
-        per_seed = per_task.groupby(by + ["seed"], sort=False)["value"].mean().reset_index()
-        spread = per_seed.groupby(by, sort=False)["value"].std(ddof=1)  # NaN for one seed
+        spread = seed_means(per_task, by).groupby(by, sort=False)["mean"].std(ddof=1)  # NaN for one seed
         out["seed_std"] = spread.reindex(pd.MultiIndex.from_frame(out[by]) if len(by) > 1
                                          else out[by[0]]).to_numpy()
     return out
+
+
+def seed_means(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
+    """Each seed's mean over tasks, per :func:`summarise` group: the spread between training
+    runs that the CI over tasks hides (the similarity figure draws it as dots). Written as
+    NAME_seeds.csv; ``n`` is the number of tasks behind each mean."""
+    by = [b for b in by if b in per_task.columns]
+    return per_task.groupby(by + ["seed"], sort=False)["value"].agg(mean="mean", n="size").reset_index()
+
+
+# Cross-model similarity (paper table 3) ------------------------------------------------------
+CROSS_PAIRS = ("MAML-MAML", "ANIL-ANIL", "ANIL-MAML")  # table 3's order
+
+
+def same_seed(seed_a, seed_b) -> bool:
+    """Whether two models were trained from one seed. Training seeds the initialisation, so
+    ANIL and MAML of one seed start from the same weights (and one algorithm twice is one
+    run); the paper's table 3 compares models of different seeds."""
+    return float(seed_a) == float(seed_b)
+
+
+def _in_pair_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Models of different seeds first, each in table 3's order; rows of one pair keep their order."""
+    def rank(pair, same):
+        return bool(same), CROSS_PAIRS.index(pair) if pair in CROSS_PAIRS else len(CROSS_PAIRS), pair
+    ranks = [rank(pair, same) for pair, same in zip(table["pair"], table["same_seed"])]
+    return table.iloc[sorted(range(len(table)), key=ranks.__getitem__)].reset_index(drop=True)
+
+
+def cross_layers(per_task: pd.DataFrame) -> pd.DataFrame:
+    """cross.csv: mean and 95% CI over tasks per pair of algorithms, ``same_seed``, layer and
+    measure; models of different seeds first, in table 3's order."""
+    return _in_pair_order(summarise(per_task, by=("pair", "same_seed", "layer", "measure")))
+
+
+def model_pairs(per_task: pd.DataFrame) -> pd.DataFrame:
+    """cross_model_pairs.csv, table 3's unit: one row per pair of models and measure, the
+    similarity averaged over tasks t and body layers l (NaN values, from degenerate
+    activations, are skipped),
+
+        s(a, b) = mean_{t, l} sim(h_l^a(x_t), h_l^b(x_t)).
+    """
+    body = per_task[per_task["layer"] != HEAD]
+    keys = ["pair", "same_seed", "model_a", "model_b", "seed_a", "seed_b", "measure"]
+    return _in_pair_order(body.groupby(keys, sort=False)["value"].mean().reset_index())
+
+
+def pair_summary(per_task: pd.DataFrame) -> pd.DataFrame:
+    """cross_pairs.csv, paper table 3: per pair of algorithms, ``same_seed`` and measure, the
+    mean and sample std over model pairs of :func:`model_pairs`' s(a, b), and how many model
+    pairs. Pairs share models, so the std is a spread over pairs, not a standard error."""
+    pairs = model_pairs(per_task)
+    return (pairs.groupby(["pair", "same_seed", "measure"], sort=False)["value"]
+            .agg(mean="mean", std=lambda v: v.std(ddof=1), model_pairs="size").reset_index())

@@ -29,7 +29,19 @@ from repsim.checkpoint import latest_in, load_checkpoint
 from repsim.errors import RepsimError
 from repsim.evaluate import check_counts
 from repsim.io import atomic_write_bytes, atomic_write_text
-from repsim.results import ANALYSES, analysis_name, check_writable, exclusive, result_stem, summarise, write_result
+from repsim.results import (
+    ANALYSES,
+    analysis_name,
+    check_writable,
+    cross_layers,
+    exclusive,
+    model_pairs,
+    pair_summary,
+    result_stem,
+    seed_means,
+    summarise,
+    write_result,
+)
 from repsim.study import Study, assign_labels
 
 
@@ -49,12 +61,15 @@ class Analysis:
     part (:class:`Parts`); with ``per_checkpoint`` False, ``measure(study, checkpoints,
     options)`` gives the rows of the whole set at once. ``summary`` makes the table from
     rows that are per task (kept beside it as NAME_tasks.csv); None: the rows are the table.
-    ``run_folders``: it is given run folders, and measures each one's intermediate checkpoints.
+    ``extras`` makes further summaries of those rows, {suffix: table}, written as
+    NAME_SUFFIX.csv. ``run_folders``: it is given run folders, and measures each one's
+    intermediate checkpoints.
     """
     name: str
     measure: Callable[[Study, object, Options], pd.DataFrame]
     per_checkpoint: bool = True
     summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    extras: Callable[[pd.DataFrame], dict[str, pd.DataFrame]] | None = None
     run_folders: bool = False
 
     def checkpoints(self, given: list[Path]) -> list[Path]:
@@ -65,19 +80,20 @@ class Analysis:
 # The measures are looked up in repsim.measures when run, not bound here (tests replace them).
 REGISTRY = {a.name: a for a in (
     Analysis("similarity", lambda study, c, o: measures.layer_similarity(study, [c], layers=o.layers, steps=o.steps),
-             summary=summarise),
+             summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
     Analysis("freezing", lambda study, c, o: measures.freezing(study, c, frozen_sets=o.frozen_sets, steps=o.steps)),
     Analysis("accuracy", lambda study, c, o: measures.accuracy(study, [c], steps=o.steps)),
     # every pair, task by task: no per-checkpoint part to keep
     Analysis("cross", lambda study, cs, o: measures.cross_similarity(study, cs, layers=o.layers),
-             per_checkpoint=False, summary=functools.partial(summarise, by=("pair", "layer", "measure"))),
+             per_checkpoint=False, summary=cross_layers,
+             extras=lambda rows: {"model_pairs": model_pairs(rows), "pairs": pair_summary(rows)}),
     Analysis("heads", lambda study, c, o: measures.head_ablations(study, c, steps=o.steps)),
     # NIL only: cheap, and random features are shared by all
     Analysis("regimes", lambda study, cs, o: measures.training_regimes(study, cs), per_checkpoint=False),
     Analysis("through-training", lambda study, c, o: measures.checkpoint_in_training(study, c, steps=o.steps),
              run_folders=True),
     Analysis("weight-change", lambda study, c, o: measures.weight_change(study, [c], steps=o.steps),
-             summary=summarise),
+             summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
 )}
 assert tuple(REGISTRY) == ANALYSES, "results.ANALYSES lists every analysis of the registry, in order"
 
@@ -155,7 +171,8 @@ def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, 
     table = rows if analysis.summary is None else analysis.summary(rows)
     provenance = {"study": made, "checkpoints": [study.checkpoint_provenance(p) for p in measured]}
     return write_result(out, result_stem(name), table, provenance,
-                        None if analysis.summary is None else rows)
+                        None if analysis.summary is None else rows,
+                        None if analysis.extras is None else analysis.extras(rows))
 
 
 # Each checkpoint's part of an analysis, kept and reused -----------------------------------

@@ -128,6 +128,34 @@ def test_cross_similarity_of_a_model_with_itself_is_one(runs):
     assert table.value.min() > 1 - 1e-6 and set(table.pair) == {"MAML-MAML"}
 
 
+def test_cross_analysis_writes_table_3_with_seeds_apart_and_the_report_only_reads_it(runs, tmp_path):
+    """MAML and ANIL of seed 0 share their initial weights; a copy of the MAML recorded as seed 1
+    is a model of another seed (and, being the same weights, similar to MAML-s0 at exactly 1).
+    Table 3's numbers, recomputed here from the per-task rows by hand, are what cross_pairs.csv holds."""
+    from repsim.checkpoint import save_checkpoint
+    from repsim.report import SAME_SEED, cross_summary_of, load_result
+    other = load_checkpoint(runs["maml"])
+    other.config.seed = 1
+    copy = save_checkpoint(tmp_path / "maml-seed1.safetensors", other)
+    run_analysis("cross", [runs["maml"], runs["anil"], copy], tmp_path / "r", tasks=3, queries=5,
+                 device="cpu", progress=False)
+    rows = pd.read_csv(tmp_path / "r" / "cross_tasks.csv")
+    assert {(a.split("-")[0], sa, b.split("-")[0], sb, same) for a, b, sa, sb, same in
+            zip(rows.model_a, rows.model_b, rows.seed_a, rows.seed_b, rows.same_seed)} == {
+        ("maml", 0, "anil", 0, True), ("maml", 0, "maml", 1, False), ("anil", 0, "maml", 1, False)}
+    pairs = pd.read_csv(tmp_path / "r" / "cross_pairs.csv")
+    for (pair, same, measure), g in rows.groupby(["pair", "same_seed", "measure"]):
+        per_model_pair = [v.value.mean() for _, v in g.groupby(["model_a", "model_b"])]
+        written = pairs[(pairs.pair == pair) & (pairs.same_seed == same) & (pairs.measure == measure)]
+        assert written["mean"].item() == pytest.approx(sum(per_model_pair) / len(per_model_pair))
+        assert written["model_pairs"].item() == len(per_model_pair)
+    maml_maml = pairs[(pairs.pair == "MAML-MAML") & (pairs.measure == "cka")]
+    assert maml_maml["mean"].item() == pytest.approx(1.0)
+    summary = cross_summary_of(load_result(tmp_path / "r", "cross"))
+    assert [(r["pair"], r["seeds"], len(r["models"])) for r in summary] == [
+        ("MAML-MAML", "different", 1), ("ANIL-MAML", "different", 1), ("ANIL-MAML", SAME_SEED, 1)]
+
+
 def test_unknown_layer_lists_the_valid_ones(runs):
     with pytest.raises(RepsimError, match="valid layers are conv1, conv2, conv3, conv4, head"):
         analyses.layer_similarity(study_for(runs["maml"]), [runs["maml"]], layers=["conv9"])
@@ -153,7 +181,15 @@ def test_run_analysis_writes_tables_and_provenance(runs, tmp_path):
     meta = json.loads((tmp_path / "similarity.json").read_text())
     assert meta["study"]["tasks"] == 4 and meta["study"]["task_seed"] == 0
     assert "spatial" in meta["study"]["conventions"]
-    assert len(pd.read_csv(tmp_path / "similarity_tasks.csv")) == 2 * 5 * 2 * 4
+    per_task = pd.read_csv(tmp_path / "similarity_tasks.csv")
+    assert len(per_task) == 2 * 5 * 2 * 4
+    # each seed's mean over tasks, beside the table (the figure's dots): a groupby of the rows
+    seeds = pd.read_csv(tmp_path / "similarity_seeds.csv")
+    for r in seeds.itertuples():
+        these = per_task[(per_task.algorithm == r.algorithm) & (per_task.layer == r.layer)
+                         & (per_task.measure == r.measure) & (per_task.seed == r.seed)]
+        assert r.mean == pytest.approx(these.value.mean()) and r.n == len(these) == 4
+    assert len(seeds) == 2 * 5 * 2
 
 
 def test_through_training_reads_intermediate_checkpoints(runs, tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from repsim import paper
+from repsim import paper, results
 from repsim.errors import RepsimError
 from repsim.report import write_report
 
@@ -33,10 +33,12 @@ def _ckpt(alg, seed, it=60000, dataset="omniglot", ways=20, shots=1, reduced=Fal
             "reduced_schedule": reduced, "dataset": dataset, "ways": ways, "shots": shots}
 
 
-def _write(folder: Path, name, rows, prov, tasks_rows=None):
+def _write(folder: Path, name, rows, prov, tasks_rows=None, extras=None):
     pd.DataFrame(rows).to_csv(folder / f"{name}.csv", index=False)
     if tasks_rows is not None:
         pd.DataFrame(tasks_rows).to_csv(folder / f"{name}_tasks.csv", index=False)
+    for suffix, table in (extras or {}).items():
+        table.to_csv(folder / f"{name}_{suffix}.csv", index=False)
     (folder / f"{name}.json").write_text(json.dumps(prov, indent=2))
 
 
@@ -57,8 +59,9 @@ def _cross_tasks() -> list[dict]:
             for measure, shift in (("cca", 0.0), ("cka", 0.15)):
                 for task in (0, 1):
                     value = 0.3 if layer == "head" else base + shift - 0.1 * i + 0.02 * task
-                    rows.append({"model_a": a, "model_b": b, "pair": pair, "layer": layer, "measure": measure,
-                                 "task": task, "value": value})
+                    rows.append({"model_a": a, "model_b": b, "pair": pair, "seed_a": int(a.split("-s")[1][0]),
+                                 "seed_b": int(b.split("-s")[1][0]), "same_seed": same_seed, "layer": layer,
+                                 "measure": measure, "task": task, "value": value})
     return rows
 
 
@@ -66,7 +69,8 @@ CROSS_TASKS = _cross_tasks()
 
 
 def _cross_means(tasks) -> list[dict]:
-    """cross.csv as cross_similarity writes it: per pair of algorithms, layer and measure."""
+    """cross.csv as repsim wrote it before it kept seeds apart: per pair of algorithms, layer
+    and measure, all model pairs together."""
     t = pd.DataFrame(tasks)
     t = t[t.layer != "head"]
     g = t.groupby(["pair", "layer", "measure"], sort=False)["value"]
@@ -99,7 +103,7 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
                      + [{"checkpoint": "anil-s0-it60000", "algorithm": "anil", "seed": 0, "iteration": 60000,
                          "mode": mode, "accuracy": 96.0 if mode == "inner-loop" else 97.0, "ci95": 0.4, "tasks": 20}
                         for mode in ("inner-loop", "nil")], maml + anil),
-        "cross": (_cross_means(CROSS_TASKS), maml[:2] + anil),
+        "cross": (results.cross_layers(pd.DataFrame(CROSS_TASKS)), maml[:2] + anil),
         "heads": ([{"checkpoint": "maml-s0-it60000", "algorithm": "maml", "seed": 0, "iteration": 60000,
                     "variant": v, "accuracy": a, "ci95": 1.0, "tasks": 20}
                    for v, a in (("trained inner loop", 94.0), ("NIL (no head)", 90.0),
@@ -124,8 +128,10 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
     }
     for name, (rows, ckpts) in everything.items():
         if names is None or name in names:
-            _write(folder, name, rows, _prov(name, dataset, ways, shots, ckpts),
-                   CROSS_TASKS if name == "cross" else None)
+            cross = name == "cross"
+            _write(folder, name, rows, _prov(name, dataset, ways, shots, ckpts), CROSS_TASKS if cross else None,
+                   {"model_pairs": results.model_pairs(pd.DataFrame(CROSS_TASKS)),
+                    "pairs": results.pair_summary(pd.DataFrame(CROSS_TASKS))} if cross else None)
     return folder
 
 
@@ -325,17 +331,17 @@ def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range()
 
 
 def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_initialisations_apart(full):
-    from repsim.report import SAME_SEED, cross_pairs, cross_summary
+    from repsim.report import SAME_SEED, cross_summary_of, load_result
     t = pd.DataFrame(CROSS_TASKS)
-    pairs = cross_pairs(t)
+    pairs = results.model_pairs(t)
     # a second route to the same number: the mean of every body-layer row of one pair of models
     one = t[(t.model_a == "maml-s0-it60000") & (t.model_b == "anil-s1-it60000") & (t.measure == "cka")
             & (t.layer != "head")]
     row = pairs[(pairs.model_a == "maml-s0-it60000") & (pairs.model_b == "anil-s1-it60000") & (pairs.measure == "cka")]
     assert row.value.item() == pytest.approx(one.value.mean()) == pytest.approx(0.70 + 0.15 - 0.14)
-    assert set(pairs[pairs.seeds == SAME_SEED].pair) == {"ANIL-MAML"}  # maml-s0/anil-s0 and maml-s1/anil-s1
-    summary = cross_summary(t)
-    # different seeds first, in table 3's order; then models of one seed
+    assert set(pairs[pairs.same_seed].pair) == {"ANIL-MAML"}  # maml-s0/anil-s0 and maml-s1/anil-s1
+    # the report reads what the analysis wrote: different seeds first, in table 3's order
+    summary = cross_summary_of(load_result(full[0], "cross"))
     assert [(r["pair"], r["seeds"]) for r in summary] == [("MAML-MAML", "different"), ("ANIL-ANIL", "different"),
                                                           ("ANIL-MAML", "different"), ("ANIL-MAML", SAME_SEED)]
     across = summary[2]
@@ -355,9 +361,15 @@ def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_ini
     assert "models of one seed, which start from the same weights: ANIL-MAML 0.61 ± 0.00 / 0.76 ± 0.00." in md
 
 
-def test_cross_results_without_per_task_rows_are_reported_over_all_model_pairs(tmp_path):
+def test_cross_results_of_an_older_repsim_are_reported_over_all_model_pairs(tmp_path):
+    """Before cross kept seeds apart, cross.csv pooled every model pair of two algorithms and
+    no cross_pairs.csv was written: the report shows that table as it is, with no guess at seeds."""
     folder = build_results(tmp_path / "r", names=("cross",))
-    (folder / "cross_tasks.csv").unlink()
+    old = pd.DataFrame(CROSS_TASKS).drop(columns=["seed_a", "seed_b", "same_seed"])
+    old.to_csv(folder / "cross_tasks.csv", index=False)
+    pd.DataFrame(_cross_means(CROSS_TASKS)).to_csv(folder / "cross.csv", index=False)
+    for suffix in ("pairs", "model_pairs"):
+        (folder / f"cross_{suffix}.csv").unlink()
     md = write_report(folder).read_text()
     assert "| ANIL-MAML | all | 0.590 | 0.50 | 0.740 | 0.83 |" in md  # mean of the 3 pairs' per-layer means
     assert ("Similarity between models (CCA / CKA), body layers averaged: "
@@ -365,20 +377,13 @@ def test_cross_results_without_per_task_rows_are_reported_over_all_model_pairs(t
     assert "_tasks" not in md and "same initial weights" not in md
 
 
-def test_cross_model_labels_are_read_for_their_seed_or_refused():
-    from repsim.report import SAME_SEED, tag_seeds
-
-    def rows(*pairs):
-        return pd.DataFrame([{"model_a": a, "model_b": b, "pair": "MAML-MAML", "layer": "conv1", "measure": "cca",
-                              "task": 0, "value": 0.5} for a, b in pairs])
-    # negative seeds are seeds too
-    assert list(tag_seeds(rows(("maml-s-1-it5", "maml-s1-it5"), ("maml-s-1-it5", "maml-s-1-it9"))).seeds) == [
-        "different", SAME_SEED]
-    with pytest.raises(RepsimError, match="cannot read the seed of model 'mine'.*re-run 'repsim analyze cross'"):
-        tag_seeds(rows(("mine", "maml-s1-it5")))
-    # two checkpoints with one label would be merged into one model: refused
-    with pytest.raises(RepsimError, match="share the label.*re-run 'repsim analyze cross'"):
-        tag_seeds(rows(("maml-s0-it5", "maml-s1-it5"), ("maml-s0-it5", "maml-s1-it5")))
+def test_a_damaged_same_seed_column_is_refused_in_one_line(tmp_path):
+    folder = build_results(tmp_path / "r", names=("cross",))
+    pairs = pd.read_csv(folder / "cross_pairs.csv").astype({"same_seed": str})
+    pairs.loc[0, "same_seed"] = "maybe"
+    pairs.to_csv(folder / "cross_pairs.csv", index=False)
+    with pytest.raises(RepsimError, match=r"cross_pairs.csv: column same_seed is not True or False; re-run"):
+        write_report(folder)
 
 
 def test_reproduction_table_lists_table_3_across_seeds_in_the_papers_order(tmp_path, recipe):
@@ -387,5 +392,5 @@ def test_reproduction_table_lists_table_3_across_seeds_in_the_papers_order(tmp_p
     assert out[2:] == ["| Omniglot 20w1s | MAML-MAML | 1 | 0.660 | 0.810 | 0.51 / 0.83 |",
                        "| Omniglot 20w1s | ANIL-ANIL | 1 | 0.680 | 0.830 | 0.51 / 0.86 |",
                        "| Omniglot 20w1s | ANIL-MAML | 2 | 0.570 ± 0.014 | 0.720 ± 0.014 | 0.50 / 0.83 |"]
-    (tmp_path / "results" / "cross_tasks.csv").unlink()  # an older folder: no rows, no crash
+    (tmp_path / "results" / "cross_pairs.csv").unlink()  # an older folder: no table 3 rows, no crash
     assert recipe("reproduction_table").cross_table([tmp_path]).count("\n") == 2

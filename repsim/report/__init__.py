@@ -37,7 +37,7 @@ from pathlib import Path
 
 from repsim.errors import RepsimError, one_line
 from repsim.io import atomic_write_text
-from repsim.report.cross import CROSS_PAIRS, SAME_SEED, cross_pairs, cross_summary, cross_summary_of, tag_seeds
+from repsim.report.cross import SAME_SEED, cross_layer_table, cross_summary_of
 from repsim.report.document import Doc, markdown_table, render_html, render_markdown
 from repsim.report.figures import FIGURES, PAPER_CITATION, draw_figure, write_figure
 from repsim.report.loading import ANALYSES, Result, load_result, load_results
@@ -57,7 +57,7 @@ from repsim.report.verdict import caveats, verdict
 
 # the names other modules and recipes use
 __all__ = ["write_report", "load_result", "load_results", "Result", "ANALYSES", "markdown_table", "format_mean_std",
-           "cross_pairs", "cross_summary", "cross_summary_of", "tag_seeds", "CROSS_PAIRS", "SAME_SEED"]
+           "cross_layer_table", "cross_summary_of", "SAME_SEED"]
 
 
 _SECTIONS = [

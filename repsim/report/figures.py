@@ -43,7 +43,6 @@ from repsim.io import atomic_write_bytes, atomic_write_json
 from repsim.report.cross import cross_layer_table
 from repsim.report.loading import Result
 from repsim.report.text import (
-    HEAD,
     conventions_text,
     display_name,
     frozen_label,
@@ -51,6 +50,7 @@ from repsim.report.text import (
     reduced_mark,
     setting_text,
 )
+from repsim.results import HEAD
 
 PAGE_WIDTH = 6.75     # inches: a two-column paper's text width
 COLUMN_WIDTH = 3.25   # inches: one column
@@ -299,14 +299,13 @@ def fig_similarity(res: Result, width: float):
 
 
 def _seed_means(res: Result, measure: str, labels: dict) -> dict:
-    """{label (or algorithm): {layer: [each seed's mean over tasks]}} from the per-task table."""
-    t = res.tasks_table
-    if t is None or not {"seed", "algorithm", "layer", "measure", "value"} <= set(t.columns):
+    """{label (or algorithm): {layer: [each seed's mean over tasks]}} from NAME_seeds.csv."""
+    t = res.extras.get("seeds")
+    if t is None:
         return {}
     t = t[t["measure"] == measure]
-    per_seed = t.groupby(["algorithm", "layer", "seed"], sort=False)["value"].mean().reset_index()
-    return {labels.get(a, a): {layer: g["value"].tolist() for layer, g in ga.groupby("layer", sort=False)}
-            for a, ga in per_seed.groupby("algorithm", sort=False)}
+    return {labels.get(a, a): {layer: g["mean"].tolist() for layer, g in ga.groupby("layer", sort=False)}
+            for a, ga in t.groupby("algorithm", sort=False)}
 
 
 def fig_freezing(res: Result, width: float):

@@ -1,17 +1,18 @@
 """Reading a results folder: each analysis' NAME.csv, its provenance NAME.json and, where the
-analysis wrote them, its per-task rows NAME_tasks.csv. Damaged files give a one-line error
-saying which analysis to re-run."""
+analysis wrote them, its further summaries NAME_SUFFIX.csv (:data:`repsim.results.EXTRA_TABLES`).
+Damaged files give a one-line error saying which analysis to re-run. The report computes no
+summary, so the per-task rows (NAME_tasks.csv) are not read: the runner summarised them."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from repsim.errors import RepsimError, one_line
-from repsim.results import ANALYSES, result_stem
+from repsim.results import ANALYSES, EXTRA_TABLES, result_stem
 
 _REQUIRED = {
     "similarity": ("algorithm", "layer", "measure", "mean", "ci95"),
@@ -24,7 +25,8 @@ _REQUIRED = {
     "weight_change": ("algorithm", "layer", "mean", "ci95"),
 }
 _NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value", "seed_std",
-            "change", "change_ci95")
+            "change", "change_ci95", "seed_a", "seed_b", "std", "model_pairs")
+_BOOLEAN = ("same_seed",)
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Result:
     name: str
     table: pd.DataFrame
     prov: dict
-    tasks_table: pd.DataFrame | None = None
+    extras: dict[str, pd.DataFrame] = field(default_factory=dict)  # suffix -> NAME_SUFFIX.csv
 
     @property
     def study(self) -> dict:
@@ -90,7 +92,13 @@ def _read_csv(path: Path, required=()) -> pd.DataFrame:
                 raise RepsimError(f"cannot read {path}: column {c} is not numeric; "
                                   "re-run the analysis that wrote it") from None
     for c in df.columns:
-        if c not in _NUMERIC:
+        if c in _BOOLEAN:
+            text = df[c].astype(str)
+            if not text.isin(("True", "False")).all():
+                raise RepsimError(f"cannot read {path}: column {c} is not True or False; "
+                                  "re-run the analysis that wrote it")
+            df[c] = text == "True"
+        elif c not in _NUMERIC:
             df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
     return _by_model(df)
 
@@ -123,9 +131,9 @@ def load_result(folder: Path, name: str) -> Result | str:
     table = _read_csv(csv, _REQUIRED[name])
     if table.empty:
         return f"empty ({name}.csv has no rows)"
-    tasks_path = folder / f"{name}_tasks.csv"
-    tasks_table = _read_csv(tasks_path) if tasks_path.is_file() else None
-    return Result(name, table, prov, tasks_table)
+    extras = {suffix: _read_csv(folder / f"{name}_{suffix}.csv") for suffix in EXTRA_TABLES
+              if (folder / f"{name}_{suffix}.csv").is_file()}
+    return Result(name, table, prov, extras)
 
 
 def load_results(results_dir) -> tuple[dict[str, Result], dict[str, str]]:

@@ -10,7 +10,6 @@ from repsim.report.cross import body_mean, cross_layer_table, cross_summary_of
 from repsim.report.document import Doc
 from repsim.report.loading import Result
 from repsim.report.text import (
-    HEAD,
     change_text,
     ci_range_text,
     ci_text,
@@ -24,6 +23,7 @@ from repsim.report.text import (
     setting_text,
     std_text,
 )
+from repsim.results import HEAD
 
 CHANGE_HEADER = "change vs {} (points, paired 95% CI per seed)"
 

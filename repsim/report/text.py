@@ -11,7 +11,6 @@ import pandas as pd
 from repsim import paper
 from repsim.report.loading import Result
 
-HEAD = "head"
 PAPER_TASKS = 600
 PAPER_ITERATIONS = 60000
 CI_TEXT = "95% CI = 1.96·std/√n over test tasks"  # what results written before t-intervals used

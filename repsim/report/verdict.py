@@ -9,7 +9,6 @@ from repsim import paper
 from repsim.report.cross import body_mean, cross_summary_of
 from repsim.report.loading import Result
 from repsim.report.text import (
-    HEAD,
     PAPER_ITERATIONS,
     PAPER_TASKS,
     ci_text,
@@ -21,6 +20,7 @@ from repsim.report.text import (
     over_seeds,
     range_text,
 )
+from repsim.results import HEAD
 
 
 def verdict(results: dict[str, Result]) -> list[str]:
