@@ -133,7 +133,7 @@ def _flat(groups):
 
 
 # the columns a reader needs, in reading order; ids and bookkeeping stay in the CSV
-_SUMMARY_COLUMNS = ("model", "regime", "pair", "seed", "iteration", "frozen", "mode", "variant",
+_SUMMARY_COLUMNS = ("model", "regime", "pair", "same_seed", "seed", "iteration", "frozen", "mode", "variant",
                     "metric", "layer", "measure", "accuracy", "mean", "ci95", "change", "change_ci95",
                     "seed_std", "n", "tasks", "seeds")
 

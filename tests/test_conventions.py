@@ -242,7 +242,7 @@ def test_checkpoint_from_before_the_conventions_loads_as_what_it_was_trained_wit
 def test_the_support_loss_convention_reaches_evaluation_and_analyses(tmp_path):
     """Weights tested with Finn's summed loss at lr must score as with the mean loss at
     lr x ways, in evaluate and in the analyses; the mean loss at lr must not."""
-    from repsim import measures as analyses
+    from repsim import measures
     summed = load_config(None, TINY + ["inner_loss=sum_div_shots", "inner_lr=0.3"])
     final = train(summed, tmp_path / "run", device="cpu", progress=False)
     ckpt = load_checkpoint(final)
@@ -252,16 +252,16 @@ def test_the_support_loss_convention_reaches_evaluation_and_analyses(tmp_path):
         config = load_config(None, TINY + [f"{k}={v}" for k, v in changes.items()])
         variants[name] = save_checkpoint(tmp_path / f"{name}.safetensors", Checkpoint(config, ckpt.params, 2))
 
-    def measures(path):
+    def scores(path):
         acc = evaluate_checkpoint(path, tasks=20, queries=5, device="cpu", progress=False)["accuracy"]
-        study = analyses.Study.for_checkpoint(load_checkpoint(path), num_tasks=3, device="cpu", progress=False)
-        sim = analyses.layer_similarity(study, [path], layers=["conv4", "head"]).value.to_numpy()
+        study = measures.Study.for_checkpoint(load_checkpoint(path), num_tasks=3, device="cpu", progress=False)
+        sim = measures.layer_similarity(study, [path], layers=["conv4", "head"]).value.to_numpy()
         return acc, sim
 
-    acc, sim = measures(final)
-    same_acc, same_sim = measures(variants["mean x ways"])
+    acc, sim = scores(final)
+    same_acc, same_sim = scores(variants["mean x ways"])
     assert acc == same_acc and np.allclose(sim, same_sim, atol=1e-4)
-    other_acc, other_sim = measures(variants["mean"])
+    other_acc, other_sim = scores(variants["mean"])
     assert not np.allclose(sim, other_sim, atol=1e-3)
 
 

@@ -33,15 +33,15 @@ def test_short_maml_run_on_real_omniglot_beats_chance_and_improves(omniglot_root
 def test_meta_learning_on_the_builtin_set_beats_random_features_widely(tmp_path):
     """The built-in data set must reward learned features: ANIL's NIL accuracy after a short
     run is far above the NIL accuracy of the same network at random initialisation."""
-    from repsim import measures as analyses
+    from repsim import measures
     from repsim.checkpoint import load_checkpoint
 
     config = load_config(None, ["dataset=synthetic", "algorithm=anil", "ways=5", "shots=1",
                                 "queries=5", "filters=32", "meta_batch_size=8", "iterations=150",
                                 "eval_every=150", "checkpoint_every=150", "eval_tasks=10"])
     final = train(config, tmp_path / "run", device="cpu", progress=False)
-    study = analyses.Study.for_checkpoint(load_checkpoint(final), num_tasks=100, device="cpu",
+    study = measures.Study.for_checkpoint(load_checkpoint(final), num_tasks=100, device="cpu",
                                           progress=False)
-    table = analyses.training_regimes(study, [final]).set_index("regime")
+    table = measures.training_regimes(study, [final]).set_index("regime")
     learned, random = table.loc["anil"], table.loc["random features"]
     assert learned.accuracy - learned.ci95 > random.accuracy + random.ci95 + 15

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repsim import measures as analyses
+from repsim import measures
 from repsim.checkpoint import load_checkpoint
 from repsim.config import load_config
 from repsim.data.episodes import Task
@@ -41,7 +41,7 @@ def study_for(path, **kwargs):
 
 
 def test_anil_body_is_identical_before_and_after_the_inner_loop(runs):
-    per_task = analyses.layer_similarity(study_for(runs["anil"]), [runs["anil"]])
+    per_task = measures.layer_similarity(study_for(runs["anil"]), [runs["anil"]])
     body = per_task[per_task.layer != "head"]
     head = per_task[per_task.layer == "head"]
     assert body.value.min() > 1 - 1e-6  # ANIL's inner loop never touches the body
@@ -50,7 +50,7 @@ def test_anil_body_is_identical_before_and_after_the_inner_loop(runs):
 
 def test_boil_head_weights_do_not_move_and_anil_body_weights_do_not(runs):
     for algorithm, still in (("boil", {"head"}), ("anil", {"conv1", "conv2", "conv3", "conv4"})):
-        table = analyses.weight_change(study_for(runs[algorithm]), [runs[algorithm]])
+        table = measures.weight_change(study_for(runs[algorithm]), [runs[algorithm]])
         moved = table.groupby("layer").value.max()
         for layer, value in moved.items():
             assert (value == 0) == (layer in still), (algorithm, layer, value)
@@ -58,13 +58,13 @@ def test_boil_head_weights_do_not_move_and_anil_body_weights_do_not(runs):
 
 def test_freezing_nothing_equals_plain_evaluation_and_freezing_all_anil_body_changes_nothing(runs):
     study = study_for(runs["maml"])
-    table = analyses.freezing(study, runs["maml"])
+    table = measures.freezing(study, runs["maml"])
     assert list(table.frozen) == ["none", "conv1", "conv1,conv2", "conv1,conv2,conv3",
                                   "conv1,conv2,conv3,conv4"]
     m = study.load(runs["maml"])
     plain = study.score(m)
     assert table.accuracy.iloc[0] == pytest.approx(plain.mean)
-    anil = analyses.freezing(study_for(runs["anil"]), runs["anil"])
+    anil = measures.freezing(study_for(runs["anil"]), runs["anil"])
     assert anil.accuracy.nunique() == 1  # ANIL adapts only the head: freezing the body is a no-op
 
 
@@ -120,11 +120,11 @@ def test_checkpoints_of_another_split_are_refused(runs, tmp_path):
     other.config.split_seed = 1
     path = save_checkpoint(tmp_path / "other.safetensors", other)
     with pytest.raises(RepsimError, match="split_seed=1.*one split together"):
-        analyses.accuracy(study_for(runs["maml"]), [runs["maml"], path])
+        measures.accuracy(study_for(runs["maml"]), [runs["maml"], path])
 
 
 def test_cross_similarity_of_a_model_with_itself_is_one(runs):
-    table = analyses.cross_similarity(study_for(runs["maml"]), [runs["maml"], runs["maml"]])
+    table = measures.cross_similarity(study_for(runs["maml"]), [runs["maml"], runs["maml"]])
     assert table.value.min() > 1 - 1e-6 and set(table.pair) == {"MAML-MAML"}
 
 
@@ -158,7 +158,7 @@ def test_cross_analysis_writes_table_3_with_seeds_apart_and_the_report_only_read
 
 def test_unknown_layer_lists_the_valid_ones(runs):
     with pytest.raises(RepsimError, match="valid layers are conv1, conv2, conv3, conv4, head"):
-        analyses.layer_similarity(study_for(runs["maml"]), [runs["maml"]], layers=["conv9"])
+        measures.layer_similarity(study_for(runs["maml"]), [runs["maml"]], layers=["conv9"])
 
 
 def test_one_task_is_not_enough_for_a_confidence_interval(runs):
@@ -194,12 +194,12 @@ def test_run_analysis_writes_tables_and_provenance(runs, tmp_path):
 
 def test_through_training_reads_intermediate_checkpoints(runs, tmp_path):
     run_dir = runs["maml"].parent
-    table = analyses.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
+    table = measures.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
     assert sorted(table.iteration.unique()) == [10, 20]
 
 
 def test_regimes_include_random_features(runs):
-    table = analyses.training_regimes(study_for(runs["maml"]), [runs["maml"], runs["anil"]])
+    table = measures.training_regimes(study_for(runs["maml"]), [runs["maml"], runs["anil"]])
     assert list(table.regime) == ["maml", "anil", "random features"]
 
 
@@ -402,8 +402,8 @@ def test_analysis_parts_are_reused_only_for_unchanged_checkpoints(runs, tmp_path
     maml = tmp_path / "maml.safetensors"
     shutil.copy(runs["maml"], maml)
     analysed = []
-    real = analyses.freezing
-    monkeypatch.setattr(analyses, "freezing",
+    real = measures.freezing
+    monkeypatch.setattr(measures, "freezing",
                         lambda study, c, **kw: analysed.append(Path(c).name) or real(study, c, **kw))
     common = dict(tasks=3, queries=5, device="cpu", progress=False)
 
@@ -476,12 +476,12 @@ def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_p
     run_dir = runs["maml"].parent
     common = dict(tasks=3, queries=5, device="cpu", progress=False)
     first = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, **common))
-    real, analysed = analyses.checkpoint_in_training, []
-    monkeypatch.setattr(analyses, "checkpoint_in_training",
+    real, analysed = measures.checkpoint_in_training, []
+    monkeypatch.setattr(measures, "checkpoint_in_training",
                         lambda study, c, **kw: analysed.append(c) or real(study, c, **kw))
     again = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, **common))
     assert analysed == []
-    direct = analyses.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
+    direct = measures.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
     pd.testing.assert_frame_equal(first, again)
     assert (tmp_path / "through_training.csv").read_text() == direct.to_csv(index=False)
     assert len(list((tmp_path / ".partial" / "through-training").glob("*.csv"))) == 2  # iterations 10, 20
@@ -523,10 +523,10 @@ def test_ablation_changes_are_paired_over_the_same_tasks(runs):
 
     study = study_for(runs["maml"])
     m = study.load(runs["maml"])
-    table = analyses.freezing(study, runs["maml"], frozen_sets=[["conv1", "conv2"]])
+    table = measures.freezing(study, runs["maml"], frozen_sets=[["conv1", "conv2"]])
     assert list(table.frozen) == ["conv1,conv2"]  # the unfrozen reference is scored, not listed
     unfrozen = study.score(m)
-    adapted = [n for n in analyses.own_inner_loop(m.ckpt.config, m.model).names
+    adapted = [n for n in measures.own_inner_loop(m.ckpt.config, m.model).names
                if not n.startswith(("conv1.", "conv2."))]
     frozen = study.score(m, names=adapted)
     lo, hi = stats.ttest_rel(100 * frozen.per_task, 100 * unfrozen.per_task).confidence_interval(0.95)
@@ -534,6 +534,6 @@ def test_ablation_changes_are_paired_over_the_same_tasks(runs):
     assert row.change == pytest.approx(frozen.mean - unfrozen.mean)
     assert row.change_ci95 == pytest.approx((hi - lo) / 2)
 
-    acc = analyses.accuracy(study, [runs["maml"]]).set_index("mode")
+    acc = measures.accuracy(study, [runs["maml"]]).set_index("mode")
     assert acc.loc["inner-loop", "change"] == 0
     assert acc.loc["nil", "change"] == pytest.approx(acc.loc["nil", "accuracy"] - acc.loc["inner-loop", "accuracy"])
