@@ -361,6 +361,18 @@ def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_ini
     assert "models of one seed, which start from the same weights: ANIL-MAML 0.61 ± 0.00 / 0.76 ± 0.00." in md
 
 
+def test_the_report_reads_summaries_and_never_the_per_task_rows(tmp_path):
+    """Every number the report shows was summarised by the analysis that wrote it: without
+    the per-task rows the report is the same, byte for byte (figures included)."""
+    folder = build_results(tmp_path / "r")
+    md = write_report(folder).read_text()
+    figures = {p.name: p.read_bytes() for p in (folder / "figures").glob("*.png")}
+    for rows in folder.glob("*_tasks.csv"):
+        rows.unlink()
+    assert write_report(folder).read_text() == md
+    assert {p.name: p.read_bytes() for p in (folder / "figures").glob("*.png")} == figures
+
+
 def test_cross_results_of_an_older_repsim_are_reported_over_all_model_pairs(tmp_path):
     """Before cross kept seeds apart, cross.csv pooled every model pair of two algorithms and
     no cross_pairs.csv was written: the report shows that table as it is, with no guess at seeds."""
