@@ -124,6 +124,10 @@ def _analyze(args) -> None:
                         data_root=args.data_root, device=args.device, overrides=args.set or [],
                         replace=args.replace, progress=not args.quiet)
     print(summary_text(path))
+    table3 = path.with_name(f"{path.stem}_pairs.csv")
+    if table3.is_file():  # cross: the headline, paper table 3
+        print(f"\nbody layers averaged, mean and std over model pairs ({table3.name}):")
+        print(summary_text(table3))
     print(f"written {path} (and its provenance, {path.with_suffix('.json').name}); "
           f"'repsim report {path.parent}' makes tables and figures")
 
@@ -134,8 +138,8 @@ def _flat(groups):
 
 # the columns a reader needs, in reading order; ids and bookkeeping stay in the CSV
 _SUMMARY_COLUMNS = ("model", "regime", "pair", "same_seed", "seed", "iteration", "frozen", "mode", "variant",
-                    "metric", "layer", "measure", "accuracy", "mean", "ci95", "change", "change_ci95",
-                    "seed_std", "n", "tasks", "seeds")
+                    "metric", "layer", "measure", "accuracy", "mean", "ci95", "std", "change", "change_ci95",
+                    "seed_std", "n", "tasks", "seeds", "model_pairs")
 
 
 def summary_text(csv_path) -> str:

@@ -82,6 +82,21 @@ def test_analyze_takes_either_spelling_and_prints_a_readable_table(run, tmp_path
     assert "'repsim report" in printed
 
 
+def test_analyze_cross_prints_table_3_below_its_layers(run, tmp_path, capsys):
+    """Two checkpoints of one run (one seed): one model pair, shown as table 3's row too."""
+    steps = sorted((run.parent / "checkpoints").glob("iter-*.safetensors"))
+    out = tmp_path / "results"
+    assert main(["analyze", "cross", str(steps[0]), str(steps[-1]), "--out", str(out), "--tasks", "3",
+                 "--queries", "3", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    layers, table3 = printed.split("body layers averaged, mean and std over model pairs (cross_pairs.csv):")
+    assert "same_seed" in layers.splitlines()[0] and "conv4" in layers
+    header, *rows = table3.strip().splitlines()[:-1]  # the last line says what was written
+    assert header.split() == ["pair", "same_seed", "measure", "mean", "std", "model_pairs"]
+    assert [r.split()[:3] for r in rows] == [["MAML-MAML", "True", "cca"], ["MAML-MAML", "True", "cka"]]
+    assert all(r.split()[4] == "-" and r.split()[5] == "1" for r in rows)  # one pair: no spread
+
+
 def test_analyze_refuses_an_unknown_analysis_naming_the_choices(capsys):
     with pytest.raises(SystemExit) as done:
         main(["analyze", "freezng", "x.safetensors", "--out", "r"])
