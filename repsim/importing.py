@@ -40,7 +40,7 @@ from safetensors.torch import load_file
 
 from repsim.checkpoint import Checkpoint, load_weights, save_checkpoint
 from repsim.config import config_path, load_config
-from repsim.errors import RepsimError
+from repsim.errors import RepsimError, one_line
 from repsim.model import model_for
 
 RUNNING_STATS = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")
@@ -358,7 +358,7 @@ def _tensor_file(path: str, what: str) -> torch.Tensor:
         t = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # missing, junk, or a pickle that would run code
         raise RepsimError(f"cannot read {what} from {path} "
-                          f"({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__}): "
+                          f"({one_line(e)[:120]}): "
                           f"save one tensor with torch.save(tensor, path)") from None
     if not isinstance(t, torch.Tensor):
         raise RepsimError(f"{path} does not hold one tensor of {what}: save it with torch.save(tensor, path)")
@@ -382,9 +382,8 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for code-carrying pickles, others for junk
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RepsimError(f"refusing to load {path}: it is not a plain tensor state dict "
-                          f"({first[:160]}); save it with torch.save(model.state_dict(), path) "
+                          f"({one_line(e)[:160]}); save it with torch.save(model.state_dict(), path) "
                           f"or as safetensors") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -220,10 +220,16 @@ def model_pairs(per_task: pd.DataFrame) -> pd.DataFrame:
     return _in_pair_order(body.groupby(keys, sort=False)["value"].mean().reset_index())
 
 
-def pair_summary(per_task: pd.DataFrame) -> pd.DataFrame:
+def pair_summary(pairs: pd.DataFrame) -> pd.DataFrame:
     """cross_pairs.csv, paper table 3: per pair of algorithms, ``same_seed`` and measure, the
-    mean and sample std over model pairs of :func:`model_pairs`' s(a, b), and how many model
-    pairs. Pairs share models, so the std is a spread over pairs, not a standard error."""
-    pairs = model_pairs(per_task)
+    mean and sample std over model pairs of s(a, b), and how many model pairs. ``pairs`` is
+    :func:`model_pairs`' table. Pairs share models, so the std is a spread over pairs, not a
+    standard error."""
     return (pairs.groupby(["pair", "same_seed", "measure"], sort=False)["value"]
             .agg(mean="mean", std=lambda v: v.std(ddof=1), model_pairs="size").reset_index())
+
+
+def cross_extras(per_task: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The cross analysis' summaries beside cross.csv: each pair of models and table 3."""
+    pairs = model_pairs(per_task)
+    return {"model_pairs": pairs, "pairs": pair_summary(pairs)}

@@ -33,10 +33,9 @@ from repsim.results import (
     ANALYSES,
     analysis_name,
     check_writable,
+    cross_extras,
     cross_layers,
     exclusive,
-    model_pairs,
-    pair_summary,
     result_stem,
     seed_means,
     summarise,
@@ -86,7 +85,7 @@ REGISTRY = {a.name: a for a in (
     # every pair, task by task: no per-checkpoint part to keep
     Analysis("cross", lambda study, cs, o: measures.cross_similarity(study, cs, layers=o.layers),
              per_checkpoint=False, summary=cross_layers,
-             extras=lambda rows: {"model_pairs": model_pairs(rows), "pairs": pair_summary(rows)}),
+             extras=cross_extras),
     Analysis("heads", lambda study, c, o: measures.head_ablations(study, c, steps=o.steps)),
     # NIL only: cheap, and random features are shared by all
     Analysis("regimes", lambda study, cs, o: measures.training_regimes(study, cs), per_checkpoint=False),

@@ -130,8 +130,7 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
         if names is None or name in names:
             cross = name == "cross"
             _write(folder, name, rows, _prov(name, dataset, ways, shots, ckpts), CROSS_TASKS if cross else None,
-                   {"model_pairs": results.model_pairs(pd.DataFrame(CROSS_TASKS)),
-                    "pairs": results.pair_summary(pd.DataFrame(CROSS_TASKS))} if cross else None)
+                   results.cross_extras(pd.DataFrame(CROSS_TASKS)) if cross else None)
     return folder
 
 
