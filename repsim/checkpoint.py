@@ -69,6 +69,12 @@ class Checkpoint:
         """The name it was given (``repsim import --name``), which labels its results."""
         return self.extra.get("name") or None
 
+    @property
+    def seed_known(self) -> bool:
+        """Whether ``config.seed`` is the seed it was trained from: always for repsim's own
+        runs, for an imported model only when the seed was given at import."""
+        return bool(self.extra.get("seed_known", True))
+
 
 def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``params`` into ``model``, naming every mismatching layer if they do not fit."""

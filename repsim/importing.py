@@ -280,6 +280,9 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
         notes.append("not in the weights, so the paper's defaults for this setting: "
                      + ", ".join(f"{k}={getattr(cfg, k)}" for k in filled)
                      + " (give the values it was trained with by --config or --set)")
+    if "seed" not in given:
+        notes.append("no seed given, so it counts as a seed of its own in cross-model comparisons "
+                     "(give --set seed=N to pair it with models trained from the same seed)")
     error = None
     if check_logits:
         # the inputs are as the original code fed them; the model reads repsim's images
@@ -291,7 +294,8 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
                               f"--set pooling=..., conv_padding=..., batchnorm_eps=...); nothing written")
     name = name or weights.stem
     ckpt = Checkpoint(cfg, dict(model.state_dict()), 0, {},
-                      extra={"imported_from": str(weights), "name": name, "layout": chosen.name})
+                      extra={"imported_from": str(weights), "name": name, "layout": chosen.name,
+                             "seed_known": "seed" in given})
     return Imported(save_checkpoint(out, ckpt), chosen.name, cfg, name, notes, error)
 
 

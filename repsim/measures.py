@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from repsim.checkpoint import Checkpoint
 from repsim.errors import RepsimError
 from repsim.evaluate import fresh_head, own_inner_loop, score_tasks
 from repsim.model import HEAD_PREFIX, draw_weights, model_for
@@ -152,9 +153,15 @@ def cross_similarity(study: Study, checkpoints, *, layers=None) -> pd.DataFrame:
             for layer, measure, value in zip(table["layer"], table["measure"], table["value"]):
                 rows.append({"model_a": a.label, "model_b": b.label, "pair": pair,
                              "seed_a": a.ckpt.config.seed, "seed_b": b.ckpt.config.seed,
-                             "same_seed": same_seed(a.ckpt.config.seed, b.ckpt.config.seed), "layer": layer,
+                             "same_seed": seeds_match(a.ckpt, b.ckpt), "layer": layer,
                              "measure": measure, "task": index, "value": float(value)})
     return pd.DataFrame(rows)
+
+
+def seeds_match(a: Checkpoint, b: Checkpoint) -> bool:
+    """``same_seed`` for two checkpoints; one whose seed is not known (imported without one)
+    started from weights of its own."""
+    return a.seed_known and b.seed_known and same_seed(a.config.seed, b.config.seed)
 
 
 # 4. ---------------------------------------------------------------------------------------

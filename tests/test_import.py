@@ -306,6 +306,27 @@ def test_two_imported_models_of_one_algorithm_and_seed_are_two_rows(tmp_path, om
     assert "l2l-maml" in report and "torchmeta-maml" in report
 
 
+def test_imported_models_of_unknown_seed_are_not_called_same_seed(tmp_path, omniglot_root, capsys):
+    """Two imported models start from weights of their own unless their seed is given: the
+    cross analysis must not put them beside ANIL and MAML of one repsim seed (same_seed)."""
+    torch.manual_seed(0)
+    for name in ("a", "b"):
+        torch.save(stir_batchnorm(L2LOmniglotCNN(5)).state_dict(), tmp_path / f"{name}.pt")
+    runs = {"a": [], "b": [], "a0": ["--set", "seed=0"], "b0": ["--set", "seed=0"]}
+    for name, seed in runs.items():
+        assert cli(["import", str(tmp_path / f"{name[0]}.pt"), "--name", name, *seed,
+                    "--set", f"data_root={omniglot_root}", "--out", str(tmp_path / f"{name}.safetensors")]) == 0
+    assert "no seed given" in capsys.readouterr().out
+    assert [load_checkpoint(tmp_path / f"{n}.safetensors").seed_known for n in runs] == [False, False, True, True]
+    ckpts = [str(tmp_path / f"{n}.safetensors") for n in runs]
+    assert cli(["analyze", "cross", *ckpts, "--out", str(tmp_path / "res"), "--tasks", "2",
+                "--device", "cpu", "--quiet"]) == 0
+    rows = pd.read_csv(tmp_path / "res" / "cross_tasks.csv")
+    same = {frozenset((a, b)): s for a, b, s in zip(rows.model_a, rows.model_b, rows.same_seed)}
+    assert same == {frozenset(p): p == ("a0", "b0") for p in
+                    [("a", "b"), ("a", "a0"), ("a", "b0"), ("b", "a0"), ("b", "b0"), ("a0", "b0")]}
+
+
 def test_vinyals_split_is_the_published_one_on_real_omniglot(omniglot_root):
     """torchmeta's and the prototypical networks' split: whole alphabets, 1028/172/423
     characters; Gurmukhi is the one alphabet cut in two (1-41 train, 42-45 test)."""
