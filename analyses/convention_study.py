@@ -92,6 +92,10 @@ def variants(setting: str) -> dict[str, dict]:
     for keys in COMBINATIONS:  # pairs worth seeing together, where both switch something
         if all(k in switches(setting) for k in keys):
             out["pytorch + " + " + ".join(keys)] = {"conventions": "pytorch", **{k: finn[k] for k in keys}}
+    if c.dataset != "miniimagenet":
+        # Finn's own head for MiniImageNet, where the paper froze layers: does his set reuse
+        # features with the head he drew there?
+        out["finn with head_init: xavier_uniform"] = {"conventions": "finn", "head_init": "xavier_uniform"}
     return out
 
 
@@ -352,7 +356,12 @@ def trajectory_section(folder: Path, out: Path) -> list[str]:
             err = g.get(f"{col}_ci95")
             ax.errorbar(g.iteration, g[col], yerr=err, marker="o", ms=3, lw=1.2, capsize=2, color=color,
                         label=g.convention_summary.iloc[0].replace(" conventions", ""))
-    for ax, label in zip(axes, ("test accuracy (%)", "freezing conv1-4 costs (points)", "conv4 CCA")):
+    # full scales, so a few points of drift do not look like a trend; dotted: the reuse threshold
+    for ax, label, top, reuse in zip(axes, ("test accuracy (%)", "freezing conv1-4 costs (points)", "conv4 CCA"),
+                                     (100, 100, 1), (None, 2, 0.9)):
+        ax.set_ylim(min(0, ax.get_ylim()[0]), top)
+        if reuse is not None:
+            ax.axhline(reuse, color="#999", ls=":", lw=1)
         ax.set_xlabel("iteration", fontsize=8)
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(labelsize=7)

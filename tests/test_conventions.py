@@ -14,7 +14,7 @@ from PIL import Image
 from scipy import stats
 
 from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from repsim.config import CONVENTION_KEYS, load_config
+from repsim.config import CONVENTION_KEYS, convention_set, load_config
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
 from repsim.meta import adapt, inner_loop_names, meta_loss, meta_loss_vmap, task_loss
@@ -287,7 +287,11 @@ def test_each_study_variant_switches_exactly_its_key(recipe):
     table = study.variants("omniglot_20w1s")
     keys = study.switches("omniglot_20w1s")
     assert "inner_steps_test" not in keys and "inner_loss" in keys  # 20-way: 10 test steps in both sets
-    assert len(table) == 2 + 2 * len(keys)
+    assert len(table) == 2 + 2 * len(keys) + 1  # + Finn's set with his MiniImageNet head
+    xavier = study.run_config("omniglot_20w1s", table["finn with head_init: xavier_uniform"], 0, 10)
+    assert {k for k, v in xavier.conventions_used().items()
+            if v != study.run_config("omniglot_20w1s", table["finn"], 0, 10).conventions_used()[k]} == {"head_init"}
+    assert xavier.head_init == convention_set("finn", load_config(None, ["dataset=miniimagenet"]))["head_init"]
     base = {name: study.run_config("omniglot_20w1s", table[name], 0, 10).conventions_used()
             for name in ("pytorch", "finn")}
     for key in keys:
