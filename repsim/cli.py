@@ -11,6 +11,7 @@ import io
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from repsim.errors import RepsimError
 
@@ -22,6 +23,9 @@ def _train(args) -> None:
     overrides = list(args.set or [])
     if args.data_root:
         overrides.append(f"data_root={args.data_root}")
+    run_config = Path(args.out) / "config.yaml"
+    if args.resume and args.config is None and run_config.is_file():
+        args.config = run_config  # the run's own config, --set on top (a longer schedule, say)
     config = load_config(args.config, overrides)
     print(f"training {config.algorithm} on {config.dataset} {config.ways}-way {config.shots}-shot "
           f"with {config.describe_conventions()}", flush=True)
@@ -201,7 +205,8 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 EXAMPLES = {
     "train": "repsim train --config omniglot_5w1s_maml --data-root ~/data/omniglot --out runs/maml-s0\n"
              "repsim train --config omniglot_5w1s_maml --set seed=1 --set iterations=1500 --out runs/maml-s1\n"
-             "repsim train --config omniglot_5w1s_maml --out runs/maml-s0 --resume   # after an interruption",
+             "repsim train --out runs/maml-s0 --resume   # after an interruption (the run's own config)\n"
+             "repsim train --out runs/maml-s0 --resume --set iterations=20000   # train it longer",
     "evaluate": "repsim evaluate runs/maml-s0 --data-root ~/data/omniglot\n"
                 "repsim evaluate runs/maml-s0 --nil --json nil.json\n"
                 "repsim evaluate runs/maml-s0 --set inner_lr=0.4 --inner-steps 3",
@@ -278,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     set_keys(t, "override a config key")
     t.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoints/, metrics.jsonl, config.yaml")
     data_root(t)
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its config.yaml unless "
+                   "--config is given; --set may change only iterations, checkpoint_every, eval_every")
     common(t)
     t.set_defaults(func=_train)
 
@@ -395,7 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resume_hint(args) -> str:
     """What to do after Ctrl-C: resume a run that has a checkpoint, else start it again."""
-    from pathlib import Path
     if args.command != "train":
         return ""
     if any(Path(args.out).glob("checkpoints/iter-*.safetensors")):

@@ -38,6 +38,9 @@ from repsim.meta import meta_backward, meta_loss_vmap
 from repsim.model import model_for
 
 VALIDATION_SEED = 12345  # validation tasks are the same for every run and iteration
+# How long to train and how often to save and log, not what is learned (iteration i's tasks
+# depend on (seed, i) alone): a resumed run may change them, to train longer or save more often.
+SCHEDULE_KEYS = ("iterations", "checkpoint_every", "eval_every")
 
 
 def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool = False,
@@ -251,11 +254,19 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, C
         if not config_file.is_file():
             raise RepsimError(f"nothing to resume in {out}: no config.yaml; start the run without --resume")
         saved = saved_config(out)
-        if saved != config.to_dict():
-            changed = sorted(k for k in saved if saved[k] != config.to_dict()[k])
+        changed = sorted(k for k in saved if saved[k] != config.to_dict()[k])
+        learned = [k for k in changed if k not in SCHEDULE_KEYS]
+        if learned:
             raise RepsimError(f"--resume with a different config than {config_file} "
-                              f"(changed: {', '.join(changed)}): use the same config or a new --out")
-        return _resume_point(existing, config)
+                              f"(changed: {', '.join(learned)}): use the same config (only "
+                              f"{', '.join(SCHEDULE_KEYS)} may change) or a new --out")
+        start, ckpt = _resume_point(existing, config)
+        if start > config.iterations:
+            raise RepsimError(f"{out} is already at iteration {start}, past iterations: {config.iterations}: "
+                              f"give at least --set iterations={start} to resume it")
+        if changed:  # the run's plan is now the new schedule
+            atomic_write_text(config_file, yaml.safe_dump(config.to_dict(), sort_keys=True))
+        return start, ckpt
     if existing or (out / "model.safetensors").exists():
         raise RepsimError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -278,8 +289,9 @@ def _resume_point(existing: list[Path], config: Config) -> tuple[int, Checkpoint
         except RepsimError as e:
             tqdm.write(f"repsim: warning: {e}; resuming from the checkpoint before it", file=sys.stderr)
             continue
-        if ckpt.config != config:
-            changed = sorted(k for k, v in config.to_dict().items() if ckpt.config.to_dict()[k] != v)
+        changed = sorted(k for k, v in config.to_dict().items()
+                         if ckpt.config.to_dict()[k] != v and k not in SCHEDULE_KEYS)
+        if changed:
             raise RepsimError(f"{path} is not a checkpoint of this run (its config differs: "
                               f"{', '.join(changed)}): move it out of the run folder to resume from the one before")
         return ckpt.iteration, ckpt

@@ -143,6 +143,31 @@ def test_resuming_a_finished_run_rewrites_nothing(tmp_path):
     assert final.read_bytes() == before
 
 
+def test_a_resumed_run_may_train_longer_and_save_more_often(tmp_path, capsys):
+    """Iteration i's tasks depend on (seed, i) alone, so a run trained to 4 and extended to 6,
+    with another checkpoint and evaluation cadence, ends where a run trained to 6 at once does."""
+    whole = train(tiny("algorithm=maml", "iterations=6", "checkpoint_every=3", "eval_every=2"),
+                  tmp_path / "whole", device="cpu", progress=False)
+    train(tiny("algorithm=maml", "iterations=4", "checkpoint_every=2", "eval_every=4"),
+          tmp_path / "r", device="cpu", progress=False)
+    longer = tiny("algorithm=maml", "iterations=6", "checkpoint_every=3", "eval_every=2")
+    final = train(longer, tmp_path / "r", device="cpu", progress=False, resume=True)
+    ours, theirs = _params_of(final), _params_of(whole)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[n], theirs[n]) for n in ours)
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == [
+        "iter-000002.safetensors", "iter-000004.safetensors", "iter-000006.safetensors"]
+    assert load_config(tmp_path / "r" / "config.yaml") == longer  # the plan is the new schedule
+    with pytest.raises(RepsimError, match=r"changed: inner_lr\): .*only iterations, checkpoint_every, eval_every"):
+        train(tiny("algorithm=maml", "iterations=8", "inner_lr=0.2"), tmp_path / "r", device="cpu",
+              progress=False, resume=True)
+    with pytest.raises(RepsimError, match=r"already at iteration 6.*iterations=6"):
+        train(tiny("algorithm=maml", "iterations=5"), tmp_path / "r", device="cpu", progress=False, resume=True)
+    # the command line resumes with the run's own config, a longer schedule given by --set alone
+    assert cli(["train", "--out", str(tmp_path / "r"), "--resume", "--set", "iterations=7",
+                "--device", "cpu", "--quiet"]) == 0
+    assert load_checkpoint(tmp_path / "r" / "model.safetensors").iteration == 7
+
+
 def test_resume_accepts_a_run_started_before_a_config_key_existed_and_names_real_changes(tmp_path):
     import yaml
 
