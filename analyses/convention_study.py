@@ -218,6 +218,8 @@ def trajectory(args) -> None:
         raise RepsimError(f"no run folders under {args.runs}: train them with 'repsim train' first")
     for run in runs:
         for path in measures.run_checkpoints(run):
+            if int(path.stem.split("-")[1]) % args.every:  # iter-012500
+                continue
             key = {"version": STUDY_VERSION, "tasks": args.tasks, "similarity_tasks": args.similarity_tasks,
                    "weights": hashlib.sha256(path.read_bytes()).hexdigest()}
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -424,6 +426,8 @@ def main(argv=None) -> int:
     tr.add_argument("--data-root")
     tr.add_argument("--tasks", type=int, default=600)
     tr.add_argument("--similarity-tasks", type=int, default=100)
+    tr.add_argument("--every", type=int, default=2500,
+                    help="measure the checkpoints at multiples of this iteration (runs may save more often)")
     ls = sub.add_parser("list", help="the variants of a setting")
     ls.add_argument("--setting", choices=list(SETTINGS), required=True)
     args = p.parse_args(argv)

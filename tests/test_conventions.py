@@ -325,10 +325,11 @@ def test_convention_study_end_to_end_shares_runs_that_differ_only_at_test_time(r
     # longer runs, measured at each intermediate checkpoint
     long = tmp_path / "long" / "synthetic"
     for conventions in ("finn", "pytorch"):
-        train(load_config(None, TINY + [f"conventions={conventions}", "iterations=4", "checkpoint_every=2"]),
+        train(load_config(None, TINY + [f"conventions={conventions}", "iterations=4", "checkpoint_every=1"]),
               long / conventions, device="cpu", progress=False)
-    assert study.main(["trajectory", "--runs", str(long), "--tasks", "4", "--similarity-tasks", "2"]) == 0
-    assert len(list(long.glob("*/trajectory-*.json"))) == 4  # 2 runs x 2 checkpoints
+    assert study.main(["trajectory", "--runs", str(long), "--tasks", "4", "--similarity-tasks", "2",
+                       "--every", "2"]) == 0
+    assert len(list(long.glob("*/trajectory-*.json"))) == 4  # 2 runs x checkpoints 2 and 4 of 1-4
     assert study.main(["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
                        "--trajectory", str(long)]) == 0
     steps = pd.read_csv(tmp_path / "out" / "convention_trajectory.csv")
