@@ -22,7 +22,8 @@ import repsim
 from repsim.config import Config, from_saved
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes
-from repsim.model import model_for
+from repsim.meta import META_ALGORITHMS
+from repsim.model import HEAD_PREFIX, model_for
 
 OPTIMIZER_PREFIX = "optimizer/"
 
@@ -56,6 +57,12 @@ class Checkpoint:
     def build_model(self) -> torch.nn.Module:
         """The conv4 this checkpoint was trained as (or its ``factory``'s module), with its
         weights loaded."""
+        heads = [p for n, p in self.params.items() if n.startswith(HEAD_PREFIX) and p.dim() == 2]
+        if self.config.algorithm in META_ALGORITHMS and heads and heads[-1].shape[0] != self.config.ways:
+            # a meta-learned head is what the inner loop starts from; a fresh one would be another model
+            width = heads[-1].shape[0]
+            raise RepsimError(f"{self.path or 'the checkpoint'} has a {width}-way head but its config says "
+                              f"ways: {self.config.ways}: give the ways it was trained with (ways={width})")
         model = self.factory() if self.factory else model_for(self.config, self.params)
         load_weights(model, self.params, source=str(self.path or "checkpoint"))
         bad = [n for n, p in self.params.items() if p.is_floating_point() and not torch.isfinite(p).all()]

@@ -175,8 +175,10 @@ def _probe(args) -> None:
                          inner=inner, points=args.points, every_step=args.every_step)
     folder = save_probes(args.out, probes, {"checkpoint": str(ckpt.path), "layers": layers,
                                             "inner_steps": inner.steps, "points": args.points,
-                                            "every_step": args.every_step,
-                                            **c.conventions_used(), **study.provenance()})
+                                            "every_step": args.every_step, **study.provenance(),
+                                            # the training conventions, not the study's CCA/CKA text
+                                            **c.conventions_used(),
+                                            "convention_summary": c.describe_conventions()})
     print(f"probes of {len(study.tasks)} tasks written to {folder}")
 
 

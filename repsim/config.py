@@ -37,7 +37,7 @@ from typing import Any, get_args, get_type_hints
 import yaml
 
 from repsim.data import DATASETS
-from repsim.errors import RepsimError
+from repsim.errors import RepsimError, one_line
 from repsim.meta import ALGORITHMS, LOSSES
 
 CONVENTION_SETS = ("finn", "pytorch")
@@ -299,19 +299,45 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
     if path is not None:
         path = config_path(path)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError:
+            raise RepsimError(f"config file {path} is not UTF-8 text: save it as UTF-8") from None
         except yaml.YAMLError as e:
-            raise RepsimError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}): "
-                              "fix the syntax") from None
+            raise RepsimError(f"config file {path} is not valid YAML ({one_line(e)}): fix it") from None
         if not isinstance(loaded, dict):
             raise RepsimError(f"config file {path} must hold 'key: value' lines, not a {type(loaded).__name__}")
         values.update(loaded)
+    values.update(parse_overrides(overrides))
+    return from_dict(values, source=str(path) if path else "--set").resolved()
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice (PyYAML keeps the last one unseen)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    keys = [loader.construct_object(key, deep=deep) for key, _ in node.value]
+    twice = [k for i, k in enumerate(keys) if k in keys[:i]]
+    if twice:
+        raise yaml.constructor.ConstructorError(None, None, f"key {twice[0]!r} is given twice", node.start_mark)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_overrides(overrides=()) -> dict[str, str]:
+    """``--set key=value`` items as a dict; an item without ``=``, or a key given twice, is refused."""
+    values: dict[str, str] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep:
             raise RepsimError(f"--set expects key=value, got {item!r}")
-        values[key.strip()] = value.strip()
-    return from_dict(values, source=str(path) if path else "--set").resolved()
+        if key in values:
+            raise RepsimError(f"--set {key}=... is given twice: give each key once")
+        values[key] = value.strip()
+    return values
 
 
 # what a trained model's test may change (``--set`` on evaluate and analyze): its inner loop.
@@ -325,16 +351,25 @@ def tested_with(config: Config, overrides: list[str] = ()) -> Config:
     if not overrides:
         return config
     values = config.to_dict()
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep:
-            raise RepsimError(f"--set expects key=value, got {item!r}")
+    for key, value in parse_overrides(overrides).items():
         if key not in TESTABLE_KEYS:
             raise RepsimError(f"--set {key}=... cannot change a trained model's test ({key} is fixed "
                               f"by its training): at test time set only {', '.join(TESTABLE_KEYS)}")
-        values[key] = value.strip()
+        values[key] = value
     return from_dict(values, source="--set").resolved()
+
+
+def check_test_flags(overrides=(), *, inner_steps: int | None = None, queries: int | None = None,
+                     nil: bool = False) -> None:
+    """Refuse a flag and a ``--set`` key that both say how a model is tested (the flag would
+    win unseen while the record named the key), and inner steps for NIL, which has none."""
+    keys = parse_overrides(overrides)
+    for flag, value, key in (("--inner-steps", inner_steps, "inner_steps_test"),
+                             ("--queries", queries, "test_queries")):
+        if value is not None and key in keys:
+            raise RepsimError(f"{flag} and --set {key}=... both set the test protocol: give one of them")
+    if nil and inner_steps is not None:
+        raise RepsimError("--nil tests without an inner loop: leave out --inner-steps")
 
 
 def from_saved(values: dict[str, Any], source: str) -> Config:

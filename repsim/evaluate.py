@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from repsim.errors import RepsimError
+from repsim.errors import RepsimError, not_finite
 from repsim.meta import HEAD_PREFIX, InnerLoop, adapt_and_score, head_input, inner_loop_names
 from repsim.results import ci95
 
@@ -101,14 +101,21 @@ def score_tasks(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | N
     for n in inner.names:
         params[n].requires_grad_(True)
     accuracies = []
-    for task in tqdm(tasks, desc=desc, disable=not progress, leave=False):
+    for index, task in enumerate(tqdm(tasks, desc=desc, disable=not progress, leave=False)):
         task = task.to(device)
         if nil:
             with torch.no_grad():
                 logits = nil_logits(model, params, task)
+            if not torch.isfinite(logits).all():
+                raise not_finite(f"NIL's cosine similarities on test task {index}")
             accuracies.append((logits.argmax(1) == task.query_y).float().mean().item())
         else:
-            accuracies.append(adapt_and_score(model, params, task, inner).accuracy)
+            result = adapt_and_score(model, params, task, inner)
+            # argmax of NaN logits is class 0: a diverged model would score exactly chance
+            if not torch.isfinite(result.loss):
+                raise not_finite(f"the query loss of test task {index} after {inner.steps} inner "
+                                 f"steps of size {inner.lr:g}")
+            accuracies.append(result.accuracy)
     return mean_ci(accuracies)
 
 
@@ -123,8 +130,9 @@ def check_counts(*, tasks: int | None = None, queries: int | None = None,
 
 
 def test_time_params(model: nn.Module, params: Params, algorithm: str, ways: int) -> Params:
-    """The starting point of test-time adaptation: regimes without a ways-sized head get a fresh one."""
-    if algorithm in ("multiclass", "multitask") or params[HEAD_PREFIX + "weight"].shape[0] != ways:
+    """The starting point of test-time adaptation: regimes that learn no few-shot head
+    (multiclass, multitask) get a fresh one; a meta-learned head is its own start."""
+    if algorithm in ("multiclass", "multitask"):
         return fresh_head(model, params, ways)
     return params
 

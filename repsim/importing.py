@@ -181,6 +181,11 @@ def _finn(state: dict) -> dict:
     """Finn et al.'s arrays in PyTorch's layout: kernels HWIO -> OIHW; ``w5`` (features,
     ways) transposed, and on MiniImageNet its rows reordered from TF's NHWC flattening
     (h, w, c) to PyTorch's (c, h, w); BatchNorm offsets ``i/beta``, no scale."""
+    dims = {**{f"conv{i}": 4 for i in range(1, 5)}, **{f"b{i}": 1 for i in range(1, 6)}, "w5": 2}
+    for name, d in dims.items():
+        if name in state and state[name].dim() != d:
+            raise RepsimError(f"Finn's array {name} has shape {tuple(state[name].shape)}, not {d} axes: export "
+                              f"the variables as his code holds them (kernels HWIO, w5 (features, ways))")
     out = {}
     for i in range(1, 5):
         out[f"conv{i}.conv.weight"] = state[f"conv{i}"].permute(3, 2, 0, 1)
@@ -192,6 +197,9 @@ def _finn(state: dict) -> dict:
     w5, channels = state["w5"], state["conv4"].shape[3]
     if w5.shape[0] != channels:  # flattened NHWC feature maps
         side = round((w5.shape[0] / channels) ** 0.5)
+        if side * side * channels != w5.shape[0]:
+            raise RepsimError(f"Finn's w5 has {w5.shape[0]} rows, neither conv4's {channels} channels nor "
+                              f"a square map of them: export w5 as (features, ways), untransposed")
         w5 = w5.reshape(side, side, channels, -1).permute(3, 2, 0, 1).reshape(-1, w5.shape[0])
     else:
         w5 = w5.T
@@ -263,6 +271,10 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
     if "conv1.conv.weight" not in params or "head.weight" not in params:
         raise RepsimError(f"{weights} has no conv1.conv.weight or head.weight after renaming: map the "
                           f"first convolution and the classifier with --rename REGEX=REPLACEMENT")
+    for key, axes, what in (("conv1.conv.weight", 4, "a convolution kernel"), ("head.weight", 2, "a linear weight")):
+        if params[key].dim() != axes:
+            raise RepsimError(f"{weights}: the tensor named {key} has shape {tuple(params[key].shape)}, not "
+                              f"{what} ({axes} axes): map the right tensor onto it with --rename REGEX=REPLACEMENT")
     read = {"dataset": "omniglot" if params["conv1.conv.weight"].shape[1] == 1 else "miniimagenet",
             "filters": params["conv1.conv.weight"].shape[0], "ways": params["head.weight"].shape[0],
             "conventions": chosen.conventions, **chosen.architecture(params)}
@@ -349,8 +361,15 @@ def _logits_error(model: torch.nn.Module, inputs: str, logits: str, invert: bool
     """The largest absolute difference between the model's logits and saved ones (``invert``:
     the inputs have dark ink, repsim's images bright)."""
     x, expected = _tensor_file(inputs, "inputs"), _tensor_file(logits, "logits")
-    with torch.no_grad():
-        got = model(1 - x.float() if invert else x.float())
+    channels = model.conv1.conv.in_channels if hasattr(model, "conv1") else "C"
+    try:
+        if x.dim() != 4:
+            raise ValueError(f"{x.dim()} axes")
+        with torch.no_grad():
+            got = model(1 - x.float() if invert else x.float())
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise RepsimError(f"the imported model cannot run on {inputs} (shape {tuple(x.shape)}: {one_line(e)[:80]}): "
+                          f"save a batch of images (N, {channels}, H, W) as the original code fed them") from None
     if got.shape != expected.shape:
         raise RepsimError(f"{logits} holds logits of shape {tuple(expected.shape)}, the imported model "
                           f"gives {tuple(got.shape)} on {inputs}: save the logits of those very inputs")

@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 import repsim
-from repsim.errors import RepsimError
+from repsim.errors import RepsimError, not_finite
 from repsim.io import atomic_write_bytes, atomic_write_json
 from repsim.meta import InnerLoop, adapt
 
@@ -68,8 +68,7 @@ def layer_outputs(model: nn.Module, params: Params, x: torch.Tensor, layers: lis
             h.remove()
     for name, value in outputs.items():
         if not torch.isfinite(value).all():
-            raise RepsimError(f"layer {name} produced NaN or inf activations: the checkpoint's "
-                              f"weights have diverged; use an earlier checkpoint")
+            raise not_finite(f"layer {name}'s output")
     return outputs
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from repsim import measures
 from repsim.checkpoint import latest_in, load_checkpoint
+from repsim.config import check_test_flags
 from repsim.errors import RepsimError
 from repsim.evaluate import check_counts
 from repsim.io import atomic_write_bytes, atomic_write_text
@@ -107,6 +108,7 @@ def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0
     time may run an analysis into a folder (another one gets a clear refusal)."""
     name = analysis_name(name)
     check_counts(tasks=tasks, queries=queries, inner_steps=steps)
+    check_test_flags(overrides, inner_steps=steps, queries=queries)
     check_writable(out)
     with exclusive(Path(out), name):
         return _run_analysis(name, checkpoints, out, tasks=tasks, seed=seed, ways=ways,

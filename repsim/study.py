@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from repsim.checkpoint import Checkpoint, latest_in, load_checkpoint, read_metadata
-from repsim.config import tested_with
+from repsim.config import check_test_flags, tested_with
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
 from repsim.errors import RepsimError
@@ -102,9 +102,8 @@ class Study:
     @property
     def tasks(self) -> TaskList:
         if self._tasks is None:
-            if self.num_tasks < 2:
-                raise RepsimError(f"a confidence interval needs at least 2 tasks, got {self.num_tasks}: "
-                                  "use --tasks 2 or more")
+            if self.num_tasks < 1:  # scores need 2 (a confidence interval: check_counts), probes 1
+                raise RepsimError(f"--tasks must be at least 1, got {self.num_tasks}")
             splits = load_splits(self.dataset, self.data_root, split_scheme=self.split_scheme,
                                  rotate=self.rotate, seed=self.split_seed,
                                  image_resize=self.image_resize, progress=self.progress)
@@ -188,6 +187,7 @@ def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None
     record carries every convention the checkpoint was trained and tested with.
     """
     check_counts(tasks=tasks, queries=queries, inner_steps=inner_steps)
+    check_test_flags(overrides, inner_steps=inner_steps, queries=queries, nil=nil)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     c = tested_with(ckpt.config, overrides)  # refuses keys fixed by training, before any work
     queries = c.test_queries if queries is None else queries

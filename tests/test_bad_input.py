@@ -303,3 +303,63 @@ def test_18_temporary_files_of_killed_writes_are_cleaned_when_the_run_resumes(tm
         (tmp_path / "r" / "checkpoints" / f".iter-000006.safetensors.{i}.tmp").write_bytes(b"half")
     train(c, tmp_path / "r", device="cpu", progress=False, resume=True)
     assert not list((tmp_path / "r").rglob("*.tmp"))
+
+
+# found by a usability audit (docs/BAD_INPUT.md, "Found later") ------------------------------
+def test_19_a_diverging_test_time_inner_loop_is_refused_not_scored_as_chance(run, tmp_path):
+    ckpt = run / "model.safetensors"
+    code, out, err = repsim("evaluate", ckpt, "--tasks", 3, "--set", "inner_lr=1e30", "--device", "cpu", "--quiet")
+    assert code == 2 and "20.00" not in out  # NaN logits argmax to class 0: exactly chance
+    one_line(err, "is NaN or inf", "inner loop diverged", "lower --set inner_lr")
+    code, _, err = repsim("analyze", "accuracy", ckpt, "--tasks", 3, "--set", "inner_lr=1e30",
+                          "--out", tmp_path / "res", "--device", "cpu", "--quiet")
+    assert code == 2 and not (tmp_path / "res" / "accuracy.csv").exists()
+    one_line(err, "inner loop diverged")
+    code, out, _ = repsim("evaluate", ckpt, "--tasks", 3, "--device", "cpu", "--quiet")
+    assert code == 0  # the step size it was trained with still scores
+
+
+def test_20_a_meta_learned_head_of_another_width_than_ways_is_refused(run, tmp_path):
+    from repsim.study import Study
+    five_way = load_checkpoint(run / "model.safetensors").build_model()
+    mine = Checkpoint.from_module(five_way, "mine", dataset="synthetic", filters=8, ways=20)
+    with pytest.raises(RepsimError, match=r"has a 5-way head but its config says ways: 20: .*ways=5"):
+        Study.for_checkpoint(mine, num_tasks=2, device="cpu", progress=False).load(mine)
+    wrong = with_metadata(run / "model.safetensors", tmp_path / "w.safetensors",
+                          lambda raw: raw.replace('"ways": 5', '"ways": 20'))
+    code, out, err = repsim("evaluate", wrong, "--tasks", 2, "--device", "cpu", "--quiet")
+    assert code == 2 and "%" not in out
+    one_line(err, "5-way head", "ways: 20")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--inner-steps", "3", "--set", "inner_steps_test=5"], "--inner-steps and --set inner_steps_test"),
+    (["--queries", "3", "--set", "test_queries=5"], "--queries and --set test_queries"),
+    (["--nil", "--inner-steps", "5"], "--nil tests without an inner loop"),
+    (["--set", "inner_lr=0.1", "--set", "inner_lr=0.2"], "--set inner_lr=... is given twice"),
+])
+def test_21_two_options_that_say_one_thing_are_refused(run, tmp_path, args, needle):
+    """The flag used to win unseen while the record named the --set value."""
+    code, out, err = repsim("evaluate", run / "model.safetensors", "--tasks", 2, *args,
+                            "--json", tmp_path / "e.json", "--device", "cpu", "--quiet")
+    assert code == 2 and not (tmp_path / "e.json").exists()
+    one_line(err, needle)
+    if "--nil" not in args:
+        code, _, err = repsim("analyze", "accuracy", run / "model.safetensors", "--tasks", 2, *args,
+                              "--out", tmp_path / "res", "--device", "cpu", "--quiet")
+        assert code == 2 and not (tmp_path / "res" / "accuracy.csv").exists()
+
+
+def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("ways: 5\n# caf\xe9\n".encode("latin-1"))
+    code, _, err = repsim("train", "--config", bad, "--out", tmp_path / "r")
+    assert code == 2 and not (tmp_path / "r").exists()
+    one_line(err, "not UTF-8 text", "save it as UTF-8")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("dataset: synthetic\nways: 5\nways: 20\n")  # PyYAML alone keeps 20
+    with pytest.raises(RepsimError, match=r"twice.yaml is not valid YAML \(key 'ways' is given twice\)"):
+        load_config(twice)
+    with pytest.raises(RepsimError, match=r"--set ways=\.\.\. is given twice"):
+        load_config(None, ["ways=5", "ways=20"])
+    assert load_config(None, ["dataset=synthetic", "ways=20"]).ways == 20

@@ -259,6 +259,38 @@ def test_finn_arrays_without_batchnorm_offsets_are_refused(tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+@pytest.mark.parametrize("change, needle", [
+    (lambda w: {**w, "w5": w["w5"].T}, "w5 has 5 rows, neither conv4's 8 channels"),
+    (lambda w: {**w, "w5": w["w5"].reshape(-1)}, r"w5 has shape \(40,\), not 2 axes"),
+    (lambda w: {**w, "conv1": w["conv1"][0]}, r"conv1 has shape \(3, 1, 8\), not 4 axes"),
+])
+def test_finn_arrays_of_the_wrong_shape_are_refused_in_one_line(tmp_path, change, needle):
+    np.savez(tmp_path / "finn.npz", **change(finn_weights(1, 8, 5, 8)))
+    with pytest.raises(RepsimError, match=needle):
+        import_weights(tmp_path / "finn.npz", tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_tensor_of_the_wrong_rank_under_a_layers_name_is_refused(tmp_path):
+    state = TorchmetaCNN(1, 5).state_dict()
+    state["features.0.0.weight"] = state["features.0.0.weight"].reshape(-1)
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(RepsimError, match=r"conv1.conv.weight has shape \(576,\), not a convolution kernel"):
+        import_weights(tmp_path / "w.pt", tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("shape", [(10, 3, 28, 28), (10, 1, 84, 84), (1, 28, 28)])
+def test_check_logits_on_inputs_of_another_shape_is_one_line(tmp_path, capsys, shape):
+    torch.save(stir_batchnorm(TorchmetaCNN(1, 5)).state_dict(), tmp_path / "peer.pt")
+    torch.save(torch.rand(*shape), tmp_path / "x.pt")
+    torch.save(torch.zeros(10, 5), tmp_path / "logits.pt")
+    code = cli(["import", str(tmp_path / "peer.pt"), "--out", str(tmp_path / "a.safetensors"),
+                "--check-logits", str(tmp_path / "x.pt"), str(tmp_path / "logits.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot run on" in err[0] and "(N, 1, H, W)" in err[0]
+    assert not (tmp_path / "a.safetensors").exists()
+
+
 # detection, renames, names ----------------------------------------------------------------
 def test_unknown_names_get_advice_to_map_them():
     with pytest.raises(RepsimError, match="no known layout.*--layout.*--rename REGEX=REPLACEMENT"):

@@ -162,8 +162,10 @@ def test_unknown_layer_lists_the_valid_ones(runs):
 
 
 def test_one_task_is_not_enough_for_a_confidence_interval(runs):
+    study = study_for(runs["maml"], num_tasks=1)
+    assert len(study.tasks) == 1  # enough to probe
     with pytest.raises(RepsimError, match="at least 2 tasks"):
-        study_for(runs["maml"], num_tasks=1).tasks
+        study.score(study.load(runs["maml"]))
 
 
 def test_unwritable_results_folder_fails_before_any_work(runs, tmp_path):
@@ -246,6 +248,12 @@ def test_cli_probe_saves_every_step(runs, tmp_path):
     from safetensors.torch import load_file
     assert sorted(load_file(str(tmp_path / "p" / "task-0001.safetensors"))) == [
         "step0/conv4", "step0/head", "step1/conv4", "step1/head", "step2/conv4", "step2/head"]
+    trained = load_checkpoint(runs["maml"]).config
+    assert meta["conventions"] == trained.conventions  # the training set, not the CCA/CKA text
+    assert meta["inner_loss"] == trained.conventions_used()["inner_loss"]
+    result = _cli("probe", runs["maml"], "--out", tmp_path / "one", "--tasks", 1, "--device", "cpu", "--quiet")
+    assert result.returncode == 0, result.stderr  # a probe needs no confidence interval
+    assert json.loads((tmp_path / "one" / "meta.json").read_text())["tasks"] == 1
 
 
 def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs, tmp_path, monkeypatch, recipe):
