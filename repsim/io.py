@@ -61,3 +61,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, record) -> Path:
     return atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def where(path: Path) -> str:
+    """``path`` as a user can find it in a message: a relative one (a data folder a checkpoint
+    recorded, say) is read from the current folder, which is named."""
+    return str(path) if Path(path).is_absolute() else f"{path} (from {Path.cwd()})"

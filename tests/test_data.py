@@ -433,6 +433,11 @@ def test_omniglot_missing_folder(tmp_path, monkeypatch):
         load_splits("omniglot", None, cache_dir=tmp_path / "cache")
     assert "REPSIM_DATA_ROOT" in one_line(err)
     assert no_cache_left(tmp_path / "cache")
+    # a relative folder (as reference checkpoints record it) is read from the current folder
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RepsimError) as err:
+        load_splits("omniglot", "../data/omniglot", cache_dir=tmp_path / "cache")
+    assert f"../data/omniglot (from {tmp_path})" in one_line(err)
 
 
 def test_omniglot_truncated_zip(tmp_path):

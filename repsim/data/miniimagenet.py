@@ -32,6 +32,7 @@ from tqdm import tqdm
 from repsim.data import _cache
 from repsim.data.episodes import Split
 from repsim.errors import RepsimError
+from repsim.io import where
 
 SPLITS = ("train", "val", "test")
 IMAGE_SIZE = 84
@@ -120,7 +121,8 @@ def _find_sources(root: Path) -> tuple[str, Path]:
             return "pickle", base
         if all((base / f"{s}.csv").is_file() for s in SPLITS) and (base / "images").is_dir():
             return "csv", base
-    raise RepsimError(f"MiniImageNet not found at {root}: {_EXPECTED}; pass --data-root DIR or set REPSIM_DATA_ROOT")
+    raise RepsimError(f"MiniImageNet not found at {where(root)}: {_EXPECTED}; "
+                      f"pass --data-root DIR or set REPSIM_DATA_ROOT")
 
 
 def _equal_counts(groups: dict[str, list], source: Path) -> int:

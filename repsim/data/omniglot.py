@@ -44,6 +44,7 @@ from tqdm import tqdm
 from repsim.data import _cache
 from repsim.data.episodes import Split
 from repsim.errors import RepsimError
+from repsim.io import where
 
 PARTS = ("images_background", "images_evaluation")
 IMAGE_SIZE = 28
@@ -75,7 +76,7 @@ def _find_sources(root: Path) -> dict[str, Path]:
         if len(found) == len(PARTS):
             return found
     raise RepsimError(
-        f"Omniglot not found at {root}: expected images_background.zip and images_evaluation.zip "
+        f"Omniglot not found at {where(root)}: expected images_background.zip and images_evaluation.zip "
         f"(or their extracted folders); {_MISSING_HINT}"
     )
 
