@@ -148,6 +148,13 @@ def cross_similarity(study: Study, checkpoints, *, layers=None) -> pd.DataFrame:
         task = task.to(study.dev)
         acts = [layer_outputs(m.model, m.params, task.query_x, layers) for m in models]
         for (i, a), (j, b) in itertools.combinations(enumerate(models), 2):
+            for layer in layers:  # CCA takes spatial positions as data points: maps of one size
+                if acts[i][layer].shape[2:] != acts[j][layer].shape[2:]:
+                    raise RepsimError(
+                        f"{a.label} and {b.label} have {layer} maps of different sizes "
+                        f"({'x'.join(map(str, acts[i][layer].shape[2:]))} vs "
+                        f"{'x'.join(map(str, acts[j][layer].shape[2:]))}): cross-model similarity "
+                        f"compares models of one architecture (or pass --layers with layers of one size)")
             table = compare(acts[i], acts[j], measures=("cca", "cka"), conv=CONVENTIONS)
             pair = "-".join(sorted((a.ckpt.config.algorithm.upper(), b.ckpt.config.algorithm.upper())))
             for layer, measure, value in zip(table["layer"], table["measure"], table["value"]):

@@ -338,6 +338,27 @@ def test_two_imported_models_of_one_algorithm_and_seed_are_two_rows(tmp_path, om
     assert "l2l-maml" in report and "torchmeta-maml" in report
 
 
+def test_cross_similarity_of_two_architectures_names_the_layer_sizes(tmp_path, omniglot_root, capsys):
+    """learn2learn's stride-2 conv4 and torchmeta's max-pooled one (the README's two imports)
+    give conv maps of other sizes; CCA over spatial positions needs one size."""
+    torch.save(stir_batchnorm(L2LOmniglotCNN(5)).state_dict(), tmp_path / "l2l.pt")
+    torch.save(stir_batchnorm(TorchmetaCNN(1, 5)).state_dict(), tmp_path / "tm.pt")
+    for name in ("l2l", "tm"):
+        assert cli(["import", str(tmp_path / f"{name}.pt"), "--name", name, "--set", f"data_root={omniglot_root}",
+                    "--out", str(tmp_path / f"{name}.safetensors")]) == 0
+    capsys.readouterr()
+    code = cli(["analyze", "cross", str(tmp_path / "l2l.safetensors"), str(tmp_path / "tm.safetensors"),
+                "--out", str(tmp_path / "res"), "--tasks", "2", "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "l2l and tm have conv3 maps of different sizes (4x4 vs 3x3)" in err[0] and "one architecture" in err[0]
+    assert not (tmp_path / "res" / "cross.csv").exists()
+    assert cli(["analyze", "cross", str(tmp_path / "l2l.safetensors"), str(tmp_path / "tm.safetensors"),
+                "--layers", "conv1", "conv2", "--out", str(tmp_path / "res"), "--tasks", "2", "--device", "cpu",
+                "--quiet"]) == 0  # the layers of one size compare
+    assert set(pd.read_csv(tmp_path / "res" / "cross_tasks.csv").layer) == {"conv1", "conv2"}
+
+
 def test_imported_models_of_unknown_seed_are_not_called_same_seed(tmp_path, omniglot_root, capsys):
     """Two imported models start from weights of their own unless their seed is given: the
     cross analysis must not put them beside ANIL and MAML of one repsim seed (same_seed)."""
