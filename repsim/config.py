@@ -211,10 +211,15 @@ def convention_set(name: str, c: Config) -> dict[str, Any]:
 KEYS = tuple(f.name for f in fields(Config))
 
 
-def from_dict(values: dict[str, Any], source: str = "config") -> Config:
-    unknown = sorted(set(values) - set(KEYS))
+def check_known(keys, source: str) -> None:
+    """Refuse keys that are not config keys, listing the valid ones."""
+    unknown = sorted(set(keys) - set(KEYS))
     if unknown:
         raise RepsimError(f"unknown key(s) {', '.join(unknown)} in {source}; valid keys: {', '.join(KEYS)}")
+
+
+def from_dict(values: dict[str, Any], source: str = "config") -> Config:
+    check_known(values, source)
     return Config(**{k: _coerce(k, v) for k, v in values.items()})
 
 
@@ -307,7 +312,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         if not isinstance(loaded, dict):
             raise RepsimError(f"config file {path} must hold 'key: value' lines, not a {type(loaded).__name__}")
         values.update(loaded)
-    values.update(parse_overrides(overrides))
+    given = parse_overrides(overrides)
+    check_known(given, "--set")  # an unknown --set key is named as such, not as the file's
+    values.update(given)
     return from_dict(values, source=str(path) if path else "--set").resolved()
 
 
@@ -351,7 +358,9 @@ def tested_with(config: Config, overrides: list[str] = ()) -> Config:
     if not overrides:
         return config
     values = config.to_dict()
-    for key, value in parse_overrides(overrides).items():
+    given = parse_overrides(overrides)
+    check_known(given, "--set")
+    for key, value in given.items():
         if key not in TESTABLE_KEYS:
             raise RepsimError(f"--set {key}=... cannot change a trained model's test ({key} is fixed "
                               f"by its training): at test time set only {', '.join(TESTABLE_KEYS)}")

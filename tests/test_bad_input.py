@@ -363,3 +363,9 @@ def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path):
     with pytest.raises(RepsimError, match=r"--set ways=\.\.\. is given twice"):
         load_config(None, ["ways=5", "ways=20"])
     assert load_config(None, ["dataset=synthetic", "ways=20"]).ways == 20
+    (tmp_path / "good.yaml").write_text("dataset: synthetic\n")
+    with pytest.raises(RepsimError, match=r"unknown key\(s\) foo in --set; valid keys: algorithm"):
+        load_config(tmp_path / "good.yaml", ["foo=1"])  # not "in good.yaml"
+    from repsim.config import tested_with
+    with pytest.raises(RepsimError, match=r"unknown key\(s\) foo in --set"):  # not "fixed by its training"
+        tested_with(load_config(None, ["dataset=synthetic"]), ["foo=1"])

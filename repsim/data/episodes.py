@@ -129,13 +129,13 @@ def check_task_shape(split: Split, ways: int, shots: int, queries: int) -> None:
     if ways > split.num_classes:
         raise RepsimError(
             f"{ways}-way tasks need {ways} classes but {label} has only {split.num_classes}; "
-            f"use --ways {split.num_classes} or fewer"
+            f"use at most {split.num_classes} ways (ways: in the config, or --ways)"
         )
     if shots + queries > split.examples_per_class:
         raise RepsimError(
             f"{shots} shots + {queries} queries need {shots + queries} examples per class but {label} has only "
-            f"{split.examples_per_class}; lower --shots or --queries so that shots + queries <= "
-            f"{split.examples_per_class}"
+            f"{split.examples_per_class}; lower the shots or queries (in the config, or --shots / --queries) "
+            f"so that shots + queries <= {split.examples_per_class}"
         )
 
 
