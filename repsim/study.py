@@ -223,6 +223,18 @@ def _file_label(path: Path) -> str:
     return path.stem
 
 
+def _refuse_same_weights(files: list[Path]) -> None:
+    """Two files of one algorithm, seed and iteration that hold the same weights (a run's
+    model.safetensors and its last checkpoint) are one model: analysed as two, they would
+    count it twice."""
+    weights = [load_checkpoint(f).params for f in files]
+    for i, j in ((i, j) for i in range(len(files)) for j in range(i + 1, len(files))):
+        a, b = weights[i], weights[j]
+        if a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a):
+            raise RepsimError(f"{files[i]} and {files[j]} hold the same weights (a run's final model and "
+                              f"its last checkpoint, say): list one of them")
+
+
 def assign_labels(paths: list[Path]) -> dict[str, str]:
     """Each checkpoint's label (resolved path -> label), distinct, so no two checkpoints' rows
     are ever pooled into one. A checkpoint with a name (``repsim import --name``) keeps it;
@@ -236,6 +248,8 @@ def assign_labels(paths: list[Path]) -> dict[str, str]:
     counts = {}
     for f, label in zip(files, labels):
         counts.setdefault(label, set()).add(f.resolve())
+    for same in (sorted(fs) for fs in counts.values() if len(fs) > 1):
+        _refuse_same_weights(same)
     labels = [_file_label(f) if not n and len(counts[label]) > 1 else label
               for f, label, n in zip(files, labels, named)]
     seen: dict[str, Path] = {}

@@ -79,6 +79,13 @@ def test_01_two_checkpoints_with_one_label_are_told_apart_or_refused_never_poole
     one_line(err, f"would both be labelled '{run.name}'", "distinct names")
     assert not (tmp_path / "res2" / "similarity.csv").exists()
 
+    # one model under two names: the run's final model and its last checkpoint
+    code, _, err = repsim("analyze", "similarity", run / "checkpoints" / "iter-000005.safetensors",
+                          run / "model.safetensors", "--out", tmp_path / "res3", "--tasks", 3,
+                          "--device", "cpu", "--quiet")
+    assert code == 2 and not (tmp_path / "res3" / "similarity.csv").exists()
+    one_line(err, "hold the same weights", "list one of them")
+
 
 def test_02_a_damaged_analysis_part_is_computed_again(run, tmp_path):
     kwargs = dict(tasks=3, device="cpu", progress=False)
