@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_root(t)
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its config.yaml unless "
-                   "--config is given; --set may change only iterations, checkpoint_every, eval_every")
+                   "--config is given; --set may change only iterations, checkpoint_every, eval_every, reduced")
     common(t)
     t.set_defaults(func=_train)
 

@@ -38,9 +38,10 @@ from repsim.meta import meta_backward, meta_loss_vmap
 from repsim.model import model_for
 
 VALIDATION_SEED = 12345  # validation tasks are the same for every run and iteration
-# How long to train and how often to save and log, not what is learned (iteration i's tasks
-# depend on (seed, i) alone): a resumed run may change them, to train longer or save more often.
-SCHEDULE_KEYS = ("iterations", "checkpoint_every", "eval_every")
+# How long to train, how often to save and log, and whether that is the paper's schedule, not
+# what is learned (iteration i's tasks depend on (seed, i) alone): a resumed run may change
+# them, to train longer or save more often.
+SCHEDULE_KEYS = ("iterations", "checkpoint_every", "eval_every", "reduced")
 
 
 def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool = False,

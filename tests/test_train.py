@@ -157,7 +157,8 @@ def test_a_resumed_run_may_train_longer_and_save_more_often(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == [
         "iter-000002.safetensors", "iter-000004.safetensors", "iter-000006.safetensors"]
     assert load_config(tmp_path / "r" / "config.yaml") == longer  # the plan is the new schedule
-    with pytest.raises(RepsimError, match=r"changed: inner_lr\): .*only iterations, checkpoint_every, eval_every"):
+    only = "only iterations, checkpoint_every, eval_every, reduced may change"
+    with pytest.raises(RepsimError, match=r"changed: inner_lr\): .*" + only):
         train(tiny("algorithm=maml", "iterations=8", "inner_lr=0.2"), tmp_path / "r", device="cpu",
               progress=False, resume=True)
     with pytest.raises(RepsimError, match=r"already at iteration 6.*iterations=6"):
