@@ -69,7 +69,7 @@ def _check_result_file(target: str | None, kind: str) -> None:
     from repsim.io import check_file_target
     if target is None:
         return
-    path = check_file_target(target)
+    path = check_file_target(target, f"result.{kind}")
     if not path.exists():
         return
     try:
@@ -404,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resume_hint(args) -> str:
     """What to do after Ctrl-C: resume a run that has a checkpoint, else start it again."""
+    if args.command == "analyze":  # per-checkpoint parts are kept in OUT/.partial
+        return "; the same command continues it (checkpoints already measured are kept)"
     if args.command != "train":
         return ""
     if any(Path(args.out).glob("checkpoints/iter-*.safetensors")):
@@ -417,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "set", None):
+            from repsim.config import parse_overrides
+            parse_overrides(args.set, once=True)
         args.func(args)
     except RepsimError as e:
         print(f"repsim: error: {e}", file=sys.stderr)

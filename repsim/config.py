@@ -333,15 +333,17 @@ def _unique_mapping(loader, node, deep=False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def parse_overrides(overrides=()) -> dict[str, str]:
-    """``--set key=value`` items as a dict; an item without ``=``, or a key given twice, is refused."""
+def parse_overrides(overrides=(), *, once: bool = False) -> dict[str, str]:
+    """``key=value`` items as a dict, a later item overriding an earlier one (so lists of
+    overrides compose in Python); ``once`` refuses a key given twice, as the command line does
+    (two ``--set`` of one key are a slip, not a plan). An item without ``=`` is refused."""
     values: dict[str, str] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep:
             raise RepsimError(f"--set expects key=value, got {item!r}")
-        if key in values:
+        if once and key in values:
             raise RepsimError(f"--set {key}=... is given twice: give each key once")
         values[key] = value.strip()
     return values

@@ -46,11 +46,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def check_file_target(path: str | Path) -> Path:
+def check_file_target(path: str | Path, example: str = "result.json") -> Path:
     """Fail early when ``path`` cannot become a file: it is a folder."""
     path = Path(path)
     if path.is_dir():
-        raise RepsimError(f"{path} is a folder: give a file name, e.g. {path / 'result.json'}")
+        raise RepsimError(f"{path} is a folder: give a file name, e.g. {path / example}")
     return path
 
 

@@ -206,6 +206,8 @@ def test_11_ctrl_c_hint_suggests_resume_only_when_there_is_something_to_resume(t
     (tmp_path / "r" / "checkpoints").mkdir(parents=True)
     (tmp_path / "r" / "checkpoints" / "iter-000003.safetensors").write_bytes(b"")
     assert "--resume" in cli_module._resume_hint(args) and "without" not in cli_module._resume_hint(args)
+    analyze = cli_module.build_parser().parse_args(["analyze", "freezing", "m.safetensors", "--out", "res"])
+    assert "the same command continues it" in cli_module._resume_hint(analyze)
 
 
 # tracebacks instead of one line -------------------------------------------------------------
@@ -367,9 +369,11 @@ def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path):
     twice.write_text("dataset: synthetic\nways: 5\nways: 20\n")  # PyYAML alone keeps 20
     with pytest.raises(RepsimError, match=r"twice.yaml is not valid YAML \(key 'ways' is given twice\)"):
         load_config(twice)
-    with pytest.raises(RepsimError, match=r"--set ways=\.\.\. is given twice"):
-        load_config(None, ["ways=5", "ways=20"])
-    assert load_config(None, ["dataset=synthetic", "ways=20"]).ways == 20
+    code, _, err = repsim("train", "--set", "dataset=synthetic", "--set", "ways=5", "--set", "ways=20",
+                          "--out", tmp_path / "r2")
+    assert code == 2 and not (tmp_path / "r2").exists()
+    one_line(err, "--set ways=... is given twice")
+    assert load_config(None, ["dataset=synthetic", "ways=5", "ways=20"]).ways == 20  # Python lists compose
     (tmp_path / "good.yaml").write_text("dataset: synthetic\n")
     with pytest.raises(RepsimError, match=r"unknown key\(s\) foo in --set; valid keys: algorithm"):
         load_config(tmp_path / "good.yaml", ["foo=1"])  # not "in good.yaml"
