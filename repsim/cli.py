@@ -47,6 +47,8 @@ def _evaluate(args) -> None:
                             overrides=args.set or [], progress=not args.quiet)
     print(f"trained and tested with {r['convention_summary']}"
           + (f"; tested with {r['test_overrides']}" if r["test_overrides"] else ""))
+    if Path(r["checkpoint"]).name.startswith("iter-"):  # an intermediate one (a run folder not finished)
+        print(f"intermediate checkpoint {r['checkpoint']} (iteration {r['iteration']})")
     print(f"{r['algorithm']} {r['dataset']} {r['ways']}-way {r['shots']}-shot, {r['mode']}"
           f"{'' if r['mode'] == 'nil' else ' (' + str(r['inner_steps']) + ' inner steps)'}: "
           f"{r['accuracy']:.2f} +- {r['ci95']:.2f}% (95% CI over {r['tasks']} {r['split']} "

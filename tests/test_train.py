@@ -241,6 +241,10 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     record = json.loads((tmp_path / "e.json").read_text())
     assert record["tasks"] == 10 and f"{record['accuracy']:.2f}" in line
     assert (tmp_path / "e.csv").read_text().splitlines()[0].startswith("checkpoint,")
+    (out / "model.safetensors").unlink()  # as if the run were still going: its latest checkpoint
+    assert cli(["evaluate", str(out), "--tasks", "2", "--device", "cpu", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "intermediate checkpoint" in printed and "iter-000002.safetensors (iteration 2)" in printed
 
 
 def test_same_seed_same_numbers(tmp_path):
