@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import math
 import os
 import sys
@@ -107,20 +108,33 @@ def write_result(folder: str | Path, name: str, table: pd.DataFrame, provenance:
     analysis finished."""
     folder = check_writable(folder)
     (folder / f"{name}.json").unlink(missing_ok=True)  # stale provenance must not outlive its CSVs
+    written = {}
+
+    def write(file: str, df: pd.DataFrame) -> None:
+        text = df.to_csv(index=False)
+        atomic_write_text(folder / file, text)
+        written[file] = table_digest(text.encode("utf-8", errors="backslashreplace"))
+
     if per_task is not None:
-        atomic_write_text(folder / f"{name}_tasks.csv", per_task.to_csv(index=False))
+        write(f"{name}_tasks.csv", per_task)
     for suffix in EXTRA_TABLES:  # an extra this run does not write must not survive from an earlier one
         if suffix in (extras or {}):
-            atomic_write_text(folder / f"{name}_{suffix}.csv", extras[suffix].to_csv(index=False))
+            write(f"{name}_{suffix}.csv", extras[suffix])
         else:
             (folder / f"{name}_{suffix}.csv").unlink(missing_ok=True)
-    atomic_write_text(folder / f"{name}.csv", table.to_csv(index=False))
+    write(f"{name}.csv", table)
     atomic_write_json(folder / f"{name}.json", {
-        "analysis": name, **provenance, "repsim_version": repsim.__version__,
+        "analysis": name, **provenance, "tables": written, "repsim_version": repsim.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["repsim"] + sys.argv[1:]) if Path(sys.argv[0]).name == "repsim" else None,
     })
     return folder / f"{name}.csv"
+
+
+def table_digest(data: bytes) -> str:
+    """The SHA-256 of a table file's bytes, which its NAME.json records, so that a table cut
+    short or edited after the analysis wrote it is not read as its result."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def ci95(values) -> float:

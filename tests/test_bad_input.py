@@ -380,3 +380,17 @@ def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path):
     from repsim.config import tested_with
     with pytest.raises(RepsimError, match=r"unknown key\(s\) foo in --set"):  # not "fixed by its training"
         tested_with(load_config(None, ["dataset=synthetic"]), ["foo=1"])
+
+
+def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path):
+    analyses.run_analysis("similarity", [run / "model.safetensors"], tmp_path / "res", tasks=3,
+                          device="cpu", progress=False)
+    table = tmp_path / "res" / "similarity.csv"
+    whole = table.read_bytes()
+    assert repsim("report", tmp_path / "res")[0] == 0
+    table.write_bytes(whole[: len(whole) - 7])  # cut mid-row: pandas would read NaN cells
+    code, _, err = repsim("report", tmp_path / "res")
+    assert code == 2
+    one_line(err, "similarity.csv is not the table its analysis wrote", "re-run the analysis")
+    table.write_bytes(whole)
+    assert repsim("report", tmp_path / "res")[0] == 0

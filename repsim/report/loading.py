@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from repsim.errors import RepsimError, one_line
-from repsim.results import ANALYSES, EXTRA_TABLES, result_stem
+from repsim.results import ANALYSES, EXTRA_TABLES, result_stem, table_digest
 
 _REQUIRED = {
     "similarity": ("algorithm", "layer", "measure", "mean", "ci95"),
@@ -76,7 +76,17 @@ def _same(a, b) -> bool:
         return str(a) == str(b)
 
 
-def _read_csv(path: Path, required=()) -> pd.DataFrame:
+def _read_csv(path: Path, required=(), recorded: dict | None = None) -> pd.DataFrame:
+    """A result table, checked against the digest its NAME.json ``recorded`` (results written
+    before digests were recorded have none, and are read as they are)."""
+    if recorded and path.name in recorded:
+        try:
+            intact = table_digest(path.read_bytes()) == recorded[path.name]
+        except OSError as e:
+            raise RepsimError(f"cannot read {path} ({e.strerror}): re-run the analysis that wrote it") from None
+        if not intact:
+            raise RepsimError(f"{path} is not the table its analysis wrote (cut short or edited since): "
+                              f"re-run the analysis that wrote it")
     try:
         df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
@@ -128,10 +138,11 @@ def load_result(folder: Path, name: str) -> Result | str:
         raise RepsimError(f"cannot read {meta} ({one_line(e)}): re-run the analysis that wrote it") from None
     if not isinstance(prov, dict):
         raise RepsimError(f"cannot read {meta}: not a provenance record; re-run the analysis that wrote it")
-    table = _read_csv(csv, _REQUIRED[name])
+    recorded = prov.get("tables") if isinstance(prov.get("tables"), dict) else None
+    table = _read_csv(csv, _REQUIRED[name], recorded)
     if table.empty:
         return f"empty ({name}.csv has no rows)"
-    extras = {suffix: _read_csv(folder / f"{name}_{suffix}.csv") for suffix in EXTRA_TABLES
+    extras = {suffix: _read_csv(folder / f"{name}_{suffix}.csv", recorded=recorded) for suffix in EXTRA_TABLES
               if (folder / f"{name}_{suffix}.csv").is_file()}
     return Result(name, table, prov, extras)
 
