@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +64,12 @@ class Analysis:
     rows that are per task (kept beside it as NAME_tasks.csv); None: the rows are the table.
     ``extras`` makes further summaries of those rows, {suffix: table}, written as
     NAME_SUFFIX.csv. ``run_folders``: it is given run folders, and measures each one's
-    intermediate checkpoints.
+    intermediate checkpoints. ``uses``: the :class:`Options` it reads (another one given is
+    refused, not ignored).
     """
     name: str
     measure: Callable[[Study, object, Options], pd.DataFrame]
+    uses: tuple[str, ...] = ("steps",)
     per_checkpoint: bool = True
     summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     extras: Callable[[pd.DataFrame], dict[str, pd.DataFrame]] | None = None
@@ -80,22 +83,35 @@ class Analysis:
 # The measures are looked up in repsim.measures when run, not bound here (tests replace them).
 REGISTRY = {a.name: a for a in (
     Analysis("similarity", lambda study, c, o: measures.layer_similarity(study, [c], layers=o.layers, steps=o.steps),
-             summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
-    Analysis("freezing", lambda study, c, o: measures.freezing(study, c, frozen_sets=o.frozen_sets, steps=o.steps)),
+             uses=("steps", "layers"), summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
+    Analysis("freezing", lambda study, c, o: measures.freezing(study, c, frozen_sets=o.frozen_sets, steps=o.steps),
+             uses=("steps", "frozen_sets")),
     Analysis("accuracy", lambda study, c, o: measures.accuracy(study, [c], steps=o.steps)),
     # every pair, task by task: no per-checkpoint part to keep
     Analysis("cross", lambda study, cs, o: measures.cross_similarity(study, cs, layers=o.layers),
-             per_checkpoint=False, summary=cross_layers,
+             uses=("layers",), per_checkpoint=False, summary=cross_layers,
              extras=cross_extras),
     Analysis("heads", lambda study, c, o: measures.head_ablations(study, c, steps=o.steps)),
     # NIL only: cheap, and random features are shared by all
-    Analysis("regimes", lambda study, cs, o: measures.training_regimes(study, cs), per_checkpoint=False),
+    Analysis("regimes", lambda study, cs, o: measures.training_regimes(study, cs), uses=(), per_checkpoint=False),
     Analysis("through-training", lambda study, c, o: measures.checkpoint_in_training(study, c, steps=o.steps),
              run_folders=True),
     Analysis("weight-change", lambda study, c, o: measures.weight_change(study, [c], steps=o.steps),
              summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
 )}
 assert tuple(REGISTRY) == ANALYSES, "results.ANALYSES lists every analysis of the registry, in order"
+
+
+FLAGS = {"steps": "--inner-steps", "layers": "--layers", "frozen_sets": "--frozen"}
+
+
+def check_options(analysis: Analysis, **given) -> None:
+    """Refuse an option the analysis would not use (it used to be ignored without a word)."""
+    for option, value in given.items():
+        if value is not None and option not in analysis.uses:
+            users = [a.name for a in REGISTRY.values() if option in a.uses]
+            raise RepsimError(f"analyze {analysis.name} does not use {FLAGS[option]}: leave it out "
+                              f"(it applies to {', '.join(users)})")
 
 
 def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0,
@@ -107,14 +123,29 @@ def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0
     and write its tables and provenance into the results folder ``out``. One process at a
     time may run an analysis into a folder (another one gets a clear refusal)."""
     name = analysis_name(name)
+    check_options(REGISTRY[name], steps=steps, layers=layers, frozen_sets=frozen_sets)
     check_counts(tasks=tasks, queries=queries, inner_steps=steps)
     check_test_flags(overrides, inner_steps=steps, queries=queries)
+    new_folder = not Path(out).exists()
     check_writable(out)
-    with exclusive(Path(out), name):
-        return _run_analysis(name, checkpoints, out, tasks=tasks, seed=seed, ways=ways,
-                             shots=shots, queries=queries, steps=steps, layers=layers,
-                             frozen_sets=frozen_sets, data_root=data_root, device=device,
-                             overrides=tuple(overrides), replace=replace, progress=progress)
+    try:
+        with exclusive(Path(out), name):
+            return _run_analysis(name, checkpoints, out, tasks=tasks, seed=seed, ways=ways,
+                                 shots=shots, queries=queries, steps=steps, layers=layers,
+                                 frozen_sets=frozen_sets, data_root=data_root, device=device,
+                                 overrides=tuple(overrides), replace=replace, progress=progress)
+    except BaseException:
+        if new_folder:
+            _remove_if_unused(Path(out), name)
+        raise
+
+
+def _remove_if_unused(folder: Path, name: str) -> None:
+    """Remove a results folder this analysis created, if it failed before keeping anything in
+    it (its lock file aside): a refused analysis leaves no debris."""
+    kept = [p for p in folder.rglob("*") if p.is_file() and p.name != f".{name}.lock"]
+    if not kept:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # what makes two runs of an analysis comparable: rows made otherwise must not share a table

@@ -394,3 +394,27 @@ def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path):
     one_line(err, "similarity.csv is not the table its analysis wrote", "re-run the analysis")
     table.write_bytes(whole)
     assert repsim("report", tmp_path / "res")[0] == 0
+
+
+@pytest.mark.parametrize("analysis, args, needle", [
+    ("similarity", ["--frozen", "none", "conv1"], "analyze similarity does not use --frozen: leave it out "
+                                                  "(it applies to freezing)"),
+    ("freezing", ["--layers", "conv1"], "analyze freezing does not use --layers"),
+    ("regimes", ["--inner-steps", "3"], "analyze regimes does not use --inner-steps"),
+])
+def test_30_an_option_the_analysis_does_not_use_is_refused(run, tmp_path, analysis, args, needle):
+    """They were accepted and ignored, so the user believed they had been applied."""
+    code, _, err = repsim("analyze", analysis, run / "model.safetensors", *args, "--out", tmp_path / "res",
+                          "--tasks", 2, "--device", "cpu", "--quiet")
+    assert code == 2 and not (tmp_path / "res").exists()
+    one_line(err, needle)
+
+
+def test_31_a_refused_analysis_leaves_no_results_folder_behind(run, tmp_path):
+    code, _, err = repsim("analyze", "freezing", run / "model.safetensors", "--shots", 30, "--out",
+                          tmp_path / "res", "--tasks", 2, "--device", "cpu", "--quiet")
+    assert code == 2 and not (tmp_path / "res").exists()  # it held only the analysis' lock file
+    (tmp_path / "mine").mkdir()
+    code, _, _ = repsim("analyze", "freezing", run / "model.safetensors", "--frozen", "conv9", "--out",
+                        tmp_path / "mine", "--tasks", 2, "--device", "cpu", "--quiet")
+    assert code == 2 and (tmp_path / "mine").is_dir()  # a folder it did not create is left alone
