@@ -28,6 +28,7 @@ weights_only=True)``, ``.npz`` with ``allow_pickle=False``, ``.safetensors`` dir
 
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,7 +405,11 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
                               f"with numpy.savez(path, **{{name: array}})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for code-carrying pickles, others for junk
+    except pickle.UnpicklingError:  # torch's own text invites loading it anyway: not quoted
+        raise RepsimError(f"refusing to load {path}: it holds pickled Python objects (a whole model, "
+                          f"say), which could run code; save torch.save(model.state_dict(), path) or "
+                          f"safetensors instead") from None
+    except Exception as e:  # junk, a truncated file
         raise RepsimError(f"refusing to load {path}: it is not a plain tensor state dict "
                           f"({one_line(e)[:160]}); save it with torch.save(model.state_dict(), path) "
                           f"or as safetensors") from None
