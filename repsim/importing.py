@@ -39,7 +39,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from repsim.checkpoint import Checkpoint, load_weights, save_checkpoint
+from repsim.checkpoint import Checkpoint, load_weights, read_metadata, save_checkpoint
 from repsim.config import config_path, load_config
 from repsim.errors import RepsimError, one_line
 from repsim.model import model_for
@@ -251,6 +251,9 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
     if out.exists():
         raise RepsimError(f"{out} already exists: choose another --out file (import never "
                           f"overwrites), or delete it first")
+    if weights.suffix == ".safetensors" and _is_repsim_checkpoint(weights):
+        raise RepsimError(f"{weights} is already a repsim checkpoint (written by 'repsim train' or "
+                          f"'repsim import'): analyse it as it is, no import needed")
     state = {_strip(k): v for k, v in read_weights(weights).items()}
     notes = []
     for pattern, replacement in renames:
@@ -387,6 +390,14 @@ def _tensor_file(path: str, what: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise RepsimError(f"{path} does not hold one tensor of {what}: save it with torch.save(tensor, path)")
     return t
+
+
+def _is_repsim_checkpoint(path: Path) -> bool:
+    try:
+        read_metadata(path)
+    except RepsimError:  # plain safetensors of another library, or not readable (said later)
+        return False
+    return True
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -418,3 +418,17 @@ def test_31_a_refused_analysis_leaves_no_results_folder_behind(run, tmp_path):
     code, _, _ = repsim("analyze", "freezing", run / "model.safetensors", "--frozen", "conv9", "--out",
                         tmp_path / "mine", "--tasks", 2, "--device", "cpu", "--quiet")
     assert code == 2 and (tmp_path / "mine").is_dir()  # a folder it did not create is left alone
+
+
+def test_32_messages_that_named_the_wrong_fix(run, tmp_path):
+    # importing a repsim checkpoint: it needs no import (the message was about layouts and --rename)
+    code, _, err = repsim("import", run / "model.safetensors", "--out", tmp_path / "x.safetensors")
+    assert code == 2 and not (tmp_path / "x.safetensors").exists()
+    one_line(err, "is already a repsim checkpoint", "no import needed")
+    # a results folder with a table but not its provenance (the message listed every table as absent)
+    analyses.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=2,
+                          device="cpu", progress=False)
+    (tmp_path / "res" / "accuracy.json").unlink()
+    code, _, err = repsim("report", tmp_path / "res")
+    assert code == 2
+    one_line(err, "accuracy.csv without accuracy.json")

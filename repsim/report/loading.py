@@ -161,6 +161,9 @@ def load_results(results_dir) -> tuple[dict[str, Result], dict[str, str]]:
         else:
             missing[analysis] = result  # as the CLI spells it
     if not found:
-        raise RepsimError(f"{folder} holds no finished repsim analysis (none of "
-                          f"{', '.join(result_stem(n) + '.csv' for n in ANALYSES)}): run 'repsim analyze' into it")
+        why = [f"{a}: {m}" for a, m in missing.items() if not m.startswith("not run")]
+        raise RepsimError(f"{folder} holds no finished repsim analysis ("
+                          + ("; ".join(why) if why else
+                             f"none of {', '.join(result_stem(n) + '.csv' for n in ANALYSES)}")
+                          + "): run 'repsim analyze' into it")
     return found, missing
