@@ -58,6 +58,8 @@ class Model:
                 "iteration": self.ckpt.iteration, "reduced_schedule": c.reduced,
                 "dataset": c.dataset, "ways": c.ways, "shots": c.shots,
                 "inner_lr": c.inner_lr, "test_inner_steps": c.inner_steps_test,
+                # trained elsewhere: its iteration (0) and, unless given, its seed say nothing
+                "imported": bool(self.ckpt.extra.get("imported_from") or self.ckpt.factory),
                 **c.conventions_used(), "convention_summary": c.describe_conventions()}
 
 

@@ -336,6 +336,9 @@ def test_two_imported_models_of_one_algorithm_and_seed_are_two_rows(tmp_path, om
     assert cli(["report", str(tmp_path / "res")]) == 0
     report = (tmp_path / "res" / "report.md").read_text()
     assert "l2l-maml" in report and "torchmeta-maml" in report
+    # trained elsewhere: not called a short run at "iteration 0", nor "MAML seed 0"
+    assert "l2l-maml (imported); torchmeta-maml (imported)" in report
+    assert "iterations 0" not in report and "Freezing (l2l-maml, imported, 1 seed)" in report
 
 
 def test_cross_similarity_of_two_architectures_names_the_layer_sizes(tmp_path, omniglot_root, capsys):

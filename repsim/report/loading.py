@@ -60,6 +60,11 @@ class Result:
         ways = self.setting[1]
         return 100.0 / ways if ways else None
 
+    def imported(self, model) -> bool:
+        """Whether ``model`` (a row's algorithm or name) was trained elsewhere and imported:
+        its iteration (0) is then not a point of any schedule."""
+        return any(c.get("imported") and str(c.get("model")) == str(model) for c in self.checkpoints)
+
     def reduced(self, algorithm, seed=None, iteration=None) -> bool:
         for c in self.checkpoints:
             if (str(c.get("algorithm")) == str(algorithm) and (seed is None or _same(c.get("seed"), seed))

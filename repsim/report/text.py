@@ -56,9 +56,12 @@ def setting_text(result: Result) -> str:
 def _seeds_text(checkpoints) -> str:
     by = {}
     for c in checkpoints:
-        by.setdefault(display_name(c.get("algorithm", "?")), set()).add(c.get("seed"))
-    return "; ".join(f"{a} seed{'s' if len(s) > 1 else ''} {', '.join(str(x) for x in sorted(s, key=str))}"
-                     for a, s in by.items()) or "n/a"
+        if c.get("imported"):  # trained elsewhere: named, its seed and iteration not repsim's to tell
+            by.setdefault(f"{c.get('model') or c.get('label', '?')} (imported)", set())
+        else:
+            by.setdefault(display_name(c.get("algorithm", "?")), set()).add(c.get("seed"))
+    return "; ".join(a + (f" seed{'s' if len(s) > 1 else ''} {', '.join(str(x) for x in sorted(s, key=str))}"
+                          if s else "") for a, s in by.items()) or "n/a"
 
 
 def conventions_text(checkpoints) -> str:
@@ -71,7 +74,8 @@ def conventions_text(checkpoints) -> str:
 def caption(result: Result, *, conventions=False, extra="") -> str:
     """One line saying how a figure or table was made."""
     s = result.study
-    its = sorted({c.get("iteration") for c in result.checkpoints if c.get("iteration") is not None})
+    its = sorted({c.get("iteration") for c in result.checkpoints
+                  if c.get("iteration") is not None and not c.get("imported")})
     parts = [f"Data: {s.get('dataset', result.setting[0])} ({s.get('split', '?')} split), "
              f"{result.setting[1]}-way {result.setting[2]}-shot, {s.get('queries', '?')} queries per class",
              f"{s.get('tasks', '?')} test tasks (task seed {s.get('task_seed', '?')})",

@@ -67,6 +67,11 @@ def similarity_verdict(res: Result) -> list[str]:
     return out
 
 
+def when(res: Result, model, iteration) -> str:
+    """"iteration N" of a repsim run; "imported" for a model trained elsewhere."""
+    return "imported" if res.imported(model) else f"iteration {iteration_text(iteration)}"
+
+
 def freezing_verdict(res: Result) -> list[str]:
     """Freezing the whole body at test time: the change, judged by its paired CI (Table 1)."""
     out = []
@@ -80,7 +85,7 @@ def freezing_verdict(res: Result) -> list[str]:
             ci_a, ci_b = max(r_none["cis"]), max(r_all["cis"])
             within = (f"{'within' if abs(d) <= max(ci_a, ci_b) else 'larger than'} the per-seed "
                       f"95% CIs, {ci_text(ci_a)} / {ci_text(ci_b)}")
-        txt = (f"Freezing ({display_name(r_none['algorithm'])}, iteration {iteration_text(r_none['iteration'])}, "
+        txt = (f"Freezing ({display_name(r_none['algorithm'])}, {when(res, r_none['algorithm'], r_none['iteration'])}, "
                f"{len(r_none['seeds'])} seed{'s' if len(r_none['seeds']) > 1 else ''}): freezing "
                f"{frozen_label(r_all['frozen'])} changes accuracy {r_none['mean']:.1f} → {r_all['mean']:.1f}% "
                f"({d:+.1f} points; {within})")
@@ -104,7 +109,7 @@ def accuracy_verdict(res: Result) -> list[str]:
         d = r["mean"] - inner["mean"]
         spread = (f"paired 95% CI per seed {ci_text(max(r['change_cis']))}" if r["change_cis"]
                   else f"per-seed 95% CIs {ci_text(max(r['cis']))} / {ci_text(max(inner['cis']))}")
-        txt = (f"NIL vs inner loop ({display_name(a)}, iteration {iteration_text(it)}): "
+        txt = (f"NIL vs inner loop ({display_name(a)}, {when(res, a, it)}): "
                f"NIL {r['mean']:.1f}% vs inner loop {inner['mean']:.1f}% ({d:+.1f} points; {spread})")
         pn = (paper.paper_value("nil", res.setting, "ANIL", "nil") if a == "anil"
               else paper.paper_value("regimes", res.setting, a, "nil"))
@@ -233,7 +238,7 @@ def caveats(results: dict[str, Result]) -> list[str]:
                    f"which finding is measured in checkpoints/convention_study.")
     short = sorted({int(c["iteration"]) for r in results.values() for c in r.checkpoints
                     if isinstance(c.get("iteration"), (int, float)) and c["iteration"] < PAPER_ITERATIONS
-                    and not c.get("reduced_schedule")})
+                    and not c.get("reduced_schedule") and not c.get("imported")})
     if short:
         out.append(f"Checkpoints at iterations {', '.join(str(i) for i in short)} are intermediate or short runs "
                    f"(the paper's final models are at {PAPER_ITERATIONS:,} iterations).")
