@@ -163,7 +163,8 @@ def measure(config: Config, final: Path, *, tasks: int, similarity_tasks: int,
         row[f"{r.measure}_{r.layer}_ci95"] = r.ci95
     row["similarity_tasks"] = similarity_tasks
     curve = [json.loads(line) for line in ((run or final.parent) / "metrics.jsonl").read_text().splitlines() if line]
-    row["val_curve"] = json.dumps({c["iteration"]: round(c["val_accuracy"], 2) for c in curve})
+    row["val_curve"] = json.dumps({c["iteration"]: None if c["val_accuracy"] is None else round(c["val_accuracy"], 2)
+                                   for c in curve})  # None: a validation whose inner loop diverged
     row["wall_time_s"] = trained.extra.get("wall_time_s")
     return row
 
@@ -403,6 +404,13 @@ def figure(summary: pd.DataFrame, folder: Path) -> None:
     save_figure(fig, folder, "convention_study", 0.02)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -426,7 +434,7 @@ def main(argv=None) -> int:
     tr.add_argument("--data-root")
     tr.add_argument("--tasks", type=int, default=600)
     tr.add_argument("--similarity-tasks", type=int, default=100)
-    tr.add_argument("--every", type=int, default=2500,
+    tr.add_argument("--every", type=_positive, default=2500,
                     help="measure the checkpoints at multiples of this iteration (runs may save more often)")
     ls = sub.add_parser("list", help="the variants of a setting")
     ls.add_argument("--setting", choices=list(SETTINGS), required=True)

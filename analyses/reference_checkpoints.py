@@ -73,9 +73,11 @@ def publish(runs: Path, out: Path, tasks: int, data_root: str | None) -> list[di
             raise RepsimError(f"{manifest} lists {row['path']}, which is not there: run from the "
                               f"folder it was published from, or delete {row['run']}'s rows")
     for run in found:
+        # a run trained on past its first plan has checkpoints whose config planned fewer iterations
+        final_iteration = load_checkpoint(run / "model.safetensors", weights=False).iteration
         for source in sorted(run.glob("checkpoints/iter-*.safetensors")):
             ckpt = load_checkpoint(source)
-            is_final = ckpt.iteration == ckpt.config.iterations
+            is_final = ckpt.iteration == final_iteration
             # the layout of a training run, so that every analysis (through-training too) reads it
             target = out / run.name / "checkpoints" / source.name
             listed = out / run.name / "model.safetensors" if is_final else target

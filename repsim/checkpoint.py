@@ -79,8 +79,9 @@ class Checkpoint:
     @property
     def seed_known(self) -> bool:
         """Whether ``config.seed`` is the seed it was trained from: always for repsim's own
-        runs, for an imported model only when the seed was given at import."""
-        return bool(self.extra.get("seed_known", True))
+        runs, for an imported model only when the seed was given at import (one imported
+        before this was recorded: not known)."""
+        return bool(self.extra.get("seed_known", "imported_from" not in self.extra))
 
 
 def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source: str) -> None:

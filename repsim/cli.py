@@ -17,16 +17,20 @@ from repsim.errors import RepsimError
 
 
 def _train(args) -> None:
-    from repsim.config import load_config
-    from repsim.train import train
+    from repsim.config import load_config, parse_overrides
+    from repsim.train import saved_config, train
 
     overrides = list(args.set or [])
     if args.data_root:
+        if "data_root" in parse_overrides(overrides):
+            raise RepsimError("--data-root and --set data_root=... both name the data folder: give one of them")
         overrides.append(f"data_root={args.data_root}")
-    run_config = Path(args.out) / "config.yaml"
-    if args.resume and args.config is None and run_config.is_file():
-        args.config = run_config  # the run's own config, --set on top (a longer schedule, say)
-    config = load_config(args.config, overrides)
+    if args.resume and args.config is None and (Path(args.out) / "config.yaml").is_file():
+        # the run's own config as it was saved (a run older than a key keeps what it trained
+        # with), --set on top (a longer schedule, say)
+        config = load_config(None, overrides, defaults=saved_config(args.out))
+    else:
+        config = load_config(args.config, overrides)
     print(f"training {config.algorithm} on {config.dataset} {config.ways}-way {config.shots}-shot "
           f"with {config.describe_conventions()}", flush=True)
     final = train(config, args.out, device=args.device, resume=args.resume,
@@ -349,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     layers(a, "layers to compare")
     a.add_argument("--frozen", nargs="+", metavar="SET", help="freezing: the layer sets to freeze, each "
                    "comma-separated, e.g. none conv1 conv1,conv2 (default: none and every prefix of the body)")
-    set_keys(a, "change how every model is tested: inner_lr, inner_loss, adapt_batchnorm, "
-             "inner_steps_test or test_queries")
+    set_keys(a, "change how every model is tested: inner_lr, inner_loss, adapt_batchnorm or "
+             "inner_steps_test (query points: --queries)")
     a.add_argument("--replace", action="store_true", help="overwrite an earlier result of this analysis in "
                    "--out that was made with other options")
     data_root(a)

@@ -379,8 +379,8 @@ def check_test_flags(overrides=(), *, inner_steps: int | None = None, queries: i
                              ("--queries", queries, "test_queries")):
         if value is not None and key in keys:
             raise RepsimError(f"{flag} and --set {key}=... both set the test protocol: give one of them")
-    if nil and inner_steps is not None:
-        raise RepsimError("--nil tests without an inner loop: leave out --inner-steps")
+    if nil and (inner_steps is not None or "inner_steps_test" in keys):
+        raise RepsimError("--nil tests without an inner loop: leave out --inner-steps and inner_steps_test")
 
 
 def from_saved(values: dict[str, Any], source: str) -> Config:

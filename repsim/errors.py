@@ -16,8 +16,12 @@ def one_line(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
-def not_finite(what: str) -> RepsimError:
+class NotFiniteError(RepsimError):
+    """NaN or inf met while testing a model (training's validation logs it and goes on)."""
+
+
+def not_finite(what: str) -> NotFiniteError:
     """The error for NaN or inf met while testing a model: its test-time inner loop took too
     large a step, or its run diverged before the checkpoint was written."""
-    return RepsimError(f"{what} is NaN or inf: the inner loop diverged (lower --set inner_lr) or the "
+    return NotFiniteError(f"{what} is NaN or inf: the inner loop diverged (lower --set inner_lr) or the "
                        f"checkpoint's weights are too large (use an earlier checkpoint of its run)")

@@ -27,7 +27,7 @@ from scipy import stats
 
 import repsim
 from repsim.errors import RepsimError
-from repsim.io import atomic_write_json, atomic_write_text
+from repsim.io import atomic_write_bytes, atomic_write_json
 
 # The analyses, as the command line spells them; their result files use ``_`` (result_stem).
 # runner.REGISTRY holds how each is computed; this list is here so the report reads it without torch.
@@ -111,9 +111,9 @@ def write_result(folder: str | Path, name: str, table: pd.DataFrame, provenance:
     written = {}
 
     def write(file: str, df: pd.DataFrame) -> None:
-        text = df.to_csv(index=False)
-        atomic_write_text(folder / file, text)
-        written[file] = table_digest(text.encode("utf-8", errors="backslashreplace"))
+        data = df.to_csv(index=False).encode("utf-8", errors="backslashreplace")  # as atomic_write_text
+        atomic_write_bytes(folder / file, data)
+        written[file] = table_digest(data)
 
     if per_task is not None:
         write(f"{name}_tasks.csv", per_task)

@@ -10,11 +10,11 @@ and the provenance (:func:`repsim.results.write_result`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from repsim import measures
 from repsim.checkpoint import latest_in, load_checkpoint
-from repsim.config import check_test_flags
+from repsim.config import check_test_flags, parse_overrides
 from repsim.errors import RepsimError
 from repsim.evaluate import check_counts
 from repsim.io import atomic_write_bytes, atomic_write_text
@@ -125,27 +125,37 @@ def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0
     name = analysis_name(name)
     check_options(REGISTRY[name], steps=steps, layers=layers, frozen_sets=frozen_sets)
     check_counts(tasks=tasks, queries=queries, inner_steps=steps)
-    check_test_flags(overrides, inner_steps=steps, queries=queries)
+    check_test_flags(overrides, inner_steps=steps)
+    if "test_queries" in parse_overrides(overrides):  # every model is tested on the study's queries
+        raise RepsimError(f"analyze tests every model on --queries query points per class ({queries} "
+                          f"now): give --queries, not --set test_queries")
     new_folder = not Path(out).exists()
     check_writable(out)
-    try:
-        with exclusive(Path(out), name):
+    with exclusive(Path(out), name):
+        try:
             return _run_analysis(name, checkpoints, out, tasks=tasks, seed=seed, ways=ways,
                                  shots=shots, queries=queries, steps=steps, layers=layers,
                                  frozen_sets=frozen_sets, data_root=data_root, device=device,
                                  overrides=tuple(overrides), replace=replace, progress=progress)
-    except BaseException:
-        if new_folder:
-            _remove_if_unused(Path(out), name)
-        raise
+        except BaseException:
+            if new_folder:  # still holding the lock, so no other run of it is using the folder
+                _remove_if_unused(Path(out), name)
+            raise
 
 
 def _remove_if_unused(folder: Path, name: str) -> None:
     """Remove a results folder this analysis created, if it failed before keeping anything in
-    it (its lock file aside): a refused analysis leaves no debris."""
-    kept = [p for p in folder.rglob("*") if p.is_file() and p.name != f".{name}.lock"]
-    if not kept:
-        shutil.rmtree(folder, ignore_errors=True)
+    it but its own lock file: a refused analysis leaves no debris. Only empty folders and that
+    lock file are removed, so anything another process put there stays."""
+    lock = folder / f".{name}.lock"
+    if any(p.is_file() and p != lock for p in folder.rglob("*")):
+        return
+    lock.unlink(missing_ok=True)
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 # what makes two runs of an analysis comparable: rows made otherwise must not share a table

@@ -226,13 +226,15 @@ def _file_label(path: Path) -> str:
 
 
 def _refuse_same_weights(files: list[Path]) -> None:
-    """Two files of one algorithm, seed and iteration that hold the same weights (a run's
-    model.safetensors and its last checkpoint) are one model: analysed as two, they would
-    count it twice."""
-    weights = [load_checkpoint(f).params for f in files]
+    """Two files of one algorithm, seed and iteration that hold the same weights and config (a
+    run's model.safetensors and its last checkpoint) are one model: analysed as two, they
+    would count it twice."""
+    ckpts = [load_checkpoint(f) for f in files]
     for i, j in ((i, j) for i in range(len(files)) for j in range(i + 1, len(files))):
-        a, b = weights[i], weights[j]
-        if a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a):
+        a, b = ckpts[i].params, ckpts[j].params
+        # runs that differ in how they are tested (test-time keys) train the same weights
+        if (ckpts[i].config == ckpts[j].config and a.keys() == b.keys()
+                and all(torch.equal(a[n], b[n]) for n in a)):
             raise RepsimError(f"{files[i]} and {files[j]} hold the same weights (a run's final model and "
                               f"its last checkpoint, say): list one of them")
 

@@ -31,7 +31,7 @@ from repsim.checkpoint import Checkpoint, load_checkpoint, load_weights, save_ch
 from repsim.config import Config, from_saved
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList, batch_tasks, check_task_shape, rotate_images, sample_task, task_generator
-from repsim.errors import RepsimError
+from repsim.errors import NotFiniteError, RepsimError
 from repsim.evaluate import own_inner_loop, resolve_device, score_tasks, test_time_params
 from repsim.io import atomic_write_text
 from repsim.meta import meta_backward, meta_loss_vmap
@@ -72,7 +72,7 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
 
     start, ckpt = _prepare_run_folder(out, config, resume)
     final = out / "model.safetensors"
-    if start == config.iterations and final.is_file():
+    if start == config.iterations and _iteration_of(final) == start:
         return final  # resuming a finished run: nothing to do, and nothing rewritten
     state = RunState(execution=resolve_execution(config, dev), devices=[str(dev)])
     if resume:
@@ -108,12 +108,15 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
 
         if it % config.eval_every == 0 or it == config.iterations:
-            val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
-                              validation, inner=own_inner_loop(config, model), device=dev,
-                              progress=False)
-            _append_jsonl(out / "metrics.jsonl", {"iteration": it, **state.take_window(),
-                                                  "val_accuracy": val.mean, "val_ci95": val.ci95,
-                                                  "val_tasks": val.tasks})
+            try:
+                val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
+                                  validation, inner=own_inner_loop(config, model), device=dev,
+                                  progress=False)
+                scores = {"val_accuracy": val.mean, "val_ci95": val.ci95, "val_tasks": val.tasks}
+            except NotFiniteError as e:  # the test-time inner loop diverges, training does not
+                tqdm.write(f"repsim: warning: validation at iteration {it}: {e}", file=sys.stderr)
+                scores = {"val_accuracy": None, "val_ci95": None, "val_tasks": validation.num_tasks}
+            _append_jsonl(out / "metrics.jsonl", {"iteration": it, **state.take_window(), **scores})
         if it % config.checkpoint_every == 0 or it == config.iterations:
             state.wall_time_s += time.perf_counter() - tic
             tic = time.perf_counter()
@@ -266,7 +269,14 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, C
             raise RepsimError(f"{out} is already at iteration {start}, past iterations: {config.iterations}: "
                               f"give at least --set iterations={start} to resume it")
         if changed:  # the run's plan is now the new schedule
+            tqdm.write("repsim: resuming with " + ", ".join(f"{k} {saved[k]} -> {config.to_dict()[k]}"
+                                                            for k in changed), file=sys.stderr)
             atomic_write_text(config_file, yaml.safe_dump(config.to_dict(), sort_keys=True))
+        final = out / "model.safetensors"
+        if start < config.iterations and _iteration_of(final) == start:
+            # a finished run trained on: its final model is its checkpoint at `start` (kept), and
+            # must not pass for the final model of the longer run while that one trains
+            final.unlink()
         return start, ckpt
     if existing or (out / "model.safetensors").exists():
         raise RepsimError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
@@ -279,6 +289,14 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, C
     except OSError as e:
         raise RepsimError(f"cannot write to {out} ({e.strerror}): choose a writable --out") from None
     return 0, None
+
+
+def _iteration_of(path: Path) -> int | None:
+    """The iteration of the checkpoint at ``path``; None if there is none, or it is unreadable."""
+    try:
+        return load_checkpoint(path, weights=False).iteration if path.is_file() else None
+    except RepsimError:
+        return None
 
 
 def _resume_point(existing: list[Path], config: Config) -> tuple[int, Checkpoint | None]:

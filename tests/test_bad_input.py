@@ -357,6 +357,7 @@ def test_21_two_options_that_say_one_thing_are_refused(run, tmp_path, args, need
         code, _, err = repsim("analyze", "accuracy", run / "model.safetensors", "--tasks", 2, *args,
                               "--out", tmp_path / "res", "--device", "cpu", "--quiet")
         assert code == 2 and not (tmp_path / "res" / "accuracy.csv").exists()
+        one_line(err, "not --set test_queries" if "test_queries=5" in args else needle)  # analyze: --queries only
 
 
 def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path):
@@ -393,6 +394,13 @@ def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path):
     assert code == 2
     one_line(err, "similarity.csv is not the table its analysis wrote", "re-run the analysis")
     table.write_bytes(whole)
+    assert repsim("report", tmp_path / "res")[0] == 0
+    # results written before digests were recorded are read as they are
+    meta = tmp_path / "res" / "similarity.json"
+    record = json.loads(meta.read_text())
+    del record["tables"]
+    meta.write_text(json.dumps(record))
+    table.write_bytes(whole[: len(whole) - 7])
     assert repsim("report", tmp_path / "res")[0] == 0
 
 
@@ -432,3 +440,22 @@ def test_32_messages_that_named_the_wrong_fix(run, tmp_path):
     code, _, err = repsim("report", tmp_path / "res")
     assert code == 2
     one_line(err, "accuracy.csv without accuracy.json")
+
+
+def test_35_analyze_takes_query_points_from_queries_not_test_queries(run, tmp_path):
+    code, _, err = repsim("analyze", "accuracy", run / "model.safetensors", "--tasks", 2, "--set", "test_queries=5",
+                          "--out", tmp_path / "res", "--device", "cpu", "--quiet")
+    assert code == 2 and not (tmp_path / "res").exists()
+    one_line(err, "analyze tests every model on --queries query points per class (15 now)", "not --set test_queries")
+
+
+def test_36_a_validation_whose_inner_loop_diverges_is_logged_and_training_goes_on(tmp_path, monkeypatch):
+    """Validation runs the test-time inner loop (often more steps than training's); its NaN
+    must not end a run whose meta-gradients are finite."""
+    from repsim import train as train_module
+    from repsim.errors import not_finite
+    monkeypatch.setattr(train_module, "score_tasks", lambda *a, **k: (_ for _ in ()).throw(not_finite("x")))
+    final = train(config(), tmp_path / "r", device="cpu", progress=False)
+    assert final.is_file()
+    logged = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert logged and all(m["val_accuracy"] is None for m in logged)

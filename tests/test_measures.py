@@ -282,6 +282,20 @@ def test_publishing_reference_checkpoints_again_rescores_only_what_changed(runs,
     assert (out / "MANIFEST.csv").read_text() == manifest
 
 
+def test_a_run_trained_on_is_published_with_its_new_final_model_only(tmp_path, recipe):
+    """Its checkpoints up to the first plan record fewer planned iterations: the one that
+    was final then must not be listed as the run's model.safetensors."""
+    publisher = recipe("reference_checkpoints")
+    base = SETTINGS + ["algorithm=maml", "checkpoint_every=1"]
+    train(load_config(None, base + ["iterations=2"]), tmp_path / "runs" / "maml-s0", device="cpu", progress=False)
+    train(load_config(None, base + ["iterations=3"]), tmp_path / "runs" / "maml-s0", device="cpu", progress=False,
+          resume=True)
+    rows = publisher.publish(tmp_path / "runs", tmp_path / "ref", 2, None)
+    finals = [r for r in rows if r["path"].endswith("model.safetensors")]
+    assert [(r["iteration"], r["iterations_planned"]) for r in finals] == [(3, 3)]
+    assert sorted(r["iteration"] for r in rows) == [1, 2, 3]
+
+
 def test_an_interrupted_publish_resumes_without_scoring_again(runs, tmp_path, monkeypatch, recipe):
     publisher = recipe("reference_checkpoints")
     root, out = runs["maml"].parent.parent, tmp_path / "ref"

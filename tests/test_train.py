@@ -170,6 +170,40 @@ def test_a_resumed_run_may_train_longer_and_save_more_often(tmp_path, capsys):
     assert load_checkpoint(tmp_path / "r" / "model.safetensors").iteration == 7
 
 
+def test_an_extension_cut_short_leaves_no_stale_final_model(tmp_path):
+    """While a finished run trains on, its old final model must not pass for the run's final
+    one (evaluate RUN would score it); the extension, resumed, ends where a whole run does."""
+    from repsim.checkpoint import latest_in
+    whole = train(tiny("algorithm=maml", "iterations=8", "checkpoint_every=2"), tmp_path / "whole",
+                  device="cpu", progress=False)
+    train(tiny("algorithm=maml", "iterations=4", "checkpoint_every=2"), tmp_path / "r", device="cpu", progress=False)
+    longer = tiny("algorithm=maml", "iterations=8", "checkpoint_every=2")
+    train(longer, tmp_path / "r", device="cpu", progress=False, resume=True, stop_after=2)
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+    assert latest_in(tmp_path / "r").name == "iter-000006.safetensors"
+    final = train(longer, tmp_path / "r", device="cpu", progress=False, resume=True)
+    ours, theirs = _params_of(final), _params_of(whole)
+    assert all(torch.equal(ours[n], theirs[n]) for n in theirs)
+
+
+def test_cli_resume_reads_an_old_runs_config_as_it_trained(tmp_path):
+    """A run folder written before the convention keys existed was trained with the pytorch
+    set; `train --out RUN --resume` (no --config) must not read it with today's defaults."""
+    import yaml
+
+    from repsim.config import CONVENTION_KEYS
+    train(tiny("iterations=3", "conventions=pytorch"), tmp_path / "r", device="cpu", progress=False, stop_after=1)
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    for key in ("conventions",) + CONVENTION_KEYS:
+        saved.pop(key)
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert cli(["train", "--out", str(tmp_path / "r"), "--resume", "--device", "cpu", "--quiet"]) == 0
+    done = load_checkpoint(tmp_path / "r" / "model.safetensors")
+    assert done.iteration == 3 and done.config.conventions == "pytorch"
+    assert cli(["train", "--out", str(tmp_path / "r"), "--resume", "--data-root", "x", "--set", "data_root=y",
+                "--device", "cpu", "--quiet"]) == 2  # two names for one folder
+
+
 def test_resume_accepts_a_run_started_before_a_config_key_existed_and_names_real_changes(tmp_path):
     import yaml
 
