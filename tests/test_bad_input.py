@@ -314,21 +314,32 @@ def test_18_temporary_files_of_killed_writes_are_cleaned_when_the_run_resumes(tm
     assert not list((tmp_path / "r").rglob("*.tmp"))
 
 
+def in_cli(capsys, *args):
+    """``repsim`` run in this process (main() as the console script runs it): exit code,
+    stdout and stderr lines, without the seconds a new interpreter takes to import torch."""
+    from repsim.cli import main
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip().splitlines()
+
+
 # found by a usability audit (docs/BAD_INPUT.md, "Found later") ------------------------------
-def test_19_a_diverging_test_time_inner_loop_is_refused_not_scored_as_chance(run, tmp_path):
+def test_19_a_diverging_test_time_inner_loop_is_refused_not_scored_as_chance(run, tmp_path, capsys):
     ckpt = run / "model.safetensors"
-    code, out, err = repsim("evaluate", ckpt, "--tasks", 3, "--set", "inner_lr=1e30", "--device", "cpu", "--quiet")
+    code, out, err = in_cli(capsys, "evaluate", ckpt, "--tasks", 3, "--set", "inner_lr=1e30",
+                            "--device", "cpu", "--quiet")
     assert code == 2 and "20.00" not in out  # NaN logits argmax to class 0: exactly chance
     one_line(err, "is NaN or inf", "inner loop diverged", "lower --set inner_lr")
-    code, _, err = repsim("analyze", "accuracy", ckpt, "--tasks", 3, "--set", "inner_lr=1e30",
+    code, _, err = in_cli(capsys, "analyze", "accuracy", ckpt, "--tasks", 3, "--set", "inner_lr=1e30",
                           "--out", tmp_path / "res", "--device", "cpu", "--quiet")
     assert code == 2 and not (tmp_path / "res" / "accuracy.csv").exists()
     one_line(err, "inner loop diverged")
-    code, out, _ = repsim("evaluate", ckpt, "--tasks", 3, "--device", "cpu", "--quiet")
+    code, out, _ = in_cli(capsys, "evaluate", ckpt, "--tasks", 3, "--device", "cpu", "--quiet")
     assert code == 0  # the step size it was trained with still scores
 
 
-def test_20_a_meta_learned_head_of_another_width_than_ways_is_refused(run, tmp_path):
+def test_20_a_meta_learned_head_of_another_width_than_ways_is_refused(run, tmp_path, capsys):
     from repsim.study import Study
     five_way = load_checkpoint(run / "model.safetensors").build_model()
     mine = Checkpoint.from_module(five_way, "mine", dataset="synthetic", filters=8, ways=20)
@@ -336,7 +347,7 @@ def test_20_a_meta_learned_head_of_another_width_than_ways_is_refused(run, tmp_p
         Study.for_checkpoint(mine, num_tasks=2, device="cpu", progress=False).load(mine)
     wrong = with_metadata(run / "model.safetensors", tmp_path / "w.safetensors",
                           lambda raw: raw.replace('"ways": 5', '"ways": 20'))
-    code, out, err = repsim("evaluate", wrong, "--tasks", 2, "--device", "cpu", "--quiet")
+    code, out, err = in_cli(capsys, "evaluate", wrong, "--tasks", 2, "--device", "cpu", "--quiet")
     assert code == 2 and "%" not in out
     one_line(err, "5-way head", "ways: 20")
 
@@ -347,30 +358,30 @@ def test_20_a_meta_learned_head_of_another_width_than_ways_is_refused(run, tmp_p
     (["--nil", "--inner-steps", "5"], "--nil tests without an inner loop"),
     (["--set", "inner_lr=0.1", "--set", "inner_lr=0.2"], "--set inner_lr=... is given twice"),
 ])
-def test_21_two_options_that_say_one_thing_are_refused(run, tmp_path, args, needle):
+def test_21_two_options_that_say_one_thing_are_refused(run, tmp_path, args, needle, capsys):
     """The flag used to win unseen while the record named the --set value."""
-    code, out, err = repsim("evaluate", run / "model.safetensors", "--tasks", 2, *args,
+    code, out, err = in_cli(capsys, "evaluate", run / "model.safetensors", "--tasks", 2, *args,
                             "--json", tmp_path / "e.json", "--device", "cpu", "--quiet")
     assert code == 2 and not (tmp_path / "e.json").exists()
     one_line(err, needle)
     if "--nil" not in args:
-        code, _, err = repsim("analyze", "accuracy", run / "model.safetensors", "--tasks", 2, *args,
+        code, _, err = in_cli(capsys, "analyze", "accuracy", run / "model.safetensors", "--tasks", 2, *args,
                               "--out", tmp_path / "res", "--device", "cpu", "--quiet")
         assert code == 2 and not (tmp_path / "res" / "accuracy.csv").exists()
         one_line(err, "not --set test_queries" if "test_queries=5" in args else needle)  # analyze: --queries only
 
 
-def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path):
+def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path, capsys):
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes("ways: 5\n# caf\xe9\n".encode("latin-1"))
-    code, _, err = repsim("train", "--config", bad, "--out", tmp_path / "r")
+    code, _, err = in_cli(capsys, "train", "--config", bad, "--out", tmp_path / "r")
     assert code == 2 and not (tmp_path / "r").exists()
     one_line(err, "not UTF-8 text", "save it as UTF-8")
     twice = tmp_path / "twice.yaml"
     twice.write_text("dataset: synthetic\nways: 5\nways: 20\n")  # PyYAML alone keeps 20
     with pytest.raises(RepsimError, match=r"twice.yaml is not valid YAML \(key 'ways' is given twice\)"):
         load_config(twice)
-    code, _, err = repsim("train", "--set", "dataset=synthetic", "--set", "ways=5", "--set", "ways=20",
+    code, _, err = in_cli(capsys, "train", "--set", "dataset=synthetic", "--set", "ways=5", "--set", "ways=20",
                           "--out", tmp_path / "r2")
     assert code == 2 and not (tmp_path / "r2").exists()
     one_line(err, "--set ways=... is given twice")
@@ -383,25 +394,25 @@ def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path):
         tested_with(load_config(None, ["dataset=synthetic"]), ["foo=1"])
 
 
-def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path):
+def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path, capsys):
     analyses.run_analysis("similarity", [run / "model.safetensors"], tmp_path / "res", tasks=3,
                           device="cpu", progress=False)
     table = tmp_path / "res" / "similarity.csv"
     whole = table.read_bytes()
-    assert repsim("report", tmp_path / "res")[0] == 0
+    assert in_cli(capsys, "report", tmp_path / "res")[0] == 0
     table.write_bytes(whole[: len(whole) - 7])  # cut mid-row: pandas would read NaN cells
-    code, _, err = repsim("report", tmp_path / "res")
+    code, _, err = in_cli(capsys, "report", tmp_path / "res")
     assert code == 2
     one_line(err, "similarity.csv is not the table its analysis wrote", "re-run the analysis")
     table.write_bytes(whole)
-    assert repsim("report", tmp_path / "res")[0] == 0
+    assert in_cli(capsys, "report", tmp_path / "res")[0] == 0
     # results written before digests were recorded are read as they are
     meta = tmp_path / "res" / "similarity.json"
     record = json.loads(meta.read_text())
     del record["tables"]
     meta.write_text(json.dumps(record))
     table.write_bytes(whole[: len(whole) - 7])
-    assert repsim("report", tmp_path / "res")[0] == 0
+    assert in_cli(capsys, "report", tmp_path / "res")[0] == 0
 
 
 @pytest.mark.parametrize("analysis, args, needle", [
@@ -410,41 +421,41 @@ def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path):
     ("freezing", ["--layers", "conv1"], "analyze freezing does not use --layers"),
     ("regimes", ["--inner-steps", "3"], "analyze regimes does not use --inner-steps"),
 ])
-def test_30_an_option_the_analysis_does_not_use_is_refused(run, tmp_path, analysis, args, needle):
+def test_30_an_option_the_analysis_does_not_use_is_refused(run, tmp_path, analysis, args, needle, capsys):
     """They were accepted and ignored, so the user believed they had been applied."""
-    code, _, err = repsim("analyze", analysis, run / "model.safetensors", *args, "--out", tmp_path / "res",
+    code, _, err = in_cli(capsys, "analyze", analysis, run / "model.safetensors", *args, "--out", tmp_path / "res",
                           "--tasks", 2, "--device", "cpu", "--quiet")
     assert code == 2 and not (tmp_path / "res").exists()
     one_line(err, needle)
 
 
-def test_31_a_refused_analysis_leaves_no_results_folder_behind(run, tmp_path):
-    code, _, err = repsim("analyze", "freezing", run / "model.safetensors", "--shots", 30, "--out",
+def test_31_a_refused_analysis_leaves_no_results_folder_behind(run, tmp_path, capsys):
+    code, _, err = in_cli(capsys, "analyze", "freezing", run / "model.safetensors", "--shots", 30, "--out",
                           tmp_path / "res", "--tasks", 2, "--device", "cpu", "--quiet")
     assert code == 2 and not (tmp_path / "res").exists()  # it held only the analysis' lock file
     (tmp_path / "mine").mkdir()
-    code, _, _ = repsim("analyze", "freezing", run / "model.safetensors", "--frozen", "conv9", "--out",
+    code, _, _ = in_cli(capsys, "analyze", "freezing", run / "model.safetensors", "--frozen", "conv9", "--out",
                         tmp_path / "mine", "--tasks", 2, "--device", "cpu", "--quiet")
     assert code == 2 and (tmp_path / "mine").is_dir()  # a folder it did not create is left alone
 
 
-def test_32_messages_that_named_the_wrong_fix(run, tmp_path):
+def test_32_messages_that_named_the_wrong_fix(run, tmp_path, capsys):
     # importing a repsim checkpoint: it needs no import (the message was about layouts and --rename)
-    code, _, err = repsim("import", run / "model.safetensors", "--out", tmp_path / "x.safetensors")
+    code, _, err = in_cli(capsys, "import", run / "model.safetensors", "--out", tmp_path / "x.safetensors")
     assert code == 2 and not (tmp_path / "x.safetensors").exists()
     one_line(err, "is already a repsim checkpoint", "no import needed")
     # a results folder with a table but not its provenance (the message listed every table as absent)
     analyses.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=2,
                           device="cpu", progress=False)
     (tmp_path / "res" / "accuracy.json").unlink()
-    code, _, err = repsim("report", tmp_path / "res")
+    code, _, err = in_cli(capsys, "report", tmp_path / "res")
     assert code == 2
     one_line(err, "accuracy.csv without accuracy.json")
 
 
-def test_35_analyze_takes_query_points_from_queries_not_test_queries(run, tmp_path):
-    code, _, err = repsim("analyze", "accuracy", run / "model.safetensors", "--tasks", 2, "--set", "test_queries=5",
-                          "--out", tmp_path / "res", "--device", "cpu", "--quiet")
+def test_35_analyze_takes_query_points_from_queries_not_test_queries(run, tmp_path, capsys):
+    code, _, err = in_cli(capsys, "analyze", "accuracy", run / "model.safetensors", "--tasks", 2,
+                          "--set", "test_queries=5", "--out", tmp_path / "res", "--device", "cpu", "--quiet")
     assert code == 2 and not (tmp_path / "res").exists()
     one_line(err, "analyze tests every model on --queries query points per class (15 now)", "not --set test_queries")
 
