@@ -15,10 +15,11 @@ them; a key given explicitly overrides its set. Two sets are defined:
 ``finn`` (the default, and every paper recipe's)
     the TensorFlow MAML of Finn et al. (github cbfinn/maml), which Raghu et al. ran: support
     loss summed and divided by shots (each inner step is ``ways`` times the mean-loss step),
-    Omniglot head drawn from N(0, 1), Xavier-uniform convolutions, BatchNorm without scale,
-    epsilon 1e-3 and outside the inner loop, TF's "SAME" padding, nearest-neighbour Omniglot
-    images, a pool of 200,000 training tasks, 10 test-time steps, K test queries per class, and
-    on MiniImageNet the meta-gradient clipped to [-10, 10].
+    Omniglot head drawn from N(0, 1) (multiclass and multitask heads, not in his code:
+    PyTorch's), Xavier-uniform convolutions, BatchNorm without scale, epsilon 1e-3 and outside
+    the inner loop, TF's "SAME" padding, nearest-neighbour Omniglot images, a pool of 200,000
+    training tasks, 10 test-time steps, K test queries per class, and on MiniImageNet the
+    meta-gradient clipped to [-10, 10].
 ``pytorch``
     what repsim did before these keys existed, as learn2learn and pytorch-maml do: mean losses,
     PyTorch's default initialisations, BatchNorm with scale and epsilon 1e-5 in the inner
@@ -192,8 +193,12 @@ def convention_set(name: str, c: Config) -> dict[str, Any]:
     and training queries). See the module docstring for what each set is."""
     omniglot_like = c.dataset != "miniimagenet"
     if name == "finn":
+        # Finn's code draws only the few-shot head; a pretraining head with one output per
+        # training class (multiclass, multitask: not in his code) takes PyTorch's default, as
+        # N(0, 1) on a 4,800-way head leaves multiclass training stuck at chance
+        few_shot_head = "normal" if omniglot_like else "xavier_uniform"
         return dict(inner_loss="sum_div_shots", outer_loss="sum_div_shots",
-                    head_init="normal" if omniglot_like else "xavier_uniform",
+                    head_init=few_shot_head if c.algorithm not in ("multiclass", "multitask") else "pytorch",
                     conv_init="xavier_uniform", batchnorm_scale=False, batchnorm_eps=1e-3,
                     adapt_batchnorm=False, conv_padding="same", image_resize="nearest",
                     task_pool=200_000, meta_grad_clip=0.0 if omniglot_like else 10.0,

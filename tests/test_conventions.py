@@ -335,3 +335,15 @@ def test_convention_study_end_to_end_shares_runs_that_differ_only_at_test_time(r
     steps = pd.read_csv(tmp_path / "out" / "convention_trajectory.csv")
     assert sorted(zip(steps.run, steps.iteration)) == [("finn", 2), ("finn", 4), ("pytorch", 2), ("pytorch", 4)]
     assert "## Longer training" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_finns_set_draws_his_head_only_for_the_few_shot_head():
+    """His code has no multiclass or multitask pretraining: their class-per-output heads take
+    PyTorch's default (N(0, 1) over 4,800 classes leaves multiclass training at chance)."""
+    for algorithm, expected in (("maml", "normal"), ("anil", "normal"), ("multiclass", "pytorch"),
+                                ("multitask", "pytorch")):
+        c = load_config(None, ["dataset=omniglot", f"algorithm={algorithm}", "ways=20"])
+        assert c.head_init == expected and c.describe_conventions() == "finn conventions"
+    assert load_config(None, ["dataset=miniimagenet", "algorithm=maml"]).head_init == "xavier_uniform"
+    explicit = load_config(None, ["dataset=omniglot", "algorithm=multiclass", "head_init=normal"])
+    assert explicit.head_init == "normal" and "head_init=normal" in explicit.describe_conventions()
