@@ -70,6 +70,9 @@ ONLY_OMNIGLOT = ("image_resize",)  # the other data sets are not resized
 COMBINATIONS = (("inner_loss", "inner_steps_test"),)
 FROZEN = ["conv1", "conv2", "conv3", "conv4"]
 STUDY_VERSION = 1  # bump when the measurements change, to measure every run again
+# the paper's readings: freezing conv1-conv4 costs at most this many points, and conv4's
+# similarity before vs after the inner loop is at least this, when features are reused
+REUSE_COST, REUSE_SIMILARITY = 2, 0.9
 
 
 def switches(setting: str) -> list[str]:
@@ -256,9 +259,9 @@ def verdicts(row: dict) -> tuple[str, str, str]:
     """The paper's readings of a run: freezing conv1-conv4 at test time costs at most 2 points
     (feature reuse) or more (rapid learning in the body); and conv4's similarity before vs
     after the inner loop, by CCA and by CKA, at least 0.9 (unchanged: reuse) or not."""
-    freezing = "reuse" if row["freezing_cost"] <= 2 else "rapid"
-    cca = "reuse" if row.get("cca_conv4", 0) >= 0.9 else "changes"
-    cka = "reuse" if row.get("cka_conv4", 0) >= 0.9 else "changes"
+    freezing = "reuse" if row["freezing_cost"] <= REUSE_COST else "rapid"
+    cca = "reuse" if row.get("cca_conv4", 0) >= REUSE_SIMILARITY else "changes"
+    cka = "reuse" if row.get("cka_conv4", 0) >= REUSE_SIMILARITY else "changes"
     return freezing, cca, cka
 
 
@@ -361,7 +364,7 @@ def trajectory_section(folder: Path, out: Path) -> list[str]:
                         label=g.convention_summary.iloc[0].replace(" conventions", ""))
     # full scales, so a few points of drift do not look like a trend; dotted: the reuse threshold
     for ax, label, top, reuse in zip(axes, ("test accuracy (%)", "freezing conv1-4 costs (points)", "conv4 CCA"),
-                                     (100, 100, 1), (None, 2, 0.9)):
+                                     (100, 100, 1), (None, REUSE_COST, REUSE_SIMILARITY)):
         ax.set_ylim(min(0, ax.get_ylim()[0]), top)
         if reuse is not None:
             ax.axhline(reuse, color="#999", ls=":", lw=1)
@@ -376,8 +379,10 @@ def trajectory_section(folder: Path, out: Path) -> list[str]:
 
 def figure(summary: pd.DataFrame, folder: Path) -> None:
     settings = list(summary.setting.unique())
-    panels = [("accuracy", "test accuracy\n(%)", None), ("freezing_cost", "cost of freezing\nconv1-4 (points)", 2),
-              ("cca_conv4", "conv4 CCA\nbefore vs after", 0.9), ("cka_conv4", "conv4 CKA\nbefore vs after", 0.9)]
+    panels = [("accuracy", "test accuracy\n(%)", None),
+              ("freezing_cost", "cost of freezing\nconv1-4 (points)", REUSE_COST),
+              ("cca_conv4", "conv4 CCA\nbefore vs after", REUSE_SIMILARITY),
+              ("cka_conv4", "conv4 CKA\nbefore vs after", REUSE_SIMILARITY)]
     fig, axes = new_figure(6.75, 1.2 + 0.22 * summary.groupby("setting").size().max() * len(settings), len(panels))
     colors = {"pytorch": "#D55E00", "finn": "#0072B2"}
     for ax, (col, label, reuse) in zip(axes, panels):

@@ -39,7 +39,7 @@ import yaml
 
 from repsim.data import DATASETS
 from repsim.errors import RepsimError, one_line
-from repsim.meta import ALGORITHMS, LOSSES
+from repsim.meta import ALGORITHMS, LOSSES, META_ALGORITHMS
 
 CONVENTION_SETS = ("finn", "pytorch")
 CONVENTION_KEYS = ("inner_loss", "outer_loss", "head_init", "conv_init", "batchnorm_scale",
@@ -198,7 +198,7 @@ def convention_set(name: str, c: Config) -> dict[str, Any]:
         # N(0, 1) on a 4,800-way head leaves multiclass training stuck at chance
         few_shot_head = "normal" if omniglot_like else "xavier_uniform"
         return dict(inner_loss="sum_div_shots", outer_loss="sum_div_shots",
-                    head_init=few_shot_head if c.algorithm not in ("multiclass", "multitask") else "pytorch",
+                    head_init=few_shot_head if c.algorithm in META_ALGORITHMS else "pytorch",
                     conv_init="xavier_uniform", batchnorm_scale=False, batchnorm_eps=1e-3,
                     adapt_batchnorm=False, conv_padding="same", image_resize="nearest",
                     task_pool=200_000, meta_grad_clip=0.0 if omniglot_like else 10.0,

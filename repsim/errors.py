@@ -24,4 +24,4 @@ def not_finite(what: str) -> NotFiniteError:
     """The error for NaN or inf met while testing a model: its test-time inner loop took too
     large a step, or its run diverged before the checkpoint was written."""
     return NotFiniteError(f"{what} is NaN or inf: the inner loop diverged (lower --set inner_lr) or the "
-                       f"checkpoint's weights are too large (use an earlier checkpoint of its run)")
+                          f"checkpoint's weights are too large (use an earlier checkpoint of its run)")

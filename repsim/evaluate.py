@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from repsim.errors import RepsimError, not_finite
-from repsim.meta import HEAD_PREFIX, InnerLoop, adapt_and_score, head_input, inner_loop_names
+from repsim.meta import HEAD_PREFIX, META_ALGORITHMS, InnerLoop, adapt_and_score, head_input, inner_loop_names
 from repsim.results import ci95
 
 Params = dict[str, torch.Tensor]
@@ -132,7 +132,7 @@ def check_counts(*, tasks: int | None = None, queries: int | None = None,
 def test_time_params(model: nn.Module, params: Params, algorithm: str, ways: int) -> Params:
     """The starting point of test-time adaptation: regimes that learn no few-shot head
     (multiclass, multitask) get a fresh one; a meta-learned head is its own start."""
-    if algorithm in ("multiclass", "multitask"):
+    if algorithm not in META_ALGORITHMS:
         return fresh_head(model, params, ways)
     return params
 

@@ -258,7 +258,8 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, C
         if not config_file.is_file():
             raise RepsimError(f"nothing to resume in {out}: no config.yaml; start the run without --resume")
         saved = saved_config(out)
-        changed = sorted(k for k in saved if saved[k] != config.to_dict()[k])
+        planned = config.to_dict()
+        changed = _changed_keys(saved, planned)
         learned = [k for k in changed if k not in SCHEDULE_KEYS]
         if learned:
             raise RepsimError(f"--resume with a different config than {config_file} "
@@ -269,9 +270,9 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, C
             raise RepsimError(f"{out} is already at iteration {start}, past iterations: {config.iterations}: "
                               f"give at least --set iterations={start} to resume it")
         if changed:  # the run's plan is now the new schedule
-            tqdm.write("repsim: resuming with " + ", ".join(f"{k} {saved[k]} -> {config.to_dict()[k]}"
-                                                            for k in changed), file=sys.stderr)
-            atomic_write_text(config_file, yaml.safe_dump(config.to_dict(), sort_keys=True))
+            tqdm.write("repsim: resuming with " + ", ".join(f"{k} {saved[k]} -> {planned[k]}" for k in changed),
+                       file=sys.stderr)
+            atomic_write_text(config_file, yaml.safe_dump(planned, sort_keys=True))
         final = out / "model.safetensors"
         if start < config.iterations and _iteration_of(final) == start:
             # a finished run trained on: its final model is its checkpoint at `start` (kept), and
@@ -291,6 +292,11 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, C
     return 0, None
 
 
+def _changed_keys(before: dict, after: dict) -> list[str]:
+    """The config keys whose values differ between two configs' dicts, sorted."""
+    return sorted(k for k in after if before.get(k) != after[k])
+
+
 def _iteration_of(path: Path) -> int | None:
     """The iteration of the checkpoint at ``path``; None if there is none, or it is unreadable."""
     try:
@@ -308,8 +314,7 @@ def _resume_point(existing: list[Path], config: Config) -> tuple[int, Checkpoint
         except RepsimError as e:
             tqdm.write(f"repsim: warning: {e}; resuming from the checkpoint before it", file=sys.stderr)
             continue
-        changed = sorted(k for k, v in config.to_dict().items()
-                         if ckpt.config.to_dict()[k] != v and k not in SCHEDULE_KEYS)
+        changed = [k for k in _changed_keys(ckpt.config.to_dict(), config.to_dict()) if k not in SCHEDULE_KEYS]
         if changed:
             raise RepsimError(f"{path} is not a checkpoint of this run (its config differs: "
                               f"{', '.join(changed)}): move it out of the run folder to resume from the one before")
