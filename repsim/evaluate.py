@@ -43,8 +43,9 @@ def mean_ci(per_task) -> Score:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device for ``device`` (auto: a GPU when there is one), checked to exist."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise RepsimError(f"unknown device {device!r}: use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -53,6 +54,14 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise RepsimError(f"device {device!r} does not exist: this machine has "
                           f"{torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "cuda":
+        # Plain float32, as on the CPU and in Finn et al.'s code: cuDNN would otherwise run
+        # convolutions in TF32 (10-bit mantissas) on Ampere and later. Deterministic kernels so
+        # that the same seed gives the same numbers on the same GPU.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     return dev
 
 
