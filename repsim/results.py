@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtrit  # Student t quantile: scipy.stats.t.ppf, without scipy.stats' 1 s import
 
 import repsim
 from repsim.errors import RepsimError
@@ -149,7 +149,7 @@ def ci95(values) -> float:
     n = values.size
     if n < 2:
         return float("nan")
-    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    return float(stdtrit(n - 1, 0.975) * values.std(ddof=1) / math.sqrt(n))
 
 
 def paired_change(values, reference) -> tuple[float, float]:

@@ -168,10 +168,11 @@ def resolve_execution(config: Config, dev: torch.device) -> str:
 
     ``auto`` follows side-by-side timings on real Omniglot tasks (``repsim bench train
     --ways W --shots K``; docs/BENCHMARKS.md). On a GPU (an H200) vmap wins in every Omniglot
-    setting, 4x to 23x, since one batched kernel replaces sixteen launches. On a CPU vmap wins while tasks are small, where it fuses many tiny kernels
-    (MAML: 5-way 1-shot, 10 images, 3.1x; 20-way 1-shot, 40 images, 1.3x), and loses once a
-    task's own work dominates (MAML 20-way 5-shot, 200 images: the loop is 3.8x faster). The
-    crossover lies between 40 and 200 images, not measured in between; we switch at 100.
+    setting, 4x to 23x: one batched kernel replaces a launch per task. On a CPU vmap wins
+    while tasks are small, where it fuses many tiny kernels (MAML: 5-way 1-shot, 10 images,
+    3.1x; 20-way 1-shot, 40 images, 1.3x), and loses once a task's own work dominates (MAML
+    20-way 5-shot, 200 images: the loop is 3.8x faster). The crossover lies between 40 and 200
+    images, not measured in between; we switch at 100.
     Head-only inner loops switch earlier, because the loop runs the body once per task while
     vmap runs it per step (ANIL 5-way 1-shot: vmap 2.8x; 20-way 1-shot: loop 2.1x).
     """
