@@ -60,6 +60,7 @@ class Model:
                 "inner_lr": c.inner_lr, "test_inner_steps": c.inner_steps_test,
                 # trained elsewhere: its iteration (0) and, unless given, its seed say nothing
                 "imported": bool(self.ckpt.extra.get("imported_from") or self.ckpt.factory),
+                "seed_known": self.ckpt.seed_known,
                 **c.conventions_used(), "convention_summary": c.describe_conventions()}
 
 

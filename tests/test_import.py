@@ -339,6 +339,11 @@ def test_two_imported_models_of_one_algorithm_and_seed_are_two_rows(tmp_path, om
     # trained elsewhere: not called a short run at "iteration 0", nor "MAML seed 0"
     assert "l2l-maml (imported); torchmeta-maml (imported)" in report
     assert "iterations 0" not in report and "Freezing (l2l-maml, imported, 1 seed)" in report
+    # nor do its table rows give it the iteration and seed 0 of its config's defaults
+    rows = [r for r in report.splitlines() if r.startswith("| l2l-maml | ")
+            and ("| none |" in r or "| conv1, conv2, conv3, conv4 |" in r)]
+    assert len(rows) == 2 and all("| imported |" in r and "| unknown |" in r for r in rows), rows
+    assert "| freezing | l2l-maml | unknown | imported |" in report
 
 
 def test_cross_similarity_of_two_architectures_names_the_layer_sizes(tmp_path, omniglot_root, capsys):

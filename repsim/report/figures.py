@@ -308,6 +308,12 @@ def _seed_means(res: Result, measure: str, labels: dict) -> dict:
             for a, ga in t.groupby("algorithm", sort=False)}
 
 
+def _trained_here(res: Result, runs) -> list:
+    """The training iterations of the (model, iteration) ``runs`` that repsim trained, sorted:
+    an imported model's checkpoint iteration (0) says nothing."""
+    return sorted({it for a, it in runs if not res.imported(a)})
+
+
 def fig_freezing(res: Result, width: float):
     t = res.table
     frozen = list(dict.fromkeys(t["frozen"]))
@@ -315,7 +321,8 @@ def fig_freezing(res: Result, width: float):
     column = _column(width)
     fig, (ax,) = _figure(width, 3.1 if column else 2.5)
     runs = list(dict.fromkeys(zip(t["algorithm"], t["seed"], t["iteration"])))
-    several_its = len({it for _, _, it in runs}) > 1
+    its = _trained_here(res, {(a, it) for a, _, it in runs})
+    several_its = len(its) > 1
     for i, (a, s, it) in enumerate(runs):
         sub = t[(t["algorithm"] == a) & (t["seed"] == s) & (t["iteration"] == it)].set_index("frozen")
         pos = [j for j, f in enumerate(frozen) if f in sub.index]
@@ -323,8 +330,8 @@ def fig_freezing(res: Result, width: float):
         ax.errorbar(x[pos] + (i - (len(runs) - 1) / 2) * 0.04, [sub.loc[frozen[j], "accuracy"] for j in pos],
                     yerr=[np.nan_to_num(sub.loc[frozen[j], "ci95"]) for j in pos], marker="o",
                     color=_COLORS[i % len(_COLORS)],
-                    label=f"{display_name(a)} seed {iteration_text(s)}"
-                          + (f", it {iteration_text(it)}" if several_its else "") + mark)
+                    label=display_name(a) + ("" if res.seed_unknown(a) else f" seed {iteration_text(s)}")
+                          + (f", it {iteration_text(it)}" if several_its and not res.imported(a) else "") + mark)
     for a in dict.fromkeys(t["algorithm"]):
         vals = [paper.paper_value("freezing", res.setting, f, "accuracy") if a == "maml" else None for f in frozen]
         if any(v is not None for v in vals):
@@ -341,9 +348,8 @@ def fig_freezing(res: Result, width: float):
     ax.set_xlabel("layers frozen in the inner loop at test time")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    its = sorted({it for _, _, it in runs})
     ax.set_title("Freezing body layers at test time"
-                 + ("" if several_its else f" (iteration {iteration_text(its[0])})"))
+                 + (f" (iteration {iteration_text(its[0])})" if len(its) == 1 else ""))
     if column:
         fig.legend(loc="outside lower center", ncol=2)
     else:
@@ -562,22 +568,22 @@ def fig_heads(res: Result, width: float):
     nrows = math.ceil(len(runs) / ncols)
     panel_h = 0.45 + 0.2 * len(labels)
     fig, axes = _figure(width, 0.5 + nrows * panel_h, nrows, ncols, sharex=True, sharey=True)
-    several_its = len({it for _, it in runs}) > 1
+    its = _trained_here(res, runs)
+    several_its = len(its) > 1
     for k, (ax, (a, it)) in enumerate(zip(axes, runs)):
         sub = t[(t["algorithm"] == a) & (t["iteration"] == it)]
         per = {v: list(zip(sub[sub["variant"] == v]["accuracy"], sub[sub["variant"] == v]["ci95"])) for v in labels}
         per = {v: rows if rows else [(np.nan, np.nan)] for v, rows in per.items()}
         _seed_bars(ax, res, labels, per, show_labels=True)
         ax.set_title(f"{display_name(a)}{reduced_mark(res, a, None, it)}"
-                     + (f", iteration {iteration_text(it)}" if several_its else ""))
+                     + (f", iteration {iteration_text(it)}" if several_its and not res.imported(a) else ""))
         if k < len(runs) - ncols:
             ax.set_xlabel("")
     for ax in axes[len(runs):]:
         ax.set_visible(False)
     _seed_legend(fig, axes[:len(runs)], column)
-    its = sorted({it for _, it in runs})
     note = "bars: mean over seeds; dots: each seed with its 95% CI over tasks"
-    return fig, note if several_its else f"{note}; models at iteration {iteration_text(its[0])}"
+    return fig, f"{note}; models at iteration {iteration_text(its[0])}" if len(its) == 1 else note
 
 
 FIGURES = {"similarity": fig_similarity, "freezing": fig_freezing, "through_training": fig_through_training,

@@ -65,6 +65,12 @@ class Result:
         its iteration (0) is then not a point of any schedule."""
         return any(c.get("imported") and str(c.get("model")) == str(model) for c in self.checkpoints)
 
+    def seed_unknown(self, model) -> bool:
+        """Whether ``model`` was imported without a seed: its config's default seed (0) then
+        says nothing. Results written before seeds were tracked count as known."""
+        return any(c.get("imported") and c.get("seed_known") is False and str(c.get("model")) == str(model)
+                   for c in self.checkpoints)
+
     def reduced(self, algorithm, seed=None, iteration=None) -> bool:
         for c in self.checkpoints:
             if (str(c.get("algorithm")) == str(algorithm) and (seed is None or _same(c.get("seed"), seed))

@@ -16,10 +16,12 @@ from repsim.report.text import (
     conventions_text,
     display_name,
     format_mean_std,
+    iteration_cell,
     iteration_text,
     number_text,
     over_seeds,
     reduced_mark,
+    seeds_cell,
     setting_text,
     std_text,
 )
@@ -95,8 +97,9 @@ def table_freezing(doc: Doc, res: Result):
     for r in over_seeds(t, ["algorithm", "iteration", "frozen"]):
         a = r["algorithm"]
         prow = r["frozen"] if a == "maml" else None
-        rows.append([display_name(a) + reduced_mark(res, a, r["seeds"], r["iteration"]), iteration_text(r["iteration"]),
-                     r["frozen"].replace(",", ", "), ", ".join(iteration_text(s) for s in r["seeds"]),
+        rows.append([display_name(a) + reduced_mark(res, a, r["seeds"], r["iteration"]),
+                     iteration_cell(res, a, r["iteration"]), r["frozen"].replace(",", ", "),
+                     seeds_cell(res, a, r["seeds"]),
                      number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])]
                     + ([change_text(r)] if paired else [])
                     + pc.cells(r["mean"], prow, "accuracy") + pe.cells(r["mean"], prow, "accuracy (earlier version)"))
@@ -149,8 +152,9 @@ def table_accuracy(doc: Doc, res: Result):
         else:
             cells = [v.format()]
         source = f"{v.source}, {v.where}" if v else "—"
-        rows.append([display_name(a) + reduced_mark(res, a, r["seeds"], r["iteration"]), iteration_text(r["iteration"]),
-                     "NIL" if mode == "nil" else mode, ", ".join(iteration_text(s) for s in r["seeds"]),
+        rows.append([display_name(a) + reduced_mark(res, a, r["seeds"], r["iteration"]),
+                     iteration_cell(res, a, r["iteration"]), "NIL" if mode == "nil" else mode,
+                     seeds_cell(res, a, r["seeds"]),
                      r["tasks"] if r["tasks"] is not None else "?",
                      number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])]
                     + ([change_text(r) if mode == "nil" else "—"] if paired else []) + cells
@@ -221,7 +225,8 @@ def table_heads(doc: Doc, res: Result):
     rows = []
     for r in over_seeds(res.table, ["algorithm", "iteration", "variant"]):
         rows.append([display_name(r["algorithm"]) + reduced_mark(res, r["algorithm"], r["seeds"], r["iteration"]),
-                     iteration_text(r["iteration"]), r["variant"], ", ".join(iteration_text(s) for s in r["seeds"]),
+                     iteration_cell(res, r["algorithm"], r["iteration"]), r["variant"],
+                     seeds_cell(res, r["algorithm"], r["seeds"]),
                      number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])]
                     + ([change_text(r) if r["variant"] != "trained inner loop" else "—"] if paired else []))
     doc.table(["algorithm", "iteration", "head variant", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)"]
@@ -235,7 +240,7 @@ def table_regimes(doc: Doc, res: Result):
     for r in over_seeds(res.table, ["regime"]):
         reg = r["regime"]
         red = "†" if any(res.reduced(reg, s) for s in r["seeds"]) else ""
-        rows.append([reg + red, paper.REGIME_NAMES.get(reg, "—"), ", ".join(iteration_text(s) for s in r["seeds"]),
+        rows.append([reg + red, paper.REGIME_NAMES.get(reg, "—"), seeds_cell(res, reg, r["seeds"]),
                      number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])] + pc.cells(r["mean"], reg, "nil"))
     doc.table(["regime", "paper's name", "seeds", "ours NIL (%)", "std over seeds", "95% CI (per seed)"]
               + pc.headers(), rows)
@@ -246,7 +251,8 @@ def table_through_training(doc: Doc, res: Result):
     rows = []
     measures = [m for m in ("cca", "cka") if m in set(t["metric"])]
     for (a, s, it), g in t.groupby(["algorithm", "seed", "iteration"], sort=False):
-        row = [display_name(a) + ("†" if res.reduced(a, s, it) else ""), iteration_text(s), iteration_text(it)]
+        row = [display_name(a) + ("†" if res.reduced(a, s, it) else ""), seeds_cell(res, a, [s]),
+               iteration_cell(res, a, it)]
         for metric in ("accuracy (inner-loop)", "accuracy (nil)"):
             sub = g[g["metric"] == metric]
             row.append(f"{sub['mean'].iloc[0]:.1f} {ci_text(sub['ci95'].iloc[0])}" if len(sub) else "—")
@@ -283,7 +289,8 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
     rows = []
     for name, r in results.items():
         s = r.study
-        ckpts = "; ".join(f"{display_name(c.get('algorithm', '?'))} s{c.get('seed', '?')} it{c.get('iteration', '?')}"
+        ckpts = "; ".join(f"{display_name(c.get('algorithm', '?'))} " + (
+                          "imported" if c.get("imported") else f"s{c.get('seed', '?')} it{c.get('iteration', '?')}")
                           + ("†" if c.get("reduced_schedule") else "") for c in r.checkpoints) or "?"
         tested = f"; tested with {s['test_overrides']}" if s.get("test_overrides") else ""
         rows.append([name, f"{s.get('dataset', '?')} ({s.get('split', '?')})", setting_text(r) + tested,
@@ -301,9 +308,13 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
     for name, r in results.items():
         for c in r.checkpoints:
             trained = f"{c.get('dataset', '?')} {c.get('ways', '?')}w{c.get('shots', '?')}s"
-            ck.append([name, display_name(c.get("algorithm", "?")), c.get("seed", "?"), c.get("iteration", "?"),
+            imported = c.get("imported")
+            ck.append([name, display_name(c.get("algorithm", "?")),
+                       "unknown" if imported and c.get("seed_known") is False else c.get("seed", "?"),
+                       "imported" if imported else c.get("iteration", "?"),
                        trained, c.get("convention_summary", "pytorch conventions"),
-                       "yes †" if c.get("reduced_schedule") else "no", f"`{c.get('checkpoint', '?')}`"])
+                       "—" if imported else "yes †" if c.get("reduced_schedule") else "no",
+                       f"`{c.get('checkpoint', '?')}`"])
     if ck:
         doc.p("Checkpoints:")
         doc.table(["analysis", "algorithm", "seed", "iteration", "trained on", "conventions",

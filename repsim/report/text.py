@@ -42,6 +42,17 @@ def iteration_text(x) -> str:
     return str(int(x)) if isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) else str(x)
 
 
+def iteration_cell(res: Result, model, iteration) -> str:
+    """A row's training iteration as printed: "imported" for a model trained elsewhere, whose
+    checkpoint's iteration (0) is no point of any schedule."""
+    return "imported" if res.imported(model) else iteration_text(iteration)
+
+
+def seeds_cell(res: Result, model, seeds) -> str:
+    """A row's seeds as printed: "unknown" for a model imported without one."""
+    return "unknown" if res.seed_unknown(model) else ", ".join(iteration_text(s) for s in seeds)
+
+
 def frozen_label(frozen: str) -> str:
     if frozen in ("none", ""):
         return "none"
