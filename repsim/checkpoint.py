@@ -9,6 +9,7 @@ safetensors cannot hold code, so loading a checkpoint never runs any.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,16 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "metrics": ckpt.metrics,
         "extra": ckpt.extra,
     }
+    # the tensors' bytes do not depend on the metadata, so a first serialisation gives their digest
+    meta["tensors_sha256"] = tensor_digest(save(tensors, metadata={"repsim": json.dumps(meta)}))
     return atomic_write_bytes(path, save(tensors, metadata={"repsim": json.dumps(meta, sort_keys=True)}))
+
+
+def tensor_digest(data: bytes) -> str:
+    """SHA-256 of a safetensors file's tensor bytes (all that follows its header). Written into
+    the metadata at save and checked at load: a flipped or edited byte of a weight, which the
+    file's structure cannot reveal, is refused instead of analysed."""
+    return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -201,6 +211,11 @@ def load_checkpoint(path: str | Path, *, with_optimizer: bool = False, weights: 
         tensors = load(data) if weights else {}
     except (SafetensorError, ValueError) as e:
         raise RepsimError(f"checkpoint {path} is corrupt ({e}): use an earlier checkpoint of the run") from None
+    # checkpoints written before digests were recorded have none, and load as they are
+    if weights and "tensors_sha256" in meta and tensor_digest(data) != meta["tensors_sha256"]:
+        raise RepsimError(f"checkpoint {path} is corrupt (its tensors differ from the SHA-256 written with "
+                          f"them: a byte changed on disk or in transit): use an earlier checkpoint of the "
+                          f"run, or copy the file again")
     params = {n: t for n, t in tensors.items() if not n.startswith(OPTIMIZER_PREFIX)}
     optimizer = ({n[len(OPTIMIZER_PREFIX):]: t for n, t in tensors.items()
                   if n.startswith(OPTIMIZER_PREFIX)} if with_optimizer else {})

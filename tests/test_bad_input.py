@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from repsim import runner as analyses
-from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from repsim.checkpoint import Checkpoint, load_checkpoint, read_metadata, save_checkpoint
 from repsim.config import load_config
 from repsim.errors import RepsimError
 from repsim.model import model_for
@@ -217,11 +217,11 @@ def test_11_ctrl_c_hint_suggests_resume_only_when_there_is_something_to_resume(t
     (lambda raw: json.dumps({k: v for k, v in json.loads(raw).items() if k != "config"}), "no config"),
     (lambda raw: json.dumps({**json.loads(raw), "config": None}), "no config"),
 ])
-def test_12_tampered_metadata_is_one_line_in_every_command(run, tmp_path, edit, needle):
+def test_12_tampered_metadata_is_one_line_in_every_command(run, tmp_path, edit, needle, capsys):
     bad = with_metadata(run / "model.safetensors", tmp_path / "c.safetensors", edit)
     for args in (["evaluate", bad], ["analyze", "accuracy", bad, "--out", tmp_path / "res"],
                  ["probe", bad, "--out", tmp_path / "probes"]):
-        code, _, err = repsim(*args, "--device", "cpu", "--quiet")
+        code, _, err = in_cli(capsys, *args, "--device", "cpu", "--quiet")
         assert code == 2
         one_line(err, "damaged repsim metadata", needle)
 
@@ -451,6 +451,23 @@ def test_32_messages_that_named_the_wrong_fix(run, tmp_path, capsys):
     code, _, err = in_cli(capsys, "report", tmp_path / "res")
     assert code == 2
     one_line(err, "accuracy.csv without accuracy.json")
+
+
+def test_38_a_changed_byte_in_a_checkpoints_weights_is_refused(run, tmp_path, capsys):
+    """A flipped bit inside a tensor leaves a well-formed file with other weights; the SHA-256
+    written with the tensors catches it. Checkpoints written before digests load as they are."""
+    data = bytearray((run / "model.safetensors").read_bytes())
+    data[-3] ^= 0x10  # the file ends with tensor bytes
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
+    for args in (["evaluate", tmp_path / "flipped.safetensors", "--tasks", 2],
+                 ["analyze", "accuracy", tmp_path / "flipped.safetensors", "--out", tmp_path / "res", "--tasks", 2]):
+        code, _, err = in_cli(capsys, *args, "--device", "cpu", "--quiet")
+        assert code == 2
+        one_line(err, "flipped.safetensors is corrupt", "SHA-256")
+    assert not (tmp_path / "res").exists()
+    assert load_checkpoint(run / "model.safetensors").iteration == 5  # the file as written loads
+    old = Path(__file__).resolve().parents[1] / "checkpoints" / "omniglot_5w1s" / "maml-s0" / "model.safetensors"
+    assert "tensors_sha256" not in read_metadata(old) and load_checkpoint(old).params
 
 
 def test_35_analyze_takes_query_points_from_queries_not_test_queries(run, tmp_path, capsys):
