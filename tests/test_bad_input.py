@@ -252,12 +252,12 @@ def test_14_probe_into_a_file_or_an_impossible_folder(run, tmp_path, target):
 def test_15_file_outputs_that_are_folders(run, tmp_path, capsys):
     (tmp_path / "d").mkdir()
     code, _, err = in_cli(capsys, "evaluate", run / "model.safetensors", "--json", tmp_path / "d", "--tasks", 2,
-                          "--device", "cpu", "--quiet")
+                                  "--device", "cpu", "--quiet")
     assert code == 2
     one_line(err, "is a folder: give a file name")
     torch.save(load_checkpoint(run / "model.safetensors").params, tmp_path / "w.pt")
     code, _, err = in_cli(capsys, "import", tmp_path / "w.pt", "--set", "filters=8", "--set", "dataset=synthetic",
-                          "--out", tmp_path / "d")
+                                  "--out", tmp_path / "d")
     assert code == 2
     one_line(err, str(tmp_path / "d"))
 
@@ -290,12 +290,12 @@ def test_17_no_command_overwrites_a_file_it_did_not_write(run, tmp_path, capsys)
 
     config_yaml = (run / "config.yaml").read_text()
     code, _, err = in_cli(capsys, "evaluate", run / "model.safetensors", "--json", run / "config.yaml", "--tasks", 2,
-                          "--device", "cpu", "--quiet")
+                                  "--device", "cpu", "--quiet")
     assert code == 2 and (run / "config.yaml").read_text() == config_yaml
     one_line(err, "not an earlier 'repsim evaluate' result")
     for _ in range(2):  # its own result it replaces
         code, _, _ = in_cli(capsys, "evaluate", run / "model.safetensors", "--json", tmp_path / "e.json", "--tasks", 2,
-                            "--device", "cpu", "--quiet")
+                                    "--device", "cpu", "--quiet")
         assert code == 0
 
     (tmp_path / "mine").mkdir()
