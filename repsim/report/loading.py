@@ -68,8 +68,7 @@ class Result:
     def seed_unknown(self, model) -> bool:
         """Whether ``model`` was imported without a seed: its config's default seed (0) then
         says nothing. Results written before seeds were tracked count as known."""
-        return any(c.get("imported") and c.get("seed_known") is False and str(c.get("model")) == str(model)
-                   for c in self.checkpoints)
+        return any(unknown_seed(c) and str(c.get("model")) == str(model) for c in self.checkpoints)
 
     def reduced(self, algorithm, seed=None, iteration=None) -> bool:
         for c in self.checkpoints:
@@ -78,6 +77,11 @@ class Result:
                     and c.get("reduced_schedule")):
                 return True
         return False
+
+
+def unknown_seed(checkpoint: dict) -> bool:
+    """Whether a checkpoint's provenance is that of a model imported without a seed."""
+    return bool(checkpoint.get("imported")) and checkpoint.get("seed_known") is False
 
 
 def _same(a, b) -> bool:

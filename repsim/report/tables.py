@@ -8,7 +8,7 @@ import pandas as pd
 from repsim import paper
 from repsim.report.cross import body_mean, cross_layer_table, cross_summary_of
 from repsim.report.document import Doc
-from repsim.report.loading import Result
+from repsim.report.loading import Result, unknown_seed
 from repsim.report.text import (
     change_text,
     ci_range_text,
@@ -310,7 +310,7 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
             trained = f"{c.get('dataset', '?')} {c.get('ways', '?')}w{c.get('shots', '?')}s"
             imported = c.get("imported")
             ck.append([name, display_name(c.get("algorithm", "?")),
-                       "unknown" if imported and c.get("seed_known") is False else c.get("seed", "?"),
+                       "unknown" if unknown_seed(c) else c.get("seed", "?"),
                        "imported" if imported else c.get("iteration", "?"),
                        trained, c.get("convention_summary", "pytorch conventions"),
                        "—" if imported else "yes †" if c.get("reduced_schedule") else "no",
