@@ -48,11 +48,15 @@ class Checkpoint:
         a fresh module of its class (default: a deep copy of ``module``); ``config`` (or
         ``settings``, e.g. ``dataset="omniglot", ways=5, inner_lr=0.4``) says how it learns."""
         import copy
+        config_given = config is not None
         if config is None:
             from repsim.config import from_dict
             config = from_dict(settings, source="Checkpoint.from_module").resolved()
         state = {n: t.detach().clone() for n, t in module.state_dict().items()}
-        return cls(config, state, extra={"name": name},
+        # from settings, its seed is known only when given: the default (0) would pair it with
+        # seed-0 runs; a config passed whole is taken at its word
+        seed_known = config_given or "seed" in settings
+        return cls(config, state, extra={"name": name, "seed_known": seed_known},
                    factory=factory or (lambda: copy.deepcopy(module)))
 
     def build_model(self) -> torch.nn.Module:
@@ -193,6 +197,9 @@ def _checked_metadata(meta, path) -> dict[str, Any]:
     for key in ("metrics", "extra"):
         if not isinstance(meta.get(key, {}), dict):
             raise damaged(f"{key} is not an object")
+    digest = meta.get("tensors_sha256", "0" * 64)
+    if not (isinstance(digest, str) and len(digest) == 64 and all(ch in "0123456789abcdef" for ch in digest)):
+        raise damaged("tensors_sha256 is not a SHA-256 hex digest")
     return meta
 
 

@@ -55,9 +55,10 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise RepsimError(f"device {device!r} does not exist: this machine has "
                           f"{torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if dev.type == "cuda":
-        # Plain float32, as on the CPU and in Finn et al.'s code: cuDNN would otherwise run
-        # convolutions in TF32 (10-bit mantissas) on Ampere and later. Deterministic kernels so
-        # that the same seed gives the same numbers on the same GPU.
+        # For the whole process, on purpose: plain float32, as on the CPU and in Finn et al.'s
+        # code (cuDNN would otherwise run convolutions in TF32, 10-bit mantissas, on Ampere and
+        # later), and cuDNN's deterministic algorithms, towards the same numbers from the same
+        # seed on the same GPU (not yet checked run against run on a GPU).
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.deterministic = True

@@ -454,10 +454,12 @@ def test_32_messages_that_named_the_wrong_fix(run, tmp_path, capsys):
 
 
 def test_38_a_changed_byte_in_a_checkpoints_weights_is_refused(run, tmp_path, capsys):
-    """A flipped bit inside a tensor leaves a well-formed file with other weights; the SHA-256
+    """A flipped bit inside a weight leaves a well-formed file with other weights; the SHA-256
     written with the tensors catches it. Checkpoints written before digests load as they are."""
     data = bytearray((run / "model.safetensors").read_bytes())
-    data[-3] ^= 0x10  # the file ends with tensor bytes
+    header = int.from_bytes(data[:8], "little")
+    start, end = json.loads(data[8:8 + header])["conv1.conv.weight"]["data_offsets"]
+    data[8 + header + (start + end) // 2] ^= 0x10  # a bit of a weight the network uses
     (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
     for args in (["evaluate", tmp_path / "flipped.safetensors", "--tasks", 2],
                  ["analyze", "accuracy", tmp_path / "flipped.safetensors", "--out", tmp_path / "res", "--tasks", 2]):
@@ -466,8 +468,37 @@ def test_38_a_changed_byte_in_a_checkpoints_weights_is_refused(run, tmp_path, ca
         one_line(err, "flipped.safetensors is corrupt", "SHA-256")
     assert not (tmp_path / "res").exists()
     assert load_checkpoint(run / "model.safetensors").iteration == 5  # the file as written loads
-    old = Path(__file__).resolve().parents[1] / "checkpoints" / "omniglot_5w1s" / "maml-s0" / "model.safetensors"
-    assert "tensors_sha256" not in read_metadata(old) and load_checkpoint(old).params
+    # a file written before digests: the same weights, no digest
+    old = with_metadata(run / "model.safetensors", tmp_path / "old.safetensors",
+                        lambda raw: json.dumps({k: v for k, v in json.loads(raw).items() if k != "tensors_sha256"}))
+    assert "tensors_sha256" not in read_metadata(old)
+    assert torch.equal(load_checkpoint(old).params["conv1.conv.weight"],
+                       load_checkpoint(run / "model.safetensors").params["conv1.conv.weight"])
+    # and a digest damaged in the metadata is damaged metadata, not changed tensors
+    bad = with_metadata(run / "model.safetensors", tmp_path / "bad.safetensors",
+                        lambda raw: json.dumps({**json.loads(raw), "tensors_sha256": None}))
+    with pytest.raises(RepsimError, match="damaged repsim metadata .tensors_sha256 is not a SHA-256"):
+        load_checkpoint(bad)
+
+
+def test_39_an_import_named_after_an_algorithm_is_not_pooled_with_repsims_runs(run, tmp_path, capsys):
+    """maml.pt imports as a model named "maml", the unit repsim's own MAML runs are reported
+    under: its rows must stay its own, and repsim's rows must not read "imported"."""
+    torch.save({n: p + 0.01 for n, p in load_checkpoint(run / "model.safetensors").params.items()},
+               tmp_path / "maml.pt")
+    trained_as = [line for line in (run / "config.yaml").read_text().splitlines() if not line.startswith("seed:")]
+    (tmp_path / "c.yaml").write_text("\n".join(trained_as) + "\n")  # how it was trained, its seed untold
+    assert in_cli(capsys, "import", tmp_path / "maml.pt", "--config", tmp_path / "c.yaml",
+                  "--out", tmp_path / "maml.safetensors")[0] == 0
+    assert in_cli(capsys, "analyze", "freezing", run / "model.safetensors", tmp_path / "maml.safetensors",
+                  "--out", tmp_path / "res", "--tasks", 2, "--frozen", "none", "--device", "cpu", "--quiet")[0] == 0
+    assert sorted(set(pd.read_csv(tmp_path / "res" / "freezing.csv")["model"])) == ["maml", "maml (imported)"]
+    assert in_cli(capsys, "report", tmp_path / "res")[0] == 0
+    lines = (tmp_path / "res" / "report.md").read_text().splitlines()
+    own = [r for r in lines if r.startswith("| MAML | ")]
+    imported = [r for r in lines if r.startswith("| maml (imported) | ")]
+    assert len(own) == len(imported) == 1
+    assert "| 5 | none | 0 |" in own[0] and "| imported | none | unknown |" in imported[0]
 
 
 def test_35_analyze_takes_query_points_from_queries_not_test_queries(run, tmp_path, capsys):

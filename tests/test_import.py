@@ -463,6 +463,9 @@ def test_a_model_of_ones_own_is_probed_and_frozen_by_dotted_layer_names(omniglot
     assert set(rows["checkpoint"]) == {"tiny-maml"} and len(rows) == 3
     with pytest.raises(RepsimError, match="unknown layer.*layer9.*dotted names"):
         freezing(study, maml, frozen_sets=[["layer9"]])
+    # a seed is a model's own only when given: the default 0 would pair it with seed-0 runs
+    seeded = Checkpoint.from_module(TinyResNet(), name="s", algorithm="maml", seed=3, **settings)
+    assert not maml.seed_known and seeded.seed_known and seeded.config.seed == 3
 
 
 def higher_net(ways=5):
