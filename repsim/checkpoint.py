@@ -82,11 +82,16 @@ class Checkpoint:
         return self.extra.get("name") or None
 
     @property
+    def imported(self) -> bool:
+        """Trained elsewhere: read by ``repsim import``, or a module in memory (from_module)."""
+        return bool(self.extra.get("imported_from") or self.factory)
+
+    @property
     def seed_known(self) -> bool:
         """Whether ``config.seed`` is the seed it was trained from: always for repsim's own
         runs, for an imported model only when the seed was given at import (one imported
         before this was recorded: not known)."""
-        return bool(self.extra.get("seed_known", "imported_from" not in self.extra))
+        return bool(self.extra.get("seed_known", not self.imported))
 
 
 def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source: str) -> None:
@@ -197,9 +202,10 @@ def _checked_metadata(meta, path) -> dict[str, Any]:
     for key in ("metrics", "extra"):
         if not isinstance(meta.get(key, {}), dict):
             raise damaged(f"{key} is not an object")
-    digest = meta.get("tensors_sha256", "0" * 64)
-    if not (isinstance(digest, str) and len(digest) == 64 and all(ch in "0123456789abcdef" for ch in digest)):
-        raise damaged("tensors_sha256 is not a SHA-256 hex digest")
+    if "tensors_sha256" in meta:  # written since digests were recorded
+        digest = meta["tensors_sha256"]
+        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")):
+            raise damaged("tensors_sha256 is not a SHA-256 hex digest")
     return meta
 
 

@@ -46,18 +46,13 @@ class Model:
                                                  self.ckpt.iteration, self.ckpt.name)
 
     @property
-    def imported(self) -> bool:
-        """Trained elsewhere (``repsim import``, or a module in memory)."""
-        return bool(self.ckpt.extra.get("imported_from") or self.ckpt.factory)
-
-    @property
     def unit(self) -> str:
         """What the report compares: an algorithm, its seeds pooled, or a model that has a
         name of its own (one imported with ``--name``, or one told apart by its file)."""
         plain = default_label(self.ckpt.config.algorithm, self.ckpt.config.seed, self.ckpt.iteration)
         if self.label == plain:
             return self.ckpt.config.algorithm
-        if self.imported and self.label in ALGORITHMS:
+        if self.ckpt.imported and self.label in ALGORITHMS:
             # an import named after an algorithm (maml.pt) must not pool with repsim's own runs of it
             return f"{self.label} (imported)"
         return self.label
@@ -70,7 +65,7 @@ class Model:
                 "dataset": c.dataset, "ways": c.ways, "shots": c.shots,
                 "inner_lr": c.inner_lr, "test_inner_steps": c.inner_steps_test,
                 # trained elsewhere: its iteration (0) and, unless given, its seed say nothing
-                "imported": self.imported,
+                "imported": self.ckpt.imported,
                 "seed_known": self.ckpt.seed_known,
                 **c.conventions_used(), "convention_summary": c.describe_conventions()}
 

@@ -60,15 +60,19 @@ class Result:
         ways = self.setting[1]
         return 100.0 / ways if ways else None
 
+    def _provenance_of(self, model) -> list[dict]:
+        """The provenance of the checkpoints behind ``model`` (a row's algorithm or name)."""
+        return [c for c in self.checkpoints if str(c.get("model")) == str(model)]
+
     def imported(self, model) -> bool:
-        """Whether ``model`` (a row's algorithm or name) was trained elsewhere and imported:
-        its iteration (0) is then not a point of any schedule."""
-        return any(c.get("imported") and str(c.get("model")) == str(model) for c in self.checkpoints)
+        """Whether ``model`` was trained elsewhere and imported: its iteration (0) is then not
+        a point of any schedule."""
+        return any(c.get("imported") for c in self._provenance_of(model))
 
     def seed_unknown(self, model) -> bool:
         """Whether ``model`` was imported without a seed: its config's default seed (0) then
         says nothing. Results written before seeds were tracked count as known."""
-        return any(unknown_seed(c) and str(c.get("model")) == str(model) for c in self.checkpoints)
+        return any(unknown_seed(c) for c in self._provenance_of(model))
 
     def reduced(self, algorithm, seed=None, iteration=None) -> bool:
         for c in self.checkpoints:
