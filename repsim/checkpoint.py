@@ -133,8 +133,9 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "metrics": ckpt.metrics,
         "extra": ckpt.extra,
     }
-    # the tensors' bytes do not depend on the metadata, so a first serialisation gives their digest
-    meta["tensors_sha256"] = tensor_digest(save(tensors, metadata={"repsim": json.dumps(meta)}))
+    # the tensors' bytes do not depend on the metadata, so a first serialisation without it
+    # gives their digest
+    meta["tensors_sha256"] = tensor_digest(save(tensors))
     return atomic_write_bytes(path, save(tensors, metadata={"repsim": json.dumps(meta, sort_keys=True)}))
 
 
