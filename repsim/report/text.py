@@ -48,6 +48,12 @@ def iteration_cell(res: Result, model, iteration) -> str:
     return "imported" if res.imported(model) else iteration_text(iteration)
 
 
+def iteration_phrase(res: Result, model, iteration) -> str:
+    """iteration_cell in a sentence: "iteration N", or "imported"."""
+    cell = iteration_cell(res, model, iteration)
+    return cell if res.imported(model) else f"iteration {cell}"
+
+
 def seeds_cell(res: Result, model, seeds) -> str:
     """A row's seeds as printed: "unknown" for a model imported without one."""
     return "unknown" if res.seed_unknown(model) else ", ".join(iteration_text(s) for s in seeds)

@@ -15,6 +15,7 @@ from repsim.report.text import (
     display_name,
     format_mean_std,
     frozen_label,
+    iteration_phrase,
     iteration_text,
     layer_span,
     over_seeds,
@@ -67,11 +68,6 @@ def similarity_verdict(res: Result) -> list[str]:
     return out
 
 
-def when(res: Result, model, iteration) -> str:
-    """"iteration N" of a repsim run; "imported" for a model trained elsewhere."""
-    return "imported" if res.imported(model) else f"iteration {iteration_text(iteration)}"
-
-
 def freezing_verdict(res: Result) -> list[str]:
     """Freezing the whole body at test time: the change, judged by its paired CI (Table 1)."""
     out = []
@@ -85,7 +81,8 @@ def freezing_verdict(res: Result) -> list[str]:
             ci_a, ci_b = max(r_none["cis"]), max(r_all["cis"])
             within = (f"{'within' if abs(d) <= max(ci_a, ci_b) else 'larger than'} the per-seed "
                       f"95% CIs, {ci_text(ci_a)} / {ci_text(ci_b)}")
-        txt = (f"Freezing ({display_name(r_none['algorithm'])}, {when(res, r_none['algorithm'], r_none['iteration'])}, "
+        a = r_none["algorithm"]
+        txt = (f"Freezing ({display_name(a)}, {iteration_phrase(res, a, r_none['iteration'])}, "
                f"{len(r_none['seeds'])} seed{'s' if len(r_none['seeds']) > 1 else ''}): freezing "
                f"{frozen_label(r_all['frozen'])} changes accuracy {r_none['mean']:.1f} → {r_all['mean']:.1f}% "
                f"({d:+.1f} points; {within})")
@@ -109,7 +106,7 @@ def accuracy_verdict(res: Result) -> list[str]:
         d = r["mean"] - inner["mean"]
         spread = (f"paired 95% CI per seed {ci_text(max(r['change_cis']))}" if r["change_cis"]
                   else f"per-seed 95% CIs {ci_text(max(r['cis']))} / {ci_text(max(inner['cis']))}")
-        txt = (f"NIL vs inner loop ({display_name(a)}, {when(res, a, it)}): "
+        txt = (f"NIL vs inner loop ({display_name(a)}, {iteration_phrase(res, a, it)}): "
                f"NIL {r['mean']:.1f}% vs inner loop {inner['mean']:.1f}% ({d:+.1f} points; {spread})")
         pn = (paper.paper_value("nil", res.setting, "ANIL", "nil") if a == "anil"
               else paper.paper_value("regimes", res.setting, a, "nil"))
