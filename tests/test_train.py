@@ -324,6 +324,25 @@ def test_execution_auto_follows_the_measured_rule_and_an_explicit_choice_wins():
     assert auto("maml", 20, 5, cpu) == auto("anil", 20, 1, cpu) == auto("anil", 20, 5, cpu) == "loop"
 
 
+def test_a_resumed_run_keeps_its_execution_on_its_kind_of_device_and_not_elsewhere():
+    # a GPU run (vmap) finished on a CPU takes the CPU's execution: its numbers change at float
+    # precision anyway, and vmap is the slow choice there for 20-way 5-shot
+    from types import SimpleNamespace
+
+    from repsim.train import RunState
+
+    def resumed(devices, execution, here, fresh_execution):
+        ckpt = SimpleNamespace(extra={"devices": devices, "execution": execution, "wall_time_s": 7.0})
+        return RunState.from_checkpoint(ckpt, RunState(execution=fresh_execution, devices=[here]))
+
+    moved = resumed(["cuda:0"], "vmap", "cpu", "loop")
+    assert (moved.execution, moved.devices, moved.wall_time_s) == ("loop", ["cuda:0", "cpu"], 7.0)
+    assert resumed(["cpu"], "vmap", "cpu", "loop").execution == "vmap"  # bit-identical resume
+    assert resumed(["cuda:0"], "loop", "cuda:1", "vmap").execution == "loop"  # cuda:1 is a GPU too
+    assert resumed(["cuda:0", "cpu"], "vmap", "cpu", "loop").execution == "loop"  # moved once: for good
+    assert resumed([], "loop", "cpu", "vmap").execution == "loop"  # devices not recorded: as saved
+
+
 def test_bench_train_times_every_method_on_the_requested_setting():
     # what `repsim bench train --ways 5 --shots 1` prints its ratios from (timings are not asserted)
     from repsim.bench.train import _setting, _tasks, run
