@@ -281,6 +281,17 @@ def test_a_subset_of_analyses_is_reported_and_the_rest_listed_missing(tmp_path):
     assert "| ours − paper |" not in md
 
 
+def test_analyses_run_on_fewer_seeds_than_the_others_are_named_in_the_caveats(tmp_path):
+    # accuracy covers MAML seeds 0-2, freezing 0-1, heads 0: their means are over other models
+    md = write_report(build_results(tmp_path / "r", names=["accuracy", "freezing", "heads"])).read_text()
+    gaps = [line for line in md.splitlines() if "cover different seeds" in line]
+    assert gaps == ["- MAML: the analyses cover different seeds (0, 1, 2 in all; freezing only 0, 1; "
+                    "heads only 0): re-run freezing, heads on the missing seeds to compare like with like."]
+    # one analysis, or analyses that agree on every model's seeds, raise nothing
+    md = write_report(build_results(tmp_path / "s", names=["accuracy"])).read_text()
+    assert "cover different seeds" not in md
+
+
 def test_edge_cases_nan_ci_no_head_accuracy_only_through_training(tmp_path):
     folder = tmp_path / "r"
     folder.mkdir()

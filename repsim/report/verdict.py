@@ -233,10 +233,33 @@ def caveats(results: dict[str, Result]) -> list[str]:
         out.append(f"Trained with {'; '.join(departing)}, not (only) the conventions of the code the paper ran "
                    f"(Finn et al.'s TensorFlow MAML, `conventions: finn`); which conventions change "
                    f"which finding is measured in checkpoints/convention_study.")
+    out += _seed_gaps(results)
     short = sorted({int(c["iteration"]) for r in results.values() for c in r.checkpoints
                     if isinstance(c.get("iteration"), (int, float)) and c["iteration"] < PAPER_ITERATIONS
                     and not c.get("reduced_schedule") and not c.get("imported")})
     if short:
         out.append(f"Checkpoints at iterations {', '.join(str(i) for i in short)} are intermediate or short runs "
                    f"(the paper's final models are at {PAPER_ITERATIONS:,} iterations).")
+    return out
+
+
+def _seed_gaps(results: dict[str, Result]) -> list[str]:
+    """Analyses that cover fewer seeds of a model than another analysis does (run before a seed
+    finished training, say): their means are over other seeds than the rest of the report's."""
+    by_analysis = {}
+    for name, r in results.items():
+        for c in r.checkpoints:
+            model = str(c.get("model") or c.get("algorithm"))
+            by_analysis.setdefault(name, {}).setdefault(model, set()).add(c.get("seed"))
+    out = []
+    for model in sorted({m for seeds in by_analysis.values() for m in seeds}):
+        every = set().union(*(seeds.get(model, set()) for seeds in by_analysis.values()))
+        short = {name: seeds[model] for name, seeds in sorted(by_analysis.items())
+                 if model in seeds and seeds[model] < every}
+        if short:
+            def listed(values):
+                return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v or 0)))
+            out.append(f"{display_name(model)}: the analyses cover different seeds ({listed(every)} in all; "
+                       + "; ".join(f"{name} only {listed(s)}" for name, s in short.items())
+                       + f"): re-run {', '.join(short)} on the missing seeds to compare like with like.")
     return out
