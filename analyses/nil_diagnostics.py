@@ -5,9 +5,10 @@
 
 The paper's NIL testing (table 4) drops the head and classifies a query by a softmax over its
 cosine similarities to the support points, as in Matching Networks; it finds NIL as good as
-ANIL's inner loop. Our reduced 20-way 5-shot ANIL checkpoints break that: NIL is 2.3 points
-behind on every seed. With one support point per class every cosine classifier below is the
-same nearest-neighbour rule, but with five they differ, so this recipe scores, on the same
+ANIL's inner loop. repsim's first, PyTorch-convention 20-way 5-shot ANIL references broke that
+(NIL 2.3 points behind on every seed; the Finn-convention ones put NIL 2.4 points ahead).
+With one support point per class every cosine classifier below is the same nearest-neighbour
+rule, but with five they differ, so this recipe scores, on the same
 penultimate features and the same fixed test tasks (task seed 0, the checkpoint's own query
 count, as in the MANIFEST), the inner loop and four cosine classifiers that use no head and
 no inner loop. If a cosine classifier matches the inner loop, the features hold what the head
