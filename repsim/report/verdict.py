@@ -251,14 +251,15 @@ def _seed_gaps(results: dict[str, Result]) -> list[str]:
         for c in r.checkpoints:
             model = str(c.get("model") or c.get("algorithm"))
             by_analysis.setdefault(name, {}).setdefault(model, set()).add(c.get("seed"))
+
+    def listed(values):
+        return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v or 0)))
     out = []
     for model in sorted({m for seeds in by_analysis.values() for m in seeds}):
         every = set().union(*(seeds.get(model, set()) for seeds in by_analysis.values()))
         short = {name: seeds[model] for name, seeds in sorted(by_analysis.items())
                  if model in seeds and seeds[model] < every}
         if short:
-            def listed(values):
-                return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v or 0)))
             out.append(f"{display_name(model)}: the analyses cover different seeds ({listed(every)} in all; "
                        + "; ".join(f"{name} only {listed(s)}" for name, s in short.items())
                        + f"): re-run {', '.join(short)} on the missing seeds to compare like with like.")
