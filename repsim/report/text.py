@@ -42,6 +42,11 @@ def iteration_text(x) -> str:
     return str(int(x)) if isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) else str(x)
 
 
+def values_text(values) -> str:
+    """Seeds or iterations in a sentence: in numeric order, an unknown one (None) last."""
+    return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v or 0)))
+
+
 def iteration_cell(res: Result, model, iteration) -> str:
     """A row's training iteration as printed: "imported" for a model trained elsewhere, whose
     checkpoint's iteration (0) is no point of any schedule."""

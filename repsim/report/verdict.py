@@ -20,6 +20,7 @@ from repsim.report.text import (
     layer_span,
     over_seeds,
     range_text,
+    values_text,
 )
 from repsim.results import HEAD
 
@@ -221,11 +222,9 @@ def caveats(results: dict[str, Result]) -> list[str]:
         seeds.add(c.get("seed"))
         iterations.add(c.get("iteration"))
     if reduced:
-        def listed(values):
-            return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v)))
         out.append("† Reduced training schedule (shorter than the paper's 60,000 iterations): "
-                   + "; ".join(f"{display_name(a)} seed{'s' if len(s) > 1 else ''} {listed(s)} "
-                                 f"at iteration{'s' if len(i) > 1 else ''} {listed(i)}"
+                   + "; ".join(f"{display_name(a)} seed{'s' if len(s) > 1 else ''} {values_text(s)} "
+                                 f"at iteration{'s' if len(i) > 1 else ''} {values_text(i)}"
                                for a, (s, i) in sorted(reduced.items())) + ".")
     summaries = {c.get("convention_summary", "pytorch conventions") for r in results.values() for c in r.checkpoints}
     departing = sorted(x for x in summaries if x != "finn conventions")
@@ -251,16 +250,13 @@ def _seed_gaps(results: dict[str, Result]) -> list[str]:
         for c in r.checkpoints:
             model = str(c.get("model") or c.get("algorithm"))
             by_analysis.setdefault(name, {}).setdefault(model, set()).add(c.get("seed"))
-
-    def listed(values):
-        return ", ".join(str(v) for v in sorted(values, key=lambda v: (v is None, v or 0)))
     out = []
     for model in sorted({m for seeds in by_analysis.values() for m in seeds}):
         every = set().union(*(seeds.get(model, set()) for seeds in by_analysis.values()))
         short = {name: seeds[model] for name, seeds in sorted(by_analysis.items())
                  if model in seeds and seeds[model] < every}
         if short:
-            out.append(f"{display_name(model)}: the analyses cover different seeds ({listed(every)} in all; "
-                       + "; ".join(f"{name} only {listed(s)}" for name, s in short.items())
+            out.append(f"{display_name(model)}: the analyses cover different seeds ({values_text(every)} in all; "
+                       + "; ".join(f"{name} only {values_text(s)}" for name, s in short.items())
                        + f"): re-run {', '.join(short)} on the missing seeds to compare like with like.")
     return out
