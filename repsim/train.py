@@ -147,10 +147,11 @@ class RunState:
         differ at float precision anyway, so it takes the execution that is fast here (ANIL 20-way
         5-shot on one CPU thread: vmap 8.7 s per iteration, the loop 2.2)."""
         extra = ckpt.extra
+        before = extra.get("devices", [])
         here = torch.device(fresh.devices[0]).type
-        moved = any(torch.device(d).type != here for d in extra.get("devices", []))
+        moved = any(torch.device(d).type != here for d in before)
         return cls(execution=fresh.execution if moved else extra.get("execution", fresh.execution),
-                   devices=list(dict.fromkeys(extra.get("devices", []) + fresh.devices)),
+                   devices=list(dict.fromkeys(before + fresh.devices)),
                    wall_time_s=extra.get("wall_time_s", 0.0),
                    window=list(extra.get("window", [0.0, 0.0, 0])))
 
