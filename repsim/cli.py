@@ -25,6 +25,9 @@ def _train(args) -> None:
         if "data_root" in parse_overrides(overrides):
             raise RepsimError("--data-root and --set data_root=... both name the data folder: give one of them")
         overrides.append(f"data_root={args.data_root}")
+    time_limit = None if args.time_limit is None else 60 * args.time_limit
+    if args.seeds is not None:
+        return _train_seeds(args, overrides, time_limit)
     if args.resume and args.config is None and (Path(args.out) / "config.yaml").is_file():
         # the run's own config as it was saved (a run older than a key keeps what it trained
         # with), --set on top (a longer schedule, say)
@@ -34,8 +37,36 @@ def _train(args) -> None:
     print(f"training {config.algorithm} on {config.dataset} {config.ways}-way {config.shots}-shot "
           f"with {config.describe_conventions()}", flush=True)
     final = train(config, args.out, device=args.device, resume=args.resume,
-                  progress=not args.quiet)
-    print(f"trained {config.algorithm} on {config.dataset}: {final}")
+                  progress=not args.quiet, time_limit=time_limit)
+    print(f"{'trained' if final.name == 'model.safetensors' else 'stopped at'} "
+          f"{config.algorithm} on {config.dataset}: {final}")
+
+
+def _train_seeds(args, overrides: list[str], time_limit: float | None) -> None:
+    """--seeds: several seeds of one config as one batched run (repsim.batched)."""
+    from repsim.batched import train_runs
+    from repsim.config import load_config, parse_overrides
+    from repsim.train import saved_config
+
+    if "{seed}" not in args.out:
+        raise RepsimError(f"--seeds trains one run folder per seed: put {{seed}} in --out "
+                          f"(e.g. --out 'runs/maml-s{{seed}}'), not {args.out!r}")
+    if "seed" in parse_overrides(overrides):
+        raise RepsimError("--seeds and --set seed=... both give the seed: give --seeds alone")
+    outs = [args.out.replace("{seed}", str(s)) for s in args.seeds]
+    configs = []
+    for seed, out in zip(args.seeds, outs):
+        defaults = (saved_config(out) if args.resume and args.config is None
+                    and (Path(out) / "config.yaml").is_file() else None)
+        configs.append(load_config(None if defaults else args.config, overrides + [f"seed={seed}"],
+                                   **({"defaults": defaults} if defaults else {})))
+    c = configs[0]
+    print(f"training {c.algorithm} on {c.dataset} {c.ways}-way {c.shots}-shot, seeds "
+          f"{', '.join(map(str, args.seeds))} together, with {c.describe_conventions()}", flush=True)
+    finals = train_runs(configs, outs, device=args.device, resume=args.resume, progress=not args.quiet,
+                        time_limit=time_limit)
+    for final in finals:
+        print(f"{'trained' if final.name == 'model.safetensors' else 'stopped at'}: {final}")
 
 
 def _evaluate(args) -> None:
@@ -214,7 +245,8 @@ EXAMPLES = {
     "train": "repsim train --config omniglot_5w1s_maml --data-root ~/data/omniglot --out runs/maml-s0\n"
              "repsim train --config omniglot_5w1s_maml --set seed=1 --set iterations=1500 --out runs/maml-s1\n"
              "repsim train --out runs/maml-s0 --resume   # after an interruption (the run's own config)\n"
-             "repsim train --out runs/maml-s0 --resume --set iterations=20000   # train it longer",
+             "repsim train --out runs/maml-s0 --resume --set iterations=20000   # train it longer\n"
+             "repsim train --config omniglot_5w1s_maml --seeds 0,1,2 --out 'runs/maml-s{seed}'   # on a GPU",
     "evaluate": "repsim evaluate runs/maml-s0 --data-root ~/data/omniglot\n"
                 "repsim evaluate runs/maml-s0 --nil --json nil.json\n"
                 "repsim evaluate runs/maml-s0 --set inner_lr=0.4 --inner-steps 3",
@@ -231,6 +263,16 @@ EXAMPLES = {
     "report": "repsim report results\nrepsim report results --figures paper/figures",
     "bench": "repsim bench similarity --quick\nrepsim bench train --data-root ~/data/omniglot --ways 5",
 }
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, comma-separated (0,1,2), not {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"give distinct non-negative seeds, comma-separated (0,1,2), not {text!r}")
+    return seeds
 
 
 def _layers(text: str) -> list[str]:
@@ -294,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its config.yaml unless "
                    "--config is given; --set may change only iterations, checkpoint_every, eval_every, reduced")
+    t.add_argument("--seeds", type=_seeds, metavar="LIST",
+                   help="train these seeds (e.g. 0,1,2) together, as one batched run: one step for all, "
+                   "and on a GPU one CUDA graph; --out must hold {seed}")
+    t.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="stop after this long with a checkpoint where it stops; --resume continues")
     common(t)
     t.set_defaults(func=_train)
 
@@ -414,7 +461,8 @@ def _resume_hint(args) -> str:
         return "; the same command continues it (checkpoints already measured are kept)"
     if args.command != "train":
         return ""
-    if any(Path(args.out).glob("checkpoints/iter-*.safetensors")):
+    out = args.out.replace("{seed}", str(args.seeds[0])) if args.seeds else args.out
+    if any(Path(out).glob("checkpoints/iter-*.safetensors")):
         return "; continue the run with the same command and --resume"
     return "; no checkpoint was written yet, so start the run again (without --resume)"
 

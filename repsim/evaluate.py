@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from repsim.data.episodes import batch_tasks
 from repsim.errors import RepsimError, not_finite
 from repsim.meta import HEAD_PREFIX, META_ALGORITHMS, InnerLoop, adapt_and_score, head_input, inner_loop_names
 from repsim.results import ci95
@@ -126,6 +127,32 @@ def score_tasks(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | N
                 raise not_finite(f"the query loss of test task {index} after {inner.steps} inner "
                                  f"steps of size {inner.lr:g}")
             accuracies.append(result.accuracy)
+    return mean_ci(accuracies)
+
+
+def score_tasks_batched(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | None,
+                        device: torch.device, chunk: int = 100, progress: bool = True,
+                        desc: str = "evaluating") -> Score:
+    """:func:`score_tasks` with ``chunk`` tasks at a time run as one vmapped batch: the same
+    inner loop and queries, each task's BatchNorm on its own batch, the same per-task
+    accuracies (up to float rounding, which can only move an argmax that is a near tie).
+    One large kernel instead of ``chunk`` small ones: faster on a GPU, and on a CPU for small
+    tasks. No NIL (use score_tasks)."""
+    from repsim.meta import vmap_scores
+
+    params = {n: p.detach().to(device) for n, p in params.items()}
+    inner = InnerLoop((), 0.0, 0) if inner is None else inner
+    accuracies = []
+    starts = range(0, len(tasks), chunk)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        batch = batch_tasks([tasks[i] for i in range(start, min(start + chunk, len(tasks)))]).to(device)
+        with torch.no_grad():
+            losses, accs = vmap_scores(model, params, batch, inner)
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            raise not_finite(f"the query loss of test task {start + int(bad[0])} after {inner.steps} inner "
+                             f"steps of size {inner.lr:g}")
+        accuracies.extend(accs.tolist())
     return mean_ci(accuracies)
 
 

@@ -239,25 +239,76 @@ def meta_loss_vmap(model: nn.Module, params: Params, tasks, algorithm: str, lr: 
     parameters into grouped convolutions: slower than the loop on a small CPU, faster on a
     GPU, where one large kernel beats many small ones.
     """
+    losses, accs = _meta_batch(model, params, tasks.support_x, tasks.support_y, tasks.query_x,
+                               tasks.query_y, _VmapInner.of(model, algorithm, lr, steps, adapt_batchnorm,
+                                                            inner_loss, outer_loss))
+    return losses.mean(), accs.mean().item()
+
+
+def meta_loss_runs(model: nn.Module, stacked: Params, support_x, support_y, query_x, query_y,
+                   algorithm: str, lr: float, steps: int, *, adapt_batchnorm: bool = True,
+                   inner_loss: str = "mean", outer_loss: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`meta_loss_vmap` of R runs at once: ``stacked`` holds every parameter with a
+    leading run dimension (R, ...), the tasks have shape (R, meta-batch, ...). Returns each
+    run's meta-loss and query accuracy, both of shape (R,), as tensors (no host sync).
+
+    Run r's loss depends on run r's parameters alone, so backpropagating the sum of the R
+    losses gives every run its own meta-gradient (repsim.batched trains several seeds so).
+    """
+    from torch.func import vmap
+
+    inner = _VmapInner.of(model, algorithm, lr, steps, adapt_batchnorm, inner_loss, outer_loss)
+
+    def one_run(params, sx, sy, qx, qy):
+        losses, accs = _meta_batch(model, params, sx, sy, qx, qy, inner)
+        return losses.mean(), accs.mean()
+
+    return vmap(one_run)(stacked, support_x, support_y, query_x, query_y)
+
+
+@dataclass(frozen=True)
+class _VmapInner:
+    """What the task-batched inner loop needs besides the tasks: the adapted names, the step,
+    the order of the meta-gradient and the two losses' conventions."""
+    names: tuple[str, ...]
+    lr: float
+    steps: int
+    second_order: bool
+    inner_loss: str
+    outer_loss: str
+
+    @classmethod
+    def of(cls, model, algorithm, lr, steps, adapt_batchnorm, inner_loss, outer_loss) -> "_VmapInner":
+        names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
+        return cls(tuple(names), lr, steps, algorithm != "fomaml", inner_loss, outer_loss)
+
+
+def _meta_batch(model, params, support_x, support_y, query_x, query_y, inner: _VmapInner):
+    """Every task's query loss and accuracy after its inner loop, the tasks as one vmap
+    (the inner loop's update rule as in :func:`adapt`, written with torch.func.grad)."""
     from torch.func import grad, vmap
 
-    names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
-    second_order = algorithm != "fomaml"
-
     def support_loss(adapted, fixed, x, y):
-        return task_loss(functional_call(model, {**fixed, **adapted}, (x,)), y, inner_loss)
+        return task_loss(functional_call(model, {**fixed, **adapted}, (x,)), y, inner.inner_loss)
 
     def one_task(sx, sy, qx, qy):
-        adapted = {n: params[n] for n in names}
+        adapted = {n: params[n] for n in inner.names}
         fixed = {n: p for n, p in params.items() if n not in adapted}
-        for _ in range(steps):
+        for _ in range(inner.steps if inner.names else 0):
             g = grad(support_loss)(adapted, fixed, sx, sy)
-            if not second_order:
+            if not inner.second_order:
                 g = {n: v.detach() for n, v in g.items()}
-            adapted = {n: adapted[n] - lr * g[n] for n in names}
+            adapted = {n: adapted[n] - inner.lr * g[n] for n in inner.names}
         logits = functional_call(model, {**fixed, **adapted}, (qx,))
-        loss = task_loss(logits, qy, outer_loss, sy.shape[-1] / logits.shape[-1])
-        return loss, (logits.argmax(1) == qy).float().mean()
+        loss = task_loss(logits, qy, inner.outer_loss, sy.shape[-1] / logits.shape[-1])
+        return loss, (logits.argmax(-1) == qy).float().mean()
 
-    losses, accs = vmap(one_task)(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y)
-    return losses.mean(), accs.mean().item()
+    return vmap(one_task)(support_x, support_y, query_x, query_y)
+
+
+def vmap_scores(model: nn.Module, params: Params, tasks, inner: InnerLoop) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each task's query loss (mean cross-entropy) and accuracy after the test-time ``inner``
+    loop (first order), the tasks (a batched task) as one vmap: what :func:`adapt_and_score`
+    gives task by task."""
+    return _meta_batch(model, params, tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y,
+                       _VmapInner(inner.names, inner.lr, inner.steps, False, inner.loss, "mean"))

@@ -30,7 +30,16 @@ from tqdm import tqdm
 from repsim.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from repsim.config import Config, from_saved
 from repsim.data import load_splits
-from repsim.data.episodes import TaskList, batch_tasks, check_task_shape, rotate_images, sample_task, task_generator
+from repsim.data.episodes import (
+    TaskDraw,
+    TaskList,
+    batch_tasks,
+    check_task_shape,
+    draw_task,
+    rotate_images,
+    task_from_draw,
+    task_generator,
+)
 from repsim.errors import NotFiniteError, RepsimError
 from repsim.evaluate import own_inner_loop, resolve_device, score_tasks, test_time_params
 from repsim.io import atomic_write_text
@@ -45,12 +54,16 @@ SCHEDULE_KEYS = ("iterations", "checkpoint_every", "eval_every", "reduced")
 
 
 def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool = False,
-          progress: bool = True, stop_after: int | None = None) -> Path:
+          progress: bool = True, stop_after: int | None = None,
+          time_limit: float | None = None) -> Path:
     """Train ``config`` into the run folder ``out``; returns the final checkpoint's path.
 
-    ``stop_after`` ends the run early after that many iterations of this call (used to test
-    resuming); the final model is then not written.
+    ``stop_after`` ends the run early after that many iterations of this call,
+    ``time_limit`` after the first iteration past that many seconds (to train in pieces), each
+    with a checkpoint where it stops; the final model is then not written and that
+    checkpoint's path is returned.
     """
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     out = Path(out)
     dev = resolve_device(device)
     splits = load_splits(config.dataset, config.data_root, split_scheme=config.split_scheme,
@@ -70,16 +83,16 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     params = dict(model.named_parameters())
     optimizer = torch.optim.Adam(params.values(), lr=config.outer_lr)
 
-    start, ckpt = _prepare_run_folder(out, config, resume)
+    start, ckpt = prepare_run_folder(out, config, resume)
     final = out / "model.safetensors"
-    if start == config.iterations and _iteration_of(final) == start:
+    if start == config.iterations and iteration_of(final) == start:
         return final  # resuming a finished run: nothing to do, and nothing rewritten
     state = RunState(execution=resolve_execution(config, dev), devices=[str(dev)])
     if resume:
-        _truncate_metrics(out / "metrics.jsonl", start)
+        truncate_metrics(out / "metrics.jsonl", start)
     if ckpt is not None:
         load_weights(model, ckpt.params, source=str(ckpt.path))
-        _load_optimizer(optimizer, params, ckpt.optimizer)
+        load_optimizer(optimizer, params, ckpt.optimizer)
         state = RunState.from_checkpoint(ckpt, state)
 
     validation = TaskList(splits["val"], config.ways, config.shots, config.queries,
@@ -116,16 +129,22 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
             except NotFiniteError as e:  # the test-time inner loop diverges, training does not
                 tqdm.write(f"repsim: warning: validation at iteration {it}: {e}", file=sys.stderr)
                 scores = {"val_accuracy": None, "val_ci95": None, "val_tasks": validation.num_tasks}
-            _append_jsonl(out / "metrics.jsonl", {"iteration": it, **state.take_window(), **scores})
-        if it % config.checkpoint_every == 0 or it == config.iterations:
+            append_jsonl(out / "metrics.jsonl", {"iteration": it, **state.take_window(), **scores})
+        out_of_time = deadline is not None and time.monotonic() > deadline and it < last
+        if it % config.checkpoint_every == 0 or it == last or out_of_time:
             state.wall_time_s += time.perf_counter() - tic
             tic = time.perf_counter()
-            _save(out / "checkpoints" / f"iter-{it:06d}.safetensors", config, params,
-                  optimizer, it, out, state)
+            save_run(out / "checkpoints" / f"iter-{it:06d}.safetensors", config, params,
+                     optimizer_tensors(optimizer, params), it, out, state)
+        if out_of_time:
+            tqdm.write(f"repsim: time limit reached at iteration {it}; --resume continues the run",
+                       file=sys.stderr)
+            last = it
+            break
     bar.close()
     if last < config.iterations:
         return out / "checkpoints" / f"iter-{last:06d}.safetensors"
-    _save(final, config, params, optimizer, config.iterations, out, state)
+    save_run(final, config, params, optimizer_tensors(optimizer, params), config.iterations, out, state)
     return final
 
 
@@ -214,19 +233,25 @@ def _meta_gradient(model, params, config: Config, split, it: int, dev, use_vmap:
 
 
 def training_task(split, config: Config, index: int):
-    """Training task number ``index`` of the run (``index`` counts tasks from the start).
+    """Training task number ``index`` of the run (``index`` counts tasks from the start)."""
+    return task_from_draw(split, training_draw(split.num_classes, split.examples_per_class,
+                                               split.rotate, config, index), config.shots)
+
+
+def training_draw(num_classes: int, examples_per_class: int, rotate: bool, config: Config,
+                  index: int) -> TaskDraw:
+    """Which images make training task ``index`` of a split of that size (its classes,
+    examples and rotations, :class:`TaskDraw`).
 
     With a ``task_pool`` of N, task ``index`` is pool task ``index mod N`` (its classes and
     examples), as Finn et al.'s code cycles a list of 200,000 tasks; its rotations are drawn
     afresh, as theirs are each time a task comes round.
     """
+    size = (num_classes, examples_per_class, rotate, config.ways, config.shots + config.queries)
     if not config.task_pool:
-        return sample_task(split, config.ways, config.shots, config.queries,
-                           task_generator(config.seed, index))
-    rotations = task_generator(config.seed, index, stream=1)
-    return sample_task(split, config.ways, config.shots, config.queries,
-                       task_generator(config.seed, index % config.task_pool),
-                       rotation_generator=rotations)
+        return draw_task(*size, task_generator(config.seed, index))
+    return draw_task(*size, task_generator(config.seed, index % config.task_pool),
+                     rotation_generator=task_generator(config.seed, index, stream=1))
 
 
 def _multiclass_loss(model, params, split, config: Config, it: int, dev):
@@ -254,7 +279,7 @@ def saved_config(out: Path) -> dict | None:
     return from_saved(yaml.safe_load(config_file.read_text()), str(config_file)).resolved().to_dict()
 
 
-def _prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, Checkpoint | None]:
+def prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, Checkpoint | None]:
     """Check the folder against ``resume``; return the iteration to start from and the
     checkpoint to start from (None at iteration 0)."""
     for stale in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:
@@ -281,7 +306,7 @@ def _prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, C
                        file=sys.stderr)
             atomic_write_text(config_file, yaml.safe_dump(planned, sort_keys=True))
         final = out / "model.safetensors"
-        if start < config.iterations and _iteration_of(final) == start:
+        if start < config.iterations and iteration_of(final) == start:
             # a finished run trained on: its final model is its checkpoint at `start` (kept), and
             # must not pass for the final model of the longer run while that one trains
             final.unlink()
@@ -304,7 +329,7 @@ def _changed_keys(before: dict, after: dict) -> list[str]:
     return sorted(k for k in after if before.get(k) != after[k])
 
 
-def _iteration_of(path: Path) -> int | None:
+def iteration_of(path: Path) -> int | None:
     """The iteration of the checkpoint at ``path``; None if there is none, or it is unreadable."""
     try:
         return load_checkpoint(path, weights=False).iteration if path.is_file() else None
@@ -329,14 +354,17 @@ def _resume_point(existing: list[Path], config: Config) -> tuple[int, Checkpoint
     return 0, None
 
 
-def _save(path: Path, config, params, optimizer, it, out: Path, state: RunState) -> None:
+def save_run(path: Path, config, params, optimizer: dict[str, torch.Tensor], it, out: Path,
+             state: RunState) -> None:
+    """Checkpoint a run at iteration ``it``: weights, Adam's state (:func:`optimizer_tensors`),
+    the last metrics line and the run's provenance."""
     last_metrics = _read_last_metrics(out / "metrics.jsonl")
-    save_checkpoint(path, Checkpoint(config, {n: p.detach() for n, p in params.items()}, it,
-                                     last_metrics, _optimizer_tensors(optimizer, params),
+    save_checkpoint(path, Checkpoint(config, {n: p.detach().cpu() for n, p in params.items()}, it,
+                                     last_metrics, {k: v.cpu() for k, v in optimizer.items()},
                                      state.to_metadata()))
 
 
-def _optimizer_tensors(optimizer, params) -> dict[str, torch.Tensor]:
+def optimizer_tensors(optimizer, params) -> dict[str, torch.Tensor]:
     state = optimizer.state_dict()["state"]
     out = {}
     for i, name in enumerate(params):
@@ -345,7 +373,7 @@ def _optimizer_tensors(optimizer, params) -> dict[str, torch.Tensor]:
     return out
 
 
-def _load_optimizer(optimizer, params, tensors: dict[str, torch.Tensor]) -> None:
+def load_optimizer(optimizer, params, tensors: dict[str, torch.Tensor]) -> None:
     state = optimizer.state_dict()
     per_param: dict[int, dict] = {}
     for i, name in enumerate(params):
@@ -356,7 +384,7 @@ def _load_optimizer(optimizer, params, tensors: dict[str, torch.Tensor]) -> None
     optimizer.load_state_dict(state)
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
+def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
@@ -370,7 +398,7 @@ def _read_last_metrics(path: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _truncate_metrics(path: Path, iteration: int) -> None:
+def truncate_metrics(path: Path, iteration: int) -> None:
     """Drop lines logged after the checkpoint we resume from, so the log matches an unbroken run."""
     if not path.is_file():
         return

@@ -8,7 +8,7 @@ from torch import nn
 
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
-from repsim.meta import adapt, inner_loop_names, meta_backward, meta_loss, meta_loss_vmap
+from repsim.meta import adapt, inner_loop_names, meta_backward, meta_loss, meta_loss_runs, meta_loss_vmap
 from repsim.model import Conv4, norm_param_names, split_body_head
 
 
@@ -130,6 +130,34 @@ def test_task_batched_execution_equals_the_loop(model64, algorithm):
     g_vmap = _flat(torch.autograd.grad(batched, list(params.values())))
     assert loop.item() == pytest.approx(batched.item(), rel=1e-10)
     assert _rel(g_vmap, g_loop) < 1e-8
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil", "boil"])
+def test_runs_batched_each_get_their_own_meta_gradient(algorithm):
+    # three runs (different initial weights, different tasks) in one vmap over runs: each run's
+    # loss and meta-gradient equal the task loop's on that run alone, in float64
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(Conv4(1, 5, filters=8).double())
+    runs = [_tasks(seed=seed) for seed in range(3)]
+    conventions = dict(adapt_batchnorm=False, inner_loss="sum_div_shots", outer_loss="sum_div_shots")
+    names = [n for n, _ in models[0].named_parameters()]
+    stacked = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_()
+               for n in names}
+    batched = [batch_tasks(tasks) for tasks in runs]
+    losses, accs = meta_loss_runs(models[0], stacked, *(torch.stack([getattr(b, f) for b in batched])
+                                                        for f in ("support_x", "support_y", "query_x", "query_y")),
+                                  algorithm, 0.4, 2, **conventions)
+    assert losses.shape == accs.shape == (3,)
+    grads = torch.autograd.grad(losses.sum(), [stacked[n] for n in names])
+    for r, (model, tasks) in enumerate(zip(models, runs)):
+        params = dict(model.named_parameters())
+        loss, acc = meta_loss(model, params, tasks, algorithm, 0.4, 2, **conventions)
+        own = _flat(torch.autograd.grad(loss, list(params.values())))
+        assert losses[r].item() == pytest.approx(loss.item(), rel=1e-10)
+        assert accs[r].item() == pytest.approx(acc)
+        assert _rel(_flat([g[r] for g in grads]), own) < 1e-8
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil"])

@@ -145,42 +145,71 @@ def rotate_images(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.rot90(x, int(k), dims=(-2, -1)) for x, k in zip(images, turns)])
 
 
-def sample_task(split: Split, ways: int, shots: int, queries: int, generator: torch.Generator,
-                rotation_generator: torch.Generator | None = None) -> Task:
-    """Draw `ways` distinct classes and `shots + queries` distinct examples of each.
+@dataclass(frozen=True)
+class TaskDraw:
+    """Which images make a task, without the images: what a task's generator decides.
+
+    ``classes[i]`` is the class labelled i, ``rotations[i]`` its quarter turns, and
+    ``examples[i]`` the stored examples of it, support first. A GPU trainer gathers the images
+    on the device from these (repsim.batched); :func:`task_from_draw` gathers them here.
+    """
+
+    classes: torch.Tensor    # (ways,)
+    examples: torch.Tensor   # (ways, shots + queries)
+    rotations: torch.Tensor  # (ways,)
+
+
+def draw_task(num_classes: int, examples_per_class: int, rotate: bool, ways: int, per_class: int,
+              generator: torch.Generator, rotation_generator: torch.Generator | None = None) -> TaskDraw:
+    """Draw `ways` distinct classes and `per_class` distinct examples of each.
 
     Classes are taken in random order and labelled by position, so the label a class gets is
     random too: the model cannot memorise a class -> label mapping across tasks. Rotations
     come from `rotation_generator` when one is given (a pool of tasks whose rotations are
-    drawn afresh), else from `generator`.
+    drawn afresh), else from `generator`. Only the split's sizes matter, not its images.
     """
-    check_task_shape(split, ways, shots, queries)
-    classes = torch.randperm(split.num_classes, generator=generator)[:ways]
-    per_class = shots + queries
+    classes = torch.randperm(num_classes, generator=generator)[:ways]
     examples = torch.stack(
-        [torch.randperm(split.examples_per_class, generator=generator)[:per_class] for _ in range(ways)]
+        [torch.randperm(examples_per_class, generator=generator)[:per_class] for _ in range(ways)]
     )
-    if split.rotate:
+    if rotate:
         rotations = torch.randint(0, 4, (ways,), generator=rotation_generator or generator)
     else:
         rotations = torch.zeros(ways, dtype=torch.int64)
+    return TaskDraw(classes.to(torch.int64), examples.to(torch.int64), rotations.to(torch.int64))
 
-    images = split.images[classes[:, None], examples]  # (ways, per_class, C, H, W)
+
+def task_from_draw(split: Split, draw: TaskDraw, shots: int) -> Task:
+    """The task a draw names: its images gathered, rotated and scaled to [0, 1], the first
+    `shots` examples of each class its support set, the others its query set."""
+    ways, per_class = draw.examples.shape
+    images = split.images[draw.classes[:, None], draw.examples]  # (ways, per_class, C, H, W)
     if split.rotate:
-        images = rotate_images(images, rotations)
+        images = rotate_images(images, draw.rotations)
     images = images.float().div_(255.0)
 
     shape = images.shape[2:]
     labels = torch.arange(ways, dtype=torch.int64)
+    queries = per_class - shots
     return Task(
         support_x=images[:, :shots].reshape(ways * shots, *shape),
         support_y=labels.repeat_interleave(shots),
         query_x=images[:, shots:].reshape(ways * queries, *shape),
         query_y=labels.repeat_interleave(queries),
-        classes=classes.to(torch.int64),
-        rotations=rotations.to(torch.int64),
-        examples=examples.to(torch.int64),
+        classes=draw.classes,
+        rotations=draw.rotations,
+        examples=draw.examples,
     )
+
+
+def sample_task(split: Split, ways: int, shots: int, queries: int, generator: torch.Generator,
+                rotation_generator: torch.Generator | None = None) -> Task:
+    """A task of `ways` classes with `shots` support and `queries` query examples each
+    (:func:`draw_task`, then :func:`task_from_draw`)."""
+    check_task_shape(split, ways, shots, queries)
+    draw = draw_task(split.num_classes, split.examples_per_class, split.rotate, ways,
+                     shots + queries, generator, rotation_generator)
+    return task_from_draw(split, draw, shots)
 
 
 class TaskList(Sequence):
