@@ -7,8 +7,8 @@ From the repository's root on the GPU machine, with Omniglot at ../shared/data/o
 path the CPU runs record, so that a run started here resumes there). Stages, each timed:
 
 1. check: 8 iterations of two 5-way 1-shot MAML runs with the step captured as a CUDA graph
-   and run eagerly; the weights must agree to float rounding (the graph replays from
-   iteration 4 on). If they do not, training runs eagerly.
+   and run eagerly (twice: the noise floor); each iteration's training loss must agree to
+   float rounding (the graph replays from iteration 4 on). If it does not, training runs eagerly.
 2. bench: repsim.bench.batched on 5-way 1-shot MAML (4 runs) and ANIL (3), 20-way 1-shot MAML (3).
 3. train: the 5-way 1-shot groups of issue 32 into checkpoints/in_progress/omniglot_5w1s/ (MAML
    seeds 0-2 and seed 0 with PyTorch's head initialisation as one batched run; ANIL seeds 0-2
@@ -61,25 +61,25 @@ def stage(name: str):
 
 
 def check(tmp: Path) -> bool:
-    """Graph replay against eager, same device, same runs: weights after 8 iterations."""
+    """Graph replay against eager on the same device: the per-iteration training losses of two
+    5-way 1-shot MAML runs over 8 iterations (the graph replays from iteration 4 on), with two
+    eager runs side by side for the noise floor (a non-deterministic kernel makes eager differ
+    from eager; chaos then grows it)."""
     from repsim.batched import train_runs
-    from repsim.checkpoint import load_checkpoint
 
-    cs = configs("maml", "iterations=8", "checkpoint_every=8", "eval_every=8", "eval_tasks=20")[:2]
-    tic = time.perf_counter()
-    graph = train_runs(cs, [tmp / "graph0", tmp / "graph1"], device="cuda", graphs=True, progress=False)
-    eager = train_runs(cs, [tmp / "eager0", tmp / "eager1"], device="cuda", graphs=False, progress=False)
-    worst = 0.0
-    for g, e in zip(graph, eager):
-        a, b = load_checkpoint(g).params, load_checkpoint(e).params
-        for n in a:
-            if not n.endswith("conv.bias"):  # BatchNorm removes them: their gradient is rounding noise
-                worst = max(worst, ((a[n] - b[n]).abs().max() / b[n].abs().max()).item())
-        print(f"  {g.parent.name}: val {load_checkpoint(g).metrics.get('val_accuracy')} (graph) vs "
-              f"{load_checkpoint(e).metrics.get('val_accuracy')} (eager)")
-    print(f"  graph vs eager after 8 iterations: largest relative weight difference {worst:.2e} "
-          f"({time.perf_counter() - tic:.0f} s)")
-    return worst < 1e-3
+    cs = configs("maml", "iterations=8", "checkpoint_every=8", "eval_every=1", "eval_tasks=2")[:2]
+    losses = {}
+    for name, graphs in (("graph", True), ("eager", False), ("eager again", False)):
+        outs = [tmp / f"{name}{r}" for r in range(2)]
+        train_runs(cs, outs, device="cuda", graphs=graphs, progress=False)
+        losses[name] = [[json.loads(x)["train_loss"] for x in (o / "metrics.jsonl").read_text().splitlines()]
+                        for o in outs]
+    for name, runs in losses.items():
+        print(f"  {name:<12}" + "  ".join(f"{v:.6f}" for v in runs[0]))
+    noise = max(abs(a - b) for r in range(2) for a, b in zip(losses["eager"][r], losses["eager again"][r]))
+    gap = max(abs(a - b) for r in range(2) for a, b in zip(losses["graph"][r], losses["eager"][r]))
+    print(f"  largest loss difference: graph vs eager {gap:.2e}, eager vs eager {noise:.2e}")
+    return gap <= max(10 * noise, 1e-5)
 
 
 def child(argv: list[str], result: Path, timeout: float):

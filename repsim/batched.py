@@ -7,10 +7,16 @@ changes take the launches out of the way:
 1. *Runs batched*: the R runs' parameters are stacked along a leading run dimension, and every
    run's meta-gradient comes out of one torch.func.vmap over runs (and, inside, over tasks):
    R times the work per kernel for the same number of kernels.
-2. *CUDA graph*: on a GPU the whole iteration (gathering the tasks' images from a bank kept on
-   the GPU, the inner loops, the meta-gradient, clipping, Adam) is captured once and replayed;
-   per iteration the host only copies the next task indices. Tasks are drawn ahead, in worker
-   processes, exactly as :func:`repsim.train.training_draw` draws them.
+2. *CUDA graph* (opt-in, ``graphs=True``; not yet verified): on a GPU the whole iteration
+   (gathering the tasks' images from a bank kept on the GPU, the inner loops, the
+   meta-gradient, clipping, Adam) is captured once and replayed; per iteration the host only
+   copies the next task indices. On the one lent H200 so far (2026-12-04, torch 2.11) the
+   weights after 8 iterations differed from the eager step's by more than that check allowed
+   (which did not separate a capture fault from run-to-run noise); until a GPU check shows
+   the replayed losses equal the eager ones, it stays off.
+
+Tasks are drawn ahead, in worker processes when asked, exactly as
+:func:`repsim.train.training_draw` draws them, and gathered on the device from an image bank.
 
 Each run is the run :func:`repsim.train.train` would make: the same initial weights, the same
 tasks, the same Adam (Adam is element-wise, so Adam on stacked tensors is each run's own), and
@@ -229,19 +235,19 @@ def stack_runs(configs: list[Config], device: torch.device, checkpoints=None):
             load_weights(model, checkpoints[r].params, source=str(checkpoints[r].path))
         models.append(model)
     names = [n for n, _ in models[0].named_parameters()]
-    return models[0].to(device), {
-        n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(device).requires_grad_()
-        for n in names}
+    stacked = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(device).requires_grad_()
+               for n in names}
+    return models[0].to(device), stacked  # after stacking: .to moves the module's own weights
 
 
 def train_runs(configs: list[Config], outs: list[str | Path], *, device: str = "auto",
-               resume: bool = False, progress: bool = True, graphs: bool | None = None,
+               resume: bool = False, progress: bool = True, graphs: bool = False,
                workers: int = 0, stop_after: int | None = None,
                time_limit: float | None = None) -> list[Path]:
     """Train the runs ``configs`` into the run folders ``outs`` as one batched run; return
     each run's final checkpoint (or, stopped early, its last one).
 
-    ``graphs`` replays a CUDA graph of the iteration (default: on a GPU). ``workers`` draws
+    ``graphs`` replays a CUDA graph of the iteration (a GPU only; unverified, above). ``workers`` draws
     the tasks in that many processes (on a fast GPU the draws are the host's bottleneck).
     ``stop_after`` and ``time_limit`` stop early as in :func:`repsim.train.train`, with a
     checkpoint of every run where they stop; ``--resume`` continues all of them (or each on
@@ -254,7 +260,6 @@ def train_runs(configs: list[Config], outs: list[str | Path], *, device: str = "
                           f"({len({Path(o).resolve() for o in outs})} different)")
     config, outs = configs[0], [Path(o) for o in outs]
     dev = resolve_device(device)
-    graphs = dev.type == "cuda" if graphs is None else graphs
     if graphs and dev.type != "cuda":
         raise RepsimError("CUDA graphs need a GPU: train on --device cuda, or without graphs")
     splits = load_splits(config.dataset, config.data_root, split_scheme=config.split_scheme,
