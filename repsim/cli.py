@@ -178,7 +178,8 @@ def _flat(groups):
 
 
 # the columns a reader needs, in reading order; ids and bookkeeping stay in the CSV
-_SUMMARY_COLUMNS = ("model", "regime", "pair", "same_seed", "seed", "iteration", "frozen", "mode", "variant",
+_SUMMARY_COLUMNS = ("model", "regime", "pair", "same_seed", "seed", "iteration", "frozen", "quantity", "mode",
+                    "variant",
                     "metric", "layer", "measure", "accuracy", "mean", "ci95", "std", "change", "change_ci95",
                     "seed_std", "n", "tasks", "seeds", "model_pairs")
 
@@ -383,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "Run one analysis on checkpoints into a results folder (NAME.csv, NAME_tasks.csv, "
                 "NAME.json); 'repsim report' turns the folder into tables and figures. Analyses: "
                 "similarity (CCA/CKA before vs after the inner loop), freezing (layers frozen at test "
-                "time), accuracy (inner loop and NIL), cross (similarity across models), heads (head "
+                "time), freezing-decomposed (freezing's cost split into the features' part and the "
+                "inner loop's failure to fit the head, with a head fitted to convergence), accuracy "
+                "(inner loop and NIL), cross (similarity across models), heads (head "
                 "ablations), regimes (NIL accuracy by training regime, and random features), "
                 "through-training (give run folders), weight-change (relative parameter change per layer). "
                 "Running an analysis again into the same folder adds models (earlier ones are reused); "
@@ -398,8 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ways", type=int, help="default: the first checkpoint's")
     a.add_argument("--shots", type=int, help="default: the first checkpoint's")
     layers(a, "layers to compare")
-    a.add_argument("--frozen", nargs="+", metavar="SET", help="freezing: the layer sets to freeze, each "
-                   "comma-separated, e.g. none conv1 conv1,conv2 (default: none and every prefix of the body)")
+    a.add_argument("--frozen", nargs="+", metavar="SET", help="freezing, freezing-decomposed: the layer sets "
+                   "to freeze, each comma-separated, e.g. none conv1 conv1,conv2 (default: none and every "
+                   "prefix of the body)")
     set_keys(a, "change how every model is tested: inner_lr, inner_loss, adapt_batchnorm or "
              "inner_steps_test (query points: --queries)")
     a.add_argument("--replace", action="store_true", help="overwrite an earlier result of this analysis in "

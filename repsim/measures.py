@@ -30,16 +30,18 @@ import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from repsim.checkpoint import Checkpoint
-from repsim.errors import RepsimError
+from repsim.errors import RepsimError, not_finite
 from repsim.evaluate import fresh_head, own_inner_loop, score_tasks
+from repsim.meta import adapt, head_input
 from repsim.model import HEAD_PREFIX, draw_weights, model_for
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
-from repsim.results import HEAD, paired_change, same_seed, summarise
+from repsim.results import HEAD, decompose_freezing, paired_change, same_seed, summarise
 from repsim.similarity import compare
 from repsim.study import CONVENTIONS, Model, Study
 
@@ -114,6 +116,62 @@ def _with_change(score, reference) -> dict:
     change, change_ci = paired_change(100 * score.per_task, 100 * reference.per_task)
     return {"accuracy": score.mean, "ci95": score.ci95, "tasks": score.tasks,
             "change": change, "change_ci95": change_ci}
+
+
+def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: int | None = None) -> pd.DataFrame:
+    """The freezing test taken apart, per task: is a frozen set's cost its features' or the
+    inner loop's failure to fit the head on them?
+
+    For each frozen set (and none: the full inner loop), on the same tasks: (a) ``paper``, the
+    query accuracy after the checkpoint's inner loop with those layers frozen (as
+    :func:`freezing`), and its support accuracy; on the penultimate features that inner loop
+    leaves (for the whole body frozen: the meta-learned features), (b) ``fitted``, a head
+    fitted to convergence (:func:`repsim.heads.fit_head`, penalty about zero), ``fitted_meta``
+    (penalty about the meta-learned head) and ``prototypes`` (cosine to class means); and the
+    diagnostics ``lr_curvature``, the step size times the largest eigenvalue of the head's
+    support-loss Hessian at the meta-learned head (above 2, gradient descent on the head is
+    unstable), and ``support_cosine``, the support features' mean pairwise cosine.
+    :func:`repsim.results.decompose_freezing` turns the rows into the costs with paired CIs.
+    """
+    from repsim.heads import fit_head, head_curvature, mean_cosine, prototype_predictions
+
+    m = study.load(checkpoint)
+    frozen_sets = prefix_freezes(m.model) if frozen_sets is None else frozen_sets
+    for frozen in frozen_sets:
+        check_layers(m.model, frozen)
+    inner = own_inner_loop(m.ckpt.config, m.model, steps)
+    # the loss whose Hessian the step multiplies: Finn et al.'s sums over the support set / K
+    scale = 1 / study.shots if inner.loss == "sum_div_shots" else 1 / (study.ways * study.shots)
+    w0, b0 = (m.params[HEAD_PREFIX + k].double().cpu().numpy() for k in ("weight", "bias"))
+    params = {n: p.requires_grad_(n in inner.names) for n, p in m.params.items()}
+    rows = []
+    for frozen in ([[]] if [] not in frozen_sets else []) + list(frozen_sets):
+        names = [n for n in inner.names if not in_layers(n, frozen)]
+        for index, task in enumerate(tqdm(study.tasks, desc=f"decomposing frozen {freeze_label(frozen)}",
+                                          disable=not study.progress, leave=False)):
+            task = task.to(study.dev)
+            fast = adapt(m.model, params, task.support_x, task.support_y, names, inner.lr, inner.steps,
+                         loss=inner.loss)
+            with torch.no_grad():  # each set's features on its own batch, as the inner loop saw them
+                fs, fq = (head_input(m.model, fast, x) for x in (task.support_x, task.query_x))
+                head = {n[len(HEAD_PREFIX):]: p for n, p in fast.items() if n.startswith(HEAD_PREFIX)}
+                logits = torch.func.functional_call(m.model.head, head, (torch.cat([fs, fq]),))
+            fs, fq, logits = (t.double().cpu().numpy() for t in (fs, fq, logits))
+            if not (np.isfinite(fs).all() and np.isfinite(fq).all() and np.isfinite(logits).all()):
+                raise not_finite(f"the features of test task {index} after the inner loop with "
+                                 f"{freeze_label(frozen)} frozen")
+            sy, qy = task.support_y.cpu().numpy(), task.query_y.cpu().numpy()
+            w, b = fit_head(fs, sy, study.ways)
+            wm, bm = fit_head(fs, sy, study.ways, centre=w0)
+            rows.append({**_ids(m), "frozen": freeze_label(frozen), "task": index,
+                         "paper": (logits[len(sy):].argmax(1) == qy).mean(),
+                         "support_accuracy": (logits[:len(sy)].argmax(1) == sy).mean(),
+                         "fitted": ((fq @ w.T + b).argmax(1) == qy).mean(),
+                         "fitted_meta": ((fq @ wm.T + bm).argmax(1) == qy).mean(),
+                         "prototypes": (prototype_predictions(fs, sy, fq, study.ways) == qy).mean(),
+                         "lr_curvature": inner.lr * head_curvature(fs, w0, b0, scale=scale),
+                         "support_cosine": mean_cosine(fs)})
+    return pd.DataFrame(rows)
 
 
 # 3. ---------------------------------------------------------------------------------------
@@ -238,12 +296,21 @@ def through_training(study: Study, run_dir, *, steps: int | None = None) -> pd.D
 
 
 def checkpoint_in_training(study: Study, checkpoint, *, steps: int | None = None) -> pd.DataFrame:
-    """One point of ``through_training``: one intermediate checkpoint's accuracies and similarities."""
+    """One point of ``through_training``: one intermediate checkpoint's accuracies (inner loop,
+    NIL, the whole body frozen in the paper's protocol and with a fitted head:
+    :func:`freezing_decomposed`) and similarities."""
     m = study.load(checkpoint)
     rows = []
     for r in accuracy(study, [m.ckpt], steps=steps).itertuples():
         rows.append({**_ids(m), "metric": f"accuracy ({r.mode})", "layer": "", "mean": r.accuracy,
                      "ci95": r.ci95, "n": r.tasks})
+    # the whole body frozen: the paper's protocol, and a head fitted on the frozen features
+    body = freeze_label(prefix_freezes(m.model)[-1])
+    parts = decompose_freezing(freezing_decomposed(study, m.ckpt, frozen_sets=[body.split(",")], steps=steps))
+    for quantity, mode in (("paper protocol", "body frozen"), ("fitted head", "body frozen, fitted head")):
+        r = parts[(parts["frozen"] == body) & (parts["quantity"] == quantity)].iloc[0]
+        rows.append({**_ids(m), "metric": f"accuracy ({mode})", "layer": "", "mean": r["mean"],
+                     "ci95": r["ci95"], "n": r["tasks"]})
     for r in summarise(layer_similarity(study, [m.ckpt], steps=steps)).itertuples():
         rows.append({**_ids(m), "metric": r.measure, "layer": r.layer, "mean": r.mean,
                      "ci95": r.ci95, "n": r.n})

@@ -283,23 +283,30 @@ class _VmapInner:
         return cls(tuple(names), lr, steps, algorithm != "fomaml", inner_loss, outer_loss)
 
 
-def _meta_batch(model, params, support_x, support_y, query_x, query_y, inner: _VmapInner):
-    """Every task's query loss and accuracy after its inner loop, the tasks as one vmap
-    (the inner loop's update rule as in :func:`adapt`, written with torch.func.grad)."""
-    from torch.func import grad, vmap
+def _inner_loop(model, params: Params, inner: _VmapInner, support_x, support_y) -> Params:
+    """One task's inner loop written with torch.func.grad, so that it can run under vmap: the
+    update rule of :func:`adapt`; returns the adapted parameters (with the fixed ones)."""
+    from torch.func import grad
 
     def support_loss(adapted, fixed, x, y):
         return task_loss(functional_call(model, {**fixed, **adapted}, (x,)), y, inner.inner_loss)
 
+    adapted = {n: params[n] for n in inner.names}
+    fixed = {n: p for n, p in params.items() if n not in adapted}
+    for _ in range(inner.steps if inner.names else 0):
+        g = grad(support_loss)(adapted, fixed, support_x, support_y)
+        if not inner.second_order:
+            g = {n: v.detach() for n, v in g.items()}
+        adapted = {n: adapted[n] - inner.lr * g[n] for n in inner.names}
+    return {**fixed, **adapted}
+
+
+def _meta_batch(model, params, support_x, support_y, query_x, query_y, inner: _VmapInner):
+    """Every task's query loss and accuracy after its inner loop, the tasks as one vmap."""
+    from torch.func import vmap
+
     def one_task(sx, sy, qx, qy):
-        adapted = {n: params[n] for n in inner.names}
-        fixed = {n: p for n, p in params.items() if n not in adapted}
-        for _ in range(inner.steps if inner.names else 0):
-            g = grad(support_loss)(adapted, fixed, sx, sy)
-            if not inner.second_order:
-                g = {n: v.detach() for n, v in g.items()}
-            adapted = {n: adapted[n] - inner.lr * g[n] for n in inner.names}
-        logits = functional_call(model, {**fixed, **adapted}, (qx,))
+        logits = functional_call(model, _inner_loop(model, params, inner, sx, sy), (qx,))
         loss = task_loss(logits, qy, inner.outer_loss, sy.shape[-1] / logits.shape[-1])
         return loss, (logits.argmax(-1) == qy).float().mean()
 
@@ -312,3 +319,4 @@ def vmap_scores(model: nn.Module, params: Params, tasks, inner: InnerLoop) -> tu
     gives task by task."""
     return _meta_batch(model, params, tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y,
                        _VmapInner(inner.names, inner.lr, inner.steps, False, inner.loss, "mean"))
+

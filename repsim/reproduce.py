@@ -81,6 +81,7 @@ def analysis_plan(finals: dict[str, Path], run_dirs: dict[str, Path], tasks: int
         ("accuracy", meta, tasks),
         ("similarity", with_boil, analysis_tasks),
         ("freezing", named("maml"), tasks),
+        ("freezing-decomposed", meta, analysis_tasks),
         ("cross", meta, analysis_tasks),
         ("heads", meta, analysis_tasks),
         ("regimes", [finals[n] for n in sorted(finals)], tasks),

@@ -31,8 +31,8 @@ from repsim.io import atomic_write_bytes, atomic_write_json
 
 # The analyses, as the command line spells them; their result files use ``_`` (result_stem).
 # runner.REGISTRY holds how each is computed; this list is here so the report reads it without torch.
-ANALYSES = ("similarity", "freezing", "accuracy", "cross", "heads", "regimes", "through-training",
-            "weight-change")
+ANALYSES = ("similarity", "freezing", "freezing-decomposed", "accuracy", "cross", "heads", "regimes",
+            "through-training", "weight-change")
 
 
 # The layer name of the head in every result table; the other layers are the body.
@@ -247,3 +247,40 @@ def cross_extras(per_task: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The cross analysis' summaries beside cross.csv: each pair of models and table 3."""
     pairs = model_pairs(per_task)
     return {"model_pairs": pairs, "pairs": pair_summary(pairs)}
+
+
+# The freezing test taken apart (measures.freezing_decomposed) ---------------------------------
+# What a frozen set's cost is made of: "features" (the full inner loop against a head fitted to
+# convergence on the features the frozen inner loop leaves) and "head optimisation" (that fitted
+# head against the paper's protocol, the inner loop's own steps); their sum is the paper's cost.
+DECOMPOSITION = {  # quantity: (per-task column or difference, scale)
+    "paper protocol": ("paper", 100),
+    "fitted head": ("fitted", 100),
+    "fitted head about the meta-learned head": ("fitted_meta", 100),
+    "prototypes": ("prototypes", 100),
+    "support accuracy": ("support_accuracy", 100),
+    "cost: total": (("full", "paper"), 100),
+    "cost: features": (("full", "fitted"), 100),
+    "cost: head optimisation": (("fitted", "paper"), 100),
+    "lr x curvature": ("lr_curvature", 1),
+    "tasks with lr x curvature > 2": ("unstable", 100),
+    "support cosine": ("support_cosine", 1),
+}
+FEATURE_REUSE_POINTS = 2.0  # a frozen body whose features cost at most this many points is reused
+
+
+def decompose_freezing(per_task: pd.DataFrame) -> pd.DataFrame:
+    """Per checkpoint and frozen set, each :data:`DECOMPOSITION` quantity's mean over tasks
+    with its 95% CI; the costs are per-task differences against the same tasks' full inner
+    loop (frozen none), so their CIs are paired."""
+    keys = [k for k in ("model", "algorithm", "seed", "iteration", "checkpoint") if k in per_task]
+    rows = []
+    for key, g in per_task.groupby(keys, sort=False):
+        full = g[g["frozen"] == "none"].set_index("task")["paper"]
+        for frozen, f in g.groupby("frozen", sort=False):
+            f = f.set_index("task").assign(full=full, unstable=lambda d: d["lr_curvature"] > 2)
+            for quantity, (column, scale) in DECOMPOSITION.items():
+                v = (f[column[0]] - f[column[1]] if isinstance(column, tuple) else f[column]).astype(float)
+                rows.append({**dict(zip(keys, key)), "frozen": frozen, "quantity": quantity,
+                             "mean": scale * v.mean(), "ci95": scale * ci95(v), "tasks": len(v)})
+    return pd.DataFrame(rows)

@@ -37,6 +37,7 @@ from repsim.results import (
     check_writable,
     cross_extras,
     cross_layers,
+    decompose_freezing,
     exclusive,
     result_stem,
     seed_means,
@@ -86,6 +87,9 @@ REGISTRY = {a.name: a for a in (
              uses=("steps", "layers"), summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
     Analysis("freezing", lambda study, c, o: measures.freezing(study, c, frozen_sets=o.frozen_sets, steps=o.steps),
              uses=("steps", "frozen_sets")),
+    Analysis("freezing-decomposed",
+             lambda study, c, o: measures.freezing_decomposed(study, c, frozen_sets=o.frozen_sets, steps=o.steps),
+             uses=("steps", "frozen_sets"), summary=decompose_freezing),
     Analysis("accuracy", lambda study, c, o: measures.accuracy(study, [c], steps=o.steps)),
     # every pair, task by task: no per-checkpoint part to keep
     Analysis("cross", lambda study, cs, o: measures.cross_similarity(study, cs, layers=o.layers),

@@ -417,7 +417,7 @@ def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path, ca
 
 @pytest.mark.parametrize("analysis, args, needle", [
     ("similarity", ["--frozen", "none", "conv1"], "analyze similarity does not use --frozen: leave it out "
-                                                  "(it applies to freezing)"),
+                                                  "(it applies to freezing, freezing-decomposed)"),
     ("freezing", ["--layers", "conv1"], "analyze freezing does not use --layers"),
     ("regimes", ["--inner-steps", "3"], "analyze regimes does not use --inner-steps"),
 ])

@@ -62,7 +62,8 @@ _COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
 # through training: body layers light to dark, the head apart; the accuracy modes in neither palette
 _LAYER_COLORS = ["#56B4E9", "#0072B2", "#009E73", "#E69F00", "#CC79A7", "#F0E442"]
 _HEAD_COLOR = "#D55E00"
-_MODE_COLORS = {"inner-loop": "#000000", "nil": "#999999"}
+_MODE_COLORS = {"inner-loop": "#000000", "nil": "#999999", "body frozen": "#D55E00",
+                "body frozen, fitted head": "#009E73"}
 _TRUETYPE = {"pdf.fonttype": 42, "ps.fonttype": 42}
 _RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
        "ytick.labelsize": 7, "legend.fontsize": 7, "legend.title_fontsize": 7, "figure.dpi": 100,
@@ -357,6 +358,43 @@ def fig_freezing(res: Result, width: float):
     return fig, "error bars: 95% CI over tasks"
 
 
+def fig_freezing_decomposed(res: Result, width: float):
+    from repsim.report.tables import decomposed_rows
+
+    rows = decomposed_rows(res.table)
+    runs = list(dict.fromkeys((r["algorithm"], r["iteration"]) for r in rows))
+    column = _column(width)
+    ncols = 1 if column else min(len(runs), 2)
+    nrows = math.ceil(len(runs) / ncols)
+    fig, axes = _figure(width, 0.6 + 1.9 * nrows, nrows, ncols, sharey=True)
+    parts = [("cost: total", "paper protocol (total)", "#999999"), ("cost: features", "features", _COLORS[0]),
+             ("cost: head optimisation", "head optimisation", _COLORS[1])]
+    its = _trained_here(res, runs)
+    for ax, (a, it) in zip(axes, runs):
+        sub = [r for r in rows if (r["algorithm"], r["iteration"]) == (a, it)]
+        x = np.arange(len(sub))
+        for k, (q, label, color) in enumerate(parts):
+            means = [r[q]["mean"] if q in r else np.nan for r in sub]
+            cis = [max(r[q]["cis"]) if q in r else np.nan for r in sub]
+            ax.bar(x + (k - 1) * 0.26, means, 0.26, yerr=np.nan_to_num(cis), color=color,
+                   label=label, error_kw={"elinewidth": 0.6})
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_xticks(x)
+        ax.set_xticklabels([frozen_label(r["frozen"]) for r in sub], rotation=30 if column else 0)
+        ax.set_title(f"{display_name(a)}{reduced_mark(res, a, None, it)}"
+                     + (f", iteration {iteration_text(it)}" if len(its) > 1 and not res.imported(a) else ""))
+        ax.set_xlabel("layers frozen in the inner loop at test time")
+        ax.set_ylabel("accuracy cost (points)")
+    for ax in axes[len(runs):]:
+        ax.set_visible(False)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center" if column else "outside right upper",
+               ncol=3 if column else 1)
+    note = ("bars: mean over seeds of the cost against the full inner loop; error bars: the largest per-seed "
+            "paired 95% CI over tasks; features = full loop - fitted head, head optimisation = fitted head - "
+            "paper protocol")
+    return fig, note + (f"; models at iteration {iteration_text(its[0])}" if len(its) == 1 else "")
+
+
 def _body(layers):
     return [layer for layer in layers if layer != HEAD]
 
@@ -586,6 +624,7 @@ def fig_heads(res: Result, width: float):
     return fig, f"{note}; models at iteration {iteration_text(its[0])}" if len(its) == 1 else note
 
 
-FIGURES = {"similarity": fig_similarity, "freezing": fig_freezing, "through_training": fig_through_training,
+FIGURES = {"similarity": fig_similarity, "freezing": fig_freezing, "freezing_decomposed": fig_freezing_decomposed,
+           "through_training": fig_through_training,
            "cross": fig_cross, "weight_change": fig_weight_change, "regimes": fig_regimes, "heads": fig_heads}
 

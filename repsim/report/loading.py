@@ -17,6 +17,7 @@ from repsim.results import ANALYSES, EXTRA_TABLES, result_stem, table_digest
 _REQUIRED = {
     "similarity": ("algorithm", "layer", "measure", "mean", "ci95"),
     "freezing": ("algorithm", "seed", "iteration", "frozen", "accuracy", "ci95"),
+    "freezing_decomposed": ("algorithm", "seed", "iteration", "frozen", "quantity", "mean", "ci95"),
     "accuracy": ("algorithm", "seed", "iteration", "mode", "accuracy", "ci95"),
     "cross": ("pair", "layer", "measure", "mean", "ci95"),
     "heads": ("algorithm", "seed", "iteration", "variant", "accuracy", "ci95"),

@@ -95,6 +95,48 @@ def freezing_verdict(res: Result) -> list[str]:
     return out
 
 
+def freezing_decomposed_verdict(res: Result) -> list[str]:
+    """Feature reuse judged on the features' part of the freezing cost, not the paper's protocol."""
+    from repsim.report.tables import decomposed_rows
+    from repsim.results import FEATURE_REUSE_POINTS
+
+    out = []
+    rows = decomposed_rows(res.table)
+    for (a, it), group in _groups(rows).items():
+        frozen = [r for r in group if r["frozen"] != "none" and "cost: features" in r]
+        if not frozen:
+            continue
+        r = max(frozen, key=lambda r: len(r["frozen"].split(",")))
+        total, feat, head = (r[q]["mean"] for q in ("cost: total", "cost: features", "cost: head optimisation"))
+        ci = max(r["cost: features"]["cis"])
+        seeds = len(r["paper protocol"]["seeds"])
+        reused = feat <= FEATURE_REUSE_POINTS
+        txt = (f"Freezing, decomposed ({display_name(a)}, {iteration_phrase(res, a, it)}, {seeds} "
+               f"seed{'s' if seeds > 1 else ''}): freezing {frozen_label(r['frozen'])} costs {total:.1f} points in "
+               f"the paper's protocol; of these, {feat:.1f} ({ci_text(ci)} paired, per seed) are the features' "
+               f"(a head fitted to convergence on them reaches {r['fitted head']['mean']:.1f}%) and {head:.1f} "
+               f"the inner loop's failure to fit the head")
+        if "lr x curvature" in r:
+            lc = r["lr x curvature"]["mean"]
+            txt += (f" (lr × λmax {lc:.1f}: {'above 2, its steps are unstable' if lc > 2 else 'stable steps'}; "
+                    f"support accuracy after them {r['support accuracy']['mean']:.0f}%)")
+        verdict_text = ("the features are reused" if reused
+                        else "the features change in the inner loop (rapid learning)")
+        dominated = head > feat
+        txt += (f". Judged on the features (reuse: a cost of at most {FEATURE_REUSE_POINTS:g} points), "
+                f"{verdict_text}"
+                + ("; the paper's protocol alone is dominated by head optimisation" if dominated else "") + ".")
+        out.append(txt)
+    return out
+
+
+def _groups(rows) -> dict:
+    by = {}
+    for r in rows:
+        by.setdefault((r["algorithm"], r["iteration"]), []).append(r)
+    return by
+
+
 def accuracy_verdict(res: Result) -> list[str]:
     """NIL against each model's own inner loop (Tables 2 and 4)."""
     out = []
@@ -189,6 +231,7 @@ def through_training_verdict(res: Result) -> list[str]:
 
 # the report's order: (result name, what it says)
 VERDICTS = (("similarity", similarity_verdict), ("freezing", freezing_verdict),
+            ("freezing_decomposed", freezing_decomposed_verdict),
             ("accuracy", accuracy_verdict), ("cross", cross_verdict),
             ("weight_change", weight_change_verdict), ("regimes", regimes_verdict),
             ("through_training", through_training_verdict))
