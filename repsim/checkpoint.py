@@ -116,6 +116,9 @@ def load_weights(model: torch.nn.Module, params: dict[str, torch.Tensor], source
     model.load_state_dict({n: params[n] for n in expected})
 
 
+FORMAT = "repsim-checkpoint-1"  # what a checkpoint's metadata says it is, read back and checked
+
+
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write atomically: a temporary file in the same folder, then a rename over ``path``."""
     path = Path(path)
@@ -123,7 +126,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     tensors.update({OPTIMIZER_PREFIX + n: t.detach().cpu().contiguous()
                     for n, t in ckpt.optimizer.items()})
     meta = {
-        "format": "repsim-checkpoint-1",
+        "format": FORMAT,
         "repsim_version": repsim.__version__,
         "config": ckpt.config.to_dict(),
         "algorithm": ckpt.config.algorithm,
@@ -133,9 +136,11 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "metrics": ckpt.metrics,
         "extra": ckpt.extra,
     }
-    # the tensors' bytes do not depend on the metadata, so a first serialisation without it
-    # gives their digest
-    meta["tensors_sha256"] = tensor_digest(save(tensors))
+    # the tensors' bytes and their index (name, dtype, shape, place) do not depend on the
+    # metadata, so a first serialisation without it gives their digests
+    bare = save(tensors)
+    meta["tensors_sha256"] = tensor_digest(bare)
+    meta["tensor_index_sha256"] = index_digest(bare)
     return atomic_write_bytes(path, save(tensors, metadata={"repsim": json.dumps(meta, sort_keys=True)}))
 
 
@@ -144,6 +149,15 @@ def tensor_digest(data: bytes) -> str:
     the metadata at save and checked at load: a flipped or edited byte of a weight, which the
     file's structure cannot reveal, is refused instead of analysed."""
     return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
+
+
+def index_digest(data: bytes) -> str:
+    """SHA-256 of a safetensors file's tensor index: each tensor's name, dtype, shape and byte
+    range (its header without the metadata). The bytes' digest cannot see two tensors' ranges
+    swapped, which loads other weights under each name from the same bytes."""
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    header.pop("__metadata__", None)
+    return hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -195,6 +209,11 @@ def _checked_metadata(meta, path) -> dict[str, Any]:
                            f"of the run, or import its weights again with 'repsim import'")
     if not isinstance(meta, dict):
         raise damaged(f"a JSON {type(meta).__name__}, not an object")
+    fmt = meta.get("format", FORMAT)  # checkpoints of the first repsims have no format field
+    if fmt != FORMAT:
+        raise RepsimError(f"{path} is a checkpoint of format {fmt!r}, which this repsim ({repsim.__version__}) "
+                          f"does not know (it reads {FORMAT!r}): read it with the repsim that wrote it "
+                          f"({meta.get('repsim_version', 'unknown')}), or a newer one")
     if not isinstance(meta.get("config"), dict):
         raise damaged("no config" if meta.get("config") is None else "config is not an object")
     iteration = meta.get("iteration", 0)
@@ -203,10 +222,24 @@ def _checked_metadata(meta, path) -> dict[str, Any]:
     for key in ("metrics", "extra"):
         if not isinstance(meta.get(key, {}), dict):
             raise damaged(f"{key} is not an object")
-    if "tensors_sha256" in meta:  # written since digests were recorded
-        digest = meta["tensors_sha256"]
-        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")):
-            raise damaged("tensors_sha256 is not a SHA-256 hex digest")
+    extra = meta.get("extra", {})
+    number = (int, float)
+    for key, ok, what in (  # what repsim reads back from it (training's resume, the labels)
+            ("name", lambda v: isinstance(v, str), "a string"),
+            ("imported_from", lambda v: isinstance(v, str), "a string"),
+            ("seed_known", lambda v: isinstance(v, bool), "true or false"),
+            ("devices", lambda v: isinstance(v, list) and all(isinstance(d, str) for d in v), "a list of devices"),
+            ("execution", lambda v: isinstance(v, str), "a string"),
+            ("wall_time_s", lambda v: isinstance(v, number) and not isinstance(v, bool), "a number"),
+            ("window", lambda v: isinstance(v, list) and len(v) == 3
+             and all(isinstance(x, number) and not isinstance(x, bool) for x in v), "three numbers")):
+        if key in extra and extra[key] is not None and not ok(extra[key]):
+            raise damaged(f"extra.{key} is {extra[key]!r}, not {what}")
+    for key in ("tensors_sha256", "tensor_index_sha256"):  # written since digests were recorded
+        digest = meta.get(key)
+        if key in meta and not (isinstance(digest, str) and len(digest) == 64
+                                and set(digest) <= set("0123456789abcdef")):
+            raise damaged(f"{key} is not a SHA-256 hex digest")
     return meta
 
 
@@ -230,10 +263,19 @@ def load_checkpoint(path: str | Path, *, with_optimizer: bool = False, weights: 
         raise RepsimError(f"checkpoint {path} is corrupt (its tensors differ from the SHA-256 written with "
                           f"them: a byte changed on disk or in transit): use an earlier checkpoint of the "
                           f"run, or copy the file again")
+    if weights and "tensor_index_sha256" in meta and index_digest(data) != meta["tensor_index_sha256"]:
+        raise RepsimError(f"checkpoint {path} is corrupt (its tensor index, which bytes belong to which "
+                          f"weight, differs from the SHA-256 written with it: the header was edited): use an "
+                          f"earlier checkpoint of the run, or copy the file again")
     params = {n: t for n, t in tensors.items() if not n.startswith(OPTIMIZER_PREFIX)}
     optimizer = ({n[len(OPTIMIZER_PREFIX):]: t for n, t in tensors.items()
                   if n.startswith(OPTIMIZER_PREFIX)} if with_optimizer else {})
-    config = from_saved(meta["config"], source=str(path)).resolved()
+    config = from_saved(meta["config"], source=str(path))
+    try:
+        config = config.resolved()
+    except RepsimError as e:  # a value out of range: say which file holds it
+        raise RepsimError(f"{path} has a config that cannot be used ({e}): use another checkpoint of "
+                          f"the run, or import its weights again with 'repsim import'") from None
     return Checkpoint(config, params, meta.get("iteration", 0), meta.get("metrics", {}),
                       optimizer, meta.get("extra", {}), path)
 

@@ -196,12 +196,37 @@ def summary_text(csv_path) -> str:
 
 
 def _probe(args) -> None:
+    from repsim.results import check_writable, exclusive
+    check_writable(args.out)  # before any work: a file, an unwritable folder, /proc
+    with exclusive(Path(args.out), "probe"):
+        _check_probe_folder(Path(args.out))
+        _write_probes(args)
+
+
+def _check_probe_folder(folder: Path) -> None:
+    """A probe folder is empty or one that repsim probe wrote (it is rewritten): other files
+    there, a user's own meta.json or task files, would be deleted or mixed in."""
+    import json
+    mine = {"meta.json"}
+    meta = folder / "meta.json"
+    try:
+        ours = meta.is_file() and "repsim_version" in json.loads(meta.read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    others = [p.name for p in folder.iterdir()
+              if not p.name.startswith(".") and p.name not in mine
+              and not (ours and p.name.startswith("task-") and p.name.endswith(".safetensors"))]
+    if others or (meta.exists() and not ours):
+        shown = ", ".join(sorted(others + ([] if ours or not meta.exists() else ["meta.json"]))[:3])
+        raise RepsimError(f"{folder} holds files repsim probe did not write ({shown}): choose an empty "
+                          f"--out folder (a folder of an earlier probe is rewritten)")
+
+
+def _write_probes(args) -> None:
     from repsim.checkpoint import load_checkpoint
     from repsim.evaluate import own_inner_loop
     from repsim.probe import check_layers, iter_probes, probe_layers, save_probes
-    from repsim.results import check_writable
     from repsim.study import Study
-    check_writable(args.out)  # before any work: a file, an unwritable folder, /proc
     ckpt = load_checkpoint(args.checkpoint)
     study = Study.for_checkpoint(ckpt, num_tasks=args.tasks, seed=args.seed, queries=args.queries,
                                  data_root=args.data_root, device=args.device, progress=not args.quiet)
@@ -278,11 +303,14 @@ def _seeds(text: str) -> list[int]:
 
 def _layers(text: str) -> list[str]:
     """``--layers conv1,conv2`` and ``--layers conv1 conv2`` alike (one value per argument)."""
-    return [name for name in text.split(",") if name]
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:  # "," named no layer, and used to mean every layer
+        raise argparse.ArgumentTypeError(f"{text!r} names no layer: give layer names, e.g. conv1,conv4")
+    return names
 
 
 def _analysis(text: str) -> str:
-    from repsim.runner import analysis_name
+    from repsim.names import analysis_name
     try:
         return analysis_name(text)
     except RepsimError as e:
@@ -291,8 +319,7 @@ def _analysis(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     import repsim
-    from repsim.data import DATASETS
-    from repsim.runner import ANALYSES
+    from repsim.names import ANALYSES, DATASETS
 
     p = argparse.ArgumentParser(prog="repsim", formatter_class=_Help, description=(
         "Train meta-learners (MAML, first-order MAML, ANIL, BOIL, multiclass, multitask) and "
@@ -487,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"repsim: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `repsim ... | head` stopped reading: nothing of ours went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     return 0
 
 

@@ -31,15 +31,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 import yaml
 
-from repsim.data import DATASETS
 from repsim.errors import RepsimError, one_line
 from repsim.meta import ALGORITHMS, LOSSES, META_ALGORITHMS
+from repsim.names import DATASETS
 
 CONVENTION_SETS = ("finn", "pytorch")
 CONVENTION_KEYS = ("inner_loss", "outer_loss", "head_init", "conv_init", "batchnorm_scale",
@@ -156,6 +157,12 @@ class Config:
             value = getattr(self, key)
             if value is not None and value < least:
                 raise RepsimError(f"{key} must be at least {least}, got {value}")
+        if self.dataset == "synthetic" and self.data_root:
+            raise RepsimError(f"the synthetic data set is built in and reads no data folder: leave out "
+                              f"--data-root / data_root ({self.data_root}), or set dataset: omniglot")
+        for key in ("seed", "split_seed"):  # torch and numpy seed with signed 64-bit integers
+            if getattr(self, key) is not None and getattr(self, key) >= 2 ** 63:
+                raise RepsimError(f"{key} must be below 2**63, got {getattr(self, key)}: choose a smaller seed")
         for key in ("inner_lr", "outer_lr", "batchnorm_eps"):
             value = getattr(self, key)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -225,7 +232,13 @@ def check_known(keys, source: str) -> None:
 
 def from_dict(values: dict[str, Any], source: str = "config") -> Config:
     check_known(values, source)
-    return Config(**{k: _coerce(k, v) for k, v in values.items()})
+    try:
+        return Config(**{k: _coerce(k, v) for k, v in values.items()})
+    except RepsimError as e:
+        if source == "--set":
+            raise
+        # a value damaged in a file: say which file, so that it can be fixed or replaced
+        raise RepsimError(f"{source}: {e}") from None
 
 
 def _kind(key: str) -> type:
@@ -235,28 +248,38 @@ def _kind(key: str) -> type:
 
 
 def _coerce(key: str, value: Any) -> Any:
-    """Check a value against the field's type, converting strings from --set."""
+    """Check a value against the field's type, reading strings (from --set) strictly."""
     kind = _kind(key)
     if value is None:
         return None
     if isinstance(value, str) and kind is not str:
-        # "0.1" -> 0.1, "true" -> True, "null" -> None; YAML 1.1 reads 1e-3 as a string
-        value = yaml.safe_load(value)
-        if value is None:
-            return None
-        if kind is float and isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        value = _from_text(key, kind, value)
     ok = ((kind is int and isinstance(value, int) and not isinstance(value, bool))
           or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
           or (kind is bool and isinstance(value, bool))
           or (kind is str and isinstance(value, str)))
     if not ok:
-        expected = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}[kind]
-        raise RepsimError(f"bad value {value!r} for {key}: expected {expected}")
+        raise RepsimError(f"bad value {value!r} for {key}: expected {_EXPECTED[kind]}")
     return float(value) if kind is float else value
+
+
+_EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _from_text(key: str, kind: type, text: str) -> Any:
+    """A value given as text, read as ``kind`` the way a person writes it: decimal integers,
+    plain numbers, true or false. Not YAML's reading, in which 010 is octal 8, 1:0 is 60
+    (base 60) and "null" means the default, each silently."""
+    t = text.strip()
+    if kind is int and re.fullmatch(r"[+-]?\d+", t):
+        return int(t, 10)
+    if kind is float and _NUMBER.fullmatch(t):
+        return float(t)
+    if kind is bool and t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    raise RepsimError(f"bad value {text!r} for {key}: expected {_EXPECTED[kind]}"
+                      + (" (decimal digits)" if kind is int else ""))
 
 
 def recipe_dir() -> Path | None:
@@ -350,6 +373,11 @@ def parse_overrides(overrides=(), *, once: bool = False) -> dict[str, str]:
             raise RepsimError(f"--set expects key=value, got {item!r}")
         if once and key in values:
             raise RepsimError(f"--set {key}=... is given twice: give each key once")
+        if value.strip() in ("", "~", "null", "Null", "NULL", "None"):
+            # YAML would read these as "no value", and the key would fall back to a default
+            # (the paper's, not the checkpoint's) without a word
+            raise RepsimError(f"--set {item.strip()} gives {key} no value: give one (e.g. {key}=VALUE), "
+                              f"or leave {key} out for its default")
         values[key] = value.strip()
     return values
 
@@ -366,8 +394,10 @@ def tested_with(config: Config, overrides: list[str] = ()) -> Config:
         return config
     values = config.to_dict()
     given = parse_overrides(overrides)
-    check_known(given, "--set")
     for key, value in given.items():
+        if key not in KEYS:
+            raise RepsimError(f"unknown key {key} in --set: at test time --set takes only "
+                              f"{', '.join(TESTABLE_KEYS)}")
         if key not in TESTABLE_KEYS:
             raise RepsimError(f"--set {key}=... cannot change a trained model's test ({key} is fixed "
                               f"by its training): at test time set only {', '.join(TESTABLE_KEYS)}")

@@ -28,6 +28,7 @@ weights_only=True)``, ``.npz`` with ``allow_pickle=False``, ``.safetensors`` dir
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -257,7 +258,15 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
     state = {_strip(k): v for k, v in read_weights(weights).items()}
     notes = []
     for pattern, replacement in renames:
-        state = {_sub(pattern, replacement, k): v for k, v in state.items()}
+        renamed: dict[str, torch.Tensor] = {}
+        for k, v in state.items():
+            new = _sub(pattern, replacement, k)
+            if new in renamed:  # a dict would keep the last one and drop the other unseen
+                first = next(old for old in state if _sub(pattern, replacement, old) == new)
+                raise RepsimError(f"--rename {pattern}={replacement} maps {first} and {k} both onto {new}: "
+                                  f"write the rule so that each tensor keeps a name of its own")
+            renamed[new] = v
+        state = renamed
     if drop:
         dropped = sorted(k for k in state if _search(drop, k))
         state = {k: v for k, v in state.items() if k not in dropped}
@@ -304,11 +313,20 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
         # the inputs are as the original code fed them; the model reads repsim's images
         dark = cfg.dataset == "omniglot" and cfg.image_ink == "dark"
         error = _logits_error(model, *check_logits, invert=dark)
+        if not math.isfinite(error):
+            raise RepsimError(f"the logits are NaN or infinite (the saved ones in {check_logits[1]}, or the "
+                              f"imported model's on {check_logits[0]}): save finite logits of real images; "
+                              f"nothing written")
         if not error <= 1e-4:
             raise RepsimError(f"the imported model's logits differ from {check_logits[1]} by up to "
                               f"{error:.3g}: the layout or architecture is not the original's (try "
                               f"--set pooling=..., conv_padding=..., batchnorm_eps=...); nothing written")
     name = name or weights.stem
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the terminal passed that are not UTF-8
+        raise RepsimError(f"the name {name.encode('utf-8', 'backslashreplace').decode()} is not UTF-8 text: "
+                          f"give --name in plain characters") from None
     ckpt = Checkpoint(cfg, dict(model.state_dict()), 0, {},
                       extra={"imported_from": str(weights), "name": name, "layout": chosen.name,
                              "seed_known": "seed" in given})
@@ -366,6 +384,9 @@ def _logits_error(model: torch.nn.Module, inputs: str, logits: str, invert: bool
     the inputs have dark ink, repsim's images bright)."""
     x, expected = _tensor_file(inputs, "inputs"), _tensor_file(logits, "logits")
     channels = model.conv1.conv.in_channels if hasattr(model, "conv1") else "C"
+    if x.dim() >= 1 and len(x) == 0:
+        raise RepsimError(f"{inputs} holds no images (an empty batch): save a batch of images as the "
+                          f"original code fed them")
     try:
         if x.dim() != 4:
             raise ValueError(f"{x.dim()} axes")
@@ -404,13 +425,17 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A file of named tensors, read without running any code it might carry."""
     if path.suffix == ".safetensors":
         try:
-            return load_file(str(path))
+            return _checked_state(load_file(str(path)), path)
         except (SafetensorError, OSError, ValueError) as e:
             raise RepsimError(f"{path} is not a readable safetensors file ({e})") from None
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as arrays:
-                return {k: torch.from_numpy(np.array(arrays[k])) for k in arrays.files}
+                texts = [k for k in arrays.files if arrays[k].dtype.kind not in "biuf"]
+                if texts:
+                    raise RepsimError(f"{path}: {texts[0]} holds {arrays[texts[0]].dtype} values, not "
+                                      f"numbers: save only the weights' arrays")
+                return _checked_state({k: torch.from_numpy(np.array(arrays[k])) for k in arrays.files}, path)
         except (OSError, ValueError) as e:
             raise RepsimError(f"{path} is not a readable .npz of arrays ({str(e)[:160]}): save the weights "
                               f"with numpy.savez(path, **{{name: array}})") from None
@@ -429,4 +454,27 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RepsimError(f"{path} does not hold a state dict of tensors: save it with "
                           f"torch.save(model.state_dict(), path)")
+    return _checked_state(state, path)
+
+
+def _checked_state(state: dict, path: Path) -> dict[str, torch.Tensor]:
+    """Weights a network can hold: named by strings, dense, real numbers, all finite. Each
+    other kind was either a traceback or, worse, a silent change (a complex tensor's imaginary
+    part dropped, a NaN weight analysed)."""
+    for key, t in state.items():
+        if not isinstance(key, str):
+            raise RepsimError(f"{path} names a tensor by {key!r} ({type(key).__name__}), not by a string: "
+                              f"save the model's state_dict(), whose keys are its parameters' names")
+        if t.layout != torch.strided:
+            raise RepsimError(f"{path}: {key} is a {str(t.layout).replace('torch.', '')} tensor: save dense "
+                              f"weights (tensor.to_dense())")
+        if t.is_complex() or not (t.is_floating_point() or t.dtype in INTEGER_DTYPES):
+            raise RepsimError(f"{path}: {key} holds {str(t.dtype).replace('torch.', '')} values, not real "
+                              f"numbers: save the network's real-valued weights")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise RepsimError(f"{path}: {key} holds NaN or infinite values: the model diverged in "
+                              f"training; import an earlier checkpoint of it")
     return state
+
+
+INTEGER_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)  # counters (num_batches_tracked)

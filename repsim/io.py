@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -40,6 +41,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.fsync(f.fileno())
         shareable(tmp)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota: the old file stays, the half-written one goes
+        Path(tmp).unlink(missing_ok=True)
+        kept = "the file there is unchanged" if path.exists() else "nothing was written"
+        fix = ("free space on its disk, or choose another output folder"
+               if e.errno in (errno.ENOSPC, errno.EDQUOT) else "choose a writable output folder")
+        raise RepsimError(f"cannot write {path} ({e.strerror}): {fix}; {kept}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

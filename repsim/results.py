@@ -19,6 +19,7 @@ import hashlib
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +29,13 @@ from scipy.special import stdtrit  # Student t quantile: scipy.stats.t.ppf, with
 import repsim
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes, atomic_write_json
-
-# The analyses, as the command line spells them; their result files use ``_`` (result_stem).
-# runner.REGISTRY holds how each is computed; this list is here so the report reads it without torch.
-ANALYSES = ("similarity", "freezing", "freezing-decomposed", "accuracy", "cross", "heads", "regimes",
-            "through-training", "weight-change")
-
+from repsim.names import ANALYSES, analysis_name  # noqa: F401  (the report reads them here)
 
 # The layer name of the head in every result table; the other layers are the body.
 HEAD = "head"
 
 # Extra summaries an analysis may write beside its table, as NAME_SUFFIX.csv (read by the report).
 EXTRA_TABLES = ("seeds", "model_pairs", "pairs")
-
-
-def analysis_name(name: str) -> str:
-    """The one spelling of an analysis (``through-training``); ``through_training``, the name
-    of its result files, is accepted too."""
-    spelled = name.replace("_", "-")
-    if spelled not in ANALYSES:
-        raise RepsimError(f"unknown analysis {name!r}: choose one of {', '.join(ANALYSES)}")
-    return spelled
 
 
 def result_stem(name: str) -> str:
@@ -63,9 +50,10 @@ def check_writable(folder: str | Path) -> Path:
         raise RepsimError(f"{folder} is a file, not a folder: choose a folder for --out")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".repsim-write-test"
-        probe.write_text("")
-        probe.unlink()
+        # a name of its own: processes checking one folder at once must not delete each other's
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".repsim-write-test-")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise RepsimError(f"cannot write results to {folder} ({e.strerror}): choose a writable --out folder") from None
     return folder
@@ -83,7 +71,13 @@ def exclusive(folder: Path, name: str):
         yield
         return
     path = folder / f".{name}.lock"
-    with open(path, "a+") as handle:
+    try:  # never through a link: the lock must not write into a file elsewhere
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        link = ": it is a link" if path.is_symlink() else ""
+        raise RepsimError(f"cannot use the lock file {path} ({e.strerror}{link}): remove it, "
+                          f"or use another --out") from None
+    with os.fdopen(fd, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -128,6 +128,10 @@ def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0
     time may run an analysis into a folder (another one gets a clear refusal)."""
     name = analysis_name(name)
     check_options(REGISTRY[name], steps=steps, layers=layers, frozen_sets=frozen_sets)
+    for what, values in (("--frozen", [",".join(f) or "none" for f in frozen_sets or []]), ("--layers", layers or [])):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:  # the report keys rows on them: one set twice broke it after the analysis ran
+            raise RepsimError(f"{what} gives {', '.join(twice)} more than once: give each once")
     check_counts(tasks=tasks, queries=queries, inner_steps=steps)
     check_test_flags(overrides, inner_steps=steps)
     if "test_queries" in parse_overrides(overrides):  # every model is tested on the study's queries
@@ -172,19 +176,27 @@ def check_earlier_result(out: Path, name: str, study: dict, labels: list[str]) -
     holding models this run leaves out: its rows would silently disappear. The same options
     with more models is how seeds are added (their parts are reused)."""
     earlier = Path(out) / f"{result_stem(name)}.json"
-    if not earlier.is_file():
-        return
+    table = earlier.with_suffix(".csv")
     try:
-        made = json.loads(earlier.read_text())
+        made = json.loads(earlier.read_text()) if earlier.is_file() else None
     except (OSError, ValueError):
-        return  # damaged provenance: the result is rewritten whole
+        made = None
+    if not isinstance(made, dict) or not isinstance(made.get("checkpoints", []), list):
+        if table.is_file() or earlier.is_file():
+            # without it, which models the table holds cannot be checked: a run on a subset
+            # would silently drop the others' rows
+            raise RepsimError(f"{table} has no readable provenance ({earlier.name} is "
+                              f"{'damaged' if earlier.is_file() else 'missing'}): which models it holds "
+                              f"cannot be checked; use --replace to overwrite it, or another --out")
+        return
     before = made.get("study", {})
     for key in _COMPARABLE:
         if key in before and key in study and before[key] != study[key]:
             raise RepsimError(f"{earlier} was made with {key}={before[key]!r}, this run has "
                               f"{key}={study[key]!r}: use another --out, or --replace to overwrite it")
     # (results written before labels were recorded cannot say which models they hold)
-    left_out = [c["label"] for c in made.get("checkpoints", []) if c.get("label") and c["label"] not in set(labels)]
+    left_out = [c["label"] for c in made.get("checkpoints", [])
+                if isinstance(c, dict) and c.get("label") and c["label"] not in set(labels)]
     if left_out:
         raise RepsimError(f"{earlier} also holds {', '.join(map(str, left_out))}, which this run leaves "
                           f"out: list those checkpoints too (their parts are reused), use another --out, "

@@ -10,6 +10,7 @@ set, split and image conventions, and loads each checkpoint as it is tested (its
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,9 @@ class Study:
         if self._tasks is None:
             if self.num_tasks < 1:  # scores need 2 (a confidence interval: check_counts), probes 1
                 raise RepsimError(f"--tasks must be at least 1, got {self.num_tasks}")
+            if self.dataset == "synthetic" and self.data_root:
+                raise RepsimError(f"the synthetic data set is built in and reads no data folder: leave out "
+                                  f"--data-root ({self.data_root})")
             splits = load_splits(self.dataset, self.data_root, split_scheme=self.split_scheme,
                                  rotate=self.rotate, seed=self.split_seed,
                                  image_resize=self.image_resize, progress=self.progress)
@@ -233,17 +237,20 @@ def _file_label(path: Path) -> str:
 
 
 def _refuse_same_weights(files: list[Path]) -> None:
-    """Two files of one algorithm, seed and iteration that hold the same weights and config (a
-    run's model.safetensors and its last checkpoint) are one model: analysed as two, they
-    would count it twice."""
-    ckpts = [load_checkpoint(f) for f in files]
-    for i, j in ((i, j) for i in range(len(files)) for j in range(i + 1, len(files))):
-        a, b = ckpts[i].params, ckpts[j].params
-        # runs that differ in how they are tested (test-time keys) train the same weights
-        if (ckpts[i].config == ckpts[j].config and a.keys() == b.keys()
-                and all(torch.equal(a[n], b[n]) for n in a)):
-            raise RepsimError(f"{files[i]} and {files[j]} hold the same weights (a run's final model and "
-                              f"its last checkpoint, say): list one of them")
+    """Two files that hold the same weights are one model (a run's model.safetensors and its
+    last checkpoint; one model imported under two names): analysed as two, they would count
+    it twice, as two seeds that agree perfectly (cross-model CCA 1.000)."""
+    seen: dict[str, Path] = {}
+    for f in dict.fromkeys(f.resolve() for f in files):
+        params = load_checkpoint(f).params
+        digest = hashlib.sha256()
+        for name in sorted(params):
+            digest.update(name.encode() + b"\0" + params[name].contiguous().numpy().tobytes())
+        key = digest.hexdigest()
+        if key in seen:
+            raise RepsimError(f"{seen[key]} and {f} hold the same weights (a run's final model and its "
+                              f"last checkpoint, or one model imported twice): list one of them")
+        seen[key] = f
 
 
 def assign_labels(paths: list[Path]) -> dict[str, str]:
@@ -259,8 +266,7 @@ def assign_labels(paths: list[Path]) -> dict[str, str]:
     counts = {}
     for f, label in zip(files, labels):
         counts.setdefault(label, set()).add(f.resolve())
-    for same in (sorted(fs) for fs in counts.values() if len(fs) > 1):
-        _refuse_same_weights(same)
+    _refuse_same_weights(files)
     labels = [_file_label(f) if not n and len(counts[label]) > 1 else label
               for f, label, n in zip(files, labels, named)]
     seen: dict[str, Path] = {}

@@ -301,11 +301,15 @@ def prepare_run_folder(out: Path, config: Config, resume: bool) -> tuple[int, Ch
         if start > config.iterations:
             raise RepsimError(f"{out} is already at iteration {start}, past iterations: {config.iterations}: "
                               f"give at least --set iterations={start} to resume it")
+        final = out / "model.safetensors"
+        if changed and start == config.iterations and iteration_of(final) == start:
+            raise RepsimError(f"{out} is finished (iteration {start}): --set {', '.join(changed)} would change "
+                              f"its config.yaml but not its checkpoints; train it longer with --set "
+                              f"iterations=N (N > {start}), or leave it as it is")
         if changed:  # the run's plan is now the new schedule
             tqdm.write("repsim: resuming with " + ", ".join(f"{k} {saved[k]} -> {planned[k]}" for k in changed),
                        file=sys.stderr)
             atomic_write_text(config_file, yaml.safe_dump(planned, sort_keys=True))
-        final = out / "model.safetensors"
         if start < config.iterations and iteration_of(final) == start:
             # a finished run trained on: its final model is its checkpoint at `start` (kept), and
             # must not pass for the final model of the longer run while that one trains
@@ -385,10 +389,14 @@ def load_optimizer(optimizer, params, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a full disk: the run stops with its last checkpoint, which --resume takes
+        raise RepsimError(f"cannot write {path} ({e.strerror}): free space on its disk, then continue the "
+                          f"run with --resume") from None
 
 
 def _read_last_metrics(path: Path) -> dict:

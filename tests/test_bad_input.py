@@ -112,8 +112,11 @@ def test_03_a_head_of_other_width_than_the_configs_ways_is_refused_at_import(run
 
 
 def test_04_divergence_stops_training_and_nan_weights_are_refused(run, tmp_path):
+    with pytest.raises(RepsimError, match="bad value '.inf' for outer_lr: expected a number"):
+        config("outer_lr=.inf")  # --set reads plain numbers only (docs/BAD_INPUT.md, case 42)
+    from repsim.config import from_dict
     with pytest.raises(RepsimError, match="outer_lr must be a positive finite number"):
-        config("outer_lr=.inf")
+        from_dict({**dict(p.split("=") for p in SETUP), "outer_lr": float("inf")}).resolved()
     with pytest.raises(RepsimError, match=r"training diverged at iteration \d+ .*lower outer_lr"):
         train(config("outer_lr=1e30", "iterations=20", "checkpoint_every=1", "eval_every=20"),
               tmp_path / "r", device="cpu", progress=False)
@@ -390,7 +393,7 @@ def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path, 
     with pytest.raises(RepsimError, match=r"unknown key\(s\) foo in --set; valid keys: algorithm"):
         load_config(tmp_path / "good.yaml", ["foo=1"])  # not "in good.yaml"
     from repsim.config import tested_with
-    with pytest.raises(RepsimError, match=r"unknown key\(s\) foo in --set"):  # not "fixed by its training"
+    with pytest.raises(RepsimError, match=r"unknown key foo in --set: at test time"):  # not "fixed by its training"
         tested_with(load_config(None, ["dataset=synthetic"]), ["foo=1"])
 
 

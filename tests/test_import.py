@@ -371,11 +371,11 @@ def test_imported_models_of_unknown_seed_are_not_called_same_seed(tmp_path, omni
     """Two imported models start from weights of their own unless their seed is given: the
     cross analysis must not put them beside ANIL and MAML of one repsim seed (same_seed)."""
     torch.manual_seed(0)
-    for name in ("a", "b"):
-        torch.save(stir_batchnorm(L2LOmniglotCNN(5)).state_dict(), tmp_path / f"{name}.pt")
     runs = {"a": [], "b": [], "a0": ["--set", "seed=0"], "b0": ["--set", "seed=0"]}
+    for name in runs:  # four models (the same weights twice would be refused as one model)
+        torch.save(stir_batchnorm(L2LOmniglotCNN(5)).state_dict(), tmp_path / f"{name}.pt")
     for name, seed in runs.items():
-        assert cli(["import", str(tmp_path / f"{name[0]}.pt"), "--name", name, *seed,
+        assert cli(["import", str(tmp_path / f"{name}.pt"), "--name", name, *seed,
                     "--set", f"data_root={omniglot_root}", "--out", str(tmp_path / f"{name}.safetensors")]) == 0
     assert "no seed given" in capsys.readouterr().out
     assert [load_checkpoint(tmp_path / f"{n}.safetensors").seed_known for n in runs] == [False, False, True, True]

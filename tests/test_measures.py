@@ -129,13 +129,19 @@ def test_cross_similarity_of_a_model_with_itself_is_one(runs):
 
 
 def test_cross_analysis_writes_table_3_with_seeds_apart_and_the_report_only_reads_it(runs, tmp_path):
-    """MAML and ANIL of seed 0 share their initial weights; a copy of the MAML recorded as seed 1
-    is a model of another seed (and, being the same weights, similar to MAML-s0 at exactly 1).
-    Table 3's numbers, recomputed here from the per-task rows by hand, are what cross_pairs.csv holds."""
+    """MAML and ANIL of seed 0 share their initial weights; a copy of the MAML with conv4's channels
+    permuted, recorded as seed 1, is a model of another seed (other weights, the same function up
+    to that permutation, to which CKA is blind: similar to MAML-s0 at exactly 1; the very same
+    weights are refused as one model listed twice). Table 3's numbers, recomputed here from the
+    per-task rows by hand, are what cross_pairs.csv holds."""
     from repsim.checkpoint import save_checkpoint
     from repsim.report import SAME_SEED, cross_summary_of, load_result
     other = load_checkpoint(runs["maml"])
     other.config.seed = 1
+    order = torch.randperm(other.params["conv4.conv.bias"].numel(), generator=torch.Generator().manual_seed(0))
+    for name in [n for n in other.params if n.startswith("conv4.")]:
+        other.params[name] = other.params[name][order]
+    other.params["head.weight"] = other.params["head.weight"][:, order]
     copy = save_checkpoint(tmp_path / "maml-seed1.safetensors", other)
     run_analysis("cross", [runs["maml"], runs["anil"], copy], tmp_path / "r", tasks=3, queries=5,
                  device="cpu", progress=False)

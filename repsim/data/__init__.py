@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from repsim.data.episodes import Split, Task, TaskList, batch_tasks, sample_task, task_generator
 from repsim.errors import RepsimError
-
-DATASETS = ("synthetic", "omniglot", "miniimagenet")
+from repsim.names import DATASETS
 
 # Omniglot-style data gets MAML's rotation augmentation (each rotated character is a new class);
 # natural images do not, as in the paper.

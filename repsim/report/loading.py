@@ -143,6 +143,29 @@ def _by_model(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+_TYPES = {int: "an integer", str: "a string", bool: "true or false"}
+_STUDY_FIELDS = {"tasks": int, "task_seed": int, "ways": int, "shots": int, "queries": int, "dataset": str}
+_CHECKPOINT_FIELDS = {"seed": int, "iteration": int, "algorithm": str, "model": str, "label": str,
+                      "checkpoint": str, "reduced_schedule": bool, "imported": bool, "seed_known": bool}
+
+
+def _damaged_provenance(prov: dict) -> str | None:
+    """What is wrong with the shape of a provenance record (None: nothing), so that a damaged
+    or hand-edited NAME.json is one line, not a traceback from deep in the report."""
+    study, checkpoints = prov.get("study", {}), prov.get("checkpoints", [])
+    if not isinstance(study, dict):
+        return "its study is not an object"
+    if not isinstance(checkpoints, list) or not all(isinstance(c, dict) for c in checkpoints):
+        return "its checkpoints are not a list of objects"
+    for where, record, fields in [("study", study, _STUDY_FIELDS)] + [
+            (f"checkpoint {i}", c, _CHECKPOINT_FIELDS) for i, c in enumerate(checkpoints)]:
+        for key, kind in fields.items():
+            value = record.get(key)
+            if value is not None and not (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))):
+                return f"{where}'s {key} is {value!r}, not {_TYPES[kind]}"
+    return None
+
+
 def load_result(folder: Path, name: str) -> Result | str:
     """Analysis ``name``'s result in ``folder``, or why there is none ("not run", "unfinished", "empty")."""
     csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
@@ -158,6 +181,9 @@ def load_result(folder: Path, name: str) -> Result | str:
         raise RepsimError(f"cannot read {meta} ({one_line(e)}): re-run the analysis that wrote it") from None
     if not isinstance(prov, dict):
         raise RepsimError(f"cannot read {meta}: not a provenance record; re-run the analysis that wrote it")
+    wrong = _damaged_provenance(prov)
+    if wrong:
+        raise RepsimError(f"cannot read {meta}: {wrong}; re-run the analysis that wrote it")
     recorded = prov.get("tables") if isinstance(prov.get("tables"), dict) else None
     table = _read_csv(csv, _REQUIRED[name], recorded)
     if table.empty:
