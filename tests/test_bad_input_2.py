@@ -19,8 +19,8 @@ def test_41_a_set_without_a_value_is_refused_not_read_as_the_default(run, tmp_pa
     assert code == 2 and "%" not in out
     one_line(err, f"--set inner_lr={value} gives inner_lr no value", "leave inner_lr out for its default")
     # training: it was a TypeError traceback after the run folder was made
-    code, _, err = in_cli(capsys, "train", "--set", "dataset=synthetic", "--set", f"inner_lr={value}",
-                          "--out", tmp_path / "r", "--quiet")
+    code, _, err = in_cli(capsys, "train", "--set", "dataset=synthetic", "--set", "iterations=2",
+                          "--set", f"inner_lr={value}", "--out", tmp_path / "r", "--quiet")
     assert code == 2 and not (tmp_path / "r").exists()
     one_line(err, "gives inner_lr no value")
 
@@ -357,8 +357,8 @@ def test_54b_a_bad_value_in_a_checkpoints_config_names_the_file(run, tmp_path, c
 
 
 def test_54c_a_data_root_for_the_built_in_data_is_refused_not_ignored(run, tmp_path, capsys):  # noqa: F811
-    code, _, err = in_cli(capsys, "train", "--set", "dataset=synthetic", "--data-root", tmp_path, "--out",
-                          tmp_path / "r", "--quiet")
+    code, _, err = in_cli(capsys, "train", "--set", "dataset=synthetic", "--set", "iterations=2", "--data-root",
+                          tmp_path, "--out", tmp_path / "r", "--quiet")
     assert code == 2 and not (tmp_path / "r").exists()
     one_line(err, "synthetic data set is built in", "leave out")
     code, _, err = in_cli(capsys, "evaluate", run / "model.safetensors", "--tasks", 2, "--data-root", tmp_path,
