@@ -228,6 +228,7 @@ def _checked_metadata(meta, path) -> dict[str, Any]:
             ("name", lambda v: isinstance(v, str), "a string"),
             ("imported_from", lambda v: isinstance(v, str), "a string"),
             ("seed_known", lambda v: isinstance(v, bool), "true or false"),
+            ("split_guessed", lambda v: isinstance(v, bool), "true or false"),
             ("devices", lambda v: isinstance(v, list) and all(isinstance(d, str) for d in v), "a list of devices"),
             ("execution", lambda v: isinstance(v, str), "a string"),
             ("wall_time_s", lambda v: isinstance(v, number) and not isinstance(v, bool), "a number"),

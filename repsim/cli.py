@@ -88,6 +88,7 @@ def _evaluate(args) -> None:
           f"{'' if r['mode'] == 'nil' else ' (' + str(r['inner_steps']) + ' inner steps)'}: "
           f"{r['accuracy']:.2f} +- {r['ci95']:.2f}% (95% CI over {r['tasks']} {r['split']} "
           f"tasks, seed {r['seed']})")
+    print(_queries_line(r["queries"], r["ways"]))
     if args.json:
         atomic_write_json(args.json, r)
     if args.csv:
@@ -137,6 +138,8 @@ def _import(args) -> None:
     print(f"conventions: {c.describe_conventions()}")
     for note in r.notes:
         print(f"note: {note}")
+    for warning in r.warnings:
+        print(f"repsim: warning: {warning}", file=sys.stderr)
     if r.logits_error is not None:
         print(f"logits match {args.check_logits[1]} to {r.logits_error:.2g} (largest difference)")
     print(f"imported {args.weights} as {r.path}, named {r.name!r}")
@@ -165,6 +168,9 @@ def _analyze(args) -> None:
                         data_root=args.data_root, device=args.device, overrides=args.set or [],
                         replace=args.replace, progress=not args.quiet)
     print(summary_text(path))
+    study = _provenance(path).get("study", {})
+    if study.get("queries") and study.get("ways"):
+        print(_queries_line(study["queries"], study["ways"]))
     table3 = path.with_name(f"{path.stem}_pairs.csv")
     if table3.is_file():  # cross: the headline, paper table 3
         print(f"\nbody layers averaged, mean and std over model pairs ({table3.name}):")
@@ -184,12 +190,41 @@ _SUMMARY_COLUMNS = ("model", "regime", "pair", "same_seed", "seed", "iteration",
                     "seed_std", "n", "tasks", "seeds", "model_pairs")
 
 
+def _queries_line(queries: int, ways: int) -> str:
+    """How many query points a test used: BatchNorm normalises each task's query batch, so the
+    same checkpoint and tasks score differently on other numbers of queries (evaluate uses the
+    checkpoint's test_queries, analyze --queries, 15 by default)."""
+    return (f"{queries} query point{'s' if queries != 1 else ''} per class: BatchNorm normalises each "
+            f"task's query batch of {queries * ways} with its own statistics")
+
+
+def _provenance(csv_path) -> dict:
+    import json
+    try:
+        record = json.loads(Path(csv_path).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def summary_text(csv_path) -> str:
     """A results table as a reader wants it on a terminal: the columns that say what was
-    measured, numbers to 3 decimals (accuracies in percent to 2)."""
+    measured, numbers to 3 decimals (accuracies in percent to 2). An imported model's
+    iteration reads "imported" and, imported without one, its seed "unknown" (their numbers
+    are its config's defaults, not a run's)."""
     import pandas as pd
 
     table = pd.read_csv(csv_path)
+    imported = {c.get("model"): c for c in _provenance(csv_path).get("checkpoints", [])
+                if isinstance(c, dict) and c.get("imported")}
+    if imported and "model" in table.columns:
+        rows = table["model"].isin(list(imported))
+        for column, text, when in (("iteration", "imported", lambda c: True),
+                                   ("seed", "unknown", lambda c: not c.get("seed_known", False))):
+            if column in table.columns:
+                table[column] = table[column].astype(object)
+                marked = rows & table["model"].map(lambda m: m in imported and when(imported[m]))
+                table.loc[marked, column] = text
     shown = table[[c for c in _SUMMARY_COLUMNS if c in table.columns]]
     with pd.option_context("display.max_rows", 200, "display.max_columns", None, "display.width", 160):
         return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
@@ -441,8 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = command("probe", "save every layer's activations before/after the inner loop",
                  "Save every layer's activations before and after the inner loop, for analyses of your "
-                 "own: OUT/meta.json and OUT/task-NNNN.safetensors with tensors named step{s}/{layer} "
-                 "(step 0: before the inner loop; the last: after it), read with safetensors.torch.load_file.")
+                 "own: OUT/meta.json and OUT/task-NNNN.safetensors with tensors named stepK/{layer} "
+                 "after K inner steps (step0: before the inner loop; stepN: after its N steps), read with "
+                 "safetensors.torch.load_file.")
     pr.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
     pr.add_argument("--out", required=True, metavar="DIR", help="folder for the probes")
     test_tasks(pr, default=100, why="fewer: each task's activations are written to disk")
@@ -460,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "trained), runs every analysis and writes the report.")
     r.add_argument("--dataset", default="synthetic", choices=DATASETS,
                    help="data set")
-    data_root(r)
+    r.add_argument("--data-root", metavar="DIR", help="folder of the real data set (omniglot: the official "
+                   "images_background/images_evaluation zips or folders); default: $REPSIM_DATA_ROOT")
     r.add_argument("--profile", default="quick", choices=["quick", "paper"],
                    help="quick (about 6-7 min on a 2-core CPU) or paper (full schedules, for a GPU)")
     r.add_argument("--out", default="reproduction", metavar="DIR", help="folder for runs/ and results/")

@@ -232,6 +232,7 @@ class Imported:
     name: str
     notes: list[str] = field(default_factory=list)
     logits_error: float | None = None
+    warnings: list[str] = field(default_factory=list)  # guesses that can change the numbers
 
 
 def import_weights(weights: str | Path, out: str | Path, *, config: str | Path | None = None,
@@ -301,6 +302,12 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
     given = set(_config_keys(config)) | {o.partition("=")[0].strip() for o in overrides}
     filled = [k for k in ("algorithm", "inner_lr", "inner_steps", "inner_steps_test", "split_scheme", "split_seed")
               if k not in given]
+    split_guessed = cfg.dataset == "omniglot" and "split_scheme" not in given
+    warnings = [f"the test split is a guess (split_scheme={cfg.split_scheme}, repsim's own shuffle of the "
+                f"characters): a model trained on another split is then tested partly on characters it "
+                f"trained on; give the split it was trained with (torchmeta, prototypical networks: --set "
+                f"split_scheme=vinyals; any other: --set split_scheme=file:TEST.txt, its test characters)"
+                ] if split_guessed else []
     if filled:
         notes.append("not in the weights, so the paper's defaults for this setting: "
                      + ", ".join(f"{k}={getattr(cfg, k)}" for k in filled)
@@ -329,8 +336,8 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
                           f"give --name in plain characters") from None
     ckpt = Checkpoint(cfg, dict(model.state_dict()), 0, {},
                       extra={"imported_from": str(weights), "name": name, "layout": chosen.name,
-                             "seed_known": "seed" in given})
-    return Imported(save_checkpoint(out, ckpt), chosen.name, cfg, name, notes, error)
+                             "seed_known": "seed" in given, "split_guessed": split_guessed})
+    return Imported(save_checkpoint(out, ckpt), chosen.name, cfg, name, notes, error, warnings)
 
 
 def import_state_dict(weights, config, out, rename: dict[str, str] | None = None) -> Path:

@@ -8,12 +8,13 @@ time, so an analysis over 600 tasks holds one task's activations in memory, neve
 
 Saved probes (``save_probes``) are a folder with ``meta.json`` (checkpoint, layers, steps,
 points, task-list description, repsim version) and one ``task-NNNN.safetensors`` per task whose
-tensors are named ``step{s}/{layer}`` (step 0: before adaptation; the last step: after).
+tensors are named ``step{k}/{layer}``, k the inner steps taken: ``step0`` before adaptation,
+``stepK`` after the K steps of the inner loop (and every step between with ``every_step``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -77,6 +78,7 @@ class Probe:
     task_index: int
     steps: list[dict[str, torch.Tensor]]  # steps[0]: before the inner loop; steps[-1]: after
     params: list[Params]                   # the adapted parameters at the same steps
+    at: list[int] = field(default_factory=list)  # how many inner steps each of them had taken
 
     @property
     def before(self) -> dict[str, torch.Tensor]:
@@ -106,7 +108,7 @@ def probe_task(model: nn.Module, params: Params, task, *, inner: InnerLoop,
             current = adapt(model, current, task.support_x, task.support_y, one_step.names,
                             one_step.lr, 1, loss=one_step.loss)
             current = {n: p.detach().requires_grad_(n in names) for n, p in current.items()}
-    return Probe(task_index, snapshots, kept)
+    return Probe(task_index, snapshots, kept, [s for s in range(steps + 1) if s in record_at])
 
 
 def iter_probes(model: nn.Module, params: Params, tasks, *, device: torch.device,
@@ -127,8 +129,9 @@ def save_probes(folder: str | Path, probes, meta: dict) -> Path:
         old.unlink()
     count = 0
     for probe in probes:
+        taken = probe.at or range(len(probe.steps))
         tensors = {f"step{s}/{layer}": acts.cpu().contiguous()
-                   for s, step in enumerate(probe.steps) for layer, acts in step.items()}
+                   for s, step in zip(taken, probe.steps) for layer, acts in step.items()}
         atomic_write_bytes(folder / f"task-{probe.task_index:04d}.safetensors", save(tensors))
         count += 1
     atomic_write_json(folder / "meta.json", {**meta, "tasks": count,

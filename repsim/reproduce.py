@@ -109,9 +109,9 @@ def reproduce(*, dataset: str = "synthetic", data_root: str | None = None,
         final[run.name] = _train_or_reuse(configs[run.name], out / "runs" / run.name, device, progress)
 
     plan = analysis_plan(final, {name: out / "runs" / name for name in final}, spec["tasks"], spec["tasks"])
-    print(f"[2/3] running {len(plan)} analyses on {spec['tasks']} test tasks each")
+    print(f"[2/3] running {len(plan)} analyses")
     for name, checkpoints, tasks in plan:
-        print(f"  {name}")
+        print(f"  {name} ({tasks} test tasks)")
         # the folder is this command's own: a profile or data set run again rewrites it whole
         run_analysis(name, checkpoints, results, tasks=tasks, data_root=data_root, device=device,
                      replace=True, progress=progress)

@@ -68,6 +68,8 @@ class Model:
                 # trained elsewhere: its iteration (0) and, unless given, its seed say nothing
                 "imported": self.ckpt.imported,
                 "seed_known": self.ckpt.seed_known,
+                # imported without its test split: repsim's own was assumed (repsim import warned)
+                "split_guessed": bool(self.ckpt.extra.get("split_guessed")),
                 **c.conventions_used(), "convention_summary": c.describe_conventions()}
 
 

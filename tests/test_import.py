@@ -505,3 +505,25 @@ def test_a_split_file_lists_the_test_characters(tmp_path, omniglot_root):
     (tmp_path / "bad.txt").write_text("Bengali/character01\nKlingon/character07\n")
     with pytest.raises(RepsimError, match="line 2: 'Klingon/character07' is not an Omniglot character"):
         load_splits(omniglot_root, split_scheme=f"file:{tmp_path / 'bad.txt'}", progress=False)
+
+
+def test_an_import_without_its_test_split_warns_and_every_report_says_so(tmp_path, omniglot_root, capsys):
+    """repsim import filled split_scheme=maml silently: a model trained on other characters was
+    scored partly on characters it trained on, and nothing said so (issue 35)."""
+    torch.manual_seed(0)
+    torch.save(stir_batchnorm(L2LOmniglotCNN(5)).state_dict(), tmp_path / "l2l.pt")
+    guessed = tmp_path / "guessed.safetensors"
+    assert cli(["import", str(tmp_path / "l2l.pt"), "--name", "guessed", "--set", f"data_root={omniglot_root}",
+                "--out", str(guessed)]) == 0
+    assert "warning: the test split is a guess (split_scheme=maml" in capsys.readouterr().err
+    assert load_checkpoint(guessed).extra["split_guessed"] is True
+    given = tmp_path / "given.safetensors"
+    assert cli(["import", str(tmp_path / "l2l.pt"), "--name", "given", "--set", f"data_root={omniglot_root}",
+                "--set", "split_scheme=maml", "--out", str(given)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert load_checkpoint(given).extra["split_guessed"] is False
+    assert cli(["analyze", "accuracy", str(guessed), "--tasks", "2", "--out", str(tmp_path / "res"),
+                "--device", "cpu", "--quiet"]) == 0
+    assert cli(["report", str(tmp_path / "res")]) == 0
+    report = (tmp_path / "res" / "report.md").read_text()
+    assert "Test split guessed for guessed" in report and "--set split_scheme=" in report

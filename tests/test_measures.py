@@ -565,3 +565,12 @@ def test_ablation_changes_are_paired_over_the_same_tasks(runs):
     acc = measures.accuracy(study, [runs["maml"]]).set_index("mode")
     assert acc.loc["inner-loop", "change"] == 0
     assert acc.loc["nil", "change"] == pytest.approx(acc.loc["nil", "accuracy"] - acc.loc["inner-loop", "accuracy"])
+
+
+def test_probe_names_the_after_tensors_by_the_steps_taken(runs, tmp_path):
+    # they were "step1" after a 10-step inner loop (issue 35)
+    result = _cli("probe", runs["maml"], "--out", tmp_path / "p", "--tasks", 2, "--inner-steps", 3,
+                  "--layers", "head", "--device", "cpu", "--quiet")
+    assert result.returncode == 0, result.stderr
+    from safetensors.torch import load_file
+    assert sorted(load_file(str(tmp_path / "p" / "task-0000.safetensors"))) == ["step0/head", "step3/head"]

@@ -74,7 +74,7 @@ _SECTIONS = [
      "Similarity of body-layer representations of different models on the same query points, no adaptation", True),
     ("regimes", "Training regimes, NIL-tested (paper Table 5)", table_regimes,
      "NIL test accuracy by training regime", False),
-    ("through_training", "Through training (paper Section 4.1)", table_through_training,
+    ("through_training", "Through training (paper: feature reuse early in learning)", table_through_training,
      "Accuracy and per-layer before/after similarity at intermediate checkpoints", True),
     ("weight_change", "Relative weight change per layer (MAML / ANIL / BOIL)", table_weight_change,
      "Relative change of each layer's weights over the inner loop", False),
@@ -189,8 +189,9 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
     cited = ("A. Raghu, M. Raghu, S. Bengio and O. Vinyals, “Rapid Learning or Feature Reuse? Towards "
              "Understanding the Effectiveness of MAML”, ICLR 2020 (arXiv:1909.09157)")
     if own:
+        what = "is a model with a name of its own" if len(own) == 1 else "are models with names of their own"
         doc.p(f"The analyses of {cited}, applied to {', '.join(_model_names(results))}. "
-              f"{', '.join(own)} {'is a model' if len(own) == 1 else 'are models'} with a name of its own "
+              f"{', '.join(own)} {what} "
               f"(imported, say, with `repsim import --name`), not repsim's training of the paper's recipes: "
               f"this is not a reproduction, and the paper's numbers are shown for orientation.")
     else:

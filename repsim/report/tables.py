@@ -258,7 +258,7 @@ def table_cross(doc: Doc, res: Result):
         doc.p("Models compared:")
         doc.items([f"{r['pair']}, seeds {r['seeds']}: " + "; ".join(f"{a} vs {b}" for a, b in r["models"])
                    for r in summary])
-    doc.p("Paper: Raghu et al. Table 3, body layers averaged, across seeds (its data setting is not stated in "
+    doc.p("Paper: Raghu et al. Table 3, body layers averaged, across seeds (its data setting is not stated "
           "in the paper beyond the representation analysis' 5-way MiniImageNet tasks).")
 
 
@@ -351,7 +351,11 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
     trained = conventions_text([c for r in results.values() for c in r.checkpoints])
     doc.items([f"Confidence intervals: {c}." for c in cis] + [f"Similarity conventions: {c}." for c in conv]
               + [f"Training conventions: {trained} (repsim.config: `finn` is the TensorFlow MAML "
-                 f"of Finn et al. that the paper ran, `pytorch` the PyTorch libraries' defaults)."])
+                 f"of Finn et al. that the paper ran, `pytorch` the PyTorch libraries' defaults)."]
+              + ["Query points: BatchNorm normalises each task's query batch (ways × queries per class "
+                 "points) with its own statistics, so accuracies depend on the number of queries: the "
+                 "analyses use the queries/class above; `repsim evaluate` and the MANIFESTs use each "
+                 "checkpoint's `test_queries` (Finn et al.'s: shots per class)."])
     ck = []
     for name, r in results.items():
         for c in r.checkpoints:

@@ -251,6 +251,12 @@ def _freeze_pairs(res: Result):
 
 def caveats(results: dict[str, Result]) -> list[str]:
     out = []
+    guessed = sorted({str(c.get("label") or c.get("algorithm")) for r in results.values() for c in r.checkpoints
+                      if c.get("split_guessed")})
+    if guessed:
+        out.append(f"Test split guessed for {', '.join(guessed)}: imported without the split it was trained "
+                   f"with, it is tested on repsim's own shuffle of the characters, some of which it may have "
+                   f"trained on (its accuracies can be too high); import it again with --set split_scheme=....")
     datasets = {r.setting[0] for r in results.values()}
     if datasets - {"omniglot", "miniimagenet"}:
         out.append(f"Data set {', '.join(sorted(datasets - {'omniglot', 'miniimagenet'}))}: the paper has no numbers "
