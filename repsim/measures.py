@@ -129,8 +129,8 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
     fitted to convergence (:func:`repsim.heads.fit_head`, penalty about zero), ``fitted_meta``
     (penalty about the meta-learned head) and ``prototypes`` (cosine to class means); and the
     diagnostics ``lr_curvature``, the step size times the largest eigenvalue of the head's
-    support-loss Hessian at the meta-learned head (above 2, gradient descent on the head is
-    unstable), and ``support_cosine``, the support features' mean pairwise cosine.
+    support-loss Hessian at the meta-learned head (above 2, a step can overshoot: descent is no
+    longer guaranteed), and ``support_cosine``, the support features' mean pairwise cosine.
     :func:`repsim.results.decompose_freezing` turns the rows into the costs with paired CIs.
     """
     from repsim.heads import fit_head, head_curvature, mean_cosine, prototype_predictions

@@ -445,7 +445,7 @@ def test_the_decomposed_freezing_verdict_judges_reuse_on_the_features_part(full)
     # per-task wobble does not average to 0 over 20 tasks; the paired differences have none)
     assert "costs 60.0 points in the paper's protocol" in line
     assert "5.0 (±0.0 paired, per seed) are the features'" in line and "55.0 the inner loop's failure" in line
-    assert "lr × λmax 4.8: above 2" in line
+    assert "lr × λmax 4.8: above 2, its first step can overshoot" in line
     assert "rapid learning" in line and "dominated by head optimisation" in line
     row = _table_row(report.read_text(), "MAML", "60000", "conv1, conv2, conv3, conv4", "4.80")
     assert "| 29.8 | 84.8 | 80.0 | 60.0 | 5.0 (±0.0) | 55.0 (±0.0) | 4.80 | 40.0 | 0.97 |" in row

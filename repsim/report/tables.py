@@ -145,7 +145,8 @@ def table_freezing_decomposed(doc: Doc, res: Result):
           "set only. **Head optimisation**: that fitted head against the protocol's own steps. Prototypes: "
           "cosine similarity to the class means of the same features. lr × λmax: the inner step size times "
           "the largest eigenvalue of the head's support-loss Hessian at the meta-learned head; above 2, "
-          "gradient descent on the head is unstable. Support cosine: mean pairwise cosine of the support "
+          "a gradient step on the head can overshoot (descent is no longer guaranteed; whether it fails shows in "
+          "the support accuracy after the steps). Support cosine: mean pairwise cosine of the support "
           "features (near 1: nearly collinear). Means over seeds; the CIs are each seed's paired 95% CIs "
           "over tasks.")
 

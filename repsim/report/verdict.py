@@ -118,8 +118,8 @@ def freezing_decomposed_verdict(res: Result) -> list[str]:
                f"the inner loop's failure to fit the head")
         if "lr x curvature" in r:
             lc = r["lr x curvature"]["mean"]
-            txt += (f" (lr × λmax {lc:.1f}: {'above 2, its steps are unstable' if lc > 2 else 'stable steps'}; "
-                    f"support accuracy after them {r['support accuracy']['mean']:.0f}%)")
+            txt += (f" (lr × λmax {lc:.1f}: {'above 2, its first step can overshoot' if lc > 2 else 'below 2'}; "
+                    f"support accuracy after the steps {r['support accuracy']['mean']:.0f}%)")
         verdict_text = ("the features are reused" if reused
                         else "the features change in the inner loop (rapid learning)")
         dominated = head > feat
