@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from repsim.model import HEAD_PREFIX, norm_param_names, split_body_head
+from repsim.model import HEAD_PREFIX, Conv4, norm_param_names, split_body_head
 
 Params = dict[str, torch.Tensor]
 
@@ -141,9 +141,14 @@ def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
         return dict(params)
     if all(n.startswith(HEAD_PREFIX) for n in names):
         return _adapt_head(model, params, x, y, names, lr, steps, create_graph, loss)
+    # Leading blocks the loop leaves frozen give the same output at every step: computed once
+    # (conv4 only, and not behind an input hook, which would see activations as images)
+    start = model.frozen_blocks(names) if isinstance(model, Conv4) and not model._forward_pre_hooks else 0
+    if start:
+        x = functional_call(model, params, (x,), {"stop": start})
     fast = dict(params)
     for _ in range(steps):
-        support_loss = task_loss(functional_call(model, fast, (x,)), y, loss)
+        support_loss = task_loss(functional_call(model, fast, (x,), {"start": start} if start else {}), y, loss)
         grads = torch.autograd.grad(support_loss, [fast[n] for n in names], create_graph=create_graph)
         fast.update({n: fast[n] - lr * g for n, g in zip(names, grads)})
     return fast

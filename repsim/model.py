@@ -145,8 +145,22 @@ class Conv4(nn.Module):
             x = getattr(self, f"conv{i}")(x)
         return x.mean(dim=(2, 3)) if self.feature_pooling == "mean" else x.flatten(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The logits. ``start`` = k: ``x`` is conv{k}'s output and only the blocks after it run;
+        ``stop`` = k: conv{k}'s output is returned. An inner loop that leaves conv1..conv{k}
+        frozen computes them once (meta.adapt)."""
+        for i in range(start + 1, (self.blocks if stop is None else stop) + 1):
+            x = getattr(self, f"conv{i}")(x)
+        if stop is not None:
+            return x
+        return self.head(x.mean(dim=(2, 3)) if self.feature_pooling == "mean" else x.flatten(1))
+
+    def frozen_blocks(self, adapted) -> int:
+        """How many leading blocks none of the ``adapted`` parameter names belongs to."""
+        for i in range(1, self.blocks + 1):
+            if any(n.startswith(f"conv{i}.") for n in adapted):
+                return i - 1
+        return self.blocks
 
 
 INITS = {"conv": ("pytorch", "xavier_uniform"), "head": ("pytorch", "normal", "xavier_uniform")}

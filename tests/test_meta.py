@@ -208,3 +208,19 @@ def test_any_model_with_a_head_works(algorithm):
 def test_model_without_head_is_refused():
     with pytest.raises(RepsimError, match="named 'head"):
         split_body_head(nn.Sequential(nn.Linear(2, 2)))
+
+
+@pytest.mark.parametrize("frozen", [1, 2, 3])
+def test_a_frozen_prefix_computed_once_adapts_as_the_whole_network_does(model64, frozen):
+    # the inner loop with conv1..conv{frozen} left frozen runs only the blocks after them, from
+    # their output computed once; the adapted weights are those of the loop through the whole network
+    task = _tasks(1, queries=3)[0]
+    params = dict(model64.named_parameters())
+    names = [n for n in params if not any(n.startswith(f"conv{i}.") for i in range(1, frozen + 1))]
+    fast = adapt(model64, params, task.support_x, task.support_y, names, 0.4, 3, loss="sum_div_shots")
+    model64.register_forward_pre_hook(lambda module, args: None)  # a hook: the shortcut is not taken
+    whole = adapt(model64, params, task.support_x, task.support_y, names, 0.4, 3, loss="sum_div_shots")
+    assert model64.frozen_blocks(names) == frozen
+    for n in params:
+        assert torch.allclose(fast[n], whole[n], rtol=1e-12, atol=1e-12), n
+    assert not torch.equal(fast["conv4.conv.weight"], params["conv4.conv.weight"])  # it did adapt
