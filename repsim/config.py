@@ -39,8 +39,7 @@ from typing import Any, get_args, get_type_hints
 import yaml
 
 from repsim.errors import RepsimError, one_line
-from repsim.meta import ALGORITHMS, LOSSES, META_ALGORITHMS
-from repsim.names import DATASETS
+from repsim.names import ALGORITHMS, DATASETS, LOSSES, META_ALGORITHMS
 
 CONVENTION_SETS = ("finn", "pytorch")
 CONVENTION_KEYS = ("inner_loss", "outer_loss", "head_init", "conv_init", "batchnorm_scale",
@@ -57,9 +56,6 @@ CHOICES = {"inner_loss": LOSSES, "outer_loss": LOSSES,
            "execution": ("auto", "loop", "vmap"),
            "pooling": ("stride", "maxpool"), "feature_pooling": ("mean", "flatten"),
            "image_ink": ("bright", "dark")}
-# the network's shape: what an imported checkpoint must match to compute what its source computed
-ARCHITECTURE_KEYS = ("filters", "blocks", "pooling", "feature_pooling", "conv_padding", "batchnorm_scale",
-                     "batchnorm_eps", "image_ink")
 
 
 @dataclass

@@ -32,12 +32,10 @@ from torch import nn
 from torch.func import functional_call
 
 from repsim.model import HEAD_PREFIX, Conv4, norm_param_names, split_body_head
+from repsim.names import ALGORITHMS, LOSSES, META_ALGORITHMS  # noqa: F401  (meta's names)
 
 Params = dict[str, torch.Tensor]
 
-META_ALGORITHMS = ("maml", "fomaml", "anil", "boil")
-ALGORITHMS = META_ALGORITHMS + ("multiclass", "multitask")
-LOSSES = ("mean", "sum_div_shots")
 
 
 def task_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "mean",

@@ -7,6 +7,9 @@ from __future__ import annotations
 from repsim.errors import RepsimError
 
 DATASETS = ("synthetic", "omniglot", "miniimagenet")
+META_ALGORITHMS = ("maml", "fomaml", "anil", "boil")        # an inner loop at training time
+ALGORITHMS = META_ALGORITHMS + ("multiclass", "multitask")  # and the regimes without one
+LOSSES = ("mean", "sum_div_shots")                          # how a task's loss is reduced (meta.task_loss)
 
 # The analyses, as the command line spells them; their result files use ``_`` (result_stem).
 # runner.REGISTRY holds how each is computed.

@@ -271,8 +271,9 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     assert cli(args) == 0
     assert cli(["evaluate", str(out), "--tasks", "10", "--device", "cpu", "--quiet",
                 "--json", str(tmp_path / "e.json"), "--csv", str(tmp_path / "e.csv")]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    *_, line, queries = capsys.readouterr().out.strip().splitlines()
     assert "95% CI over 10 test tasks" in line
+    assert queries.startswith("1 query point per class: BatchNorm normalises each task's query batch of 5")
     record = json.loads((tmp_path / "e.json").read_text())
     assert record["tasks"] == 10 and f"{record['accuracy']:.2f}" in line
     assert (tmp_path / "e.csv").read_text().splitlines()[0].startswith("checkpoint,")

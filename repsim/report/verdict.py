@@ -122,7 +122,7 @@ def freezing_decomposed_verdict(res: Result) -> list[str]:
                     f"support accuracy after the steps {r['support accuracy']['mean']:.0f}%)")
         verdict_text = ("the features are reused" if reused
                         else "the features change in the inner loop (rapid learning)")
-        dominated = head > feat
+        dominated = head > max(feat, FEATURE_REUSE_POINTS)  # and material: not a near-zero cost split
         txt += (f". Judged on the features (reuse: a cost of at most {FEATURE_REUSE_POINTS:g} points), "
                 f"{verdict_text}"
                 + ("; the paper's protocol alone is dominated by head optimisation" if dominated else "") + ".")
