@@ -144,9 +144,13 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
     scale = 1 / study.shots if inner.loss == "sum_div_shots" else 1 / (study.ways * study.shots)
     w0, b0 = (m.params[HEAD_PREFIX + k].double().cpu().numpy() for k in ("weight", "bias"))
     params = {n: p.requires_grad_(n in inner.names) for n, p in m.params.items()}
-    rows = []
+    rows, measured = [], {}
     for frozen in ([[]] if [] not in frozen_sets else []) + list(frozen_sets):
         names = [n for n in inner.names if not in_layers(n, frozen)]
+        if tuple(names) in measured:  # the same inner loop (ANIL's, whatever body layers are frozen)
+            rows += [{**r, "frozen": freeze_label(frozen)} for r in measured[tuple(names)]]
+            continue
+        first = len(rows)
         for index, task in enumerate(tqdm(study.tasks, desc=f"decomposing frozen {freeze_label(frozen)}",
                                           disable=not study.progress, leave=False)):
             task = task.to(study.dev)
@@ -171,6 +175,7 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
                          "prototypes": (prototype_predictions(fs, sy, fq, study.ways) == qy).mean(),
                          "lr_curvature": inner.lr * head_curvature(fs, w0, b0, scale=scale),
                          "support_cosine": mean_cosine(fs)})
+        measured[tuple(names)] = rows[first:]
     return pd.DataFrame(rows)
 
 
