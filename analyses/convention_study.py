@@ -55,7 +55,7 @@ from repsim.evaluate import own_inner_loop
 from repsim.io import atomic_write_json, atomic_write_text
 from repsim.report import markdown_table
 from repsim.report.figures import new_figure, save_figure
-from repsim.results import summarise
+from repsim.statistics import summarise
 from repsim.study import Study
 from repsim.train import train
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from repsim.data.episodes import batch_tasks
 from repsim.errors import RepsimError, not_finite
 from repsim.meta import HEAD_PREFIX, META_ALGORITHMS, InnerLoop, adapt_and_score, head_input, inner_loop_names
-from repsim.results import ci95
+from repsim.statistics import ci95
 
 Params = dict[str, torch.Tensor]
 
@@ -35,7 +35,7 @@ class Score:
 
 
 def mean_ci(per_task) -> Score:
-    """Mean accuracy over tasks and its 95% interval (:func:`repsim.results.ci95`)."""
+    """Mean accuracy over tasks and its 95% interval (:func:`repsim.statistics.ci95`)."""
     acc = np.asarray(per_task, dtype=np.float64)
     if acc.size < 2:
         raise RepsimError(f"a confidence interval needs at least 2 tasks, got {acc.size}: "

@@ -41,8 +41,8 @@ from repsim.evaluate import fresh_head, own_inner_loop, score_tasks
 from repsim.meta import adapt, head_input
 from repsim.model import HEAD_PREFIX, draw_weights, model_for
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
-from repsim.results import HEAD, decompose_freezing, paired_change, same_seed, summarise
 from repsim.similarity import compare
+from repsim.statistics import HEAD, decompose_freezing, paired_change, same_seed, summarise
 from repsim.study import CONVENTIONS, Model, Study
 
 
@@ -131,7 +131,7 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
     diagnostics ``lr_curvature``, the step size times the largest eigenvalue of the head's
     support-loss Hessian at the meta-learned head (above 2, a step can overshoot: descent is no
     longer guaranteed), and ``support_cosine``, the support features' mean pairwise cosine.
-    :func:`repsim.results.decompose_freezing` turns the rows into the costs with paired CIs.
+    :func:`repsim.statistics.decompose_freezing` turns the rows into the costs with paired CIs.
     """
     from repsim.heads import fit_head, head_curvature, mean_cosine, prototype_predictions
 

@@ -31,19 +31,8 @@ from repsim.config import check_test_flags, parse_overrides
 from repsim.errors import RepsimError
 from repsim.evaluate import check_counts
 from repsim.io import atomic_write_bytes, atomic_write_text
-from repsim.results import (
-    ANALYSES,
-    analysis_name,
-    check_writable,
-    cross_extras,
-    cross_layers,
-    decompose_freezing,
-    exclusive,
-    result_stem,
-    seed_means,
-    summarise,
-    write_result,
-)
+from repsim.results import ANALYSES, analysis_name, check_writable, exclusive, result_stem, write_result
+from repsim.statistics import cross_extras, cross_layers, decompose_freezing, seed_means, summarise
 from repsim.study import Study, assign_labels
 
 

@@ -1,4 +1,4 @@
-"""The freezing test taken apart (measures.freezing_decomposed, results.decompose_freezing),
+"""The freezing test taken apart (measures.freezing_decomposed, statistics.decompose_freezing),
 checked on a network whose frozen features are perfect by construction, and against the
 freezing analysis it extends."""
 
@@ -11,7 +11,7 @@ from repsim import measures
 from repsim.checkpoint import Checkpoint
 from repsim.config import load_config
 from repsim.data.episodes import Split, TaskList
-from repsim.results import decompose_freezing
+from repsim.statistics import decompose_freezing
 from repsim.study import Study
 from repsim.train import train
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from repsim import paper, results
+from repsim import paper, statistics
 from repsim.errors import RepsimError
 from repsim.report import write_report
 
@@ -116,14 +116,14 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
                        "frozen": f, "accuracy": 90.0 + s - k * 0.5, "ci95": 0.8, "tasks": 20}
                       for s in (0, 1) for k, f in enumerate(["none", "conv1", "conv1,conv2", "conv1,conv2,conv3",
                                                             "conv1,conv2,conv3,conv4"])], maml[:2]),
-        "freezing_decomposed": (results.decompose_freezing(pd.DataFrame(_decomposed_tasks())), maml[:2]),
+        "freezing_decomposed": (statistics.decompose_freezing(pd.DataFrame(_decomposed_tasks())), maml[:2]),
         "accuracy": ([{"checkpoint": f"maml-s{s}-it60000", "algorithm": "maml", "seed": s, "iteration": 60000,
                        "mode": mode, "accuracy": (94.0 + s) if mode == "inner-loop" else 90.0 + s,
                        "ci95": 0.5, "tasks": 20} for s in (0, 1, 2) for mode in ("inner-loop", "nil")]
                      + [{"checkpoint": "anil-s0-it60000", "algorithm": "anil", "seed": 0, "iteration": 60000,
                          "mode": mode, "accuracy": 96.0 if mode == "inner-loop" else 97.0, "ci95": 0.4, "tasks": 20}
                         for mode in ("inner-loop", "nil")], maml + anil),
-        "cross": (results.cross_layers(pd.DataFrame(CROSS_TASKS)), maml[:2] + anil),
+        "cross": (statistics.cross_layers(pd.DataFrame(CROSS_TASKS)), maml[:2] + anil),
         "heads": ([{"checkpoint": "maml-s0-it60000", "algorithm": "maml", "seed": 0, "iteration": 60000,
                     "variant": v, "accuracy": a, "ci95": 1.0, "tasks": 20}
                    for v, a in (("trained inner loop", 94.0), ("NIL (no head)", 90.0),
@@ -150,7 +150,7 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
         if names is None or name in names:
             cross = name == "cross"
             _write(folder, name, rows, _prov(name, dataset, ways, shots, ckpts), CROSS_TASKS if cross else None,
-                   results.cross_extras(pd.DataFrame(CROSS_TASKS)) if cross else None)
+                   statistics.cross_extras(pd.DataFrame(CROSS_TASKS)) if cross else None)
     return folder
 
 
@@ -363,7 +363,7 @@ def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range()
 def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_initialisations_apart(full):
     from repsim.report import SAME_SEED, cross_summary_of, load_result
     t = pd.DataFrame(CROSS_TASKS)
-    pairs = results.model_pairs(t)
+    pairs = statistics.model_pairs(t)
     # a second route to the same number: the mean of every body-layer row of one pair of models
     one = t[(t.model_a == "maml-s0-it60000") & (t.model_b == "anil-s1-it60000") & (t.measure == "cka")
             & (t.layer != "head")]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from repsim import results
+from repsim import statistics
 from repsim.report import write_report
 from repsim.report.figures import COLUMN_WIDTH, DPI, FIGURES, PAGE_WIDTH
 from test_report import build_results
@@ -254,12 +254,12 @@ def test_similarity_figure_shows_each_seeds_mean_beside_the_ci_over_tasks(tmp_pa
     rows = [{"algorithm": "maml", "layer": layer, "measure": "cca", "seed": seed, "task": task,
              "value": (0.4 if seed == 0 else 0.8) if layer == "head" else 0.9}
             for seed in (0, 1) for task in range(3) for layer in ("conv1", "head")]
-    results.seed_means(pd.DataFrame(rows)).to_csv(folder / "similarity_seeds.csv", index=False)
+    statistics.seed_means(pd.DataFrame(rows)).to_csv(folder / "similarity_seeds.csv", index=False)
     res = load_results(folder)[0]["similarity"]
     means = _seed_means(res, "cca", {})
     assert sorted(means["maml"]["head"]) == pytest.approx([0.4, 0.8])
     md = write_report(folder).read_text()
     assert "dots: each seed's mean" in md
-    results.seed_means(pd.DataFrame([r for r in rows if r["seed"] == 0])).to_csv(folder / "similarity_seeds.csv",
+    statistics.seed_means(pd.DataFrame([r for r in rows if r["seed"] == 0])).to_csv(folder / "similarity_seeds.csv",
                                                                                  index=False)
     assert "dots: each seed's mean" not in write_report(folder).read_text()

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from repsim.results import ci95, paired_change, summarise
+from repsim.statistics import ci95, paired_change, summarise
 
 
 @pytest.mark.parametrize("n", [2, 5, 20, 600])

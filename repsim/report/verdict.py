@@ -98,7 +98,7 @@ def freezing_verdict(res: Result) -> list[str]:
 def freezing_decomposed_verdict(res: Result) -> list[str]:
     """Feature reuse judged on the features' part of the freezing cost, not the paper's protocol."""
     from repsim.report.tables import decomposed_rows
-    from repsim.results import FEATURE_REUSE_POINTS
+    from repsim.statistics import FEATURE_REUSE_POINTS
 
     out = []
     rows = decomposed_rows(res.table)

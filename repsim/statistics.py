@@ -1,0 +1,168 @@
+"""The statistics every summary is made of: means over tasks with Student-t intervals, paired
+changes, means over seeds, table 3's summaries over model pairs and the freezing decomposition's
+costs. Pure functions on arrays and DataFrames: no files (results.py writes them), no torch.
+
+Every checkpoint of an analysis is scored on the same tasks, so a change between two conditions
+is judged by the interval of its per-task differences (paired), and seeds are averaged per task
+before an interval is taken over tasks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.special import stdtrit  # Student t quantile: scipy.stats.t.ppf, without scipy.stats' 1 s import
+
+# The layer name of the head in every result table; the other layers are the body.
+HEAD = "head"
+
+
+def ci95(values) -> float:
+    """Half-width of the 95% Student-t interval of the mean over tasks:
+
+        t_{0.975, n-1} * s / sqrt(n),    s the sample std (ddof=1).
+
+    At n = 600 this is 1.0033 x the paper code's 1.96 * std / sqrt(n) (population std); at
+    n = 5 it is 1.67 x, where the normal interval is too narrow. NaN for fewer than 2 values.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    if n < 2:
+        return float("nan")
+    return float(stdtrit(n - 1, 0.975) * values.std(ddof=1) / math.sqrt(n))
+
+
+def paired_change(values, reference) -> tuple[float, float]:
+    """Mean per-task change ``values - reference`` and its 95% t-interval.
+
+    Every condition of an ablation (frozen vs unfrozen, NIL vs inner loop, a head variant
+    vs the trained head) is scored on the same tasks, so the change is judged against the
+    spread of its per-task differences, which is far narrower than the two marginal CIs
+    when tasks vary in difficulty.
+    """
+    values, reference = np.asarray(values, np.float64), np.asarray(reference, np.float64)
+    if values.shape != reference.shape:
+        raise ValueError(f"paired values need the same tasks: {values.shape} vs {reference.shape}")
+    diff = values - reference
+    return float(diff.mean()), ci95(diff)
+
+
+def summarise(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
+    """Mean and 95% CI over tasks, how many tasks (n) and seeds, and the spread over seeds.
+
+    ``model`` is an algorithm (its seeds pooled) or a model with a name of its own
+    (repsim.study.Model.unit), so two differently named models are never pooled.
+
+    Every checkpoint is scored on the same tasks, so seeds are averaged per task first: the
+    CI is over the n distinct tasks, not over tasks x seeds (which are not independent).
+    ``seed_std`` is the sample std of the per-seed means (NaN for one seed): the run-to-run
+    variation that the CI over tasks does not show.
+    """
+    by = [b for b in by if b in per_task.columns]
+    per = per_task.groupby(by + ["task"], sort=False)["value"].mean().reset_index()
+    out = per.groupby(by, sort=False)["value"].agg(mean="mean", ci95=ci95, n="size").reset_index()
+    if "seed" in per_task.columns:
+        out["seeds"] = per_task.groupby(by, sort=False)["seed"].nunique().values
+        spread = seed_means(per_task, by).groupby(by, sort=False)["mean"].std(ddof=1)  # NaN for one seed
+        out["seed_std"] = spread.reindex(pd.MultiIndex.from_frame(out[by]) if len(by) > 1
+                                         else out[by[0]]).to_numpy()
+    return out
+
+
+def seed_means(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
+    """Each seed's mean over tasks, per :func:`summarise` group: the spread between training
+    runs that the CI over tasks hides (the similarity figure draws it as dots). Written as
+    NAME_seeds.csv; ``n`` is the number of tasks behind each mean."""
+    by = [b for b in by if b in per_task.columns]
+    return per_task.groupby(by + ["seed"], sort=False)["value"].agg(mean="mean", n="size").reset_index()
+
+
+# Cross-model similarity (paper table 3) ------------------------------------------------------
+CROSS_PAIRS = ("MAML-MAML", "ANIL-ANIL", "ANIL-MAML")  # table 3's order
+
+
+def same_seed(seed_a, seed_b) -> bool:
+    """Whether two models were trained from one seed. Training seeds the initialisation, so
+    ANIL and MAML of one seed start from the same weights (and one algorithm twice is one
+    run); the paper's table 3 compares models of different seeds."""
+    return float(seed_a) == float(seed_b)
+
+
+def _in_pair_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Models of different seeds first, each in table 3's order; rows of one pair keep their order."""
+    def rank(pair, same):
+        return bool(same), CROSS_PAIRS.index(pair) if pair in CROSS_PAIRS else len(CROSS_PAIRS), pair
+    ranks = [rank(pair, same) for pair, same in zip(table["pair"], table["same_seed"])]
+    return table.iloc[sorted(range(len(table)), key=ranks.__getitem__)].reset_index(drop=True)
+
+
+def cross_layers(per_task: pd.DataFrame) -> pd.DataFrame:
+    """cross.csv: mean and 95% CI over tasks per pair of algorithms, ``same_seed``, layer and
+    measure; models of different seeds first, in table 3's order."""
+    return _in_pair_order(summarise(per_task, by=("pair", "same_seed", "layer", "measure")))
+
+
+def model_pairs(per_task: pd.DataFrame) -> pd.DataFrame:
+    """cross_model_pairs.csv, table 3's unit: one row per pair of models and measure, the
+    similarity averaged over tasks t and body layers l (NaN values, from degenerate
+    activations, are skipped),
+
+        s(a, b) = mean_{t, l} sim(h_l^a(x_t), h_l^b(x_t)).
+    """
+    body = per_task[per_task["layer"] != HEAD]
+    keys = ["pair", "same_seed", "model_a", "model_b", "seed_a", "seed_b", "measure"]
+    return _in_pair_order(body.groupby(keys, sort=False)["value"].mean().reset_index())
+
+
+def pair_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """cross_pairs.csv, paper table 3: per pair of algorithms, ``same_seed`` and measure, the
+    mean and sample std over model pairs of s(a, b), and how many model pairs. ``pairs`` is
+    :func:`model_pairs`' table. Pairs share models, so the std is a spread over pairs, not a
+    standard error."""
+    return (pairs.groupby(["pair", "same_seed", "measure"], sort=False)["value"]
+            .agg(mean="mean", std=lambda v: v.std(ddof=1), model_pairs="size").reset_index())
+
+
+def cross_extras(per_task: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The cross analysis' summaries beside cross.csv: each pair of models and table 3."""
+    pairs = model_pairs(per_task)
+    return {"model_pairs": pairs, "pairs": pair_summary(pairs)}
+
+
+# The freezing test taken apart (measures.freezing_decomposed) ---------------------------------
+# What a frozen set's cost is made of: "features" (the full inner loop against a head fitted to
+# convergence on the features the frozen inner loop leaves) and "head optimisation" (that fitted
+# head against the paper's protocol, the inner loop's own steps); their sum is the paper's cost.
+DECOMPOSITION = {  # quantity: (per-task column or difference, scale)
+    "paper protocol": ("paper", 100),
+    "fitted head": ("fitted", 100),
+    "fitted head about the meta-learned head": ("fitted_meta", 100),
+    "prototypes": ("prototypes", 100),
+    "support accuracy": ("support_accuracy", 100),
+    "cost: total": (("full", "paper"), 100),
+    "cost: features": (("full", "fitted"), 100),
+    "cost: head optimisation": (("fitted", "paper"), 100),
+    "lr x curvature": ("lr_curvature", 1),
+    "tasks with lr x curvature > 2": ("unstable", 100),
+    "support cosine": ("support_cosine", 1),
+}
+FEATURE_REUSE_POINTS = 2.0  # a frozen body whose features cost at most this many points is reused
+
+
+def decompose_freezing(per_task: pd.DataFrame) -> pd.DataFrame:
+    """Per checkpoint and frozen set, each :data:`DECOMPOSITION` quantity's mean over tasks
+    with its 95% CI; the costs are per-task differences against the same tasks' full inner
+    loop (frozen none), so their CIs are paired."""
+    keys = [k for k in ("model", "algorithm", "seed", "iteration", "checkpoint") if k in per_task]
+    rows = []
+    for key, g in per_task.groupby(keys, sort=False):
+        full = g[g["frozen"] == "none"].set_index("task")["paper"]
+        for frozen, f in g.groupby("frozen", sort=False):
+            f = f.set_index("task").assign(full=full, unstable=lambda d: d["lr_curvature"] > 2)
+            for quantity, (column, scale) in DECOMPOSITION.items():
+                v = (f[column[0]] - f[column[1]] if isinstance(column, tuple) else f[column]).astype(float)
+                rows.append({**dict(zip(keys, key)), "frozen": frozen, "quantity": quantity,
+                             "mean": scale * v.mean(), "ci95": scale * ci95(v), "tasks": len(v)})
+    return pd.DataFrame(rows)
