@@ -1,0 +1,94 @@
+"""Recipe: check that the committed figures (figures/results, the README's) are what the code makes.
+
+    python analyses/check_figures.py [--results figures/results] [--fresh DIR]
+
+Runs `repsim reproduce` (quick profile, built-in data set) into a fresh folder, or reads one
+made before (``--fresh``), and compares every number of its result tables with the committed
+ones, row by row on their identifying columns. Accuracies may differ by up to ACCURACY points
+and similarities by SIMILARITY (the same code on another CPU computes in another order, and 500
+training iterations carry such differences into the weights); a table with other rows, other
+columns or larger differences means the committed figures are stale: regenerate them with
+
+    repsim reproduce --out reproduction
+    cp reproduction/results/*.csv reproduction/results/*.json figures/results/
+    python -c "from repsim.report import write_report; write_report('figures/results', \
+        figures_dir='figures', title='repsim reproduction: synthetic, quick profile')"
+
+Exits 1 with one line per difference when they are stale. CI runs it after the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ACCURACY = 5.0     # points, for accuracies in percent
+SIMILARITY = 0.05  # for CCA, CKA and relative weight change
+# columns that say what a row is, not what was measured
+KEYS = ("model", "algorithm", "regime", "seed", "iteration", "frozen", "quantity", "mode", "variant", "metric",
+        "layer", "measure", "pair", "same_seed", "checkpoint", "model_a", "model_b", "task")
+MEASURED = ("accuracy", "mean", "change")
+
+
+def compare(committed: Path, fresh: Path) -> list[str]:
+    """The differences between two tables of one analysis (empty: they agree)."""
+    a, b = pd.read_csv(committed), pd.read_csv(fresh)
+    name = committed.name
+    if list(a.columns) != list(b.columns):
+        return [f"{name}: columns {list(a.columns)} committed, {list(b.columns)} now"]
+    keys = [k for k in KEYS if k in a.columns]
+    if len(a) != len(b):
+        return [f"{name}: {len(a)} rows committed, {len(b)} now"]
+    a, b = a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True)
+    if not a[keys].astype(str).equals(b[keys].astype(str)):
+        return [f"{name}: other rows (by {', '.join(keys)})"]
+    out = []
+    for column in (c for c in MEASURED if c in a.columns):
+        tolerance = ACCURACY if _percent(a, column) else SIMILARITY
+        diff = (a[column] - b[column]).abs()
+        if (diff > tolerance).any():
+            i = int(diff.idxmax())
+            what = ", ".join(f"{k}={a.loc[i, k]}" for k in keys)
+            out.append(f"{name}: {column} {a.loc[i, column]:.3f} committed, {b.loc[i, column]:.3f} now ({what}; "
+                       f"{int((diff > tolerance).sum())} rows differ by more than {tolerance:g})")
+    return out
+
+
+def _percent(table: pd.DataFrame, column: str) -> bool:
+    """Whether a column holds accuracies in percent (its values reach beyond 1)."""
+    values = table[column].to_numpy(dtype=np.float64)
+    return column in ("accuracy", "change") or np.nanmax(np.abs(values)) > 1.5
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=Path("figures/results"))
+    p.add_argument("--fresh", type=Path, help="a results folder of `repsim reproduce` (default: run it now)")
+    args = p.parse_args(argv)
+    fresh = args.fresh
+    if fresh is None:
+        out = Path(tempfile.mkdtemp()) / "reproduction"
+        subprocess.run([sys.executable, "-m", "repsim.cli", "reproduce", "--out", str(out), "--quiet"], check=True)
+        fresh = out / "results"
+    committed = sorted(p for p in args.results.glob("*.csv"))
+    made = {p.name for p in fresh.glob("*.csv")}
+    problems = [f"{p.name}: committed, but reproduce no longer writes it" for p in committed if p.name not in made]
+    problems += [f"{n}: reproduce writes it, but it is not committed" for n in sorted(made - {p.name for p in committed})]
+    for table in committed:
+        if table.name in made:
+            problems += compare(table, fresh / table.name)
+    for line in problems:
+        print(f"stale: {line}")
+    print(f"{len(committed)} committed tables checked against {fresh}: "
+          + ("they agree" if not problems else f"{len(problems)} differences"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
