@@ -47,6 +47,7 @@ from repsim.report.text import (
     display_name,
     frozen_label,
     iteration_text,
+    layer_span,
     reduced_mark,
     setting_text,
 )
@@ -62,8 +63,9 @@ _COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
 # through training: body layers light to dark, the head apart; the accuracy modes in neither palette
 _LAYER_COLORS = ["#56B4E9", "#0072B2", "#009E73", "#E69F00", "#CC79A7", "#F0E442"]
 _HEAD_COLOR = "#D55E00"
-_MODE_COLORS = {"inner-loop": "#000000", "nil": "#999999", "body frozen": "#D55E00",
-                "body frozen, fitted head": "#009E73"}
+# the accuracy modes, in colours the layers' palettes do not use (the panels beside share a legend)
+_MODE_COLORS = {"inner-loop": "#000000", "nil": "#999999", "body frozen": "#882255",
+                "body frozen, fitted head": "#999933"}
 _TRUETYPE = {"pdf.fonttype": 42, "ps.fonttype": 42}
 _RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
        "ytick.labelsize": 7, "legend.fontsize": 7, "legend.title_fontsize": 7, "figure.dpi": 100,
@@ -459,11 +461,21 @@ def fig_through_training(res: Result, width: float):
     colors = {layer: _LAYER_COLORS[k % len(_LAYER_COLORS)] for k, layer in enumerate(body)}
     colors.update({HEAD: _HEAD_COLOR} if HEAD in layers else {})
     for ax, m in zip(axes[1:], sims):
+        coinciding = []
         for a in algorithms:
             for layer in layers:
                 sub = t[(t["algorithm"] == a) & (t["metric"] == m) & (t["layer"] == layer)]
                 if not sub.empty:
                     _curve_over_seeds(ax, sub, ls=style[a], color=colors[layer], ms=2.5)
+            # body layers whose curves coincide (ANIL's, all at 1.00) hide each other: say so
+            curves = t[(t["algorithm"] == a) & (t["metric"] == m) & (t["layer"].isin(body))]
+            spread = curves.groupby("iteration")["mean"].agg(lambda v: v.max() - v.min())
+            if len(set(curves["layer"])) > 1 and (spread < 0.005).all():
+                coinciding.append(f"{display_name(a)}: {layer_span(sorted(set(curves['layer']), key=body.index))} "
+                                  f"coincide at {curves['mean'].mean():.2f}")
+        if coinciding:
+            ax.text(0.02, 0.02, "; ".join(coinciding), transform=ax.transAxes, fontsize=6, color="#444",
+                    va="bottom")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(f"{m.upper()}, before vs after")
         ax.set_title(f"{m.upper()} per layer")
@@ -478,7 +490,8 @@ def fig_through_training(res: Result, width: float):
         handles += [Line2D([], [], color=colors[layer], lw=2.5, label=layer) for layer in layers]
     fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 4 if column else 8))
     several = t.groupby("algorithm")["seed"].nunique().max() > 1
-    note = ("line style: algorithm; colour: accuracy mode (left) or layer; "
+    note = ("line style: algorithm, in every panel; colour: the accuracy mode in the accuracy panel (its own "
+            "legend), the layer in the similarity panels (the legend above); "
             + ("lines: mean over seeds, shaded from the lowest seed to the highest" if several
                else "error bars: 95% CI over tasks"))
     return fig, note

@@ -331,7 +331,11 @@ def table_weight_change(doc: Doc, res: Result):
         rows.append(row)
     doc.table(["layer"] + [f"{display_name(a)}{reduced_mark(res, a, None, None)} (± 95% CI)" for a in algs], rows)
     doc.p("Relative weight change ‖θ′−θ‖/‖θ‖ of each layer over the inner loop (test-time steps). "
-          "No published numbers: BOIL (Oh et al. 2021) compares representations, not weights.")
+          "No published numbers: BOIL (Oh et al. 2021) compares representations, not weights. "
+          "Changes above 1 are not a contradiction: under Finn et al.'s conventions each inner step is "
+          "`ways` times the mean-loss step (the support loss summed over the set, divided by the shots), "
+          "and BatchNorm without scale normalises every convolution's output, so a layer's weights can "
+          "grow or shrink severalfold while what it computes changes far less (see the similarity table).")
 
 
 def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):

@@ -63,6 +63,13 @@ def similarity_verdict(res: Result) -> list[str]:
                              + ("" if cca[HEAD] < head_change else f"; head CCA not below the paper's {head_change:g}"))
             else:
                 judgement = "some body layer changes as much as the head or more: not the paper's feature-reuse pattern"
+        cka = sub[sub["measure"] == "cka"].set_index("layer")["mean"]
+        split = [layer for layer in body if layer in cka.index and cca[layer] < body_reuse <= cka[layer]]
+        if split:  # the two measures disagree: say why, rather than leave two verdicts side by side
+            judgement += (f"{'; ' if judgement else ''}{layer_span(split)}: CCA below {body_reuse:g} but CKA above "
+                          f"it, since mean CCA weighs every canonical direction alike and CKA weighs them by "
+                          f"variance, the inner loop moves low-variance directions of "
+                          f"{'this layer' if len(split) == 1 else 'these layers'} and leaves the dominant ones")
         if parts:
             out.append(f"Representation change ({display_name(a)}): " + "; ".join(parts)
                        + (f": {judgement}." if judgement else "."))
