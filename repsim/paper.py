@@ -149,11 +149,8 @@ REGIME_NAMES = {"maml": "MAML", "anil": "ANIL", "multiclass": "multiclass pretra
                 "multitask": "multitask training", "random features": "random features",
                 "nil": "NIL training"}
 
-# Published speed and RL numbers (not produced by repsim's analyses; kept for completeness).
+# The paper's speed-up of ANIL over MAML (its own implementation), printed beside repsim bench train's.
 SPEED = {"ANIL vs MAML training iteration": 1.7, "ANIL vs MAML inference iteration": 4.1}
-RL_RETURNS = {"HalfCheetah-Direction": {"MAML": 170.4, "ANIL": 363.2},
-              "HalfCheetah-Velocity": {"MAML": -139.0, "ANIL": -120.9},
-              "2D-Navigation": {"MAML": -20.3, "ANIL": -20.1}}
 
 
 def _table(table: str) -> dict:

@@ -31,6 +31,7 @@ from repsim.statistics import HEAD  # noqa: F401  (the report reads it here)
 
 # Extra summaries an analysis may write beside its table, as NAME_SUFFIX.csv (read by the report).
 EXTRA_TABLES = ("seeds", "model_pairs", "pairs")
+FORMAT = "repsim-results-1"  # what a NAME.json says its folder's files are, read back and checked
 
 
 def result_stem(name: str) -> str:
@@ -113,7 +114,7 @@ def write_result(folder: str | Path, name: str, table: pd.DataFrame, provenance:
             (folder / f"{name}_{suffix}.csv").unlink(missing_ok=True)
     write(f"{name}.csv", table)
     atomic_write_json(folder / f"{name}.json", {
-        "analysis": name, **provenance, "tables": written, "repsim_version": repsim.__version__,
+        "analysis": name, "format": FORMAT, **provenance, "tables": written, "repsim_version": repsim.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["repsim"] + sys.argv[1:]) if Path(sys.argv[0]).name == "repsim" else None,
     })

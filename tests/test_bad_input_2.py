@@ -376,3 +376,18 @@ def test_54d_resuming_a_finished_run_with_a_new_schedule_key_is_refused(run, tmp
     assert code == 2
     one_line(err, "is finished (iteration 5)", "--set reduced", "train it longer with --set iterations=N")
     assert (copy / "config.yaml").read_text() == before  # it was rewritten, the checkpoints not
+
+
+def test_55_a_results_folder_of_a_future_format_is_refused_by_the_report(run, tmp_path, capsys):  # noqa: F811
+    import json as json_
+
+    from repsim.runner import run_analysis
+    run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=2, device="cpu", progress=False)
+    meta = tmp_path / "res" / "accuracy.json"
+    record = json_.loads(meta.read_text())
+    assert record["format"] == "repsim-results-1"
+    record["format"] = "repsim-results-2"
+    meta.write_text(json_.dumps(record))
+    code, _, err = in_cli(capsys, "report", tmp_path / "res")
+    assert code == 2
+    one_line(err, "of format 'repsim-results-2', which this repsim does not read")

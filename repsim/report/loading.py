@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from repsim.errors import RepsimError, one_line
-from repsim.results import ANALYSES, EXTRA_TABLES, result_stem, table_digest
+from repsim.results import ANALYSES, EXTRA_TABLES, FORMAT, result_stem, table_digest
 
 _REQUIRED = {
     "similarity": ("algorithm", "layer", "measure", "mean", "ci95"),
@@ -181,6 +181,10 @@ def load_result(folder: Path, name: str) -> Result | str:
         raise RepsimError(f"cannot read {meta} ({one_line(e)}): re-run the analysis that wrote it") from None
     if not isinstance(prov, dict):
         raise RepsimError(f"cannot read {meta}: not a provenance record; re-run the analysis that wrote it")
+    if prov.get("format", FORMAT) != FORMAT:  # results of the first repsims have no format field
+        raise RepsimError(f"{meta} is of format {prov['format']!r}, which this repsim does not read (it reads "
+                          f"{FORMAT!r}): report it with the repsim that wrote it "
+                          f"({prov.get('repsim_version', 'unknown')}), or re-run the analysis")
     wrong = _damaged_provenance(prov)
     if wrong:
         raise RepsimError(f"cannot read {meta}: {wrong}; re-run the analysis that wrote it")
