@@ -150,6 +150,9 @@ def _bench(args) -> None:
         from repsim.bench.train import main as bench_train
         bench_train(device=args.device, quick=args.quick, data_root=args.data_root,
                     ways=args.ways, shots=args.shots)
+    elif args.what == "threads":
+        from repsim.bench.threads import main as bench_threads
+        bench_threads(repeats=2 if args.quick else 5)
     else:
         from repsim.bench.similarity import main as bench_similarity
         from repsim.evaluate import resolve_device
@@ -511,8 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_report)
 
     b = command("bench", "speed benchmarks, printed as side-by-side ratios")
-    b.add_argument("what", choices=["train", "similarity"], help="meta-training (train: times higher too; "
-                   "pip install -e \".[bench]\") or similarity measures")
+    b.add_argument("what", choices=["train", "similarity", "threads"], help="meta-training (train: times "
+                   "higher too; pip install -e \".[bench]\"), similarity measures, or how torch's CPU threads "
+                   "should wait (threads: each policy alone and beside a busy process)")
     b.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     b.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
     b.add_argument("--data-root", metavar="DIR", help="train: time real Omniglot tasks from this folder "
@@ -536,9 +540,11 @@ def _resume_hint(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Spinning OpenMP threads slow every process on a shared machine down many times (eigh on
-    # 1024^2: 15.5 s instead of 0.2 s beside another job); set before torch is imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # torch's threads: the free cores spinning briefly, or one sleeping thread on a busy machine
+    # (repsim.threads: measured; spinning threads beside a busy process run 2-5x slower); set
+    # before torch is imported
+    from repsim.threads import apply
+    apply()
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "set", None):

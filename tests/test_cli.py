@@ -109,3 +109,15 @@ def test_python_m_repsim_and_the_report_use_the_cli_spelling(run, tmp_path, caps
     assert main(["analyze", "accuracy", str(run), "--out", str(out), "--tasks", "3", "--quiet"]) == 0
     report = write_report(out).read_text()
     assert "through-training" in report and "through_training:" not in report
+
+
+def test_the_thread_policy_uses_free_cores_and_respects_the_users_settings(monkeypatch):
+    from repsim import threads
+    assert threads.policy(cores=2, load=0.1) == {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": threads.SPIN}
+    assert threads.policy(cores=2, load=1.2) == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.policy(cores=16, load=5.0)["OMP_NUM_THREADS"] == "11"
+    assert threads.policy(cores=4, load=9.0)["OMP_NUM_THREADS"] == "1"
+    for key in threads.USER_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.apply() == {} and "GOMP_SPINCOUNT" not in __import__("os").environ

@@ -29,9 +29,10 @@ from repsim.model import conv4_for
 
 
 def threads_text() -> str:
-    """How torch's CPU threads were set, printed beside every timing."""
+    """How torch's CPU threads were set (repsim.threads), printed beside every timing."""
     return (f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-            f"{os.environ.get('OMP_WAIT_POLICY', 'unset (spinning)')}")
+            f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, GOMP_SPINCOUNT="
+            f"{os.environ.get('GOMP_SPINCOUNT', 'unset')}")
 
 class TorchConv4(nn.Module):
     """The textbook PyTorch conv4 a peer-library user would write (native BatchNorm)."""
