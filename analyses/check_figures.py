@@ -9,7 +9,7 @@ and similarities by SIMILARITY (the same code on another CPU computes in another
 training iterations carry such differences into the weights); a table with other rows, other
 columns or larger differences means the committed figures are stale: regenerate them with
 
-    repsim reproduce --out reproduction
+    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE repsim reproduce --out reproduction
     cp reproduction/results/*.csv reproduction/results/*.json figures/results/
     python -c "from repsim.report import write_report; write_report('figures/results', \
         figures_dir='figures', title='repsim reproduction: synthetic, quick profile')"
@@ -20,6 +20,7 @@ Exits 1 with one line per difference when they are stale. CI runs it after the t
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ SIMILARITY = 0.05  # for CCA, CKA and relative weight change
 KEYS = ("model", "algorithm", "regime", "seed", "iteration", "frozen", "quantity", "mode", "variant", "metric",
         "layer", "measure", "pair", "same_seed", "checkpoint", "model_a", "model_b", "task")
 MEASURED = ("accuracy", "mean", "change")
+THREADS = {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}  # how the committed figures were made
 
 
 def compare(committed: Path, fresh: Path) -> list[str]:
@@ -74,12 +76,17 @@ def main(argv=None) -> int:
     fresh = args.fresh
     if fresh is None:
         out = Path(tempfile.mkdtemp()) / "reproduction"
-        subprocess.run([sys.executable, "-m", "repsim.cli", "reproduce", "--out", str(out), "--quiet"], check=True)
+        # as the committed figures were made: two torch threads (a thread count is a summation
+        # order, and 500 training iterations carry its rounding into the weights)
+        env = {**os.environ, **THREADS}
+        subprocess.run([sys.executable, "-m", "repsim.cli", "reproduce", "--out", str(out), "--quiet"],
+                       check=True, env=env)
         fresh = out / "results"
     committed = sorted(p for p in args.results.glob("*.csv"))
     made = {p.name for p in fresh.glob("*.csv")}
     problems = [f"{p.name}: committed, but reproduce no longer writes it" for p in committed if p.name not in made]
-    problems += [f"{n}: reproduce writes it, but it is not committed" for n in sorted(made - {p.name for p in committed})]
+    new = sorted(made - {p.name for p in committed})
+    problems += [f"{n}: reproduce writes it, but it is not committed" for n in new]
     for table in committed:
         if table.name in made:
             problems += compare(table, fresh / table.name)
