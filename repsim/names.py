@@ -1,8 +1,10 @@
-"""The names the command line offers, in a module that imports nothing heavy: ``repsim --help``
-and ``--version`` read them without importing torch or pandas (seconds, and a Ctrl-C in that
-window was a traceback)."""
+"""The names the command line offers, and each analysis declared once, in a module that imports
+nothing heavy: ``repsim --help`` and ``--version`` read them without importing torch or pandas
+(seconds, and a Ctrl-C in that window was a traceback)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from repsim.errors import RepsimError
 
@@ -11,10 +13,59 @@ META_ALGORITHMS = ("maml", "fomaml", "anil", "boil")        # an inner loop at t
 ALGORITHMS = META_ALGORITHMS + ("multiclass", "multitask")  # and the regimes without one
 LOSSES = ("mean", "sum_div_shots")                          # how a task's loss is reduced (meta.task_loss)
 
-# The analyses, as the command line spells them; their result files use ``_`` (result_stem).
-# runner.REGISTRY holds how each is computed.
-ANALYSES = ("similarity", "freezing", "freezing-decomposed", "accuracy", "cross", "heads", "regimes",
-            "through-training", "weight-change")
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """An analysis, as every part of repsim names it: ``runner.REGISTRY`` (how it is computed),
+    the report (its section, its required columns, its table, figure and verdict, keyed by
+    ``stem``) and the command line. A test checks that each part covers every declaration."""
+    name: str                   # as the command line spells it
+    title: str                  # the report's section heading
+    columns: tuple[str, ...]    # what its summary table (NAME.csv) must hold
+    figure: str | None = None   # the start of its figure's caption (None: no figure)
+    similarity: bool = False    # its section states the similarity conventions
+
+    @property
+    def stem(self) -> str:
+        """The name of its result files and the report's key: ``through-training`` -> ``through_training``."""
+        return self.name.replace("-", "_")
+
+
+DECLARATIONS = (  # in the command line's order
+    Declaration("similarity", "Representation change in the inner loop (paper Figure 2)",
+                ("algorithm", "layer", "measure", "mean", "ci95"),
+                "Per-layer similarity of each layer's representation before vs after the inner loop", True),
+    Declaration("freezing", "Freezing layers at test time (paper Table 1)",
+                ("algorithm", "seed", "iteration", "frozen", "accuracy", "ci95"),
+                "Test accuracy when the inner loop leaves the frozen layers at their meta-learned values"),
+    Declaration("freezing-decomposed", "Freezing, decomposed: features or head optimisation? (repsim)",
+                ("algorithm", "seed", "iteration", "frozen", "quantity", "mean", "ci95"),
+                "What freezing costs, split into the features' part and the inner loop's failure to fit the head"),
+    Declaration("accuracy", "Accuracy with the inner loop and with NIL (paper Tables 2 and 4)",
+                ("algorithm", "seed", "iteration", "mode", "accuracy", "ci95")),
+    Declaration("cross", "Similarity between models (paper Table 3)", ("pair", "layer", "measure", "mean", "ci95"),
+                "Similarity of body-layer representations of different models on the same query points, "
+                "no adaptation", True),
+    Declaration("heads", "What the head contributes (repsim ablation)",
+                ("algorithm", "seed", "iteration", "variant", "accuracy", "ci95"),
+                "Test accuracy with the head adapted, removed (NIL), unadapted, zeroed or random"),
+    Declaration("regimes", "Training regimes, NIL-tested (paper Table 5)", ("regime", "seed", "accuracy", "ci95"),
+                "NIL test accuracy by training regime"),
+    Declaration("through-training", "Through training (paper: feature reuse early in learning)",
+                ("algorithm", "seed", "iteration", "metric", "layer", "mean", "ci95"),
+                "Accuracy and per-layer before/after similarity at intermediate checkpoints", True),
+    Declaration("weight-change", "Relative weight change per layer (MAML / ANIL / BOIL)",
+                ("algorithm", "layer", "mean", "ci95"), "Relative change of each layer's weights over the inner loop"),
+)
+ANALYSES = tuple(d.name for d in DECLARATIONS)
+# the report's order: the paper's figure and tables first, repsim's own ablation last
+REPORT_ORDER = ("similarity", "freezing", "freezing-decomposed", "accuracy", "cross", "regimes",
+                "through-training", "weight-change", "heads")
+
+
+def declaration(name: str) -> Declaration:
+    return next(d for d in DECLARATIONS if d.name == analysis_name(name))
 
 
 def analysis_name(name: str) -> str:

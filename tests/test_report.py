@@ -449,3 +449,22 @@ def test_the_decomposed_freezing_verdict_judges_reuse_on_the_features_part(full)
     assert "rapid learning" in line and "dominated by head optimisation" in line
     row = _table_row(report.read_text(), "MAML", "60000", "conv1, conv2, conv3, conv4", "4.80")
     assert "| 29.8 | 84.8 | 80.0 | 60.0 | 5.0 (±0.0) | 55.0 (±0.0) | 4.80 | 40.0 | 0.97 |" in row
+
+
+def test_every_declared_analysis_is_computed_reported_and_reproduced():
+    """One declaration per analysis (repsim.names.DECLARATIONS): its measure, table, figure,
+    verdict and place in the main job are looked up by its name, and none is missing."""
+    from repsim.names import DECLARATIONS, REPORT_ORDER
+    from repsim.report.figures import FIGURES
+    from repsim.report.tables import TABLES
+    from repsim.report.verdict import VERDICTS
+    from repsim.reproduce import analysis_plan
+    from repsim.runner import REGISTRY
+    stems = {d.stem for d in DECLARATIONS}
+    assert list(REGISTRY) == [d.name for d in DECLARATIONS]
+    assert sorted(REPORT_ORDER) == sorted(d.name for d in DECLARATIONS)
+    assert set(TABLES) == stems
+    assert set(FIGURES) == {d.stem for d in DECLARATIONS if d.figure}
+    assert {name for name, _ in VERDICTS} <= stems
+    planned = [name for name, _, _ in analysis_plan({"maml-s0": "m", "anil-s0": "a"}, {}, 10, 10)]
+    assert sorted(planned) == sorted(d.name for d in DECLARATIONS)

@@ -37,22 +37,12 @@ from pathlib import Path
 
 from repsim.errors import RepsimError, one_line
 from repsim.io import atomic_write_text
+from repsim.names import REPORT_ORDER, declaration
 from repsim.report.cross import SAME_SEED, cross_layer_table, cross_summary_of
 from repsim.report.document import Doc, markdown_table, render_html, render_markdown
 from repsim.report.figures import FIGURES, PAPER_CITATION, draw_figure, write_figure
 from repsim.report.loading import ANALYSES, Result, load_result, load_results
-from repsim.report.tables import (
-    provenance,
-    table_accuracy,
-    table_cross,
-    table_freezing,
-    table_freezing_decomposed,
-    table_heads,
-    table_regimes,
-    table_similarity,
-    table_through_training,
-    table_weight_change,
-)
+from repsim.report.tables import TABLES, provenance
 from repsim.report.text import caption, conventions_text, display_name, format_mean_std, setting_text
 from repsim.report.verdict import caveats, verdict
 
@@ -61,26 +51,9 @@ __all__ = ["write_report", "load_result", "load_results", "Result", "ANALYSES", 
            "cross_layer_table", "cross_summary_of", "SAME_SEED"]
 
 
-_SECTIONS = [
-    ("similarity", "Representation change in the inner loop (paper Figure 2)", table_similarity,
-     "Per-layer similarity of each layer's representation before vs after the inner loop", True),
-    ("freezing", "Freezing layers at test time (paper Table 1)", table_freezing,
-     "Test accuracy when the inner loop leaves the frozen layers at their meta-learned values", False),
-    ("freezing_decomposed", "Freezing, decomposed: features or head optimisation? (repsim)",
-     table_freezing_decomposed,
-     "What freezing costs, split into the features' part and the inner loop's failure to fit the head", False),
-    ("accuracy", "Accuracy with the inner loop and with NIL (paper Tables 2 and 4)", table_accuracy, None, False),
-    ("cross", "Similarity between models (paper Table 3)", table_cross,
-     "Similarity of body-layer representations of different models on the same query points, no adaptation", True),
-    ("regimes", "Training regimes, NIL-tested (paper Table 5)", table_regimes,
-     "NIL test accuracy by training regime", False),
-    ("through_training", "Through training (paper: feature reuse early in learning)", table_through_training,
-     "Accuracy and per-layer before/after similarity at intermediate checkpoints", True),
-    ("weight_change", "Relative weight change per layer (MAML / ANIL / BOIL)", table_weight_change,
-     "Relative change of each layer's weights over the inner loop", False),
-    ("heads", "What the head contributes (repsim ablation)", table_heads,
-     "Test accuracy with the head adapted, removed (NIL), unadapted, zeroed or random", False),
-]
+# (stem, heading, table, figure caption or None, states the similarity conventions), in the report's order
+_SECTIONS = [(d.stem, d.title, TABLES[d.stem], d.figure, d.similarity)
+             for d in (declaration(name) for name in REPORT_ORDER)]
 
 
 _REFERENCES = [

@@ -12,19 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from repsim.errors import RepsimError, one_line
+from repsim.names import DECLARATIONS
 from repsim.results import ANALYSES, EXTRA_TABLES, FORMAT, result_stem, table_digest
 
-_REQUIRED = {
-    "similarity": ("algorithm", "layer", "measure", "mean", "ci95"),
-    "freezing": ("algorithm", "seed", "iteration", "frozen", "accuracy", "ci95"),
-    "freezing_decomposed": ("algorithm", "seed", "iteration", "frozen", "quantity", "mean", "ci95"),
-    "accuracy": ("algorithm", "seed", "iteration", "mode", "accuracy", "ci95"),
-    "cross": ("pair", "layer", "measure", "mean", "ci95"),
-    "heads": ("algorithm", "seed", "iteration", "variant", "accuracy", "ci95"),
-    "regimes": ("regime", "seed", "accuracy", "ci95"),
-    "through_training": ("algorithm", "seed", "iteration", "metric", "layer", "mean", "ci95"),
-    "weight_change": ("algorithm", "layer", "mean", "ci95"),
-}
+_REQUIRED = {d.stem: d.columns for d in DECLARATIONS}  # each analysis' summary table's columns
 _NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value", "seed_std",
             "change", "change_ci95", "seed_a", "seed_b", "std", "model_pairs")
 _BOOLEAN = ("same_seed",)

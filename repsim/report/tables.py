@@ -376,3 +376,10 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
         doc.p("Checkpoints:")
         doc.table(["analysis", "algorithm", "seed", "iteration", "trained on", "conventions",
                    "reduced schedule", "file"], ck)
+
+
+# each analysis' table, by its result stem (repsim.names.DECLARATIONS)
+TABLES = {"similarity": table_similarity, "freezing": table_freezing,
+          "freezing_decomposed": table_freezing_decomposed, "accuracy": table_accuracy, "cross": table_cross,
+          "heads": table_heads, "regimes": table_regimes, "through_training": table_through_training,
+          "weight_change": table_weight_change}
