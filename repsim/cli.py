@@ -150,6 +150,11 @@ def _bench(args) -> None:
         from repsim.bench.train import main as bench_train
         bench_train(device=args.device, quick=args.quick, data_root=args.data_root,
                     ways=args.ways, shots=args.shots)
+    elif args.what == "freezing":
+        from repsim.bench.freezing import main as bench_freezing
+        from repsim.evaluate import resolve_device
+        bench_freezing(args.checkpoint, quick=args.quick, data_root=args.data_root,
+                       device=str(resolve_device(args.device)))
     elif args.what == "threads":
         from repsim.bench.threads import main as bench_threads
         bench_threads(repeats=2 if args.quick else 5)
@@ -514,13 +519,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_report)
 
     b = command("bench", "speed benchmarks, printed as side-by-side ratios")
-    b.add_argument("what", choices=["train", "similarity", "threads"], help="meta-training (train: times "
-                   "higher too; pip install -e \".[bench]\"), similarity measures, or how torch's CPU threads "
-                   "should wait (threads: each policy alone and beside a busy process)")
+    b.add_argument("what", choices=["train", "similarity", "threads", "freezing"], help="meta-training "
+                   "(train: times higher too; pip install -e \".[bench]\"), similarity measures, how torch's "
+                   "CPU threads should wait (threads: each policy alone and beside a busy process), or the "
+                   "freezing test against its decomposition on one checkpoint (freezing)")
     b.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     b.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
     b.add_argument("--data-root", metavar="DIR", help="train: time real Omniglot tasks from this folder "
                    "instead of noise")
+    b.add_argument("--checkpoint", metavar="FILE", help="freezing: the checkpoint to time (default: "
+                   "checkpoints/omniglot_5w1s/maml-s0/model.safetensors)")
     b.add_argument("--ways", type=int, default=20, help="train: Omniglot setting to time")
     b.add_argument("--shots", type=int, default=1, help="train: Omniglot setting to time")
     b.set_defaults(func=_bench)

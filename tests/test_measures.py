@@ -574,3 +574,14 @@ def test_probe_names_the_after_tensors_by_the_steps_taken(runs, tmp_path):
     assert result.returncode == 0, result.stderr
     from safetensors.torch import load_file
     assert sorted(load_file(str(tmp_path / "p" / "task-0000.safetensors"))) == ["step0/head", "step3/head"]
+
+
+def test_bench_freezing_times_the_protocol_and_its_decomposition_on_the_same_frozen_sets(runs):
+    # what `repsim bench freezing` prints its ratio from (timings are not asserted)
+    from repsim.bench.freezing import run
+
+    r = run(runs["maml"], tasks=3, device="cpu")
+    assert set(r["seconds"]) == {"freezing", "freezing-decomposed"}
+    assert all(s > 0 for s in r["seconds"].values())
+    # none and the four prefixes of conv4's body, as `repsim analyze freezing-decomposed` runs
+    assert r["sets"] == 5 and r["tasks"] == 3
