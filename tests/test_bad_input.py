@@ -5,56 +5,25 @@ overwritten. Case numbers refer to docs/BAD_INPUT.md."""
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
-from repsim import runner as analyses
+from bad_input_helpers import SETUP, config, in_cli, one_line, repsim, train_run, with_metadata
+from repsim import runner
 from repsim.checkpoint import Checkpoint, load_checkpoint, read_metadata, save_checkpoint
 from repsim.config import load_config
 from repsim.errors import RepsimError
 from repsim.model import model_for
 from repsim.train import train
 
-SETUP = ["dataset=synthetic", "filters=8", "iterations=5", "checkpoint_every=5", "eval_every=5",
-         "eval_tasks=4", "meta_batch_size=2"]
-
-
-def config(*extra):
-    return load_config(None, SETUP + list(extra))
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """The 5-iteration synthetic MAML run with 8 filters of the issue's examples."""
-    out = tmp_path_factory.mktemp("bad") / "run"
-    train(config(), out, device="cpu", progress=False)
-    return out
-
-
-def repsim(*args, cwd=None):
-    result = subprocess.run([sys.executable, "-m", "repsim.cli", *map(str, args)], capture_output=True,
-                            encoding="utf-8", errors="backslashreplace", cwd=cwd)
-    return result.returncode, result.stdout, result.stderr.strip().splitlines()
-
-
-def one_line(err, *needles):
-    assert len(err) == 1 and err[0].startswith("repsim: error:"), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-
-
-def with_metadata(src: Path, dst: Path, edit) -> Path:
-    """A copy of checkpoint ``src`` whose repsim metadata string is ``edit(metadata string)``."""
-    with safe_open(str(src), framework="pt") as f:
-        raw = f.metadata()["repsim"]
-    dst.write_bytes(save(load_file(str(src)), metadata={"repsim": edit(raw)}))
-    return dst
+    return train_run(tmp_path_factory.mktemp("bad"))
 
 
 # wrong numbers with exit 0 ----------------------------------------------------------------
@@ -89,12 +58,12 @@ def test_01_two_checkpoints_with_one_label_are_told_apart_or_refused_never_poole
 
 def test_02_a_damaged_analysis_part_is_computed_again(run, tmp_path):
     kwargs = dict(tasks=3, device="cpu", progress=False)
-    analyses.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", **kwargs)
+    runner.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", **kwargs)
     good = pd.read_csv(tmp_path / "res" / "freezing.csv")
     part = next((tmp_path / "res" / ".partial" / "freezing").glob("*.csv"))
     for damage in (lambda b: b[: len(b) // 2], lambda b: b"garbage\n1,2\n"):
         part.write_bytes(damage(part.read_bytes()))
-        analyses.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", **kwargs)
+        runner.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", **kwargs)
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "res" / "freezing.csv"), good)
 
 
@@ -160,7 +129,7 @@ def test_06_two_processes_running_one_analysis_into_one_folder(run, tmp_path):
         assert code == 2
         one_line(err, f"process {os.getpid()} is running the freezing analysis", "another --out")
         # another analysis may share the folder
-        analyses.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=3,
+        runner.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=3,
                               device="cpu", progress=False)
     assert not (tmp_path / "res" / "freezing.csv").exists()
 
@@ -317,14 +286,7 @@ def test_18_temporary_files_of_killed_writes_are_cleaned_when_the_run_resumes(tm
     assert not list((tmp_path / "r").rglob("*.tmp"))
 
 
-def in_cli(capsys, *args):
-    """``repsim`` run in this process (main() as the console script runs it): exit code,
-    stdout and stderr lines, without the seconds a new interpreter takes to import torch."""
-    from repsim.cli import main
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip().splitlines()
+
 
 
 # found by a usability audit (docs/BAD_INPUT.md, "Found later") ------------------------------
@@ -398,7 +360,7 @@ def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path, 
 
 
 def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path, capsys):
-    analyses.run_analysis("similarity", [run / "model.safetensors"], tmp_path / "res", tasks=3,
+    runner.run_analysis("similarity", [run / "model.safetensors"], tmp_path / "res", tasks=3,
                           device="cpu", progress=False)
     table = tmp_path / "res" / "similarity.csv"
     whole = table.read_bytes()
@@ -448,7 +410,7 @@ def test_32_messages_that_named_the_wrong_fix(run, tmp_path, capsys):
     assert code == 2 and not (tmp_path / "x.safetensors").exists()
     one_line(err, "is already a repsim checkpoint", "no import needed")
     # a results folder with a table but not its provenance (the message listed every table as absent)
-    analyses.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=2,
+    runner.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=2,
                           device="cpu", progress=False)
     (tmp_path / "res" / "accuracy.json").unlink()
     code, _, err = in_cli(capsys, "report", tmp_path / "res")

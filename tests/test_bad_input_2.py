@@ -4,15 +4,21 @@ half-written; case numbers refer to docs/BAD_INPUT.md (41 on)."""
 
 import pytest
 
+from bad_input_helpers import config, in_cli, one_line, train_run, with_metadata
 from repsim.config import load_config
-from test_bad_input import config, in_cli, one_line, run  # noqa: F401  (run: the module's fixture)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train_run(tmp_path_factory.mktemp("bad2"))
+
 
 MINE = ("--layout", "repsim", "--set", "dataset=synthetic", "--set", "conventions=finn")  # the run's weights as a file
 
 
 # 41: --set without a value ------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["", "null", "~", "None"])
-def test_41_a_set_without_a_value_is_refused_not_read_as_the_default(run, tmp_path, capsys, value):  # noqa: F811
+def test_41_a_set_without_a_value_is_refused_not_read_as_the_default(run, tmp_path, capsys, value):
     # it replaced the checkpoint's inner_lr by the paper's default, and exited 0 with another accuracy
     code, out, err = in_cli(capsys, "evaluate", run / "model.safetensors", "--tasks", 2, "--set",
                             f"inner_lr={value}", "--device", "cpu", "--quiet")
@@ -36,7 +42,7 @@ def test_42_set_numbers_are_read_as_written_not_as_yaml_1_1():
 
 
 # 43: a test-time --set of an unknown key lists the keys it may set ------------------------------
-def test_43_an_unknown_test_key_lists_only_the_test_keys(run, capsys):  # noqa: F811
+def test_43_an_unknown_test_key_lists_only_the_test_keys(run, capsys):
     code, _, err = in_cli(capsys, "evaluate", run / "model.safetensors", "--tasks", 2, "--set", "bogus=1",
                           "--device", "cpu", "--quiet")
     assert code == 2
@@ -46,7 +52,7 @@ def test_43_an_unknown_test_key_lists_only_the_test_keys(run, capsys):  # noqa: 
 
 
 # 44: probes into one folder ------------------------------------------------------------------
-def test_44_probe_refuses_a_folder_of_someone_elses_files_and_a_second_probe(run, tmp_path, capsys):  # noqa: F811
+def test_44_probe_refuses_a_folder_of_someone_elses_files_and_a_second_probe(run, tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "meta.json").write_text('{"my": "notes"}')
@@ -76,7 +82,7 @@ def test_44_probe_refuses_a_folder_of_someone_elses_files_and_a_second_probe(run
 
 # 45: a results folder whose provenance is missing or damaged ----------------------------------
 @pytest.mark.parametrize("damage", ["missing", "damaged"])
-def test_45_a_table_without_readable_provenance_is_not_silently_cut_to_a_subset(run, tmp_path, capsys, damage):  # noqa: F811
+def test_45_a_table_without_readable_provenance_is_not_silently_cut_to_a_subset(run, tmp_path, capsys, damage):
     from repsim.runner import run_analysis
     from repsim.train import train
     other = train(config("seed=1"), tmp_path / "other", device="cpu", progress=False)
@@ -96,7 +102,7 @@ def test_45_a_table_without_readable_provenance_is_not_silently_cut_to_a_subset(
 
 
 # 46: the lock file of an analysis never writes through a link ---------------------------------
-def test_46_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(run, tmp_path, capsys):  # noqa: F811
+def test_46_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(run, tmp_path, capsys):
     res = tmp_path / "res"
     res.mkdir()
     target = tmp_path / "precious.txt"
@@ -128,7 +134,7 @@ def test_47_concurrent_writable_checks_do_not_collide(tmp_path, monkeypatch):
 
 
 # 48: a frozen set or layer given twice ------------------------------------------------------
-def test_48_a_frozen_set_or_layer_given_twice_is_refused_before_the_work(run, tmp_path, capsys):  # noqa: F811
+def test_48_a_frozen_set_or_layer_given_twice_is_refused_before_the_work(run, tmp_path, capsys):
     code, _, err = in_cli(capsys, "analyze", "freezing", run / "model.safetensors", "--frozen", "none", "conv1",
                           "conv1", "--tasks", 2, "--out", tmp_path / "r", "--device", "cpu", "--quiet")
     assert code == 2 and not (tmp_path / "r").exists()
@@ -139,7 +145,7 @@ def test_48_a_frozen_set_or_layer_given_twice_is_refused_before_the_work(run, tm
     one_line(err, "--layers gives conv1 more than once")
 
 
-def test_48b_layers_that_name_no_layer_are_refused_not_read_as_every_layer(run, tmp_path, capsys):  # noqa: F811
+def test_48b_layers_that_name_no_layer_are_refused_not_read_as_every_layer(run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         in_cli(capsys, "analyze", "similarity", run / "model.safetensors", "--layers", ",", "--tasks", 2,
                "--out", tmp_path / "r")
@@ -148,7 +154,7 @@ def test_48b_layers_that_name_no_layer_are_refused_not_read_as_every_layer(run, 
 
 
 # 49: two tensors' byte ranges swapped in a checkpoint's header --------------------------------
-def test_49_a_header_that_swaps_two_tensors_is_refused(run, tmp_path):  # noqa: F811
+def test_49_a_header_that_swaps_two_tensors_is_refused(run, tmp_path):
     import json as json_
 
     from repsim.checkpoint import load_checkpoint, save_checkpoint
@@ -167,7 +173,7 @@ def test_49_a_header_that_swaps_two_tensors_is_refused(run, tmp_path):  # noqa: 
 
 
 # 50: one model imported under two names ------------------------------------------------------
-def test_50_the_same_weights_under_two_names_are_one_model(run, tmp_path, capsys):  # noqa: F811
+def test_50_the_same_weights_under_two_names_are_one_model(run, tmp_path, capsys):
     import torch
 
     from repsim.checkpoint import load_checkpoint
@@ -182,7 +188,7 @@ def test_50_the_same_weights_under_two_names_are_one_model(run, tmp_path, capsys
 
 
 # 51: --rename onto a name another tensor has --------------------------------------------------
-def test_51_a_rename_that_maps_two_tensors_onto_one_name_is_refused(run, tmp_path, capsys):  # noqa: F811
+def test_51_a_rename_that_maps_two_tensors_onto_one_name_is_refused(run, tmp_path, capsys):
     import torch
 
     from repsim.checkpoint import load_checkpoint
@@ -202,7 +208,7 @@ def test_51_a_rename_that_maps_two_tensors_onto_one_name_is_refused(run, tmp_pat
     (lambda p: {**p, "head.weight": p["head.weight"].to_sparse()}, "head.weight is a sparse_coo tensor"),
     (lambda p: {**{i: t for i, t in enumerate(p.values())}}, "names a tensor by 0 (int), not by a string"),
 ])
-def test_52_weights_that_are_not_a_networks_are_refused_at_import(run, tmp_path, capsys, spoil, needle):  # noqa: F811
+def test_52_weights_that_are_not_a_networks_are_refused_at_import(run, tmp_path, capsys, spoil, needle):
     import torch
 
     from repsim.checkpoint import load_checkpoint
@@ -213,13 +219,12 @@ def test_52_weights_that_are_not_a_networks_are_refused_at_import(run, tmp_path,
     one_line(err, needle)
 
 
-def test_52b_npz_text_arrays_and_a_checkpoint_of_a_future_format(run, tmp_path, capsys):  # noqa: F811
+def test_52b_npz_text_arrays_and_a_checkpoint_of_a_future_format(run, tmp_path, capsys):
     import json as json_
 
     import numpy as np
 
     from repsim.checkpoint import load_checkpoint
-    from test_bad_input import with_metadata
     params = {k: v.numpy() for k, v in load_checkpoint(run / "model.safetensors").params.items()}
     np.savez(tmp_path / "w.npz", **params, note=np.array(["trained by me"]))
     code, _, err = in_cli(capsys, "import", tmp_path / "w.npz", *MINE,
@@ -245,7 +250,7 @@ def test_53_a_seed_beyond_64_bits_is_refused_before_the_run_folder(tmp_path, cap
     one_line(err, "seed must be below 2**63")
 
 
-def test_53b_a_full_disk_is_one_line_and_leaves_the_old_file(run, tmp_path, monkeypatch):  # noqa: F811
+def test_53b_a_full_disk_is_one_line_and_leaves_the_old_file(run, tmp_path, monkeypatch):
     import errno
 
     from repsim.errors import RepsimError
@@ -272,7 +277,7 @@ def test_53b_a_full_disk_is_one_line_and_leaves_the_old_file(run, tmp_path, monk
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
-def test_53c_help_and_version_import_no_torch_and_a_closed_pipe_is_quiet(run):  # noqa: F811
+def test_53c_help_and_version_import_no_torch_and_a_closed_pipe_is_quiet(run):
     import subprocess
     import sys
     code = ("import sys; from repsim.cli import build_parser; build_parser(); "
@@ -284,10 +289,9 @@ def test_53c_help_and_version_import_no_torch_and_a_closed_pipe_is_quiet(run):  
     assert head.stdout.startswith("usage:") and "Traceback" not in head.stderr and "BrokenPipe" not in head.stderr
 
 
-def test_53d_metadata_and_provenance_of_wrong_types_are_one_line(run, tmp_path, capsys):  # noqa: F811
+def test_53d_metadata_and_provenance_of_wrong_types_are_one_line(run, tmp_path, capsys):
     import json as json_
 
-    from test_bad_input import with_metadata
 
     def devices(raw):
         meta = json_.loads(raw)
@@ -309,7 +313,7 @@ def test_53d_metadata_and_provenance_of_wrong_types_are_one_line(run, tmp_path, 
     one_line(err, "checkpoint 0's iteration is 'five', not an integer", "re-run the analysis")
 
 
-def test_53e_a_name_that_is_not_utf8_and_an_empty_logits_batch(run, tmp_path, capsys):  # noqa: F811
+def test_53e_a_name_that_is_not_utf8_and_an_empty_logits_batch(run, tmp_path, capsys):
     import torch
 
     from repsim.checkpoint import load_checkpoint
@@ -327,7 +331,7 @@ def test_53e_a_name_that_is_not_utf8_and_an_empty_logits_batch(run, tmp_path, ca
 
 
 # 54: misleading messages ----------------------------------------------------------------------
-def test_54_nan_logits_are_called_nan_not_a_difference(run, tmp_path, capsys):  # noqa: F811
+def test_54_nan_logits_are_called_nan_not_a_difference(run, tmp_path, capsys):
     import torch
 
     from repsim.checkpoint import load_checkpoint
@@ -341,10 +345,9 @@ def test_54_nan_logits_are_called_nan_not_a_difference(run, tmp_path, capsys):  
     assert "differ" not in err[0]
 
 
-def test_54b_a_bad_value_in_a_checkpoints_config_names_the_file(run, tmp_path, capsys):  # noqa: F811
+def test_54b_a_bad_value_in_a_checkpoints_config_names_the_file(run, tmp_path, capsys):
     import json as json_
 
-    from test_bad_input import with_metadata
 
     def bad(raw):
         meta = json_.loads(raw)
@@ -356,7 +359,7 @@ def test_54b_a_bad_value_in_a_checkpoints_config_names_the_file(run, tmp_path, c
     one_line(err, str(ckpt), "inner_lr must be a positive finite number")
 
 
-def test_54c_a_data_root_for_the_built_in_data_is_refused_not_ignored(run, tmp_path, capsys):  # noqa: F811
+def test_54c_a_data_root_for_the_built_in_data_is_refused_not_ignored(run, tmp_path, capsys):
     code, _, err = in_cli(capsys, "train", "--set", "dataset=synthetic", "--set", "iterations=2", "--data-root",
                           tmp_path, "--out", tmp_path / "r", "--quiet")
     assert code == 2 and not (tmp_path / "r").exists()
@@ -367,7 +370,7 @@ def test_54c_a_data_root_for_the_built_in_data_is_refused_not_ignored(run, tmp_p
     one_line(err, "synthetic data set is built in", "leave out --data-root")
 
 
-def test_54d_resuming_a_finished_run_with_a_new_schedule_key_is_refused(run, tmp_path, capsys):  # noqa: F811
+def test_54d_resuming_a_finished_run_with_a_new_schedule_key_is_refused(run, tmp_path, capsys):
     import shutil
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -378,7 +381,7 @@ def test_54d_resuming_a_finished_run_with_a_new_schedule_key_is_refused(run, tmp
     assert (copy / "config.yaml").read_text() == before  # it was rewritten, the checkpoints not
 
 
-def test_55_a_results_folder_of_a_future_format_is_refused_by_the_report(run, tmp_path, capsys):  # noqa: F811
+def test_55_a_results_folder_of_a_future_format_is_refused_by_the_report(run, tmp_path, capsys):
     import json as json_
 
     from repsim.runner import run_analysis

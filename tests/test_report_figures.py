@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from report_fixtures import build_results
 from repsim import statistics
 from repsim.report import write_report
 from repsim.report.figures import COLUMN_WIDTH, DPI, FIGURES, PAGE_WIDTH
-from test_report import build_results
 
 STEMS = tuple(FIGURES)
 TYPE3 = b"/Subtype /Type3"
