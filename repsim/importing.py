@@ -340,14 +340,6 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
     return Imported(save_checkpoint(out, ckpt), chosen.name, cfg, name, notes, error, warnings)
 
 
-def import_state_dict(weights, config, out, rename: dict[str, str] | None = None) -> Path:
-    """``import_weights`` for a state dict in repsim's names (or made so by prefix
-    ``rename``s), with a resolved ``config``."""
-    overrides = [f"{k}={v}" for k, v in config.to_dict().items() if v is not None]
-    renames = [("^" + re.escape(old), new) for old, new in (rename or {}).items()]
-    return import_weights(weights, out, overrides=overrides, renames=renames, layout="repsim").path
-
-
 def _named_layout(name: str) -> Layout:
     for x in LAYOUTS + (REPSIM,):
         if x.name == name:

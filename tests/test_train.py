@@ -15,7 +15,7 @@ from repsim.cli import main as cli
 from repsim.config import Config, load_config
 from repsim.errors import RepsimError
 from repsim.evaluate import own_inner_loop
-from repsim.importing import import_state_dict
+from repsim.importing import import_weights
 from repsim.model import model_for
 from repsim.study import evaluate_checkpoint
 from repsim.train import train
@@ -84,6 +84,11 @@ class Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+def as_overrides(config) -> list[str]:
+    """A resolved config as `repsim import --set` arguments."""
+    return [f"{k}={v}" for k, v in config.to_dict().items() if v is not None]
+
+
 def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     Exploit.marker = marker
@@ -91,7 +96,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     with open(weights, "wb") as f:
         pickle.dump({"conv1.conv.weight": Exploit()}, f)
     with pytest.raises(RepsimError, match="refusing to load .*evil.pt: it holds pickled Python objects") as err:
-        import_state_dict(weights, tiny(), tmp_path / "out.safetensors")
+        import_weights(weights, tmp_path / "out.safetensors", overrides=as_overrides(tiny()), layout="repsim")
     assert not marker.exists()
     assert not (tmp_path / "out.safetensors").exists()
     assert "\x1b" not in str(err.value) and "can still be loaded" not in str(err.value)  # torch's text
@@ -109,7 +114,8 @@ def test_plain_state_dict_from_elsewhere_imports(tmp_path):
         foreign[f"module.conv{i}.bn.running_mean"] = torch.zeros(16)
         foreign[f"module.conv{i}.bn.num_batches_tracked"] = torch.tensor(5)
     torch.save(foreign, tmp_path / "w.pt")
-    out = import_state_dict(tmp_path / "w.pt", config, tmp_path / "imported.safetensors")
+    out = import_weights(tmp_path / "w.pt", tmp_path / "imported.safetensors", overrides=as_overrides(config),
+                         layout="repsim").path
     back = load_checkpoint(out)
     assert torch.equal(back.params["conv2.conv.weight"], foreign["module.conv2.conv.weight"])
     assert back.extra["imported_from"].endswith("w.pt")
