@@ -135,10 +135,6 @@ class Conv4(nn.Module):
         self.head = nn.Linear(self.feature_dim, ways)
         initialise(self, conv_init, head_init)
 
-    @property
-    def layer_names(self) -> tuple[str, ...]:
-        return tuple(f"conv{i}" for i in range(1, self.blocks + 1)) + ("head",)
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The body: penultimate features, the input of the head."""
         for i in range(1, self.blocks + 1):
