@@ -51,8 +51,8 @@ from repsim import measures
 from repsim.checkpoint import load_checkpoint
 from repsim.config import CONVENTION_KEYS, TEST_TIME_KEYS, Config, convention_set, from_saved, load_config
 from repsim.errors import RepsimError
-from repsim.evaluate import own_inner_loop
 from repsim.io import atomic_write_json, atomic_write_text
+from repsim.meta import own_inner_loop
 from repsim.report import markdown_table
 from repsim.report.figures import new_figure, save_figure
 from repsim.statistics import summarise

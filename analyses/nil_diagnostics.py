@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from repsim.checkpoint import load_checkpoint
-from repsim.evaluate import mean_ci, nil_scores, own_inner_loop, score_tasks
+from repsim.evaluate import mean_ci, nil_scores, score_tasks
 from repsim.io import atomic_write_text
-from repsim.meta import head_input
+from repsim.meta import head_input, own_inner_loop
 from repsim.report import markdown_table
 from repsim.study import Study
 

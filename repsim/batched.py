@@ -41,8 +41,8 @@ from repsim.config import Config
 from repsim.data import load_splits
 from repsim.data.episodes import Split, TaskList, check_task_shape
 from repsim.errors import NotFiniteError, RepsimError
-from repsim.evaluate import own_inner_loop, resolve_device, score_tasks_batched
-from repsim.meta import META_ALGORITHMS, meta_loss_runs
+from repsim.evaluate import resolve_device, score_tasks_batched
+from repsim.meta import META_ALGORITHMS, meta_loss_runs, own_inner_loop, training_objective
 from repsim.model import model_for
 from repsim.train import (
     VALIDATION_SEED,
@@ -183,9 +183,7 @@ class BatchedStep:
         c = self.config
         support_x, query_x = gather_tasks(self.bank, self.classes, self.rotations, self.examples, c.shots)
         losses, accs = meta_loss_runs(self.model, self.params, support_x, self.support_y, query_x,
-                                      self.query_y, c.algorithm, c.inner_lr, c.inner_steps,
-                                      adapt_batchnorm=c.adapt_batchnorm, inner_loss=c.inner_loss,
-                                      outer_loss=c.outer_loss)
+                                      self.query_y, training_objective(c, self.model))
         losses.sum().backward()  # run r's loss depends on run r's weights alone
         grads = [p.grad for p in self.params.values()]
         finite = torch.isfinite(losses)

@@ -267,7 +267,7 @@ def _check_probe_folder(folder: Path) -> None:
 
 def _write_probes(args) -> None:
     from repsim.checkpoint import load_checkpoint
-    from repsim.evaluate import own_inner_loop
+    from repsim.meta import own_inner_loop
     from repsim.probe import check_layers, iter_probes, probe_layers, save_probes
     from repsim.study import Study
     ckpt = load_checkpoint(args.checkpoint)

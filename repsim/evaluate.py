@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from repsim.data.episodes import batch_tasks
 from repsim.errors import RepsimError, not_finite
-from repsim.meta import HEAD_PREFIX, META_ALGORITHMS, InnerLoop, adapt_and_score, head_input, inner_loop_names
+from repsim.meta import HEAD_PREFIX, META_ALGORITHMS, InnerLoop, adapt_and_score, head_input
 from repsim.statistics import ci95
 
 Params = dict[str, torch.Tensor]
@@ -172,13 +172,3 @@ def test_time_params(model: nn.Module, params: Params, algorithm: str, ways: int
     if algorithm not in META_ALGORITHMS:
         return fresh_head(model, params, ways)
     return params
-
-
-def own_inner_loop(config, model: nn.Module, steps: int | None = None) -> InnerLoop:
-    """The inner loop a checkpoint was trained with, as run at test time: its parameters
-    (MAML: everything, ANIL: the head, BOIL: the body; BatchNorm as ``adapt_batchnorm``
-    says), its step size and support loss, and ``steps`` steps (default: the config's
-    test-time steps). Every analysis starts from this one, so conventions apply everywhere."""
-    names = inner_loop_names(config.algorithm, model, adapt_batchnorm=config.adapt_batchnorm)
-    return InnerLoop(names, config.inner_lr,
-                     config.inner_steps_test if steps is None else steps, config.inner_loss)

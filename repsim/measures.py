@@ -37,8 +37,8 @@ from tqdm import tqdm
 
 from repsim.checkpoint import Checkpoint
 from repsim.errors import RepsimError, not_finite
-from repsim.evaluate import fresh_head, own_inner_loop, score_tasks
-from repsim.meta import adapt, head_input
+from repsim.evaluate import fresh_head, score_tasks
+from repsim.meta import adapt, head_input, own_inner_loop
 from repsim.model import HEAD_PREFIX, draw_weights, model_for
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
 from repsim.similarity import compare
@@ -154,8 +154,7 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
         for index, task in enumerate(tqdm(study.tasks, desc=f"decomposing frozen {freeze_label(frozen)}",
                                           disable=not study.progress, leave=False)):
             task = task.to(study.dev)
-            fast = adapt(m.model, params, task.support_x, task.support_y, names, inner.lr, inner.steps,
-                         loss=inner.loss)
+            fast = adapt(m.model, params, task.support_x, task.support_y, inner.but(names=names))
             with torch.no_grad():  # each set's features on its own batch, as the inner loop saw them
                 fs, fq = (head_input(m.model, fast, x) for x in (task.support_x, task.query_x))
                 head = {n[len(HEAD_PREFIX):]: p for n, p in fast.items() if n.startswith(HEAD_PREFIX)}

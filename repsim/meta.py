@@ -24,7 +24,6 @@ shots, which makes every step ``ways`` times larger for the same learning rate.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +96,51 @@ def inner_loop_names(algorithm: str, model: nn.Module, *, adapt_batchnorm: bool 
     return names
 
 
+def own_inner_loop(config, model: nn.Module, steps: int | None = None) -> InnerLoop:
+    """The inner loop a checkpoint was trained with, as run at test time: its parameters
+    (MAML: everything, ANIL: the head, BOIL: the body; BatchNorm as ``adapt_batchnorm``
+    says), its step size and support loss, and ``steps`` steps (default: the config's
+    test-time steps). Every analysis starts from this one, so conventions apply everywhere."""
+    names = inner_loop_names(config.algorithm, model, adapt_batchnorm=config.adapt_batchnorm)
+    return InnerLoop(names, config.inner_lr,
+                     config.inner_steps_test if steps is None else steps, config.inner_loss)
+
+
+@dataclass(frozen=True)
+class MetaObjective:
+    """What a meta-training step minimises: each task's query loss (of kind ``outer_loss``,
+    whose K is the support set's shots, as in Finn et al.'s code) after the ``inner`` loop on
+    its support set, differentiated through the inner loop (``second_order``) or with the inner
+    gradients taken as constants (first order)."""
+    inner: InnerLoop
+    second_order: bool = True
+    outer_loss: str = "mean"
+
+    @classmethod
+    def of(cls, algorithm: str, model: nn.Module, lr: float, steps: int, *,
+           adapt_batchnorm: bool = True, inner_loss: str = "mean", outer_loss: str = "mean") -> "MetaObjective":
+        """``algorithm``'s objective (the table above): which parameters adapt, and its order."""
+        names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
+        return cls(InnerLoop(names, lr, steps, inner_loss), algorithm != "fomaml", outer_loss)
+
+
+def training_objective(config, model: nn.Module) -> MetaObjective:
+    """The objective a run's config trains: its algorithm, step size, training inner steps and
+    loss conventions. Multitask training has no inner loop: one shared head learns every task."""
+    steps = 0 if config.algorithm == "multitask" else config.inner_steps
+    return MetaObjective.of(config.algorithm, model, config.inner_lr, steps,
+                            adapt_batchnorm=config.adapt_batchnorm, inner_loss=config.inner_loss,
+                            outer_loss=config.outer_loss)
+
+
+def sgd_step(params: Params, grads: Params, lr: float) -> Params:
+    """The inner loop's update rule, the one every inner loop here takes:
+
+        theta[n] <- theta[n] - lr * g[n]   for n in grads (the others unchanged).
+    """
+    return {**params, **{n: params[n] - lr * g for n, g in grads.items()}}
+
+
 def head_input(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
     """The body's output on ``x``: what the module named ``head`` receives.
 
@@ -120,47 +164,43 @@ def _head_params(params: Params) -> Params:
     return {n[len(HEAD_PREFIX):]: p for n, p in params.items() if n.startswith(HEAD_PREFIX)}
 
 
-def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
-          names: Iterable[str], lr: float, steps: int, *, create_graph: bool = False,
-          loss: str = "mean") -> Params:
-    """Inner loop: ``steps`` SGD steps of size ``lr`` on the support loss, for ``names`` only.
+def _head_logits(model: nn.Module, params: Params, features: torch.Tensor) -> torch.Tensor:
+    return functional_call(model.head, _head_params(params), (features,))
 
-    theta_{t+1}[n] = theta_t[n] - lr * d L_support(theta_t) / d theta_t[n]   for n in names,
 
-    with L_support the :func:`task_loss` of kind ``loss``.
+def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, inner: InnerLoop, *,
+          create_graph: bool = False) -> Params:
+    """The ``inner`` loop on the support set (x, y): ``inner.steps`` :func:`sgd_step` steps of
+    size ``inner.lr`` on its :func:`task_loss` of kind ``inner.loss``, for ``inner.names`` only.
 
     With ``create_graph`` the returned parameters are differentiable functions of ``params``
     (second-order meta-gradient); without it the inner gradients are constants (first order).
-    When only the head adapts (ANIL, frozen bodies, fresh heads) the body runs once, not once
-    per step: its output does not change while the head learns.
+    What the adapted parameters cannot change is computed once, not at every step: the body's
+    output when only the head adapts (ANIL, frozen bodies, fresh heads), the leading blocks
+    that the loop leaves frozen (conv4).
     """
-    names = list(names)
-    if steps == 0 or not names:
+    names = list(inner.names)
+    if inner.steps == 0 or not names:
         return dict(params)
     if all(n.startswith(HEAD_PREFIX) for n in names):
-        return _adapt_head(model, params, x, y, names, lr, steps, create_graph, loss)
-    # Leading blocks the loop leaves frozen give the same output at every step: computed once
-    # (conv4 only, and not behind an input hook, which would see activations as images)
-    start = model.frozen_blocks(names) if isinstance(model, Conv4) and not model._forward_pre_hooks else 0
-    if start:
-        x = functional_call(model, params, (x,), {"stop": start})
+        x = head_input(model, params, x)
+
+        def forward(p, h):
+            return _head_logits(model, p, h)
+    else:
+        # not behind an input hook, which would see activations as images
+        start = model.frozen_blocks(names) if isinstance(model, Conv4) and not model._forward_pre_hooks else 0
+        if start:
+            x = functional_call(model, params, (x,), {"stop": start})
+
+        def forward(p, h):
+            return functional_call(model, p, (h,), {"start": start} if start else {})
     fast = dict(params)
-    for _ in range(steps):
-        support_loss = task_loss(functional_call(model, fast, (x,), {"start": start} if start else {}), y, loss)
+    for _ in range(inner.steps):
+        support_loss = task_loss(forward(fast, x), y, inner.loss)
         grads = torch.autograd.grad(support_loss, [fast[n] for n in names], create_graph=create_graph)
-        fast.update({n: fast[n] - lr * g for n, g in zip(names, grads)})
+        fast = sgd_step(fast, dict(zip(names, grads)), inner.lr)
     return fast
-
-
-def _adapt_head(model, params, x, y, names, lr, steps, create_graph, loss) -> Params:
-    features = head_input(model, params, x)
-    head = _head_params(params)
-    adapted = [n[len(HEAD_PREFIX):] for n in names]
-    for _ in range(steps):
-        support_loss = task_loss(functional_call(model.head, head, (features,)), y, loss)
-        grads = torch.autograd.grad(support_loss, [head[n] for n in adapted], create_graph=create_graph)
-        head.update({n: head[n] - lr * g for n, g in zip(adapted, grads)})
-    return {**params, **{HEAD_PREFIX + n: p for n, p in head.items()}}
 
 
 @dataclass
@@ -173,13 +213,10 @@ def adapt_and_score(model: nn.Module, params: Params, task, inner: InnerLoop, *,
                     create_graph: bool = False, outer_loss: str = "mean") -> TaskResult:
     """Adapt on the task's support set, then score on its query set (loss of kind
     ``outer_loss``, whose K is the support set's shots, as in Finn et al.'s code)."""
-    names = inner.names
-    fast = adapt(model, params, task.support_x, task.support_y, names, inner.lr, inner.steps,
-                 create_graph=create_graph, loss=inner.loss)
-    if all(n.startswith(HEAD_PREFIX) for n in names):
+    fast = adapt(model, params, task.support_x, task.support_y, inner, create_graph=create_graph)
+    if all(n.startswith(HEAD_PREFIX) for n in inner.names):
         # ANIL-style: the body is unchanged, so the query's body pass needs no head twice.
-        logits = functional_call(model.head, _head_params(fast),
-                                 (head_input(model, fast, task.query_x),))
+        logits = _head_logits(model, fast, head_input(model, fast, task.query_x))
     else:
         logits = functional_call(model, fast, (task.query_x,))
     shots = task.support_y.shape[-1] / logits.shape[-1]
@@ -188,36 +225,25 @@ def adapt_and_score(model: nn.Module, params: Params, task, inner: InnerLoop, *,
     return TaskResult(loss, accuracy)
 
 
-def _adapted_tasks(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-                   steps: int, adapt_batchnorm: bool, inner_loss: str, outer_loss: str):
+def _adapted_tasks(model: nn.Module, params: Params, tasks, objective: MetaObjective):
     """Each task's inner loop and query score, one task at a time (a generator, so that a
     caller can free a task's graph before the next is built)."""
-    inner = InnerLoop(inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm),
-                      lr, steps, inner_loss)
-    second_order = algorithm != "fomaml"
     for t in tasks:
-        yield adapt_and_score(model, params, t, inner, create_graph=second_order,
-                              outer_loss=outer_loss)
+        yield adapt_and_score(model, params, t, objective.inner, create_graph=objective.second_order,
+                              outer_loss=objective.outer_loss)
 
 
-def meta_loss(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-              steps: int, *, adapt_batchnorm: bool = True, inner_loss: str = "mean",
-              outer_loss: str = "mean") -> tuple[torch.Tensor, float]:
+def meta_loss(model: nn.Module, params: Params, tasks, objective: MetaObjective) -> tuple[torch.Tensor, float]:
     """Mean query loss over a meta-batch after each task's inner loop, and mean accuracy.
 
-    Backpropagating the loss gives the algorithm's meta-gradient with respect to ``params``.
-    ``inner_loss`` and ``outer_loss`` are the :func:`task_loss` kinds of the support and the
-    query loss.
+    Backpropagating the loss gives the ``objective``'s meta-gradient with respect to ``params``.
     """
-    results = list(_adapted_tasks(model, params, tasks, algorithm, lr, steps, adapt_batchnorm,
-                                  inner_loss, outer_loss))
+    results = list(_adapted_tasks(model, params, tasks, objective))
     loss = torch.stack([r.loss for r in results]).mean()
     return loss, sum(r.accuracy for r in results) / len(results)
 
 
-def meta_backward(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-                  steps: int, *, adapt_batchnorm: bool = True, inner_loss: str = "mean",
-                  outer_loss: str = "mean") -> tuple[float, float]:
+def meta_backward(model: nn.Module, params: Params, tasks, objective: MetaObjective) -> tuple[float, float]:
     """Backpropagate :func:`meta_loss` task by task; return its mean query loss and accuracy.
 
     The same meta-gradient, accumulated into ``params``' ``.grad``, but only one task's
@@ -226,16 +252,13 @@ def meta_backward(model: nn.Module, params: Params, tasks, algorithm: str, lr: f
     memory has to be mapped afresh at every iteration.
     """
     loss = accuracy = 0.0
-    for r in _adapted_tasks(model, params, tasks, algorithm, lr, steps, adapt_batchnorm,
-                            inner_loss, outer_loss):
+    for r in _adapted_tasks(model, params, tasks, objective):
         (r.loss / len(tasks)).backward()
         loss, accuracy = loss + r.loss.item(), accuracy + r.accuracy
     return loss / len(tasks), accuracy / len(tasks)
 
 
-def meta_loss_vmap(model: nn.Module, params: Params, tasks, algorithm: str, lr: float,
-                   steps: int, *, adapt_batchnorm: bool = True, inner_loss: str = "mean",
-                   outer_loss: str = "mean") -> tuple[torch.Tensor, float]:
+def meta_loss_vmap(model: nn.Module, params: Params, tasks, objective: MetaObjective) -> tuple[torch.Tensor, float]:
     """Same as :func:`meta_loss`, with the meta-batch run as one batched computation.
 
     ``tasks`` is a batched task (leading task dimension). torch.func.vmap turns per-task
@@ -243,14 +266,12 @@ def meta_loss_vmap(model: nn.Module, params: Params, tasks, algorithm: str, lr: 
     GPU, where one large kernel beats many small ones.
     """
     losses, accs = _meta_batch(model, params, tasks.support_x, tasks.support_y, tasks.query_x,
-                               tasks.query_y, _VmapInner.of(model, algorithm, lr, steps, adapt_batchnorm,
-                                                            inner_loss, outer_loss))
+                               tasks.query_y, objective)
     return losses.mean(), accs.mean().item()
 
 
 def meta_loss_runs(model: nn.Module, stacked: Params, support_x, support_y, query_x, query_y,
-                   algorithm: str, lr: float, steps: int, *, adapt_batchnorm: bool = True,
-                   inner_loss: str = "mean", outer_loss: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+                   objective: MetaObjective) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`meta_loss_vmap` of R runs at once: ``stacked`` holds every parameter with a
     leading run dimension (R, ...), the tasks have shape (R, meta-batch, ...). Returns each
     run's meta-loss and query accuracy, both of shape (R,), as tensors (no host sync).
@@ -260,57 +281,40 @@ def meta_loss_runs(model: nn.Module, stacked: Params, support_x, support_y, quer
     """
     from torch.func import vmap
 
-    inner = _VmapInner.of(model, algorithm, lr, steps, adapt_batchnorm, inner_loss, outer_loss)
-
     def one_run(params, sx, sy, qx, qy):
-        losses, accs = _meta_batch(model, params, sx, sy, qx, qy, inner)
+        losses, accs = _meta_batch(model, params, sx, sy, qx, qy, objective)
         return losses.mean(), accs.mean()
 
     return vmap(one_run)(stacked, support_x, support_y, query_x, query_y)
 
 
-@dataclass(frozen=True)
-class _VmapInner:
-    """What the task-batched inner loop needs besides the tasks: the adapted names, the step,
-    the order of the meta-gradient and the two losses' conventions."""
-    names: tuple[str, ...]
-    lr: float
-    steps: int
-    second_order: bool
-    inner_loss: str
-    outer_loss: str
-
-    @classmethod
-    def of(cls, model, algorithm, lr, steps, adapt_batchnorm, inner_loss, outer_loss) -> "_VmapInner":
-        names = inner_loop_names(algorithm, model, adapt_batchnorm=adapt_batchnorm)
-        return cls(tuple(names), lr, steps, algorithm != "fomaml", inner_loss, outer_loss)
-
-
-def _inner_loop(model, params: Params, inner: _VmapInner, support_x, support_y) -> Params:
+def _inner_loop(model, params: Params, objective: MetaObjective, support_x, support_y) -> Params:
     """One task's inner loop written with torch.func.grad, so that it can run under vmap: the
-    update rule of :func:`adapt`; returns the adapted parameters (with the fixed ones)."""
+    loop of :func:`adapt` (the whole model at every step); returns the adapted parameters."""
     from torch.func import grad
 
+    inner = objective.inner
+
     def support_loss(adapted, fixed, x, y):
-        return task_loss(functional_call(model, {**fixed, **adapted}, (x,)), y, inner.inner_loss)
+        return task_loss(functional_call(model, {**fixed, **adapted}, (x,)), y, inner.loss)
 
     adapted = {n: params[n] for n in inner.names}
     fixed = {n: p for n, p in params.items() if n not in adapted}
     for _ in range(inner.steps if inner.names else 0):
         g = grad(support_loss)(adapted, fixed, support_x, support_y)
-        if not inner.second_order:
+        if not objective.second_order:
             g = {n: v.detach() for n, v in g.items()}
-        adapted = {n: adapted[n] - inner.lr * g[n] for n in inner.names}
+        adapted = sgd_step(adapted, g, inner.lr)
     return {**fixed, **adapted}
 
 
-def _meta_batch(model, params, support_x, support_y, query_x, query_y, inner: _VmapInner):
+def _meta_batch(model, params, support_x, support_y, query_x, query_y, objective: MetaObjective):
     """Every task's query loss and accuracy after its inner loop, the tasks as one vmap."""
     from torch.func import vmap
 
     def one_task(sx, sy, qx, qy):
-        logits = functional_call(model, _inner_loop(model, params, inner, sx, sy), (qx,))
-        loss = task_loss(logits, qy, inner.outer_loss, sy.shape[-1] / logits.shape[-1])
+        logits = functional_call(model, _inner_loop(model, params, objective, sx, sy), (qx,))
+        loss = task_loss(logits, qy, objective.outer_loss, sy.shape[-1] / logits.shape[-1])
         return loss, (logits.argmax(-1) == qy).float().mean()
 
     return vmap(one_task)(support_x, support_y, query_x, query_y)
@@ -321,5 +325,4 @@ def vmap_scores(model: nn.Module, params: Params, tasks, inner: InnerLoop) -> tu
     loop (first order), the tasks (a batched task) as one vmap: what :func:`adapt_and_score`
     gives task by task."""
     return _meta_batch(model, params, tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y,
-                       _VmapInner(inner.names, inner.lr, inner.steps, False, inner.loss, "mean"))
-
+                       MetaObjective(inner, second_order=False))

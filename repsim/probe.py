@@ -105,8 +105,7 @@ def probe_task(model: nn.Module, params: Params, task, *, inner: InnerLoop,
             snapshots.append(layer_outputs(model, current, x, layers))
             kept.append({n: p.detach() for n, p in current.items()})
         if step < steps:
-            current = adapt(model, current, task.support_x, task.support_y, one_step.names,
-                            one_step.lr, 1, loss=one_step.loss)
+            current = adapt(model, current, task.support_x, task.support_y, one_step)
             current = {n: p.detach().requires_grad_(n in names) for n, p in current.items()}
     return Probe(task_index, snapshots, kept, [s for s in range(steps + 1) if s in record_at])
 

@@ -21,8 +21,8 @@ from repsim.config import check_test_flags, tested_with
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
 from repsim.errors import RepsimError
-from repsim.evaluate import check_counts, own_inner_loop, resolve_device, score_tasks, test_time_params
-from repsim.meta import ALGORITHMS
+from repsim.evaluate import check_counts, resolve_device, score_tasks, test_time_params
+from repsim.meta import ALGORITHMS, own_inner_loop
 
 # how the analyses compare conv layers, and the same in words for their provenance
 CONVENTIONS = {"cca": "spatial", "cka": "flatten"}

@@ -41,9 +41,9 @@ from repsim.data.episodes import (
     task_generator,
 )
 from repsim.errors import NotFiniteError, RepsimError
-from repsim.evaluate import own_inner_loop, resolve_device, score_tasks, test_time_params
+from repsim.evaluate import resolve_device, score_tasks, test_time_params
 from repsim.io import atomic_write_text
-from repsim.meta import meta_backward, meta_loss_vmap
+from repsim.meta import meta_backward, meta_loss_vmap, own_inner_loop, training_objective
 from repsim.model import model_for
 
 VALIDATION_SEED = 12345  # validation tasks are the same for every run and iteration
@@ -219,17 +219,12 @@ def _meta_gradient(model, params, config: Config, split, it: int, dev, use_vmap:
         return loss.item(), acc
     first = (it - 1) * config.meta_batch_size
     tasks = [training_task(split, config, first + j).to(dev) for j in range(config.meta_batch_size)]
-    # Multitask training has no inner loop: one shared head is trained on every task directly.
-    steps = 0 if config.algorithm == "multitask" else config.inner_steps
-    conventions = dict(adapt_batchnorm=config.adapt_batchnorm, inner_loss=config.inner_loss,
-                       outer_loss=config.outer_loss)
+    objective = training_objective(config, model)
     if use_vmap:
-        loss, acc = meta_loss_vmap(model, params, batch_tasks(tasks), config.algorithm,
-                                   config.inner_lr, steps, **conventions)
+        loss, acc = meta_loss_vmap(model, params, batch_tasks(tasks), objective)
         loss.backward()
         return loss.item(), acc
-    return meta_backward(model, params, tasks, config.algorithm, config.inner_lr, steps,
-                         **conventions)
+    return meta_backward(model, params, tasks, objective)
 
 
 def training_task(split, config: Config, index: int):

@@ -11,7 +11,8 @@ from repsim.config import load_config
 from repsim.data import load_splits
 from repsim.data.episodes import task_from_draw
 from repsim.errors import RepsimError
-from repsim.evaluate import own_inner_loop, score_tasks, score_tasks_batched
+from repsim.evaluate import score_tasks, score_tasks_batched
+from repsim.meta import own_inner_loop
 from repsim.model import model_for
 from repsim.train import train, training_draw
 

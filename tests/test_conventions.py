@@ -17,7 +17,7 @@ from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.config import CONVENTION_KEYS, convention_set, load_config
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
-from repsim.meta import adapt, inner_loop_names, meta_loss, meta_loss_vmap, task_loss
+from repsim.meta import InnerLoop, MetaObjective, adapt, inner_loop_names, meta_loss, meta_loss_vmap, task_loss
 from repsim.model import Conv4, ConvBlock, model_for, same_padding
 from repsim.study import evaluate_checkpoint
 from repsim.train import train, training_task
@@ -52,8 +52,8 @@ def test_summed_inner_step_equals_the_mean_step_with_lr_times_ways():
     model, task = _finn_model(), _tasks()[0]
     params = dict(model.named_parameters())
     names = inner_loop_names("maml", model, adapt_batchnorm=False)
-    summed = adapt(model, params, task.support_x, task.support_y, names, 0.4, 2, loss="sum_div_shots")
-    mean = adapt(model, params, task.support_x, task.support_y, names, 0.4 * 5, 2, loss="mean")
+    summed = adapt(model, params, task.support_x, task.support_y, InnerLoop(names, 0.4, 2, "sum_div_shots"))
+    mean = adapt(model, params, task.support_x, task.support_y, InnerLoop(names, 0.4 * 5, 2, "mean"))
     for n in names:
         assert torch.allclose(summed[n], mean[n], rtol=1e-10, atol=1e-12), n
     assert not torch.allclose(summed["head.weight"], params["head.weight"])
@@ -63,8 +63,8 @@ def test_summed_head_step_has_the_closed_form_of_finns_xent():
     """A head step on sum_i CE_i / K is W - lr (P - Y)^T F / K (softmax regression's gradient)."""
     model, task = _finn_model(), _tasks(shots=3)[0]
     params = {n: p.detach().requires_grad_(n.startswith("head.")) for n, p in model.named_parameters()}
-    fast = adapt(model, params, task.support_x, task.support_y, ["head.weight", "head.bias"], 0.1, 1,
-                 loss="sum_div_shots")
+    fast = adapt(model, params, task.support_x, task.support_y,
+                 InnerLoop(["head.weight", "head.bias"], 0.1, 1, "sum_div_shots"))
     with torch.no_grad():
         features = model.features(task.support_x)
         residual = (features @ params["head.weight"].T + params["head.bias"]).softmax(1) - F.one_hot(task.support_y, 5)
@@ -92,14 +92,13 @@ def _higher_finn_grad(model, tasks, algorithm, lr=0.4, steps=2):
 def test_finn_meta_gradient_matches_higher_in_float64(algorithm):
     model, tasks = _finn_model(), _tasks()
     params = dict(model.named_parameters())
-    loss, _ = meta_loss(model, params, tasks, algorithm, 0.4, 2, adapt_batchnorm=False,
-                        inner_loss="sum_div_shots", outer_loss="sum_div_shots")
+    objective = MetaObjective.of(algorithm, model, 0.4, 2, adapt_batchnorm=False,
+                                 inner_loss="sum_div_shots", outer_loss="sum_div_shots")
+    loss, _ = meta_loss(model, params, tasks, objective)
     ours = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))])
     peer = _higher_finn_grad(model, tasks, algorithm)
     assert ((ours - peer).norm() / peer.norm()).item() < 1e-5
-    batched, _ = meta_loss_vmap(model, params, batch_tasks(tasks), algorithm, 0.4, 2,
-                                adapt_batchnorm=False, inner_loss="sum_div_shots",
-                                outer_loss="sum_div_shots")
+    batched, _ = meta_loss_vmap(model, params, batch_tasks(tasks), objective)
     assert batched.item() == pytest.approx(loss.item(), rel=1e-9)
 
 
@@ -128,11 +127,12 @@ def test_batchnorm_without_scale_has_no_gamma_and_its_beta_stays_out_of_the_inne
     assert model.conv1.bn.eps == 1e-3
     params = dict(model.named_parameters())
     fast = adapt(model, params, task.support_x, task.support_y,
-                 inner_loop_names("maml", model, adapt_batchnorm=False), 0.4, 3, loss="sum_div_shots")
+                 InnerLoop(inner_loop_names("maml", model, adapt_batchnorm=False), 0.4, 3, "sum_div_shots"))
     assert all(fast[n] is params[n] for n in names if ".bn." in n)  # beta never moves
     assert not torch.equal(fast["conv1.conv.weight"], params["conv1.conv.weight"])
-    loss, _ = meta_loss(model, params, [task], "maml", 0.4, 1, adapt_batchnorm=False,
-                        inner_loss="sum_div_shots", outer_loss="sum_div_shots")
+    loss, _ = meta_loss(model, params, [task], MetaObjective.of("maml", model, 0.4, 1, adapt_batchnorm=False,
+                                                                 inner_loss="sum_div_shots",
+                                                                 outer_loss="sum_div_shots"))
     assert torch.autograd.grad(loss, params["conv2.bn.bias"])[0].abs().sum() > 0  # the outer loop learns it
     # with no scale, each channel comes out with batch mean beta and variance var/(var+eps)
     x = torch.randn(50, 8, 5, 5, dtype=torch.float64)

@@ -8,7 +8,16 @@ from torch import nn
 
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
-from repsim.meta import adapt, inner_loop_names, meta_backward, meta_loss, meta_loss_runs, meta_loss_vmap
+from repsim.meta import (
+    InnerLoop,
+    MetaObjective,
+    adapt,
+    inner_loop_names,
+    meta_backward,
+    meta_loss,
+    meta_loss_runs,
+    meta_loss_vmap,
+)
 from repsim.model import Conv4, norm_param_names, split_body_head
 
 
@@ -36,7 +45,8 @@ def _flat(tensors):
 
 def _meta_grad(model, tasks, algorithm, lr=0.4, steps=2, adapt_batchnorm=True):
     params = dict(model.named_parameters())
-    loss, _ = meta_loss(model, params, tasks, algorithm, lr, steps, adapt_batchnorm=adapt_batchnorm)
+    loss, _ = meta_loss(model, params, tasks, MetaObjective.of(algorithm, model, lr, steps,
+                                                               adapt_batchnorm=adapt_batchnorm))
     return _flat(torch.autograd.grad(loss, list(params.values())))
 
 
@@ -83,7 +93,7 @@ def test_batchnorm_outside_the_inner_loop(model64):
     assert set(names) == {n for n, _ in model64.named_parameters()} - set(bn)
     task = _tasks(n_tasks=1)[0]
     params = dict(model64.named_parameters())
-    fast = adapt(model64, params, task.support_x, task.support_y, names, 0.4, 2)
+    fast = adapt(model64, params, task.support_x, task.support_y, InnerLoop(names, 0.4, 2))
     assert all(torch.equal(fast[n], params[n]) for n in bn)
     assert not torch.equal(fast["conv4.conv.weight"], params["conv4.conv.weight"])
     tasks = _tasks()
@@ -106,7 +116,7 @@ def test_second_order_maml_matches_finite_differences(model64):
 
     def loss_at(t):
         moved = {n: (p + t * direction[n]).detach().requires_grad_() for n, p in params.items()}
-        return meta_loss(model64, moved, tasks, "maml", 0.4, 2)[0].item()
+        return meta_loss(model64, moved, tasks, MetaObjective.of("maml", model64, 0.4, 2))[0].item()
 
     eps = 1e-7  # small enough not to cross ReLU kinks, large enough for float64 rounding
     numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
@@ -124,8 +134,9 @@ def test_first_order_differs_from_second_order(model64):
 def test_task_batched_execution_equals_the_loop(model64, algorithm):
     tasks = _tasks()
     params = dict(model64.named_parameters())
-    loop = meta_loss(model64, params, tasks, algorithm, 0.4, 2)[0]
-    batched = meta_loss_vmap(model64, params, batch_tasks(tasks), algorithm, 0.4, 2)[0]
+    objective = MetaObjective.of(algorithm, model64, 0.4, 2)
+    loop = meta_loss(model64, params, tasks, objective)[0]
+    batched = meta_loss_vmap(model64, params, batch_tasks(tasks), objective)[0]
     g_loop = _flat(torch.autograd.grad(loop, list(params.values())))
     g_vmap = _flat(torch.autograd.grad(batched, list(params.values())))
     assert loop.item() == pytest.approx(batched.item(), rel=1e-10)
@@ -148,12 +159,12 @@ def test_runs_batched_each_get_their_own_meta_gradient(algorithm):
     batched = [batch_tasks(tasks) for tasks in runs]
     losses, accs = meta_loss_runs(models[0], stacked, *(torch.stack([getattr(b, f) for b in batched])
                                                         for f in ("support_x", "support_y", "query_x", "query_y")),
-                                  algorithm, 0.4, 2, **conventions)
+                                  MetaObjective.of(algorithm, models[0], 0.4, 2, **conventions))
     assert losses.shape == accs.shape == (3,)
     grads = torch.autograd.grad(losses.sum(), [stacked[n] for n in names])
     for r, (model, tasks) in enumerate(zip(models, runs)):
         params = dict(model.named_parameters())
-        loss, acc = meta_loss(model, params, tasks, algorithm, 0.4, 2, **conventions)
+        loss, acc = meta_loss(model, params, tasks, MetaObjective.of(algorithm, model, 0.4, 2, **conventions))
         own = _flat(torch.autograd.grad(loss, list(params.values())))
         assert losses[r].item() == pytest.approx(loss.item(), rel=1e-10)
         assert accs[r].item() == pytest.approx(acc)
@@ -166,9 +177,10 @@ def test_task_by_task_backward_accumulates_the_same_meta_gradient(model64, algor
     tasks = _tasks()
     params = dict(model64.named_parameters())
     model64.zero_grad()
-    loss, accuracy = meta_backward(model64, params, tasks, algorithm, 0.4, 2)
+    objective = MetaObjective.of(algorithm, model64, 0.4, 2)
+    loss, accuracy = meta_backward(model64, params, tasks, objective)
     accumulated = _flat([p.grad for p in params.values()])
-    whole, whole_accuracy = meta_loss(model64, params, tasks, algorithm, 0.4, 2)
+    whole, whole_accuracy = meta_loss(model64, params, tasks, objective)
     assert loss == pytest.approx(whole.item(), rel=1e-12) and accuracy == whole_accuracy
     assert _rel(accumulated, _higher_grad(model64, tasks, algorithm)) < 1e-8
 
@@ -179,7 +191,7 @@ def test_anil_inner_loop_leaves_body_unchanged_and_boil_leaves_head(model64):
     body, head = split_body_head(model64)
     for algorithm, frozen, moved in (("anil", body, head), ("boil", head, body)):
         fast = adapt(model64, params, task.support_x, task.support_y,
-                     inner_loop_names(algorithm, model64), 0.4, 3)
+                     InnerLoop(inner_loop_names(algorithm, model64), 0.4, 3))
         for n in frozen:
             assert torch.equal(fast[n], params[n]), f"{algorithm} changed {n}"
         assert any(not torch.equal(fast[n], params[n]) for n in moved)
@@ -217,9 +229,10 @@ def test_a_frozen_prefix_computed_once_adapts_as_the_whole_network_does(model64,
     task = _tasks(1, queries=3)[0]
     params = dict(model64.named_parameters())
     names = [n for n in params if not any(n.startswith(f"conv{i}.") for i in range(1, frozen + 1))]
-    fast = adapt(model64, params, task.support_x, task.support_y, names, 0.4, 3, loss="sum_div_shots")
+    inner = InnerLoop(names, 0.4, 3, "sum_div_shots")
+    fast = adapt(model64, params, task.support_x, task.support_y, inner)
     model64.register_forward_pre_hook(lambda module, args: None)  # a hook: the shortcut is not taken
-    whole = adapt(model64, params, task.support_x, task.support_y, names, 0.4, 3, loss="sum_div_shots")
+    whole = adapt(model64, params, task.support_x, task.support_y, inner)
     assert model64.frozen_blocks(names) == frozen
     for n in params:
         assert torch.allclose(fast[n], whole[n], rtol=1e-12, atol=1e-12), n

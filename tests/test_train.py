@@ -14,8 +14,8 @@ from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.cli import main as cli
 from repsim.config import Config, load_config
 from repsim.errors import RepsimError
-from repsim.evaluate import own_inner_loop
 from repsim.importing import import_weights
+from repsim.meta import own_inner_loop
 from repsim.model import model_for
 from repsim.study import evaluate_checkpoint
 from repsim.train import train

@@ -24,7 +24,7 @@ from torch import nn
 
 from repsim.data.episodes import Task, batch_tasks
 from repsim.evaluate import resolve_device
-from repsim.meta import meta_backward, meta_loss_vmap
+from repsim.meta import MetaObjective, meta_backward, meta_loss_vmap
 from repsim.model import conv4_for
 
 
@@ -80,14 +80,15 @@ def _repsim_step(algorithm: str, batched: bool, device, tasks, setting):
     params = dict(model.named_parameters())
     opt = torch.optim.Adam(params.values(), lr=1e-3)
     stacked = batch_tasks(tasks)
+    objective = MetaObjective.of(algorithm, model, c.inner_lr, c.inner_steps)
 
     def step():  # what one training iteration does (repsim.train)
         opt.zero_grad()
         if batched:
-            loss, _ = meta_loss_vmap(model, params, stacked, algorithm, c.inner_lr, c.inner_steps)
+            loss, _ = meta_loss_vmap(model, params, stacked, objective)
             loss.backward()
         else:
-            meta_backward(model, params, tasks, algorithm, c.inner_lr, c.inner_steps)
+            meta_backward(model, params, tasks, objective)
         opt.step()
     return step
 
