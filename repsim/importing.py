@@ -248,6 +248,41 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
     is refused unless the imported model's logits on those inputs match to 1e-4.
     """
     weights, out = Path(weights), Path(out)
+    _check_files(weights, out)
+    state = {_strip(k): v for k, v in read_weights(weights).items()}
+    for pattern, replacement in renames:
+        state = _renamed(state, pattern, replacement)
+    notes = []
+    if drop:
+        state, dropped = _without(state, lambda k: _search(drop, k))
+        notes.append(f"dropped {len(dropped)} tensors matching --drop {drop!r}")
+    state, stats = _without(state, RUNNING_STATS.search)
+    state = {k: v.float() for k, v in state.items()}
+    if stats:
+        notes.append(f"dropped {len(stats)} BatchNorm running statistics: repsim normalises with "
+                     f"each batch's statistics, as MAML does in training mode")
+    chosen = _chosen_layout(state, layout)
+    params = chosen.to_repsim(state)
+    _check_params(params, weights)
+    cfg = load_config(config, list(overrides), defaults=_read_config(params, chosen))
+    _check_ways(cfg, params["head.weight"], weights)
+    model = model_for(cfg, params)
+    load_weights(model, params, source=str(weights))
+    given = set(_config_keys(config)) | {o.partition("=")[0].strip() for o in overrides}
+    split_guessed = cfg.dataset == "omniglot" and "split_scheme" not in given
+    warnings = [_split_warning(cfg.split_scheme)] if split_guessed else []
+    notes += _defaults_notes(cfg, given)
+    error = _checked_logits(model, cfg, *check_logits) if check_logits else None
+    name = _checked_name(name or weights.stem)
+    ckpt = Checkpoint(cfg, dict(model.state_dict()), 0, {},
+                      extra={"imported_from": str(weights), "name": name, "layout": chosen.name,
+                             "seed_known": "seed" in given, "split_guessed": split_guessed})
+    return Imported(save_checkpoint(out, ckpt), chosen.name, cfg, name, notes, error, warnings)
+
+
+def _check_files(weights: Path, out: Path) -> None:
+    """Refusals before the weights are read: no weights file, an ``out`` that exists (import
+    never overwrites), or weights that are a repsim checkpoint already."""
     if not weights.is_file():
         raise RepsimError(f"weights file {weights} not found: pass the path of a .pt/.pth, .npz or .safetensors file")
     if out.exists():
@@ -256,32 +291,39 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
     if weights.suffix == ".safetensors" and _is_repsim_checkpoint(weights):
         raise RepsimError(f"{weights} is already a repsim checkpoint (written by 'repsim train' or "
                           f"'repsim import'): analyse it as it is, no import needed")
-    state = {_strip(k): v for k, v in read_weights(weights).items()}
-    notes = []
-    for pattern, replacement in renames:
-        renamed: dict[str, torch.Tensor] = {}
-        for k, v in state.items():
-            new = _sub(pattern, replacement, k)
-            if new in renamed:  # a dict would keep the last one and drop the other unseen
-                first = next(old for old in state if _sub(pattern, replacement, old) == new)
-                raise RepsimError(f"--rename {pattern}={replacement} maps {first} and {k} both onto {new}: "
-                                  f"write the rule so that each tensor keeps a name of its own")
-            renamed[new] = v
-        state = renamed
-    if drop:
-        dropped = sorted(k for k in state if _search(drop, k))
-        state = {k: v for k, v in state.items() if k not in dropped}
-        notes.append(f"dropped {len(dropped)} tensors matching --drop {drop!r}")
-    stats = sorted(k for k in state if RUNNING_STATS.search(k))
-    state = {k: v.float() for k, v in state.items() if k not in stats}
-    if stats:
-        notes.append(f"dropped {len(stats)} BatchNorm running statistics: repsim normalises with "
-                     f"each batch's statistics, as MAML does in training mode")
+
+
+def _renamed(state: dict, pattern: str, replacement: str) -> dict:
+    """``state`` with one ``--rename`` rule applied to every key."""
+    renamed: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        new = _sub(pattern, replacement, k)
+        if new in renamed:  # a dict would keep the last one and drop the other unseen
+            first = next(old for old in state if _sub(pattern, replacement, old) == new)
+            raise RepsimError(f"--rename {pattern}={replacement} maps {first} and {k} both onto {new}: "
+                              f"write the rule so that each tensor keeps a name of its own")
+        renamed[new] = v
+    return renamed
+
+
+def _without(state: dict, leave_out: Callable[[str], object]) -> tuple[dict, list[str]]:
+    """``state`` less the keys ``leave_out`` matches, and those keys."""
+    gone = sorted(k for k in state if leave_out(k))
+    return {k: v for k, v in state.items() if k not in gone}, gone
+
+
+def _chosen_layout(state: dict, layout: str) -> Layout:
+    """The layout named (``auto``: detected from the keys), refused if the keys are not its."""
     chosen = detect_layout(state) if layout == "auto" else _named_layout(layout)
     if not chosen.fits(state) and chosen is not REPSIM:
         raise RepsimError(f"the weights do not have {chosen.name}'s names ({chosen.source}; e.g. "
                           f"{chosen.example}): leave out --layout to detect it, or rename them")
-    params = chosen.to_repsim(state)
+    return chosen
+
+
+def _check_params(params: dict, weights: Path) -> None:
+    """The first convolution and the classifier, from which the config is read, are there:
+    a kernel of 4 axes and a linear weight of 2."""
     if "conv1.conv.weight" not in params or "head.weight" not in params:
         raise RepsimError(f"{weights} has no conv1.conv.weight or head.weight after renaming: map the "
                           f"first convolution and the classifier with --rename REGEX=REPLACEMENT")
@@ -289,25 +331,36 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
         if params[key].dim() != axes:
             raise RepsimError(f"{weights}: the tensor named {key} has shape {tuple(params[key].shape)}, not "
                               f"{what} ({axes} axes): map the right tensor onto it with --rename REGEX=REPLACEMENT")
-    read = {"dataset": "omniglot" if params["conv1.conv.weight"].shape[1] == 1 else "miniimagenet",
-            "filters": params["conv1.conv.weight"].shape[0], "ways": params["head.weight"].shape[0],
+
+
+def _read_config(params: dict, chosen: Layout) -> dict:
+    """The config the weights themselves tell: data set (input channels), width, ways, and the
+    layout's conventions and architecture."""
+    conv1 = params["conv1.conv.weight"]
+    return {"dataset": "omniglot" if conv1.shape[1] == 1 else "miniimagenet",
+            "filters": conv1.shape[0], "ways": params["head.weight"].shape[0],
             "conventions": chosen.conventions, **chosen.architecture(params)}
-    cfg = load_config(config, list(overrides), defaults=read)
-    head = params["head.weight"]
+
+
+def _check_ways(cfg, head: torch.Tensor, weights: Path) -> None:
+    """A few-shot model's head has one row per way (multiclass and multitask heads have more)."""
     if cfg.algorithm not in ("multiclass", "multitask") and head.shape[0] != cfg.ways:
         raise RepsimError(f"{weights} has a {head.shape[0]}-way head but the config says ways: "
                           f"{cfg.ways}: set ways: {head.shape[0]} in the config (or --set ways={head.shape[0]})")
-    model = model_for(cfg, params)
-    load_weights(model, params, source=str(weights))
-    given = set(_config_keys(config)) | {o.partition("=")[0].strip() for o in overrides}
+
+
+def _split_warning(split_scheme: str) -> str:
+    return (f"the test split is a guess (split_scheme={split_scheme}, repsim's own shuffle of the "
+            f"characters): a model trained on another split is then tested partly on characters it "
+            f"trained on; give the split it was trained with (torchmeta, prototypical networks: --set "
+            f"split_scheme=vinyals; any other: --set split_scheme=file:TEST.txt, its test characters)")
+
+
+def _defaults_notes(cfg, given: set[str]) -> list[str]:
+    """What the config took from the paper's defaults because the user did not say."""
     filled = [k for k in ("algorithm", "inner_lr", "inner_steps", "inner_steps_test", "split_scheme", "split_seed")
               if k not in given]
-    split_guessed = cfg.dataset == "omniglot" and "split_scheme" not in given
-    warnings = [f"the test split is a guess (split_scheme={cfg.split_scheme}, repsim's own shuffle of the "
-                f"characters): a model trained on another split is then tested partly on characters it "
-                f"trained on; give the split it was trained with (torchmeta, prototypical networks: --set "
-                f"split_scheme=vinyals; any other: --set split_scheme=file:TEST.txt, its test characters)"
-                ] if split_guessed else []
+    notes = []
     if filled:
         notes.append("not in the weights, so the paper's defaults for this setting: "
                      + ", ".join(f"{k}={getattr(cfg, k)}" for k in filled)
@@ -315,29 +368,32 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
     if "seed" not in given:
         notes.append("no seed given, so it counts as a seed of its own in cross-model comparisons "
                      "(give --set seed=N to pair it with models trained from the same seed)")
-    error = None
-    if check_logits:
-        # the inputs are as the original code fed them; the model reads repsim's images
-        dark = cfg.dataset == "omniglot" and cfg.image_ink == "dark"
-        error = _logits_error(model, *check_logits, invert=dark)
-        if not math.isfinite(error):
-            raise RepsimError(f"the logits are NaN or infinite (the saved ones in {check_logits[1]}, or the "
-                              f"imported model's on {check_logits[0]}): save finite logits of real images; "
-                              f"nothing written")
-        if not error <= 1e-4:
-            raise RepsimError(f"the imported model's logits differ from {check_logits[1]} by up to "
-                              f"{error:.3g}: the layout or architecture is not the original's (try "
-                              f"--set pooling=..., conv_padding=..., batchnorm_eps=...); nothing written")
-    name = name or weights.stem
+    return notes
+
+
+def _checked_logits(model: torch.nn.Module, cfg, inputs: str, logits: str) -> float:
+    """The imported model's largest logit difference from the original code's, refused above 1e-4."""
+    # the inputs are as the original code fed them; the model reads repsim's images
+    dark = cfg.dataset == "omniglot" and cfg.image_ink == "dark"
+    error = _logits_error(model, inputs, logits, invert=dark)
+    if not math.isfinite(error):
+        raise RepsimError(f"the logits are NaN or infinite (the saved ones in {logits}, or the "
+                          f"imported model's on {inputs}): save finite logits of real images; "
+                          f"nothing written")
+    if not error <= 1e-4:
+        raise RepsimError(f"the imported model's logits differ from {logits} by up to "
+                          f"{error:.3g}: the layout or architecture is not the original's (try "
+                          f"--set pooling=..., conv_padding=..., batchnorm_eps=...); nothing written")
+    return error
+
+
+def _checked_name(name: str) -> str:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:  # bytes the terminal passed that are not UTF-8
         raise RepsimError(f"the name {name.encode('utf-8', 'backslashreplace').decode()} is not UTF-8 text: "
                           f"give --name in plain characters") from None
-    ckpt = Checkpoint(cfg, dict(model.state_dict()), 0, {},
-                      extra={"imported_from": str(weights), "name": name, "layout": chosen.name,
-                             "seed_known": "seed" in given, "split_guessed": split_guessed})
-    return Imported(save_checkpoint(out, ckpt), chosen.name, cfg, name, notes, error, warnings)
+    return name
 
 
 def _named_layout(name: str) -> Layout:

@@ -92,39 +92,53 @@ def _display_files(results: dict[str, Result], results_dir: Path) -> dict[str, R
     looked for from the results folder's parents, then from here), else by the shortest end of
     its path that tells it apart from the others, never by an absolute path."""
     root = results_dir.resolve()
-    paths = sorted({str(c["checkpoint"]) for r in results.values() for c in r.prov.get("checkpoints") or []
-                    if isinstance(c, dict) and c.get("checkpoint")})
-    shown, rest = {}, []
-    for p in paths:
-        q = Path(p)
-        candidates = [q] if q.is_absolute() else [a / q for a in (root, *root.parents)] + [Path.cwd() / q]
-        found = next((c for c in candidates if c.exists()), None)
-        rel = Path(os.path.relpath(found.resolve(), root)).as_posix() if found is not None else None
-        # (a hidden folder on the way, .wip or .cache, is a scratch place no reader has)
-        if rel is not None and rel.split("/").count("..") <= 2 and not any(
-                part.startswith(".") and part != ".." for part in rel.split("/")):
-            shown[p] = rel
-        else:
-            rest.append(p)
+    paths = _checkpoint_files(results)
     parts = {p: [x for x in Path(p).parts if x != Path(p).anchor] for p in paths}
-    for p in rest:
-        # at least the run's folder for a run's own files (runs/maml-a/model.safetensors,
-        # runs/maml-a/checkpoints/iter-000500.safetensors), and as much as tells it apart
-        q = parts[p]
-        k = 3 if len(q) >= 2 and q[-2] == "checkpoints" else 2 if Path(p).stem == "model" else 1
-        while k < len(q) and any(o != p and parts[o][-k:] == q[-k:] for o in paths):
-            k += 1
-        shown[p] = "/".join(q[-k:]) or p
-    out = {}
-    for name, r in results.items():
-        ckpts = r.prov.get("checkpoints")
-        if not ckpts:
-            out[name] = r
-            continue
-        ckpts = [{**c, "checkpoint": shown.get(str(c.get("checkpoint")), c.get("checkpoint"))}
-                 if isinstance(c, dict) and c.get("checkpoint") else c for c in ckpts]
-        out[name] = dataclasses.replace(r, prov={**r.prov, "checkpoints": ckpts})
-    return out
+    shown = {p: _in_folder(p, root) for p in paths}
+    shown = {p: _distinct_end(p, parts) if rel is None else rel for p, rel in shown.items()}
+    return {name: _with_files_shown(r, shown) for name, r in results.items()}
+
+
+def _checkpoint_files(results: dict[str, Result]) -> list[str]:
+    """Every checkpoint file the analyses name, once each."""
+    return sorted({str(c["checkpoint"]) for r in results.values() for c in r.prov.get("checkpoints") or []
+                   if isinstance(c, dict) and c.get("checkpoint")})
+
+
+def _in_folder(path: str, root: Path) -> str | None:
+    """``path`` relative to the results folder ``root``, where it is found there and a reader
+    of the folder has it too; None otherwise."""
+    q = Path(path)
+    candidates = [q] if q.is_absolute() else [a / q for a in (root, *root.parents)] + [Path.cwd() / q]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        return None
+    steps = Path(os.path.relpath(found.resolve(), root)).as_posix().split("/")
+    # (a hidden folder on the way, .wip or .cache, is a scratch place no reader has)
+    if steps.count("..") > 2 or any(s.startswith(".") and s != ".." for s in steps):
+        return None
+    return "/".join(steps)
+
+
+def _distinct_end(path: str, parts: dict[str, list[str]]) -> str:
+    """The shortest end of ``path`` that no other of the ``parts`` (each path's folders and
+    name) shares."""
+    # at least the run's folder for a run's own files (runs/maml-a/model.safetensors,
+    # runs/maml-a/checkpoints/iter-000500.safetensors), and as much as tells it apart
+    q = parts[path]
+    k = 3 if len(q) >= 2 and q[-2] == "checkpoints" else 2 if Path(path).stem == "model" else 1
+    while k < len(q) and any(o != path and parts[o][-k:] == q[-k:] for o in parts):
+        k += 1
+    return "/".join(q[-k:]) or path
+
+
+def _with_files_shown(r: Result, shown: dict[str, str]) -> Result:
+    ckpts = r.prov.get("checkpoints")
+    if not ckpts:
+        return r
+    ckpts = [{**c, "checkpoint": shown.get(str(c.get("checkpoint")), c.get("checkpoint"))}
+             if isinstance(c, dict) and c.get("checkpoint") else c for c in ckpts]
+    return dataclasses.replace(r, prov={**r.prov, "checkpoints": ckpts})
 
 
 def write_report(results_dir, figures_dir=None, title=None) -> Path:
@@ -133,14 +147,40 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
     results_dir = Path(results_dir)
     results, missing = load_results(results_dir)
     results = _display_files(results, results_dir)
+    figures_dir = _figures_folder(results_dir, figures_dir)
+    drawn = _draw_figures(results, results_dir)
+    title = title if title is not None else _default_title(results)
+    doc = Doc()
+    doc.h(1, title)
+    _introduction(doc, results)
+    _verdict_section(doc, results)
+    for section in _SECTIONS:
+        if section[0] in results:
+            _analysis_section(doc, section, results[section[0]], drawn, results_dir, figures_dir)
+    _closing_sections(doc, results, missing)
+
+    fig_rel = Path(os.path.relpath(figures_dir.resolve(), results_dir.resolve())).as_posix()
+    md = render_markdown(doc, fig_rel)
+    page = render_html(doc, title, {name: d.png for name, d in drawn.items()})
+    atomic_write_text(results_dir / "report.md", md)
+    atomic_write_text(results_dir / "report.html", page)
+    return results_dir / "report.md"
+
+
+def _figures_folder(results_dir: Path, figures_dir) -> Path:
+    """The figures folder (by default the results folder's ``figures/``), made if need be."""
     figures_dir = Path(figures_dir) if figures_dir is not None else results_dir / "figures"
     try:
         figures_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RepsimError(f"cannot write figures to {figures_dir} ({e.strerror}): "
                           "choose a writable --figures folder") from None
-    fig_rel = Path(os.path.relpath(figures_dir.resolve(), results_dir.resolve())).as_posix()
+    return figures_dir
 
+
+def _draw_figures(results: dict[str, Result], results_dir: Path) -> dict:
+    """Each analysis's figure, in the report's order, drawn before any text is written: a
+    result that cannot be plotted stops the report."""
     drawn = {}
     for name, _, _, _, _ in _SECTIONS:
         if name in results and name in FIGURES:
@@ -151,59 +191,76 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
             except (KeyError, ValueError, TypeError, IndexError) as e:
                 raise RepsimError(f"cannot plot {results_dir / (name + '.csv')} ({one_line(e)}): "
                                   f"re-run the analysis that wrote it") from None
+    return drawn
 
+
+def _default_title(results: dict[str, Result]) -> str:
+    """A reproduction of Raghu et al. for repsim's own training of the paper's recipes; a
+    neutral title naming the models for models with names of their own."""
     datasets = ", ".join(sorted({setting_text(r) for r in results.values()}))
+    if _own_names(results):
+        return f"repsim report: {', '.join(_model_names(results))} on {datasets}"
+    return f"Reproduction of Raghu et al. 2020 with repsim: {datasets}"
+
+
+_CITED = ("A. Raghu, M. Raghu, S. Bengio and O. Vinyals, “Rapid Learning or Feature Reuse? Towards "
+          "Understanding the Effectiveness of MAML”, ICLR 2020 (arXiv:1909.09157)")
+
+
+def _introduction(doc: Doc, results: dict[str, Result]) -> None:
+    """What the report is (a reproduction, or the paper's analyses applied to other models)
+    and where its paper numbers and training conventions come from."""
     own = _own_names(results)
-    if title is None:
-        title = (f"repsim report: {', '.join(_model_names(results))} on {datasets}" if own
-                 else f"Reproduction of Raghu et al. 2020 with repsim: {datasets}")
-    doc = Doc()
-    doc.h(1, title)
-    cited = ("A. Raghu, M. Raghu, S. Bengio and O. Vinyals, “Rapid Learning or Feature Reuse? Towards "
-             "Understanding the Effectiveness of MAML”, ICLR 2020 (arXiv:1909.09157)")
     if own:
         what = "is a model with a name of its own" if len(own) == 1 else "are models with names of their own"
-        doc.p(f"The analyses of {cited}, applied to {', '.join(_model_names(results))}. "
+        doc.p(f"The analyses of {_CITED}, applied to {', '.join(_model_names(results))}. "
               f"{', '.join(own)} {what} "
               f"(imported, say, with `repsim import --name`), not repsim's training of the paper's recipes: "
               f"this is not a reproduction, and the paper's numbers are shown for orientation.")
     else:
-        doc.p(f"Reproduction of {cited}, with checkpoints that repsim trained on the paper's recipes.")
+        doc.p(f"Reproduction of {_CITED}, with checkpoints that repsim trained on the paper's recipes.")
     doc.p("The paper's numbers come from `repsim.paper`, the package's transcription of its Tables 1–5 (and of "
           "Figure 2, read qualitatively; see References). A difference (ours − paper) is given only where the "
           "setting (data set, ways, shots) is the same. Elsewhere the paper's nearest setting is shown in a "
           "column labelled with that setting, for orientation only.")
     doc.p(f"Training conventions: {conventions_text([c for r in results.values() for c in r.checkpoints])} "
           f"(see Provenance).")
+
+
+def _verdict_section(doc: Doc, results: dict[str, Result]) -> None:
     doc.h(2, "Verdict (measured)")
     doc.items(verdict(results) or ["No analysis with a verdict."])
     notes = caveats(results)
     if notes:
         doc.p("Caveats:")
         doc.items(notes)
-    number = 0
-    for name, heading, table_fn, fig_alt, conv in _SECTIONS:
-        if name not in results:
-            continue
-        res = results[name]
-        doc.h(2, heading)
-        doc.p(f"Setting: {setting_text(res)}; {res.study.get('tasks', '?')} test tasks.")
-        try:
-            table_fn(doc, res)
-        except RepsimError:
-            raise
-        except (KeyError, ValueError, TypeError, IndexError) as e:
-            raise RepsimError(f"cannot tabulate {results_dir / (name + '.csv')} ({one_line(e)}): "
-                              f"re-run the analysis that wrote it") from None
-        if name in drawn:
-            number += 1
-            cap = (f"Figure {number} ({name}). {fig_alt}; {drawn[name].note}. "
-                   + caption(res, conventions=conv))
-            write_figure(drawn[name], res, figures_dir, cap)
-            doc.figure(name, fig_alt, cap, links=[("PDF", f"{name}.pdf"), ("column-width PDF", f"{name}-column.pdf"),
-                                                  ("provenance", f"{name}.json")])
-        else:
-            doc.p(caption(res))
+
+
+def _analysis_section(doc: Doc, section: tuple, res: Result, drawn: dict, results_dir: Path, figures_dir: Path) -> None:
+    """One analysis's section: its setting, its table beside the paper's, and its figure
+    (written here, with the caption that carries its provenance) or its caption alone."""
+    name, heading, table_fn, fig_alt, conv = section
+    doc.h(2, heading)
+    doc.p(f"Setting: {setting_text(res)}; {res.study.get('tasks', '?')} test tasks.")
+    try:
+        table_fn(doc, res)
+    except RepsimError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise RepsimError(f"cannot tabulate {results_dir / (name + '.csv')} ({one_line(e)}): "
+                          f"re-run the analysis that wrote it") from None
+    if name not in drawn:
+        doc.p(caption(res))
+        return
+    number = list(drawn).index(name) + 1  # figures are numbered in the report's order
+    cap = f"Figure {number} ({name}). {fig_alt}; {drawn[name].note}. " + caption(res, conventions=conv)
+    write_figure(drawn[name], res, figures_dir, cap)
+    doc.figure(name, fig_alt, cap, links=[("PDF", f"{name}.pdf"), ("column-width PDF", f"{name}-column.pdf"),
+                                          ("provenance", f"{name}.json")])
+
+
+def _closing_sections(doc: Doc, results: dict[str, Result], missing: dict[str, str]) -> None:
+    """Provenance of every result, the analyses the folder lacks, and the references."""
     doc.h(2, "Provenance")
     provenance(doc, results, missing)
     if missing:
@@ -212,9 +269,3 @@ def write_report(results_dir, figures_dir=None, title=None) -> Path:
         doc.items(f"{name}: {why}" for name, why in missing.items())
     doc.h(2, "References")
     doc.items(_REFERENCES)
-
-    md = render_markdown(doc, fig_rel)
-    page = render_html(doc, title, {name: d.png for name, d in drawn.items()})
-    atomic_write_text(results_dir / "report.md", md)
-    atomic_write_text(results_dir / "report.html", page)
-    return results_dir / "report.md"
