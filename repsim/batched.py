@@ -47,6 +47,7 @@ from repsim.model import model_for
 from repsim.train import (
     VALIDATION_SEED,
     RunState,
+    StopRequest,
     append_jsonl,
     iteration_of,
     load_optimizer,
@@ -296,35 +297,39 @@ def train_runs(configs: list[Config], outs: list[str | Path], *, device: str = "
     window_start, tic = start, time.perf_counter()
     it = start
     draws = TaskDraws(splits["train"], configs, start + 1, last, workers)
-    for first, (classes, rotations, examples) in draws:
-        chunk = [t.to(dev, non_blocking=True) for t in (classes.long(), rotations.long(), examples.long())]
-        for i in range(len(classes)):
-            it = first + i
-            step(chunk[0][i], chunk[1][i], chunk[2][i])
-            logs = it % config.eval_every == 0 or it == config.iterations
-            out_of_time = deadline is not None and time.monotonic() > deadline and it < last
-            saves = it % config.checkpoint_every == 0 or it == last or out_of_time
-            if logs or saves or i == len(classes) - 1:
-                _check_finite(step, outs, window_start, it, config)
-            if logs:
-                _log(step, states, configs, outs, model, params, validation, dev, it, it - window_start)
-                window_start = it
-            if saves:
-                wall = time.perf_counter() - tic
-                tic = time.perf_counter()
-                for r, (c, o, state) in enumerate(zip(configs, outs, states)):
-                    state.wall_time_s += wall  # the runs shared it
-                    save_run(o / "checkpoints" / f"iter-{it:06d}.safetensors", c, _run(params, r),
-                             _run_optimizer(optimizer, params, r), it, o, state)
+    with StopRequest() as stop:  # Ctrl-C: stop after this iteration, with checkpoints
+        for first, (classes, rotations, examples) in draws:
+            chunk = [t.to(dev, non_blocking=True) for t in (classes.long(), rotations.long(), examples.long())]
+            for i in range(len(classes)):
+                it = first + i
+                step(chunk[0][i], chunk[1][i], chunk[2][i])
+                logs = it % config.eval_every == 0 or it == config.iterations
+                out_of_time = (stop.requested or deadline is not None and time.monotonic() > deadline) and it < last
+                saves = it % config.checkpoint_every == 0 or it == last or out_of_time
+                if logs or saves or i == len(classes) - 1:
+                    _check_finite(step, outs, window_start, it, config)
+                if logs:
+                    _log(step, states, configs, outs, model, params, validation, dev, it, it - window_start)
+                    window_start = it
+                if saves:
+                    wall = time.perf_counter() - tic
+                    tic = time.perf_counter()
+                    for r, (c, o, state) in enumerate(zip(configs, outs, states)):
+                        state.wall_time_s += wall  # the runs shared it
+                        save_run(o / "checkpoints" / f"iter-{it:06d}.safetensors", c, _run(params, r),
+                                 _run_optimizer(optimizer, params, r), it, o, state)
+                if out_of_time:
+                    break
+            bar.update(it - bar.n)
             if out_of_time:
+                why = "interrupted" if stop.requested else "time limit reached"
+                tqdm.write(f"repsim: {why} at iteration {it}, checkpoints saved; --resume continues the runs",
+                           file=sys.stderr)
+                last = it
                 break
-        bar.update(it - bar.n)
-        if out_of_time:
-            tqdm.write(f"repsim: time limit reached at iteration {it}; --resume continues the runs",
-                       file=sys.stderr)
-            last = it
-            break
     bar.close()
+    if stop.requested and last < config.iterations:
+        raise KeyboardInterrupt  # the CLI says how to resume
     if last < config.iterations:
         return [o / "checkpoints" / f"iter-{last:06d}.safetensors" for o in outs]
     for r, (c, o, state) in enumerate(zip(configs, outs, states)):

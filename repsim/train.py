@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +63,8 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     ``stop_after`` ends the run early after that many iterations of this call,
     ``time_limit`` after the first iteration past that many seconds (to train in pieces), each
     with a checkpoint where it stops; the final model is then not written and that
-    checkpoint's path is returned.
+    checkpoint's path is returned. Ctrl-C (or SIGTERM) stops it the same way, after the
+    iteration it interrupts, and then raises KeyboardInterrupt; a second one stops at once.
     """
     deadline = None if time_limit is None else time.monotonic() + time_limit
     out = Path(out)
@@ -103,49 +106,82 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
                desc=f"{config.algorithm} {config.dataset} {config.ways}w{config.shots}s",
                disable=not progress)
     tic = time.perf_counter()
-    for it in bar:
-        optimizer.zero_grad(set_to_none=True)
-        loss, acc = _meta_gradient(model, params, config, train_split, it, dev, use_vmap)
-        if not (math.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in params.values()
-                                            if p.grad is not None)):
-            kept = sorted((out / "checkpoints").glob("iter-*.safetensors"))
-            raise RepsimError(f"training diverged at iteration {it} (meta-loss {loss:.4g}, or a "
-                              f"non-finite meta-gradient): lower outer_lr or inner_lr; the last "
-                              f"checkpoint before it is {kept[-1] if kept else 'none (it diverged at once)'}")
-        if config.meta_grad_clip:  # element-wise, as tf.clip_by_value in Finn et al.'s code
-            for p in params.values():
-                if p.grad is not None:
-                    p.grad.clamp_(-config.meta_grad_clip, config.meta_grad_clip)
-        optimizer.step()
-        state.add(loss, acc)
-        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+    with StopRequest() as stop:  # Ctrl-C: stop after this iteration, with a checkpoint
+        for it in bar:
+            optimizer.zero_grad(set_to_none=True)
+            loss, acc = _meta_gradient(model, params, config, train_split, it, dev, use_vmap)
+            if not (math.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in params.values()
+                                                if p.grad is not None)):
+                kept = sorted((out / "checkpoints").glob("iter-*.safetensors"))
+                raise RepsimError(f"training diverged at iteration {it} (meta-loss {loss:.4g}, or a "
+                                  f"non-finite meta-gradient): lower outer_lr or inner_lr; the last "
+                                  f"checkpoint before it is {kept[-1] if kept else 'none (it diverged at once)'}")
+            if config.meta_grad_clip:  # element-wise, as tf.clip_by_value in Finn et al.'s code
+                for p in params.values():
+                    if p.grad is not None:
+                        p.grad.clamp_(-config.meta_grad_clip, config.meta_grad_clip)
+            optimizer.step()
+            state.add(loss, acc)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
 
-        if it % config.eval_every == 0 or it == config.iterations:
-            try:
-                val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
-                                  validation, inner=own_inner_loop(config, model), device=dev,
-                                  progress=False)
-                scores = {"val_accuracy": val.mean, "val_ci95": val.ci95, "val_tasks": val.tasks}
-            except NotFiniteError as e:  # the test-time inner loop diverges, training does not
-                tqdm.write(f"repsim: warning: validation at iteration {it}: {e}", file=sys.stderr)
-                scores = {"val_accuracy": None, "val_ci95": None, "val_tasks": validation.num_tasks}
-            append_jsonl(out / "metrics.jsonl", {"iteration": it, **state.take_window(), **scores})
-        out_of_time = deadline is not None and time.monotonic() > deadline and it < last
-        if it % config.checkpoint_every == 0 or it == last or out_of_time:
-            state.wall_time_s += time.perf_counter() - tic
-            tic = time.perf_counter()
-            save_run(out / "checkpoints" / f"iter-{it:06d}.safetensors", config, params,
-                     optimizer_tensors(optimizer, params), it, out, state)
-        if out_of_time:
-            tqdm.write(f"repsim: time limit reached at iteration {it}; --resume continues the run",
-                       file=sys.stderr)
-            last = it
-            break
+            if it % config.eval_every == 0 or it == config.iterations:
+                try:
+                    val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
+                                      validation, inner=own_inner_loop(config, model), device=dev,
+                                      progress=False)
+                    scores = {"val_accuracy": val.mean, "val_ci95": val.ci95, "val_tasks": val.tasks}
+                except NotFiniteError as e:  # the test-time inner loop diverges, training does not
+                    tqdm.write(f"repsim: warning: validation at iteration {it}: {e}", file=sys.stderr)
+                    scores = {"val_accuracy": None, "val_ci95": None, "val_tasks": validation.num_tasks}
+                append_jsonl(out / "metrics.jsonl", {"iteration": it, **state.take_window(), **scores})
+            out_of_time = deadline is not None and time.monotonic() > deadline
+            stopping = "interrupted" if stop.requested else "time limit reached" if out_of_time else None
+            stopping = stopping if it < last else None
+            if it % config.checkpoint_every == 0 or it == last or stopping:
+                state.wall_time_s += time.perf_counter() - tic
+                tic = time.perf_counter()
+                save_run(out / "checkpoints" / f"iter-{it:06d}.safetensors", config, params,
+                         optimizer_tensors(optimizer, params), it, out, state)
+            if stopping:
+                tqdm.write(f"repsim: {stopping} at iteration {it}, checkpoint saved; --resume continues the run",
+                           file=sys.stderr)
+                last = it
+                break
     bar.close()
+    if stop.requested and last < config.iterations:
+        raise KeyboardInterrupt  # the CLI says how to resume
     if last < config.iterations:
         return out / "checkpoints" / f"iter-{last:06d}.safetensors"
     save_run(final, config, params, optimizer_tensors(optimizer, params), config.iterations, out, state)
     return final
+
+
+class StopRequest:
+    """SIGINT or SIGTERM while training: the first asks the loop to stop after the iteration it
+    interrupts, with a checkpoint (an iteration cut in half cannot be saved, and the work since
+    the last checkpoint, up to ``checkpoint_every`` iterations, would be lost); a second stops
+    at once. Only the main thread may handle signals; elsewhere nothing changes."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._before: dict = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._before[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        tqdm.write("repsim: stopping after this iteration, with a checkpoint (again: stop at once)",
+                   file=sys.stderr)
+
+    def __exit__(self, *_exc) -> None:
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
 
 
 @dataclass

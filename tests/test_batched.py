@@ -82,6 +82,32 @@ def test_a_time_limit_stops_with_a_checkpoint_that_resumes(tmp_path):
                                                     progress=False)))
 
 
+def test_ctrl_c_stops_the_runs_after_the_iteration_with_checkpoints_that_resume(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import repsim.batched as batched
+
+    configs = [tiny("seed=0"), tiny("seed=1")]
+    outs = [tmp_path / "s0", tmp_path / "s1"]
+    call, calls = batched.BatchedStep.__call__, []
+
+    def interrupted_in_the_second(self, *draw):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return call(self, *draw)
+
+    monkeypatch.setattr(batched.BatchedStep, "__call__", interrupted_in_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_runs(configs, outs, device="cpu", progress=False)
+    assert [load_checkpoint(o / "checkpoints" / "iter-000002.safetensors").iteration for o in outs] == [2, 2]
+    monkeypatch.setattr(batched.BatchedStep, "__call__", call)
+    finals = train_runs(configs, outs, device="cpu", progress=False, resume=True)
+    assert _close(_params(finals[1]), _params(train(configs[1], tmp_path / "straight", device="cpu",
+                                                    progress=False)))
+
+
 def test_the_image_bank_gathers_the_tasks_task_from_draw_builds():
     config = tiny("ways=4", "shots=2", "queries=3", "meta_batch_size=3")
     split = load_splits("synthetic", None, seed=0)["train"]

@@ -142,6 +142,72 @@ def test_resumed_run_ends_bit_identical(tmp_path):
     assert (tmp_path / "whole" / "metrics.jsonl").read_text() == (tmp_path / "split" / "metrics.jsonl").read_text()
 
 
+def _resumes_to_the_unbroken_run(config, tmp_path, stopped):
+    train(config, tmp_path / "whole", device="cpu", progress=False)
+    train(config, stopped, device="cpu", progress=False, resume=True)
+    whole = _params_of(tmp_path / "whole" / "model.safetensors")
+    for n, t in _params_of(stopped / "model.safetensors").items():
+        assert torch.equal(whole[n], t), n
+    assert (tmp_path / "whole" / "metrics.jsonl").read_text() == (stopped / "metrics.jsonl").read_text()
+
+
+def test_a_time_limit_stops_after_an_iteration_with_a_checkpoint_off_the_grid(tmp_path, capsys):
+    config = tiny("algorithm=maml", "eval_every=2")  # checkpoints every 3
+    stopped = train(config, tmp_path / "split", device="cpu", progress=False, time_limit=0)
+    assert stopped == tmp_path / "split" / "checkpoints" / "iter-000001.safetensors"
+    assert load_checkpoint(stopped).iteration == 1
+    assert "time limit reached at iteration 1" in capsys.readouterr().err
+    _resumes_to_the_unbroken_run(config, tmp_path, tmp_path / "split")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_after_the_iteration_with_a_checkpoint_and_resumes(tmp_path, monkeypatch, capsys, sig):
+    # without it, Ctrl-C lost every iteration since the last checkpoint (up to checkpoint_every)
+    import signal
+
+    import repsim.train as trainer
+
+    config = tiny("algorithm=maml", "eval_every=2")  # checkpoints every 3
+    meta_gradient = trainer._meta_gradient
+
+    def interrupted_at_4(model, params, config, split, it, *rest):
+        if it == 4:  # the signal arrives in the middle of iteration 4
+            os.kill(os.getpid(), getattr(signal, sig))
+        return meta_gradient(model, params, config, split, it, *rest)
+
+    monkeypatch.setattr(trainer, "_meta_gradient", interrupted_at_4)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "split", device="cpu", progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler  # the user's handler is back
+    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "iter-000004.safetensors").iteration == 4
+    assert not (tmp_path / "split" / "model.safetensors").exists()
+    assert "interrupted at iteration 4, checkpoint saved" in capsys.readouterr().err
+    monkeypatch.setattr(trainer, "_meta_gradient", meta_gradient)
+    _resumes_to_the_unbroken_run(config, tmp_path, tmp_path / "split")
+
+
+def test_cli_ctrl_c_during_training_exits_130_saying_how_to_resume(tmp_path):
+    """The command as a user runs it: SIGINT once its first checkpoint is written."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    sets = TINY[:5] + ["iterations=100000", "checkpoint_every=2", "eval_every=1000"]
+    cmd = [sys.executable, "-m", "repsim", "train", "--quiet", "--out", str(out)] + [
+        a for item in sets for a in ("--set", item)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/iter-*.safetensors")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err and "--resume" in err and "Traceback" not in err
+    last = sorted(out.glob("checkpoints/iter-*.safetensors"))[-1]
+    assert load_checkpoint(last).iteration == int(last.stem.split("-")[1]) >= 2
+
+
 def test_resuming_a_finished_run_rewrites_nothing(tmp_path):
     config = tiny("iterations=3")
     final = train(config, tmp_path / "r", device="cpu", progress=False)
