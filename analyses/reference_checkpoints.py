@@ -41,7 +41,7 @@ from repsim.io import atomic_write_text
 from repsim.report import write_report
 from repsim.reproduce import analysis_plan
 from repsim.runner import ANALYSES, run_analysis
-from repsim.study import evaluate_checkpoint
+from repsim.study import TestProtocol, evaluate_checkpoint
 
 FIELDS = ["path", "run", "algorithm", "dataset", "ways", "shots", "seed", "iteration",
           "iterations_planned", "reduced_schedule", "conventions", "devices", "wall_time_s",
@@ -143,7 +143,7 @@ def analyse(out: Path, rows: list[dict], tasks: int, analysis_tasks: int, data_r
     results = out / "results"
     for name, checkpoints, n in analysis_plan(finals, {n: out / n for n in finals}, tasks, analysis_tasks):
         if only is None or name in only:
-            run_analysis(name, checkpoints, results, tasks=n, data_root=data_root, progress=True)
+            run_analysis(name, checkpoints, results, TestProtocol(tasks=n, data_root=data_root), progress=True)
     return write_report(results, title="repsim reference checkpoints: Omniglot "
                         f"{rows[0]['ways']}-way {rows[0]['shots']}-shot")
 

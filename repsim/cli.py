@@ -79,7 +79,7 @@ def _evaluate(args) -> None:
     r = evaluate_checkpoint(args.checkpoint, tasks=args.tasks, inner_steps=args.inner_steps,
                             seed=args.seed, split=args.split, data_root=args.data_root,
                             queries=args.queries, nil=args.nil, device=args.device,
-                            overrides=args.set or [], progress=not args.quiet)
+                            overrides=args.given, progress=not args.quiet)
     print(f"trained and tested with {r['convention_summary']}"
           + (f"; tested with {r['test_overrides']}" if r["test_overrides"] else ""))
     if Path(r["checkpoint"]).name.startswith("iter-"):  # an intermediate one (a run folder not finished)
@@ -166,15 +166,16 @@ def _bench(args) -> None:
 
 def _analyze(args) -> None:
     from repsim.runner import run_analysis
+    from repsim.study import TestProtocol
 
     frozen = None
     if args.frozen:
         frozen = [[] if f in ("", "none") else f.split(",") for f in args.frozen]
-    path = run_analysis(args.analysis, args.checkpoints, args.out, tasks=args.tasks, seed=args.seed,
-                        ways=args.ways, shots=args.shots, queries=args.queries,
-                        steps=args.inner_steps, layers=_flat(args.layers), frozen_sets=frozen,
-                        data_root=args.data_root, device=args.device, overrides=args.set or [],
-                        replace=args.replace, progress=not args.quiet)
+    protocol = TestProtocol(tasks=args.tasks, seed=args.seed, ways=args.ways, shots=args.shots,
+                            queries=args.queries, steps=args.inner_steps, overrides=args.given,
+                            data_root=args.data_root, device=args.device)
+    path = run_analysis(args.analysis, args.checkpoints, args.out, protocol, layers=_flat(args.layers),
+                        frozen_sets=frozen, replace=args.replace, progress=not args.quiet)
     print(summary_text(path))
     study = _provenance(path).get("study", {})
     if study.get("queries") and study.get("ways"):
@@ -466,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, metavar="DIR", help="results folder")
     test_tasks(a)
     a.add_argument("--inner-steps", type=int, help="test-time inner steps (default: each checkpoint's)")
-    a.add_argument("--queries", type=int, default=15, help="query points per class, as in the paper's "
-                   "representation analyses")
+    a.add_argument("--queries", type=int, help="query points per class, as in the paper's "
+                   "representation analyses (default: 15)")
     a.add_argument("--ways", type=int, help="default: the first checkpoint's")
     a.add_argument("--shots", type=int, help="default: the first checkpoint's")
     layers(a, "layers to compare")
@@ -555,9 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     apply()
     args = build_parser().parse_args(argv)
     try:
-        if getattr(args, "set", None):
-            from repsim.config import parse_overrides
-            parse_overrides(args.set, once=True)
+        # --set read once, here: a key given twice is a slip, not a plan (evaluate and analyze
+        # test by these; train and import compose them with a config file)
+        from repsim.config import parse_overrides
+        args.given = parse_overrides(getattr(args, "set", None) or [], once=True)
         args.func(args)
     except RepsimError as e:
         print(f"repsim: error: {e}", file=sys.stderr)

@@ -34,7 +34,7 @@ import math
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, Mapping, get_args, get_type_hints
 
 import yaml
 
@@ -383,34 +383,38 @@ def parse_overrides(overrides=(), *, once: bool = False) -> dict[str, str]:
 TESTABLE_KEYS = ("inner_lr", "inner_loss", "adapt_batchnorm", "inner_steps_test", "test_queries")
 
 
-def tested_with(config: Config, overrides: list[str] = ()) -> Config:
-    """``config`` with ``key=value`` overrides of how the trained model is tested, e.g.
-    ``inner_lr=0.4`` to test a Finn-convention checkpoint with a mean-loss step."""
-    if not overrides:
-        return config
-    values = config.to_dict()
-    given = parse_overrides(overrides)
-    for key, value in given.items():
+def check_testable(given: Mapping[str, str]) -> None:
+    """Refuse a ``--set`` key that a trained model's test cannot change: an unknown key, or one
+    fixed by its training (the network, its data, how it was trained)."""
+    for key in given:
         if key not in KEYS:
             raise RepsimError(f"unknown key {key} in --set: at test time --set takes only "
                               f"{', '.join(TESTABLE_KEYS)}")
         if key not in TESTABLE_KEYS:
             raise RepsimError(f"--set {key}=... cannot change a trained model's test ({key} is fixed "
                               f"by its training): at test time set only {', '.join(TESTABLE_KEYS)}")
-        values[key] = value
-    return from_dict(values, source="--set").resolved()
 
 
-def check_test_flags(overrides=(), *, inner_steps: int | None = None, queries: int | None = None,
+def tested_with(config: Config, given: Mapping[str, str]) -> Config:
+    """``config`` with ``given`` changes of how the trained model is tested ({key: value}, as
+    :func:`parse_overrides` reads ``--set``), e.g. ``{"inner_lr": "0.4"}`` to test a
+    Finn-convention checkpoint with a mean-loss step."""
+    if not given:
+        return config
+    check_testable(given)
+    return from_dict({**config.to_dict(), **given}, source="--set").resolved()
+
+
+def check_test_flags(given: Mapping[str, str], *, inner_steps: int | None = None, queries: int | None = None,
                      nil: bool = False) -> None:
-    """Refuse a flag and a ``--set`` key that both say how a model is tested (the flag would
-    win unseen while the record named the key), and inner steps for NIL, which has none."""
-    keys = parse_overrides(overrides)
+    """Refuse a flag and a ``--set`` key (``given``, parsed) that both say how a model is tested
+    (the flag would win unseen while the record named the key), and inner steps for NIL, which
+    has none."""
     for flag, value, key in (("--inner-steps", inner_steps, "inner_steps_test"),
                              ("--queries", queries, "test_queries")):
-        if value is not None and key in keys:
+        if value is not None and key in given:
             raise RepsimError(f"{flag} and --set {key}=... both set the test protocol: give one of them")
-    if nil and (inner_steps is not None or "inner_steps_test" in keys):
+    if nil and (inner_steps is not None or "inner_steps_test" in given):
         raise RepsimError("--nil tests without an inner loop: leave out --inner-steps and inner_steps_test")
 
 

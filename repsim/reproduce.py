@@ -23,6 +23,7 @@ from repsim.config import from_dict
 from repsim.errors import RepsimError
 from repsim.results import check_writable
 from repsim.runner import run_analysis
+from repsim.study import TestProtocol
 from repsim.train import saved_config, train
 
 
@@ -113,7 +114,7 @@ def reproduce(*, dataset: str = "synthetic", data_root: str | None = None,
     for name, checkpoints, tasks in plan:
         print(f"  {name} ({tasks} test tasks)")
         # the folder is this command's own: a profile or data set run again rewrites it whole
-        run_analysis(name, checkpoints, results, tasks=tasks, data_root=data_root, device=device,
+        run_analysis(name, checkpoints, results, TestProtocol(tasks=tasks, data_root=data_root, device=device),
                      replace=True, progress=progress)
 
     print("[3/3] writing the report")

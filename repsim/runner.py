@@ -27,13 +27,11 @@ from tqdm import tqdm
 
 from repsim import measures
 from repsim.checkpoint import latest_in, load_checkpoint
-from repsim.config import check_test_flags, parse_overrides
 from repsim.errors import RepsimError
-from repsim.evaluate import check_counts
 from repsim.io import atomic_write_bytes, atomic_write_text
 from repsim.results import ANALYSES, analysis_name, check_writable, exclusive, result_stem, write_result
 from repsim.statistics import cross_extras, cross_layers, decompose_freezing, seed_means, summarise
-from repsim.study import Study, assign_labels
+from repsim.study import Study, TestProtocol, assign_labels
 
 
 @dataclass(frozen=True)
@@ -98,42 +96,43 @@ assert tuple(REGISTRY) == ANALYSES, "results.ANALYSES lists every analysis of th
 FLAGS = {"steps": "--inner-steps", "layers": "--layers", "frozen_sets": "--frozen"}
 
 
-def check_options(analysis: Analysis, **given) -> None:
+def check_options(analysis: Analysis, options: Options) -> None:
     """Refuse an option the analysis would not use (it used to be ignored without a word)."""
-    for option, value in given.items():
+    for option, value in dataclasses.asdict(options).items():
         if value is not None and option not in analysis.uses:
             users = [a.name for a in REGISTRY.values() if option in a.uses]
             raise RepsimError(f"analyze {analysis.name} does not use {FLAGS[option]}: leave it out "
                               f"(it applies to {', '.join(users)})")
 
 
-def run_analysis(name: str, checkpoints, out, *, tasks: int = 600, seed: int = 0,
-                 ways: int | None = None, shots: int | None = None, queries: int = 15,
-                 steps: int | None = None, layers=None, frozen_sets=None,
-                 data_root: str | None = None, device: str = "auto", overrides=(),
-                 replace: bool = False, progress: bool = True) -> Path:
-    """Run analysis ``name`` on ``checkpoints`` (files or, for through-training, a run folder)
-    and write its tables and provenance into the results folder ``out``. One process at a
-    time may run an analysis into a folder (another one gets a clear refusal)."""
+# the representation analyses' query points per class, as in the paper
+ANALYSIS_QUERIES = 15
+
+
+def run_analysis(name: str, checkpoints, out, protocol: TestProtocol | None = None, *, layers=None,
+                 frozen_sets=None, replace: bool = False, progress: bool = True) -> Path:
+    """Run analysis ``name`` on ``checkpoints`` (files or, for through-training, run folders),
+    every model tested by ``protocol`` (default: 600 tasks; its queries default to 15 per
+    class), and write its tables and provenance into the results folder ``out``. One process
+    at a time may run an analysis into a folder (another one gets a clear refusal)."""
     name = analysis_name(name)
-    check_options(REGISTRY[name], steps=steps, layers=layers, frozen_sets=frozen_sets)
+    protocol = protocol or TestProtocol()
+    if protocol.queries is None:
+        protocol = dataclasses.replace(protocol, queries=ANALYSIS_QUERIES)
+    options = Options(steps=protocol.steps, layers=layers, frozen_sets=frozen_sets)
+    check_options(REGISTRY[name], options)
     for what, values in (("--frozen", [",".join(f) or "none" for f in frozen_sets or []]), ("--layers", layers or [])):
         twice = sorted({v for v in values if values.count(v) > 1})
         if twice:  # the report keys rows on them: one set twice broke it after the analysis ran
             raise RepsimError(f"{what} gives {', '.join(twice)} more than once: give each once")
-    check_counts(tasks=tasks, queries=queries, inner_steps=steps)
-    check_test_flags(overrides, inner_steps=steps)
-    if "test_queries" in parse_overrides(overrides):  # every model is tested on the study's queries
-        raise RepsimError(f"analyze tests every model on --queries query points per class ({queries} "
+    if "test_queries" in protocol.overrides:  # every model is tested on the study's queries
+        raise RepsimError(f"analyze tests every model on --queries query points per class ({protocol.queries} "
                           f"now): give --queries, not --set test_queries")
     new_folder = not Path(out).exists()
     check_writable(out)
     with exclusive(Path(out), name):
         try:
-            return _run_analysis(name, checkpoints, out, tasks=tasks, seed=seed, ways=ways,
-                                 shots=shots, queries=queries, steps=steps, layers=layers,
-                                 frozen_sets=frozen_sets, data_root=data_root, device=device,
-                                 overrides=tuple(overrides), replace=replace, progress=progress)
+            return _run_analysis(name, checkpoints, out, protocol, options, replace=replace, progress=progress)
         except BaseException:
             if new_folder:  # still holding the lock, so no other run of it is using the folder
                 _remove_if_unused(Path(out), name)
@@ -192,8 +191,7 @@ def check_earlier_result(out: Path, name: str, study: dict, labels: list[str]) -
                           f"or --replace to overwrite it")
 
 
-def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, steps, layers,
-                  frozen_sets, data_root, device, overrides, replace, progress) -> Path:
+def _run_analysis(name, checkpoints, out, protocol: TestProtocol, options: Options, *, replace, progress) -> Path:
     analysis = REGISTRY[name]
     checkpoints = [Path(c) for c in checkpoints]
     if not checkpoints:
@@ -201,15 +199,12 @@ def _run_analysis(name, checkpoints, out, *, tasks, seed, ways, shots, queries, 
     measured = analysis.checkpoints(checkpoints)
     labels = assign_labels(measured)
     first = analysis.checkpoints(checkpoints[:1])[-1]
-    study = Study.for_checkpoint(load_checkpoint(first, weights=False), ways=ways, shots=shots, queries=queries,
-                                 num_tasks=tasks, seed=seed, data_root=data_root, device=device,
-                                 overrides=overrides, progress=progress, labels=labels)
-    made = {**study.provenance(), "inner_steps": steps if steps is not None
-            else "each checkpoint's test_inner_steps", "layers": layers, "frozen_sets": frozen_sets}
+    study = Study.for_protocol(load_checkpoint(first, weights=False), protocol, progress=progress, labels=labels)
+    made = {**study.provenance(), "inner_steps": options.steps if options.steps is not None
+            else "each checkpoint's test_inner_steps", "layers": options.layers, "frozen_sets": options.frozen_sets}
     if not replace:
         check_earlier_result(Path(out), name, made, list(labels.values()))
     study.tasks  # build (and validate) the task list before any work
-    options = Options(steps=steps, layers=layers, frozen_sets=frozen_sets)
     if analysis.per_checkpoint:
         parts = Parts(Path(out) / ".partial" / name, study, dataclasses.asdict(options))
         rows = parts.concat(measured, lambda c: analysis.measure(study, c, options))

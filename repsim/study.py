@@ -13,11 +13,12 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
 from repsim.checkpoint import Checkpoint, latest_in, load_checkpoint, read_metadata
-from repsim.config import check_test_flags, tested_with
+from repsim.config import check_test_flags, check_testable, parse_overrides, tested_with
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
 from repsim.errors import RepsimError
@@ -73,6 +74,43 @@ class Model:
                 **c.conventions_used(), "convention_summary": c.describe_conventions()}
 
 
+@dataclass(frozen=True)
+class TestProtocol:
+    """How every model of a study is tested, fixed once before any work (the command line builds
+    it from its flags): the task list (``tasks`` tasks drawn with ``seed``, ``ways`` and ``shots``
+    (None: the first checkpoint's), ``queries`` points per class (None: each checkpoint's
+    ``test_queries``)), the inner loop's ``steps`` (None: each checkpoint's test-time steps), and
+    ``overrides``, changes to the checkpoints' own test-time keys (``--set``: a {key: value} dict, or
+    ``key=value`` strings, parsed here once). ``data_root`` and ``device``: where the test images
+    are and where the models run. Built, it has been checked: counts, keys a test may change,
+    ``steps`` and ``inner_steps_test`` not both given (whether ``test_queries`` may be given
+    beside ``queries`` is for the command to say: evaluate refuses both, analyze the key)."""
+    __test__ = False  # not a test class, for pytest
+    tasks: int = 600
+    seed: int = 0
+    ways: int | None = None
+    shots: int | None = None
+    queries: int | None = None
+    steps: int | None = None
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    data_root: str | None = None
+    device: str = "auto"
+
+    def __post_init__(self):
+        given = self.overrides
+        if not isinstance(given, Mapping):
+            given = parse_overrides(given, once=True)
+        object.__setattr__(self, "overrides", dict(given))
+        check_counts(tasks=self.tasks, queries=self.queries, inner_steps=self.steps)
+        check_testable(self.overrides)
+        check_test_flags(self.overrides, inner_steps=self.steps)  # queries: the command's own rule
+
+
+def overrides_text(given: Mapping[str, str]) -> str:
+    """``--set`` changes as the results and reports record them: ``key=value`` ..."""
+    return " ".join(f"{k}={v}" for k, v in given.items())
+
+
 @dataclass
 class Study:
     """The shared test protocol: which tasks, how many, on what device.
@@ -93,7 +131,7 @@ class Study:
     rotate: bool | None = None
     image_resize: str | None = None
     device: str = "auto"
-    overrides: tuple[str, ...] = ()  # key=value: how every checkpoint is tested (config.tested_with)
+    overrides: Mapping[str, str] = field(default_factory=dict)  # how every checkpoint is tested (config.tested_with)
     progress: bool = True
     labels: dict[str, str] = field(default_factory=dict)  # resolved path -> label
     _tasks: TaskList | None = field(default=None, repr=False)
@@ -106,6 +144,14 @@ class Study:
                     image_resize=c.image_resize)
         base.update({k: v for k, v in kwargs.items() if v is not None})
         return cls(**base)
+
+    @classmethod
+    def for_protocol(cls, ckpt: Checkpoint, protocol: "TestProtocol", **kwargs) -> "Study":
+        """The study that tests by ``protocol``, on ``ckpt``'s data set, split and image conventions."""
+        given = dict(ways=protocol.ways, shots=protocol.shots, queries=protocol.queries, num_tasks=protocol.tasks,
+                     seed=protocol.seed, data_root=protocol.data_root, device=protocol.device,
+                     overrides=protocol.overrides)
+        return cls.for_checkpoint(ckpt, **{**given, **kwargs})
 
     @property
     def dev(self) -> torch.device:
@@ -132,7 +178,7 @@ class Study:
         return {"dataset": self.dataset, "split": self.split, "split_scheme": self.split_scheme,
                 "split_seed": self.split_seed, "rotate": self.rotate,
                 "image_resize": self.image_resize, "ways": self.ways, "shots": self.shots, "queries": self.queries,
-                "tasks": self.num_tasks, "task_seed": self.seed, "test_overrides": " ".join(self.overrides),
+                "tasks": self.num_tasks, "task_seed": self.seed, "test_overrides": overrides_text(self.overrides),
                 "confidence_interval": CI_TEXT,
                 "conventions": CONVENTION_TEXT}
 
@@ -191,24 +237,23 @@ class Study:
 def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None = None,
                         seed: int = 0, split: str = "test", data_root: str | None = None,
                         queries: int | None = None, nil: bool = False, device: str = "auto",
-                        overrides: list[str] = (), progress: bool = True) -> dict:
+                        overrides=(), progress: bool = True) -> dict:
     """Score a checkpoint on ``tasks`` fixed tasks of ``split``; returns a flat record.
 
     The inner loop is the one the checkpoint was trained with (:func:`own_inner_loop`;
     no-inner-loop regimes adapt a fresh head), run for ``inner_steps`` (default: the
     config's test-time steps), on ``queries`` query points per class (default: the config's
-    ``test_queries``). ``nil`` scores with NIL testing instead. ``overrides`` (``key=value``,
-    :func:`repsim.config.tested_with`) change how it is tested, e.g. its inner step size. The
+    ``test_queries``). ``nil`` scores with NIL testing instead. ``overrides`` (``key=value``
+    strings or a dict, :class:`TestProtocol`) change how it is tested, e.g. its inner step size. The
     record carries every convention the checkpoint was trained and tested with.
     """
-    check_counts(tasks=tasks, queries=queries, inner_steps=inner_steps)
-    check_test_flags(overrides, inner_steps=inner_steps, queries=queries, nil=nil)
+    protocol = TestProtocol(tasks=tasks, seed=seed, queries=queries, steps=inner_steps, overrides=overrides,
+                            data_root=data_root or None, device=device)
+    check_test_flags(protocol.overrides, queries=queries, nil=nil, inner_steps=inner_steps)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    c = tested_with(ckpt.config, overrides)  # refuses keys fixed by training, before any work
+    c = tested_with(ckpt.config, protocol.overrides)
     queries = c.test_queries if queries is None else queries
-    study = Study.for_checkpoint(ckpt, queries=queries, num_tasks=tasks, seed=seed, split=split,
-                                 data_root=data_root or None, device=device,
-                                 overrides=tuple(overrides), progress=progress)
+    study = Study.for_protocol(ckpt, protocol, queries=queries, split=split, progress=progress)
     study.dev  # an unknown or missing device is refused before the data are read
     study.tasks
     m = study.load(ckpt)
@@ -220,7 +265,7 @@ def evaluate_checkpoint(checkpoint, *, tasks: int = 600, inner_steps: int | None
             "inner_lr": c.inner_lr, "mode": "nil" if nil else "inner-loop", "seed": seed,
             "tasks": score.tasks, "accuracy": score.mean, "ci95": score.ci95,
             "reduced_schedule": c.reduced, **c.conventions_used(),
-            "convention_summary": c.describe_conventions(), "test_overrides": " ".join(overrides)}
+            "convention_summary": c.describe_conventions(), "test_overrides": overrides_text(protocol.overrides)}
 
 
 def default_label(algorithm: str, seed: int, iteration: int, name: str | None = None) -> str:

@@ -18,6 +18,7 @@ from repsim.checkpoint import Checkpoint, load_checkpoint, read_metadata, save_c
 from repsim.config import load_config
 from repsim.errors import RepsimError
 from repsim.model import model_for
+from repsim.study import TestProtocol
 from repsim.train import train
 
 
@@ -57,13 +58,13 @@ def test_01_two_checkpoints_with_one_label_are_told_apart_or_refused_never_poole
 
 
 def test_02_a_damaged_analysis_part_is_computed_again(run, tmp_path):
-    kwargs = dict(tasks=3, device="cpu", progress=False)
-    runner.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", **kwargs)
+    protocol = TestProtocol(tasks=3, device="cpu")
+    runner.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", protocol, progress=False)
     good = pd.read_csv(tmp_path / "res" / "freezing.csv")
     part = next((tmp_path / "res" / ".partial" / "freezing").glob("*.csv"))
     for damage in (lambda b: b[: len(b) // 2], lambda b: b"garbage\n1,2\n"):
         part.write_bytes(damage(part.read_bytes()))
-        runner.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", **kwargs)
+        runner.run_analysis("freezing", [run / "model.safetensors"], tmp_path / "res", protocol, progress=False)
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "res" / "freezing.csv"), good)
 
 
@@ -129,8 +130,8 @@ def test_06_two_processes_running_one_analysis_into_one_folder(run, tmp_path):
         assert code == 2
         one_line(err, f"process {os.getpid()} is running the freezing analysis", "another --out")
         # another analysis may share the folder
-        runner.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=3,
-                              device="cpu", progress=False)
+        runner.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res",
+                            TestProtocol(tasks=3, device="cpu"), progress=False)
     assert not (tmp_path / "res" / "freezing.csv").exists()
 
 
@@ -356,12 +357,12 @@ def test_22_a_config_that_is_not_utf8_or_gives_a_key_twice_is_refused(tmp_path, 
         load_config(tmp_path / "good.yaml", ["foo=1"])  # not "in good.yaml"
     from repsim.config import tested_with
     with pytest.raises(RepsimError, match=r"unknown key foo in --set: at test time"):  # not "fixed by its training"
-        tested_with(load_config(None, ["dataset=synthetic"]), ["foo=1"])
+        tested_with(load_config(None, ["dataset=synthetic"]), {"foo": "1"})
 
 
 def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path, capsys):
-    runner.run_analysis("similarity", [run / "model.safetensors"], tmp_path / "res", tasks=3,
-                          device="cpu", progress=False)
+    runner.run_analysis("similarity", [run / "model.safetensors"], tmp_path / "res",
+                        TestProtocol(tasks=3, device="cpu"), progress=False)
     table = tmp_path / "res" / "similarity.csv"
     whole = table.read_bytes()
     assert in_cli(capsys, "report", tmp_path / "res")[0] == 0
@@ -410,8 +411,8 @@ def test_32_messages_that_named_the_wrong_fix(run, tmp_path, capsys):
     assert code == 2 and not (tmp_path / "x.safetensors").exists()
     one_line(err, "is already a repsim checkpoint", "no import needed")
     # a results folder with a table but not its provenance (the message listed every table as absent)
-    runner.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=2,
-                          device="cpu", progress=False)
+    runner.run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res",
+                        TestProtocol(tasks=2, device="cpu"), progress=False)
     (tmp_path / "res" / "accuracy.json").unlink()
     code, _, err = in_cli(capsys, "report", tmp_path / "res")
     assert code == 2

@@ -84,10 +84,12 @@ def test_44_probe_refuses_a_folder_of_someone_elses_files_and_a_second_probe(run
 @pytest.mark.parametrize("damage", ["missing", "damaged"])
 def test_45_a_table_without_readable_provenance_is_not_silently_cut_to_a_subset(run, tmp_path, capsys, damage):
     from repsim.runner import run_analysis
+    from repsim.study import TestProtocol
     from repsim.train import train
     other = train(config("seed=1"), tmp_path / "other", device="cpu", progress=False)
     res = tmp_path / "res"
-    run_analysis("accuracy", [run / "model.safetensors", other], res, tasks=2, device="cpu", progress=False)
+    run_analysis("accuracy", [run / "model.safetensors", other], res, TestProtocol(tasks=2, device="cpu"),
+                 progress=False)
     if damage == "missing":
         (res / "accuracy.json").unlink()
     else:
@@ -303,7 +305,9 @@ def test_53d_metadata_and_provenance_of_wrong_types_are_one_line(run, tmp_path, 
     one_line(err, "extra.devices is 5, not a list of devices")
 
     from repsim.runner import run_analysis
-    run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=2, device="cpu", progress=False)
+    from repsim.study import TestProtocol
+    run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", TestProtocol(tasks=2, device="cpu"),
+                 progress=False)
     meta = tmp_path / "res" / "accuracy.json"
     record = json_.loads(meta.read_text())
     record["checkpoints"][0]["iteration"] = "five"
@@ -385,7 +389,9 @@ def test_55_a_results_folder_of_a_future_format_is_refused_by_the_report(run, tm
     import json as json_
 
     from repsim.runner import run_analysis
-    run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", tasks=2, device="cpu", progress=False)
+    from repsim.study import TestProtocol
+    run_analysis("accuracy", [run / "model.safetensors"], tmp_path / "res", TestProtocol(tasks=2, device="cpu"),
+                 progress=False)
     meta = tmp_path / "res" / "accuracy.json"
     record = json_.loads(meta.read_text())
     assert record["format"] == "repsim-results-1"

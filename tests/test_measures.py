@@ -1,5 +1,6 @@
 """Analyses and probing, checked against what the algorithms guarantee by construction."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from repsim.evaluate import nil_logits
 from repsim.meta import InnerLoop
 from repsim.probe import iter_probes, probe_task, save_probes
 from repsim.runner import run_analysis
-from repsim.study import Study
+from repsim.study import Study, TestProtocol
 from repsim.train import train
 
 SETTINGS = ["dataset=synthetic", "ways=5", "shots=1", "queries=3", "filters=16",
@@ -143,8 +144,8 @@ def test_cross_analysis_writes_table_3_with_seeds_apart_and_the_report_only_read
         other.params[name] = other.params[name][order]
     other.params["head.weight"] = other.params["head.weight"][:, order]
     copy = save_checkpoint(tmp_path / "maml-seed1.safetensors", other)
-    run_analysis("cross", [runs["maml"], runs["anil"], copy], tmp_path / "r", tasks=3, queries=5,
-                 device="cpu", progress=False)
+    run_analysis("cross", [runs["maml"], runs["anil"], copy], tmp_path / "r",
+                 TestProtocol(tasks=3, queries=5, device="cpu"), progress=False)
     rows = pd.read_csv(tmp_path / "r" / "cross_tasks.csv")
     assert {(a.split("-")[0], sa, b.split("-")[0], sb, same) for a, b, sa, sb, same in
             zip(rows.model_a, rows.model_b, rows.seed_a, rows.seed_b, rows.same_seed)} == {
@@ -178,12 +179,13 @@ def test_unwritable_results_folder_fails_before_any_work(runs, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(RepsimError, match="cannot write results"):
-        run_analysis("accuracy", [runs["maml"]], blocker / "results", tasks=4, device="cpu", progress=False)
+        run_analysis("accuracy", [runs["maml"]], blocker / "results", TestProtocol(tasks=4, device="cpu"),
+                     progress=False)
 
 
 def test_run_analysis_writes_tables_and_provenance(runs, tmp_path):
-    path = run_analysis("similarity", [runs["maml"], runs["anil"]], tmp_path, tasks=4, queries=5,
-                        device="cpu", progress=False)
+    path = run_analysis("similarity", [runs["maml"], runs["anil"]], tmp_path,
+                        TestProtocol(tasks=4, queries=5, device="cpu"), progress=False)
     table = pd.read_csv(path)
     assert set(table.algorithm) == {"maml", "anil"} and set(table.measure) == {"cca", "cka"}
     meta = json.loads((tmp_path / "similarity.json").read_text())
@@ -433,27 +435,28 @@ def test_analysis_parts_are_reused_only_for_unchanged_checkpoints(runs, tmp_path
     real = measures.freezing
     monkeypatch.setattr(measures, "freezing",
                         lambda study, c, **kw: analysed.append(Path(c).name) or real(study, c, **kw))
-    common = dict(tasks=3, queries=5, device="cpu", progress=False)
+    protocol = TestProtocol(tasks=3, queries=5, device="cpu")
 
-    run_analysis("freezing", [maml], tmp_path / "resumed", **common)
-    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "resumed", **common)
+    run_analysis("freezing", [maml], tmp_path / "resumed", protocol, progress=False)
+    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "resumed", protocol, progress=False)
     assert analysed == ["maml.safetensors", "model.safetensors"]  # maml's part was reused
-    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "fresh", **common)
+    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "fresh", protocol, progress=False)
     resumed, fresh = ((tmp_path / d / "freezing.csv").read_text() for d in ("resumed", "fresh"))
     assert resumed == fresh
     direct = pd.concat([real(study_for(c, num_tasks=3), c) for c in (maml, runs["anil"])])
     assert fresh == direct.to_csv(index=False)  # the CSV round trip of the parts loses nothing
 
     # other tasks, another inner loop or changed weights: analysed again
-    for changed in (dict(common, tasks=4), dict(common, queries=3), dict(common, steps=1)):
+    for changed in (dict(tasks=4), dict(queries=3), dict(steps=1)):
         analysed.clear()
-        run_analysis("freezing", [maml], tmp_path / "resumed", replace=True, **changed)
+        run_analysis("freezing", [maml], tmp_path / "resumed", dataclasses.replace(protocol, **changed),
+                     replace=True, progress=False)
         assert analysed == ["maml.safetensors"], changed
     ckpt = load_checkpoint(maml)
     ckpt.params["head.bias"] = ckpt.params["head.bias"] + 1.0
     save_checkpoint(maml, ckpt)
     analysed.clear()
-    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "resumed", replace=True, **common)
+    run_analysis("freezing", [maml, runs["anil"]], tmp_path / "resumed", protocol, replace=True, progress=False)
     assert analysed == ["maml.safetensors"]
 
 
@@ -461,19 +464,21 @@ def test_an_analysis_run_again_with_other_options_is_refused_not_silently_replac
     """Rows made with other tasks (or leaving models out) must not replace a table unseen;
     more models with the same options are added; --replace overwrites on purpose."""
     out = tmp_path / "results"
-    common = dict(tasks=3, queries=5, device="cpu", progress=False, frozen_sets=[["conv1"]])
-    run_analysis("freezing", [runs["maml"]], out, **common)
+    protocol = TestProtocol(tasks=3, queries=5, device="cpu")
+    common = dict(progress=False, frozen_sets=[["conv1"]])
+    run_analysis("freezing", [runs["maml"]], out, protocol, **common)
     first = (out / "freezing.csv").read_text()
     with pytest.raises(RepsimError, match=r"tasks=3, this run has tasks=4: use another --out, or --replace"):
-        run_analysis("freezing", [runs["maml"]], out, **dict(common, tasks=4))
+        run_analysis("freezing", [runs["maml"]], out, dataclasses.replace(protocol, tasks=4), **common)
     with pytest.raises(RepsimError, match=r"inner_lr=0.1"):  # how the models are tested is an option too
-        run_analysis("freezing", [runs["maml"]], out, overrides=["inner_lr=0.1"], **common)
+        run_analysis("freezing", [runs["maml"]], out, dataclasses.replace(protocol, overrides={"inner_lr": "0.1"}),
+                     **common)
     assert (out / "freezing.csv").read_text() == first
-    run_analysis("freezing", [runs["maml"], runs["anil"]], out, **common)  # a model added
+    run_analysis("freezing", [runs["maml"], runs["anil"]], out, protocol, **common)  # a model added
     assert len(pd.read_csv(out / "freezing.csv")) == 2
     with pytest.raises(RepsimError, match=r"also holds .*which this run leaves out"):
-        run_analysis("freezing", [runs["anil"]], out, **common)
-    run_analysis("freezing", [runs["maml"]], out, replace=True, **dict(common, tasks=4))
+        run_analysis("freezing", [runs["anil"]], out, protocol, **common)
+    run_analysis("freezing", [runs["maml"]], out, dataclasses.replace(protocol, tasks=4), replace=True, **common)
     table = pd.read_csv(out / "freezing.csv")
     assert len(table) == 1 and table.tasks.iloc[0] == 4
 
@@ -493,7 +498,8 @@ def test_test_time_overrides_change_the_inner_loop_and_are_recorded(runs, tmp_pa
     assert small["inner_lr"] == 0.05 and small["inner_loss"] == "mean"
     with pytest.raises(RepsimError, match="filters is fixed by its training"):
         evaluate_checkpoint(runs["maml"], overrides=["filters=8"], **common)
-    path = run_analysis("accuracy", [runs["maml"]], tmp_path, overrides=["inner_lr=0.05"], **common)
+    path = run_analysis("accuracy", [runs["maml"]], tmp_path,
+                        TestProtocol(tasks=3, queries=5, device="cpu", overrides=["inner_lr=0.05"]), progress=False)
     made = json.loads(path.with_suffix(".json").read_text())
     assert made["study"]["test_overrides"] == "inner_lr=0.05" and made["checkpoints"][0]["inner_lr"] == 0.05
 
@@ -502,12 +508,12 @@ def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_p
     """Through-training's parts are its intermediate checkpoints; rows with an empty layer
     (the accuracies) come back from them unchanged."""
     run_dir = runs["maml"].parent
-    common = dict(tasks=3, queries=5, device="cpu", progress=False)
-    first = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, **common))
+    protocol = TestProtocol(tasks=3, queries=5, device="cpu")
+    first = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, protocol, progress=False))
     real, analysed = measures.checkpoint_in_training, []
     monkeypatch.setattr(measures, "checkpoint_in_training",
                         lambda study, c, **kw: analysed.append(c) or real(study, c, **kw))
-    again = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, **common))
+    again = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, protocol, progress=False))
     assert analysed == []
     direct = measures.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
     pd.testing.assert_frame_equal(first, again)
@@ -539,8 +545,8 @@ def test_a_run_published_from_another_folder_joins_the_manifest(runs, tmp_path, 
 def test_an_analysis_part_with_no_rows_is_not_kept(runs, tmp_path):
     out = tmp_path / "results"
     for _ in range(2):  # the second run must not trip over a part the first one left
-        run_analysis("freezing", [runs["maml"]], out, tasks=3, queries=5, frozen_sets=[],
-                     device="cpu", progress=False)
+        run_analysis("freezing", [runs["maml"]], out, TestProtocol(tasks=3, queries=5, device="cpu"), frozen_sets=[],
+                     progress=False)
     assert not list(out.glob(".partial/freezing/*.csv"))
 
 
