@@ -363,7 +363,6 @@ def _analysis(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     import repsim
-    from repsim.names import ANALYSES, DATASETS
 
     p = argparse.ArgumentParser(prog="repsim", formatter_class=_Help, description=(
         "Train meta-learners (MAML, first-order MAML, ANIL, BOIL, multiclass, multitask) and "
@@ -371,40 +370,52 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'repsim COMMAND --help' for a command's options and examples.")
     p.add_argument("--version", action="version", version=f"repsim {repsim.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_train_parser, _evaluate_parser, _import_parser, _analyze_parser, _probe_parser,
+                _reproduce_parser, _report_parser, _bench_parser):
+        add(sub)
+    return p
 
-    def command(name, help, description=None):
-        return sub.add_parser(name, help=help, description=textwrap.fill(description or help.replace("%%", "%"), 88),
-                              formatter_class=_Help,
-                              epilog="examples:\n" + "\n".join("  " + line for line in EXAMPLES[name].splitlines()))
 
-    # flags shared by several commands: one spelling, one meaning, one default
-    def data_root(parser):
-        parser.add_argument("--data-root", metavar="DIR", help="folder of the real data set (omniglot: the "
-                            "official images_background/images_evaluation zips or folders); default: the "
-                            "checkpoint's, else $REPSIM_DATA_ROOT")
+def _command(sub, name, help, description=None) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=textwrap.fill(description or help.replace("%%", "%"), 88),
+                          formatter_class=_Help,
+                          epilog="examples:\n" + "\n".join("  " + line for line in EXAMPLES[name].splitlines()))
 
-    def common(parser):
-        parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
-        parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    def set_keys(parser, what):
-        parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=what + " (repeatable)")
+# flags shared by several commands: one spelling, one meaning, one default
+def _data_root(parser) -> None:
+    parser.add_argument("--data-root", metavar="DIR", help="folder of the real data set (omniglot: the "
+                        "official images_background/images_evaluation zips or folders); default: the "
+                        "checkpoint's, else $REPSIM_DATA_ROOT")
 
-    def test_tasks(parser, default=600, why="as in the paper"):
-        parser.add_argument("--tasks", type=int, default=default, help=f"number of test tasks, {why}")
-        parser.add_argument("--seed", type=int, default=0, help="seed of the task list: the same seed gives "
-                            "the same tasks for every checkpoint")
 
-    def layers(parser, what):
-        parser.add_argument("--layers", nargs="+", type=_layers, metavar="LAYER",
-                            help=f"{what}, comma- or space-separated (default: every layer)")
+def _common(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    t = command("train", "train MAML / FOMAML / ANIL / BOIL / multiclass / multitask")
+
+def _set_keys(parser, what) -> None:
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=what + " (repeatable)")
+
+
+def _test_tasks(parser, default=600, why="as in the paper") -> None:
+    parser.add_argument("--tasks", type=int, default=default, help=f"number of test tasks, {why}")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the task list: the same seed gives "
+                        "the same tasks for every checkpoint")
+
+
+def _layers_option(parser, what) -> None:
+    parser.add_argument("--layers", nargs="+", type=_layers, metavar="LAYER",
+                        help=f"{what}, comma- or space-separated (default: every layer)")
+
+
+def _train_parser(sub) -> None:
+    t = _command(sub, "train", "train MAML / FOMAML / ANIL / BOIL / multiclass / multitask")
     t.add_argument("--config", help="YAML config file, or a shipped recipe's name from any folder "
                    "(e.g. omniglot_20w1s_maml; the recipes are analyses/configs/*.yaml)")
-    set_keys(t, "override a config key")
+    _set_keys(t, "override a config key")
     t.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoints/, metrics.jsonl, config.yaml")
-    data_root(t)
+    _data_root(t)
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its config.yaml unless "
                    "--config is given; --set may change only iterations, checkpoint_every, eval_every, reduced")
@@ -413,25 +424,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "and on a GPU one CUDA graph; --out must hold {seed}")
     t.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="stop after this long with a checkpoint where it stops; --resume continues")
-    common(t)
+    _common(t)
     t.set_defaults(func=_train)
 
-    e = command("evaluate", "mean accuracy with its 95%% CI over a fixed list of test tasks")
+
+def _evaluate_parser(sub) -> None:
+    e = _command(sub, "evaluate", "mean accuracy with its 95%% CI over a fixed list of test tasks")
     e.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
-    test_tasks(e)
+    _test_tasks(e)
     e.add_argument("--inner-steps", type=int, help="inner-loop steps (default: the checkpoint's test-time steps)")
     e.add_argument("--queries", type=int, help="query points per class (default: the checkpoint's test_queries)")
     e.add_argument("--split", default="test", help="test, val or train")
     e.add_argument("--nil", action="store_true", help="NIL testing: no head, cosine similarity to support features")
-    set_keys(e, "change how the model is tested: inner_lr, inner_loss, adapt_batchnorm, inner_steps_test "
+    _set_keys(e, "change how the model is tested: inner_lr, inner_loss, adapt_batchnorm, inner_steps_test "
              "or test_queries")
-    data_root(e)
+    _data_root(e)
     e.add_argument("--json", metavar="FILE", help="also write the result to this JSON file")
     e.add_argument("--csv", metavar="FILE", help="also write the result to this CSV file")
-    common(e)
+    _common(e)
     e.set_defaults(func=_evaluate)
 
-    i = command("import", "turn another library's conv4 weights into a repsim checkpoint",
+
+def _import_parser(sub) -> None:
+    i = _command(sub, "import", "turn another library's conv4 weights into a repsim checkpoint",
                 "Turn another library's conv4 weights into a repsim checkpoint. Layouts (detected from "
                 "the names): learn2learn (OmniglotCNN, CNN4), torchmeta (examples/maml), pytorch-maml "
                 "(MetaConvModel), higher (its MAML example's nn.Sequential), finn-tf (Finn et al.'s "
@@ -439,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("weights", help=".pt/.pth (loaded with weights_only), .npz or .safetensors")
     i.add_argument("--config", help="YAML config of how it was trained (algorithm, shots, inner_lr...), "
                    "or a shipped recipe's name")
-    set_keys(i, "override a config key")
+    _set_keys(i, "override a config key")
     i.add_argument("--layout", default="auto", help="auto (from the names), learn2learn, torchmeta, "
                    "pytorch-maml, higher, finn-tf or repsim")
     i.add_argument("--rename", action="append", metavar="REGEX=REPLACEMENT",
@@ -451,7 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write (.safetensors)")
     i.set_defaults(func=_import)
 
-    a = command("analyze", "run one feature-reuse analysis on checkpoints into a results folder",
+
+def _analyze_parser(sub) -> None:
+    from repsim.names import ANALYSES
+
+    a = _command(sub, "analyze", "run one feature-reuse analysis on checkpoints into a results folder",
                 "Run one analysis on checkpoints into a results folder (NAME.csv, NAME_tasks.csv, "
                 "NAME.json); 'repsim report' turns the folder into tables and figures. Analyses: "
                 "similarity (CCA/CKA before vs after the inner loop), freezing (layers frozen at test "
@@ -465,42 +484,48 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("analysis", type=_analysis, metavar="ANALYSIS", help=", ".join(ANALYSES))
     a.add_argument("checkpoints", nargs="+", help="checkpoint files or run folders (through-training: run folders)")
     a.add_argument("--out", required=True, metavar="DIR", help="results folder")
-    test_tasks(a)
+    _test_tasks(a)
     a.add_argument("--inner-steps", type=int, help="test-time inner steps (default: each checkpoint's)")
     a.add_argument("--queries", type=int, help="query points per class, as in the paper's "
                    "representation analyses (default: 15)")
     a.add_argument("--ways", type=int, help="default: the first checkpoint's")
     a.add_argument("--shots", type=int, help="default: the first checkpoint's")
-    layers(a, "layers to compare")
+    _layers_option(a, "layers to compare")
     a.add_argument("--frozen", nargs="+", metavar="SET", help="freezing, freezing-decomposed: the layer sets "
                    "to freeze, each comma-separated, e.g. none conv1 conv1,conv2 (default: none and every "
                    "prefix of the body)")
-    set_keys(a, "change how every model is tested: inner_lr, inner_loss, adapt_batchnorm or "
+    _set_keys(a, "change how every model is tested: inner_lr, inner_loss, adapt_batchnorm or "
              "inner_steps_test (query points: --queries)")
     a.add_argument("--replace", action="store_true", help="overwrite an earlier result of this analysis in "
                    "--out that was made with other options")
-    data_root(a)
-    common(a)
+    _data_root(a)
+    _common(a)
     a.set_defaults(func=_analyze)
 
-    pr = command("probe", "save every layer's activations before/after the inner loop",
+
+def _probe_parser(sub) -> None:
+    pr = _command(sub, "probe", "save every layer's activations before/after the inner loop",
                  "Save every layer's activations before and after the inner loop, for analyses of your "
                  "own: OUT/meta.json and OUT/task-NNNN.safetensors with tensors named stepK/{layer} "
                  "after K inner steps (step0: before the inner loop; stepN: after its N steps), read with "
                  "safetensors.torch.load_file.")
     pr.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
     pr.add_argument("--out", required=True, metavar="DIR", help="folder for the probes")
-    test_tasks(pr, default=100, why="fewer: each task's activations are written to disk")
+    _test_tasks(pr, default=100, why="fewer: each task's activations are written to disk")
     pr.add_argument("--inner-steps", type=int, help="test-time inner steps (default: the checkpoint's)")
     pr.add_argument("--queries", type=int, default=15, help="query points per class")
-    layers(pr, "layers to record")
+    _layers_option(pr, "layers to record")
     pr.add_argument("--points", choices=["query", "support"], default="query", help="which points' activations")
     pr.add_argument("--every-step", action="store_true", help="record after every inner step")
-    data_root(pr)
-    common(pr)
+    _data_root(pr)
+    _common(pr)
     pr.set_defaults(func=_probe)
 
-    r = command("reproduce", "the main job: train, run every analysis, write the report",
+
+def _reproduce_parser(sub) -> None:
+    from repsim.names import DATASETS
+
+    r = _command(sub, "reproduce", "the main job: train, run every analysis, write the report",
                 "Trains small MAML, ANIL, BOIL, multiclass and multitask models (reused when already "
                 "trained), runs every analysis and writes the report.")
     r.add_argument("--dataset", default="synthetic", choices=DATASETS,
@@ -511,15 +536,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quick (about 6-7 min on a 2-core CPU) or paper (full schedules, for a GPU)")
     r.add_argument("--out", default="reproduction", metavar="DIR", help="folder for runs/ and results/")
     r.add_argument("--figures", metavar="DIR", help="folder for the figures (default: OUT/results/figures)")
-    common(r)
+    _common(r)
     r.set_defaults(func=_reproduce)
 
-    rep = command("report", "write report.md, report.html and figures from a results folder")
+
+def _report_parser(sub) -> None:
+    rep = _command(sub, "report", "write report.md, report.html and figures from a results folder")
     rep.add_argument("results", help="results folder written by 'repsim analyze' or 'repsim reproduce'")
     rep.add_argument("--figures", metavar="DIR", help="folder for the figures (default: RESULTS/figures)")
     rep.set_defaults(func=_report)
 
-    b = command("bench", "speed benchmarks, printed as side-by-side ratios")
+
+def _bench_parser(sub) -> None:
+    b = _command(sub, "bench", "speed benchmarks, printed as side-by-side ratios")
     b.add_argument("what", choices=["train", "similarity", "threads", "freezing"], help="meta-training "
                    "(train: times higher too; pip install -e \".[bench]\"), similarity measures, how torch's "
                    "CPU threads should wait (threads: each policy alone and beside a busy process), or the "
@@ -533,7 +562,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ways", type=int, default=20, help="train: Omniglot setting to time")
     b.add_argument("--shots", type=int, default=1, help="train: Omniglot setting to time")
     b.set_defaults(func=_bench)
-    return p
 
 
 def _resume_hint(args) -> str:
