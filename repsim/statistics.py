@@ -79,6 +79,32 @@ def seed_means(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "l
     return per_task.groupby(by + ["seed"], sort=False)["value"].agg(mean="mean", n="size").reset_index()
 
 
+def over_seeds(rows: pd.DataFrame, keys, value: str = "accuracy") -> list[dict]:
+    """What a table shows of several training runs: per group of ``keys``, the mean of ``value``
+    over seeds (one row per seed), its sample std over seeds, the seeds, each seed's 95% CI
+    over tasks and, where the rows have one, the mean paired change with each seed's CI."""
+    out = []
+    for key, g in rows.groupby(list(keys), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        vals = g[value].astype(float).to_numpy()
+        out.append({**dict(zip(keys, key)), "mean": float(vals.mean()),
+                    "std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
+                    "seeds": sorted(g["seed"].tolist()) if "seed" in g else [],
+                    "cis": g["ci95"].astype(float).tolist(),
+                    # an ablation's paired change (results written before it have none)
+                    "change": float(g["change"].astype(float).mean()) if "change" in g else None,
+                    "change_cis": g["change_ci95"].astype(float).tolist() if "change_ci95" in g else [],
+                    "tasks": int(g["tasks"].min()) if "tasks" in g and g["tasks"].notna().all() else None})
+    return out
+
+
+def seed_band(rows: pd.DataFrame, by: str = "iteration") -> pd.DataFrame:
+    """A curve of several training runs: per ``by``, the mean over seeds of their ``mean`` and the
+    lowest and highest seed's (the figures shade that range)."""
+    values = rows.groupby(by)["mean"]
+    return pd.DataFrame({"mean": values.mean(), "low": values.min(), "high": values.max()})
+
+
 # Cross-model similarity (paper table 3) ------------------------------------------------------
 CROSS_PAIRS = ("MAML-MAML", "ANIL-ANIL", "ANIL-MAML")  # table 3's order
 

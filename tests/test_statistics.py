@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from repsim.statistics import ci95, paired_change, summarise
+from repsim.statistics import ci95, over_seeds, paired_change, seed_band, summarise
 
 
 @pytest.mark.parametrize("n", [2, 5, 20, 600])
@@ -49,3 +49,26 @@ def test_summarise_shows_the_spread_over_seeds_beside_the_ci_over_tasks():
     assert row["ci95"] == pytest.approx(ci95([0.7 + 0.01 * t for t in range(4)]))
     one = summarise(pd.DataFrame([r for r in rows if r["seed"] == 0]))
     assert np.isnan(one.iloc[0]["seed_std"])
+
+
+def test_over_seeds_and_the_seed_band_are_the_plain_statistics_over_runs():
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame([{"algorithm": a, "frozen": f, "seed": s, "iteration": it, "accuracy": acc,
+                          "mean": acc, "ci95": 1 + s, "change": acc - 50, "change_ci95": 0.5, "tasks": 600 - s}
+                         for a in ("maml", "anil") for f in ("none", "conv1") for it in (500, 1000)
+                         for s, acc in zip((2, 0, 1), rng.uniform(40, 90, 3))])
+    groups = over_seeds(rows, ["algorithm", "frozen", "iteration"])
+    assert len(groups) == 8
+    for g in groups:
+        these = rows[(rows.algorithm == g["algorithm"]) & (rows.frozen == g["frozen"])
+                     & (rows.iteration == g["iteration"])]
+        assert g["mean"] == pytest.approx(np.mean(these.accuracy))
+        assert g["std"] == pytest.approx(np.std(these.accuracy, ddof=1))
+        assert g["seeds"] == [0, 1, 2] and g["cis"] == [3, 1, 2] and g["tasks"] == 598
+        assert g["change"] == pytest.approx(g["mean"] - 50)
+    one = over_seeds(rows[rows.seed == 0], ["algorithm", "frozen", "iteration"])[0]
+    assert np.isnan(one["std"]) and one["change_cis"] == [0.5]
+    band = seed_band(rows[(rows.algorithm == "maml") & (rows.frozen == "none")])
+    for it, r in band.iterrows():
+        values = rows[(rows.algorithm == "maml") & (rows.frozen == "none") & (rows.iteration == it)]["mean"]
+        assert (r["mean"], r["low"], r["high"]) == pytest.approx((values.mean(), values.min(), values.max()))

@@ -52,6 +52,7 @@ from repsim.report.text import (
     setting_text,
 )
 from repsim.results import HEAD
+from repsim.statistics import seed_band
 
 PAGE_WIDTH = 6.75     # inches: a two-column paper's text width
 COLUMN_WIDTH = 3.25   # inches: one column
@@ -410,10 +411,9 @@ def _curve_over_seeds(ax, sub: pd.DataFrame, **style) -> None:
         ax.errorbar(sub["iteration"], sub["mean"], yerr=np.nan_to_num(sub["ci95"]), marker="o",
                     capsize=2, **style)
         return
-    by = sub.groupby("iteration")["mean"]
-    mean = by.mean()
-    ax.plot(mean.index, mean, marker="o", **style)
-    ax.fill_between(mean.index, by.min(), by.max(), color=style["color"], alpha=0.15, lw=0)
+    band = seed_band(sub)
+    ax.plot(band.index, band["mean"], marker="o", **style)
+    ax.fill_between(band.index, band["low"], band["high"], color=style["color"], alpha=0.15, lw=0)
 
 
 _LINESTYLES = ["-", "--", ":", "-."]

@@ -19,13 +19,13 @@ from repsim.report.text import (
     iteration_cell,
     iteration_text,
     number_text,
-    over_seeds,
     reduced_mark,
     seeds_cell,
     setting_text,
     std_text,
 )
 from repsim.results import HEAD
+from repsim.statistics import over_seeds
 
 CHANGE_HEADER = "change vs {} (points, paired 95% CI per seed)"
 

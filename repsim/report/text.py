@@ -1,12 +1,11 @@
-"""Formatting shared by the tables, the figures and the verdict: numbers, ± values, names,
-means over seeds, and the captions that say how each result was made."""
+"""Formatting shared by the tables, the figures and the verdict: numbers, ± values, names, and
+the captions that say how each result was made (the numbers themselves: repsim.statistics)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pandas as pd
 
 from repsim import paper
 from repsim.report.loading import Result
@@ -112,24 +111,6 @@ def caption(result: Result, *, conventions=False, extra="") -> str:
     if extra:
         parts.append(extra)
     return ". ".join(parts) + "."
-
-
-def over_seeds(df: pd.DataFrame, keys, value="accuracy") -> list[dict]:
-    """Per group: mean over seeds, sample std over seeds, the per-seed CIs, the seeds, and
-    where the rows have one, the mean paired change with its per-seed CIs."""
-    out = []
-    for key, g in df.groupby(list(keys), sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        vals = g[value].astype(float).to_numpy()
-        out.append({**dict(zip(keys, key)), "mean": float(vals.mean()),
-                    "std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
-                    "seeds": sorted(g["seed"].tolist()) if "seed" in g else [],
-                    "cis": g["ci95"].astype(float).tolist(),
-                    # an ablation's paired change (results written before it have none)
-                    "change": float(g["change"].astype(float).mean()) if "change" in g else None,
-                    "change_cis": g["change_ci95"].astype(float).tolist() if "change_ci95" in g else [],
-                    "tasks": int(g["tasks"].min()) if "tasks" in g and g["tasks"].notna().all() else None})
-    return out
 
 
 def std_text(row) -> str:

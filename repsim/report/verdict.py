@@ -18,11 +18,11 @@ from repsim.report.text import (
     iteration_phrase,
     iteration_text,
     layer_span,
-    over_seeds,
     range_text,
     values_text,
 )
 from repsim.results import HEAD
+from repsim.statistics import over_seeds
 
 
 def verdict(results: dict[str, Result]) -> list[str]:
