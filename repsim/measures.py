@@ -42,7 +42,7 @@ from repsim.meta import adapt, head_input, own_inner_loop
 from repsim.model import HEAD_PREFIX, draw_weights, model_for
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
 from repsim.similarity import compare
-from repsim.statistics import HEAD, decompose_freezing, paired_change, same_seed, summarise
+from repsim.statistics import HEAD, paired_change, same_seed
 from repsim.study import CONVENTIONS, Model, Study
 
 
@@ -294,30 +294,36 @@ def run_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def through_training(study: Study, run_dir, *, steps: int | None = None) -> pd.DataFrame:
-    """Accuracy, NIL accuracy and before/after similarity at every intermediate checkpoint."""
+    """Accuracy, NIL accuracy, the body frozen and before/after similarity at every intermediate
+    checkpoint, per task (:func:`checkpoint_in_training`)."""
     return pd.concat([checkpoint_in_training(study, path, steps=steps)
                       for path in run_checkpoints(run_dir)], ignore_index=True)
 
 
 def checkpoint_in_training(study: Study, checkpoint, *, steps: int | None = None) -> pd.DataFrame:
-    """One point of ``through_training``: one intermediate checkpoint's accuracies (inner loop,
-    NIL, the whole body frozen in the paper's protocol and with a fitted head:
-    :func:`freezing_decomposed`) and similarities."""
+    """One point of ``through_training``, per task: the checkpoint's accuracies (inner loop, NIL,
+    the whole body frozen in the paper's protocol and with a fitted head:
+    :func:`freezing_decomposed`) and its layers' before/after similarities.
+    Rows: checkpoint, model, algorithm, seed, iteration, metric, layer, task, value (accuracies in
+    percent); :func:`repsim.statistics.through_training_summary` makes the table."""
     m = study.load(checkpoint)
     rows = []
-    for r in accuracy(study, [m.ckpt], steps=steps).itertuples():
-        rows.append({**_ids(m), "metric": f"accuracy ({r.mode})", "layer": "", "mean": r.accuracy,
-                     "ci95": r.ci95, "n": r.tasks})
+
+    def add(metric, layer, values):
+        rows.extend({**_ids(m), "metric": metric, "layer": layer, "task": task, "value": float(v)}
+                    for task, v in enumerate(values))
+
+    add("accuracy (inner-loop)", "", 100 * study.score(m, steps=steps, desc=f"{m.label} inner-loop").per_task)
+    add("accuracy (nil)", "", 100 * study.score(m, steps=steps, nil=True, desc=f"{m.label} nil").per_task)
     # the whole body frozen: the paper's protocol, and a head fitted on the frozen features
     body = freeze_label(prefix_freezes(m.model)[-1])
-    parts = decompose_freezing(freezing_decomposed(study, m.ckpt, frozen_sets=[body.split(",")], steps=steps))
-    for quantity, mode in (("paper protocol", "body frozen"), ("fitted head", "body frozen, fitted head")):
-        r = parts[(parts["frozen"] == body) & (parts["quantity"] == quantity)].iloc[0]
-        rows.append({**_ids(m), "metric": f"accuracy ({mode})", "layer": "", "mean": r["mean"],
-                     "ci95": r["ci95"], "n": r["tasks"]})
-    for r in summarise(layer_similarity(study, [m.ckpt], steps=steps)).itertuples():
-        rows.append({**_ids(m), "metric": r.measure, "layer": r.layer, "mean": r.mean,
-                     "ci95": r.ci95, "n": r.n})
+    frozen = freezing_decomposed(study, m.ckpt, frozen_sets=[body.split(",")], steps=steps)
+    frozen = frozen[frozen["frozen"] == body].sort_values("task")
+    add("accuracy (body frozen)", "", 100 * frozen["paper"].to_numpy())
+    add("accuracy (body frozen, fitted head)", "", 100 * frozen["fitted"].to_numpy())
+    similarity = layer_similarity(study, [m.ckpt], steps=steps)
+    rows.extend({**_ids(m), "metric": r.measure, "layer": r.layer, "task": r.task, "value": r.value}
+                for r in similarity.itertuples())
     return pd.DataFrame(rows)
 
 

@@ -30,7 +30,14 @@ from repsim.checkpoint import latest_in, load_checkpoint
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes, atomic_write_text
 from repsim.results import ANALYSES, analysis_name, check_writable, exclusive, result_stem, write_result
-from repsim.statistics import cross_extras, cross_layers, decompose_freezing, seed_means, summarise
+from repsim.statistics import (
+    cross_extras,
+    cross_layers,
+    decompose_freezing,
+    seed_means,
+    summarise,
+    through_training_summary,
+)
 from repsim.study import Study, TestProtocol, assign_labels
 
 
@@ -86,7 +93,7 @@ REGISTRY = {a.name: a for a in (
     # NIL only: cheap, and random features are shared by all
     Analysis("regimes", lambda study, cs, o: measures.training_regimes(study, cs), uses=(), per_checkpoint=False),
     Analysis("through-training", lambda study, c, o: measures.checkpoint_in_training(study, c, steps=o.steps),
-             run_folders=True),
+             run_folders=True, summary=through_training_summary),
     Analysis("weight-change", lambda study, c, o: measures.weight_change(study, [c], steps=o.steps),
              summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
 )}

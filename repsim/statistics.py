@@ -71,6 +71,15 @@ def summarise(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "la
     return out
 
 
+def through_training_summary(per_task: pd.DataFrame) -> pd.DataFrame:
+    """Through-training's table: per intermediate checkpoint, metric and layer, the mean over
+    tasks, its 95% CI and the number of tasks (n). Every checkpoint of a run is one seed, so
+    nothing is pooled."""
+    keys = [k for k in ("checkpoint", "model", "algorithm", "seed", "iteration") if k in per_task]
+    return per_task.groupby(keys + ["metric", "layer"], sort=False)["value"].agg(
+        mean="mean", ci95=ci95, n="size").reset_index()
+
+
 def seed_means(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
     """Each seed's mean over tasks, per :func:`summarise` group: the spread between training
     runs that the CI over tasks hides (the similarity figure draws it as dots). Written as

@@ -17,6 +17,7 @@ from repsim.evaluate import nil_logits
 from repsim.meta import InnerLoop
 from repsim.probe import iter_probes, probe_task, save_probes
 from repsim.runner import run_analysis
+from repsim.statistics import through_training_summary
 from repsim.study import Study, TestProtocol
 from repsim.train import train
 
@@ -206,6 +207,13 @@ def test_through_training_reads_intermediate_checkpoints(runs, tmp_path):
     run_dir = runs["maml"].parent
     table = measures.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
     assert sorted(table.iteration.unique()) == [10, 20]
+    # the whole body frozen, in the protocol and with a fitted head: freezing_decomposed's own numbers
+    last = measures.freezing_decomposed(study_for(runs["maml"], num_tasks=3), run_dir / "checkpoints" /
+                                        "iter-000020.safetensors", frozen_sets=[["conv1", "conv2", "conv3", "conv4"]])
+    body = last[last.frozen != "none"].sort_values("task")
+    at20 = table[table.iteration == 20]
+    for metric, column in (("accuracy (body frozen)", "paper"), ("accuracy (body frozen, fitted head)", "fitted")):
+        assert at20[at20.metric == metric].value.tolist() == pytest.approx((100 * body[column]).tolist())
 
 
 def test_regimes_include_random_features(runs):
@@ -517,7 +525,13 @@ def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_p
     assert analysed == []
     direct = measures.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
     pd.testing.assert_frame_equal(first, again)
-    assert (tmp_path / "through_training.csv").read_text() == direct.to_csv(index=False)
+    # the per-task rows are kept beside the table (they were summarised away inside the measure)
+    assert (tmp_path / "through_training_tasks.csv").read_text() == direct.to_csv(index=False)
+    assert (tmp_path / "through_training.csv").read_text() == through_training_summary(direct).to_csv(index=False)
+    for r in first.itertuples():  # each row: the plain mean over its tasks
+        these = direct[(direct.iteration == r.iteration) & (direct.metric == r.metric)
+                       & (direct.layer.fillna("") == ("" if pd.isna(r.layer) else r.layer))]
+        assert r.n == len(these) == 3 and r.mean == pytest.approx(these.value.mean())
     assert len(list((tmp_path / ".partial" / "through-training").glob("*.csv"))) == 2  # iterations 10, 20
 
 
