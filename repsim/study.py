@@ -136,6 +136,10 @@ class Study:
     labels: dict[str, str] = field(default_factory=dict)  # resolved path -> label
     _tasks: TaskList | None = field(default=None, repr=False)
 
+    def __post_init__(self):
+        if not isinstance(self.overrides, Mapping):  # key=value strings, as on the command line
+            self.overrides = parse_overrides(self.overrides, once=True)
+
     @classmethod
     def for_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> "Study":
         c = ckpt.config

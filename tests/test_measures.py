@@ -605,3 +605,12 @@ def test_bench_freezing_times_the_protocol_and_its_decomposition_on_the_same_fro
     assert all(s > 0 for s in r["seconds"].values())
     # none and the four prefixes of conv4's body, as `repsim analyze freezing-decomposed` runs
     assert r["sets"] == 5 and r["tasks"] == 3
+
+
+def test_a_study_takes_its_test_changes_as_a_dict_or_as_command_line_strings():
+    as_text = Study(dataset="synthetic", ways=5, shots=1, overrides=("inner_lr=0.1", "inner_loss=mean"))
+    as_dict = Study(dataset="synthetic", ways=5, shots=1, overrides={"inner_lr": "0.1", "inner_loss": "mean"})
+    assert as_text.overrides == as_dict.overrides
+    assert as_text.provenance()["test_overrides"] == "inner_lr=0.1 inner_loss=mean"
+    with pytest.raises(RepsimError, match="given twice"):
+        Study(dataset="synthetic", ways=5, shots=1, overrides=("inner_lr=0.1", "inner_lr=0.2"))
