@@ -57,6 +57,9 @@ class Model:
         if self.ckpt.imported and self.label in ALGORITHMS:
             # an import named after an algorithm (maml.pt) must not pool with repsim's own runs of it
             return f"{self.label} (imported)"
+        at = f"-it{self.ckpt.iteration}"
+        if self.ckpt.path and Path(self.ckpt.path).parent.name == "checkpoints" and self.label.endswith(at):
+            return self.label[:-len(at)]  # a run told apart by its folder: one model through training
         return self.label
 
     def provenance(self) -> dict:
@@ -287,6 +290,15 @@ def _file_label(path: Path) -> str:
     return path.stem
 
 
+def _run_folder(path: Path) -> Path | None:
+    """The run folder a checkpoint file belongs to (RUN/model.safetensors, RUN/checkpoints/iter-*), if any."""
+    if path.stem == "model":
+        return path.parent.resolve()
+    if path.stem.startswith("iter-") and path.parent.name == "checkpoints":
+        return path.parent.parent.resolve()
+    return None
+
+
 def _refuse_same_weights(files: list[Path]) -> None:
     """Two files that hold the same weights are one model (a run's model.safetensors and its
     last checkpoint; one model imported under two names): analysed as two, they would count
@@ -308,7 +320,8 @@ def assign_labels(paths: list[Path]) -> dict[str, str]:
     """Each checkpoint's label (resolved path -> label), distinct, so no two checkpoints' rows
     are ever pooled into one. A checkpoint with a name (``repsim import --name``) keeps it;
     the others are ALGORITHM-sSEED-itITERATION, or their file's name where two would share
-    that. Two that still share a label are refused, naming both files."""
+    that; then every checkpoint of the same run folder takes its file's name too, so that a run
+    keeps one name through training. Two that still share a label are refused, naming both files."""
     files = [latest_in(p) if p.is_dir() else p for p in paths]
     metas = [read_metadata(f) for f in files]
     named = [(m.get("extra") or {}).get("name") for m in metas]
@@ -318,8 +331,10 @@ def assign_labels(paths: list[Path]) -> dict[str, str]:
     for f, label in zip(files, labels):
         counts.setdefault(label, set()).add(f.resolve())
     _refuse_same_weights(files)
-    labels = [_file_label(f) if not n and len(counts[label]) > 1 else label
-              for f, label, n in zip(files, labels, named)]
+    apart = [not n and len(counts[label]) > 1 for label, n in zip(labels, named)]
+    runs_apart = {_run_folder(f) for f, a in zip(files, apart) if a} - {None}
+    labels = [_file_label(f) if not n and (a or _run_folder(f) in runs_apart) else label
+              for f, label, n, a in zip(files, labels, named, apart)]
     seen: dict[str, Path] = {}
     out = {}
     for f, label in zip(files, labels):

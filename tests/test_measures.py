@@ -614,3 +614,34 @@ def test_a_study_takes_its_test_changes_as_a_dict_or_as_command_line_strings():
     assert as_text.provenance()["test_overrides"] == "inner_lr=0.1 inner_loss=mean"
     with pytest.raises(RepsimError, match="given twice"):
         Study(dataset="synthetic", ways=5, shots=1, overrides=("inner_lr=0.1", "inner_lr=0.2"))
+
+
+def test_a_run_told_apart_by_its_folder_keeps_one_name_through_training(runs, tmp_path):
+    """Two runs of one algorithm and seed (a control with another head init, say): where their
+    default labels collide, every checkpoint of a run takes its folder's name, its off-grid
+    checkpoints included, and the run is one model through training (it used to pool its
+    uncollided checkpoint with the other run's, labelled as that run)."""
+    import shutil
+
+    from repsim.checkpoint import save_checkpoint
+    from repsim.study import assign_labels
+
+    control = tmp_path / "maml-control"
+    shutil.copytree(runs["maml"].parent, control)
+    for path in sorted((control / "checkpoints").glob("iter-*.safetensors")) + [control / "model.safetensors"]:
+        ckpt = load_checkpoint(path, with_optimizer=True)
+        ckpt.params["head.bias"] = ckpt.params["head.bias"] + 0.5  # other weights than the run it copies
+        save_checkpoint(path, ckpt)
+    off_grid = load_checkpoint(control / "checkpoints" / "iter-000010.safetensors", with_optimizer=True)
+    off_grid.iteration, off_grid.params["head.bias"] = 15, off_grid.params["head.bias"] + 0.5
+    save_checkpoint(control / "checkpoints" / "iter-000015.safetensors", off_grid)
+
+    files = measures.run_checkpoints(runs["maml"].parent) + measures.run_checkpoints(control)
+    labels = assign_labels(files)
+    assert [labels[str(f.resolve())] for f in measures.run_checkpoints(control)] == [
+        "maml-control-it10", "maml-control-it15", "maml-control-it20"]
+    assert [labels[str(f.resolve())] for f in measures.run_checkpoints(runs["maml"].parent)] == [
+        "maml-it10", "maml-it20"]  # the fixture's run folder is named after its algorithm
+    study = Study.for_checkpoint(load_checkpoint(files[0]), device="cpu", progress=False, labels=labels)
+    assert {study.load(f).unit for f in measures.run_checkpoints(control)} == {"maml-control"}
+    assert {study.load(f).unit for f in measures.run_checkpoints(runs["maml"].parent)} == {"maml"}
