@@ -1,18 +1,20 @@
 """Recipe: check that the committed figures (figures/results, the README's) are what the code makes.
 
     python analyses/check_figures.py [--results figures/results] [--fresh DIR]
+    python analyses/check_figures.py --regenerate      # remake the committed figures
 
 Runs `repsim reproduce` (quick profile, built-in data set) into a fresh folder, or reads one
 made before (``--fresh``), and compares every number of its result tables with the committed
-ones, row by row on their identifying columns. Accuracies may differ by up to ACCURACY points
-and similarities by SIMILARITY (the same code on another CPU computes in another order, and 500
-training iterations carry such differences into the weights); a table with other rows, other
-columns or larger differences means the committed figures are stale: regenerate them with
+ones, row by row on their identifying columns. A table with other rows, other columns or larger
+differences than ACCURACY points (accuracies) or SIMILARITY (CCA, CKA, relative weight change)
+means the committed figures are stale: remake them with ``--regenerate``.
 
-    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE repsim reproduce --out reproduction
-    cp reproduction/results/*.csv reproduction/results/*.json figures/results/
-    python -c "from repsim.report import write_report; write_report('figures/results', \
-        figures_dir='figures', title='repsim reproduction: synthetic, quick profile')"
+Both run reproduce with PORTABLE_NUMERICS: two threads and torch's CPU kernels pinned to one
+instruction set. Unpinned, each CPU sums in its own order (MKL picks kernels by vendor, oneDNN
+and ATen by AVX2 or AVX-512), and 500 training iterations carry that rounding into the weights:
+the head's CKA of one seed moved by 0.10 between this project's machines and CI's. Pinned, the
+weights after 10 iterations were bit-identical on an AMD Zen 2 and on an Intel Haswell emulated
+by qemu-x86_64 (unpinned they differed).
 
 Exits 1 with one line per difference when they are stale. CI runs it after the tests.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +38,15 @@ SIMILARITY = 0.05  # for CCA, CKA and relative weight change
 KEYS = ("model", "algorithm", "regime", "seed", "iteration", "frozen", "quantity", "mode", "variant", "metric",
         "layer", "measure", "pair", "same_seed", "checkpoint", "model_a", "model_b", "task")
 MEASURED = ("accuracy", "mean", "change")
-THREADS = {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}  # how the committed figures were made
+# how the committed figures are made, on any x86-64 CPU with AVX2 (see the module's docstring)
+PORTABLE_NUMERICS = {
+    "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE",  # a thread count is a summation order
+    "MKL_CBWR": "COMPATIBLE",                               # MKL: the same code path on every vendor
+    "ATEN_CPU_CAPABILITY": "avx2",                          # torch's own kernels: AVX2, never AVX-512
+    "ONEDNN_MAX_CPU_ISA": "AVX2",                           # convolutions (oneDNN): likewise
+    "OPENBLAS_CORETYPE": "Haswell",                         # NumPy's BLAS
+}
+TITLE = "repsim reproduction: synthetic, quick profile"
 
 
 def compare(committed: Path, fresh: Path) -> list[str]:
@@ -68,20 +79,38 @@ def _percent(table: pd.DataFrame, column: str) -> bool:
     return column in ("accuracy", "change") or np.nanmax(np.abs(values)) > 1.5
 
 
+def reproduce_portably() -> Path:
+    """A fresh `repsim reproduce` (quick profile) made with PORTABLE_NUMERICS; its results folder."""
+    out = Path(tempfile.mkdtemp()) / "reproduction"
+    env = {**os.environ, **PORTABLE_NUMERICS}
+    subprocess.run([sys.executable, "-m", "repsim.cli", "reproduce", "--out", str(out), "--quiet"],
+                   check=True, env=env)
+    return out / "results"
+
+
+def regenerate(results: Path) -> None:
+    """Replace the committed tables with a fresh portable run's and re-render the figures."""
+    from repsim.report import write_report
+    fresh = reproduce_portably()
+    for old in [*results.glob("*.csv"), *results.glob("*.json")]:
+        old.unlink()
+    for new in [*fresh.glob("*.csv"), *fresh.glob("*.json")]:
+        shutil.copy2(new, results / new.name)
+    write_report(str(results), figures_dir=str(results.parent), title=TITLE)
+    print(f"regenerated {results} and its figures from {fresh}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=Path("figures/results"))
     p.add_argument("--fresh", type=Path, help="a results folder of `repsim reproduce` (default: run it now)")
+    p.add_argument("--regenerate", action="store_true",
+                   help="remake the committed tables and figures instead of checking them")
     args = p.parse_args(argv)
-    fresh = args.fresh
-    if fresh is None:
-        out = Path(tempfile.mkdtemp()) / "reproduction"
-        # as the committed figures were made: two torch threads (a thread count is a summation
-        # order, and 500 training iterations carry its rounding into the weights)
-        env = {**os.environ, **THREADS}
-        subprocess.run([sys.executable, "-m", "repsim.cli", "reproduce", "--out", str(out), "--quiet"],
-                       check=True, env=env)
-        fresh = out / "results"
+    if args.regenerate:
+        regenerate(args.results)
+        return 0
+    fresh = args.fresh or reproduce_portably()
     committed = sorted(p for p in args.results.glob("*.csv"))
     made = {p.name for p in fresh.glob("*.csv")}
     problems = [f"{p.name}: committed, but reproduce no longer writes it" for p in committed if p.name not in made]
