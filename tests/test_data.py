@@ -266,14 +266,8 @@ def test_synthetic_small_variant_and_errors():
 
 
 @pytest.fixture(scope="session")
-def data_omniglot_cache(tmp_path_factory):
-    if OMNIGLOT is None:
-        pytest.skip("no copy of Omniglot found (set REPSIM_TEST_OMNIGLOT to the folder with the zips)")
-    cache = tmp_path_factory.mktemp("omniglot-cache")
-    started = time.perf_counter()
-    omniglot.prepare(OMNIGLOT, cache, progress=False)
-    print(f"Omniglot prepared in {time.perf_counter() - started:.1f}s")
-    return cache
+def data_omniglot_cache(omniglot_cache):
+    return omniglot_cache
 
 
 def test_omniglot_real_data(data_omniglot_cache):

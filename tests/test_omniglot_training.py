@@ -10,8 +10,9 @@ from repsim.train import train
 
 
 @pytest.mark.slow
-def test_short_maml_run_on_real_omniglot_beats_chance_and_improves(omniglot_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("REPSIM_CACHE_DIR", str(tmp_path / "cache"))
+def test_short_maml_run_on_real_omniglot_beats_chance_and_improves(omniglot_root, omniglot_cache, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("REPSIM_CACHE_DIR", str(omniglot_cache))
     # PyTorch's conventions learn fast from the start; Finn et al.'s N(0, 1) head and summed
     # support loss take hundreds of iterations to get going (analyses/convention_study.py)
     config = load_config(None, [

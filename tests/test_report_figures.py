@@ -24,11 +24,9 @@ SIDECAR_KEYS = {"figure", "analysis", "results", "files", "caption", "marks", "d
                 "iterations", "checkpoints", "analysed_by", "drawn_by", "paper"}
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    folder = build_results(tmp_path_factory.mktemp("figs") / "results")
-    report = write_report(folder)
-    return folder, report
+@pytest.fixture
+def rendered(rendered_report):
+    return rendered_report
 
 
 def _variants(folder: Path):
