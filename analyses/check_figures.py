@@ -9,12 +9,12 @@ ones, row by row on their identifying columns. A table with other rows, other co
 differences than ACCURACY points (accuracies) or SIMILARITY (CCA, CKA, relative weight change)
 means the committed figures are stale: remake them with ``--regenerate``.
 
-Both run reproduce with PORTABLE_NUMERICS: two threads and torch's CPU kernels pinned to one
-instruction set. Unpinned, each CPU sums in its own order (MKL picks kernels by vendor, oneDNN
-and ATen by AVX2 or AVX-512), and 500 training iterations carry that rounding into the weights:
-the head's CKA of one seed moved by 0.10 between this project's machines and CI's. Pinned, the
-weights after 10 iterations were bit-identical on an AMD Zen 2 and on an Intel Haswell emulated
-by qemu-x86_64 (unpinned they differed).
+Both run reproduce with PORTABLE_NUMERICS: two threads, and the CPU kernels of torch, NumPy and
+OpenBLAS pinned to one instruction set. Unpinned, each CPU sums in its own order (MKL picks kernels
+by vendor; oneDNN, ATen and NumPy's sin and cos by AVX2 or AVX-512), and 500 training iterations
+carry that rounding into the weights: the head's CKA of one seed moved by 0.10 between this
+project's machines and CI's. Pinned, the weights after 10 iterations were bit-identical on an
+Intel Haswell and an AMD EPYC-Rome, both emulated by qemu-x86_64 (unpinned they differed).
 
 Exits 1 with one line per difference when they are stale. CI runs it after the tests.
 """
@@ -44,7 +44,8 @@ PORTABLE_NUMERICS = {
     "MKL_CBWR": "COMPATIBLE",                               # MKL: the same code path on every vendor
     "ATEN_CPU_CAPABILITY": "avx2",                          # torch's own kernels: AVX2, never AVX-512
     "ONEDNN_MAX_CPU_ISA": "AVX2",                           # convolutions (oneDNN): likewise
-    "OPENBLAS_CORETYPE": "Haswell",                         # NumPy's BLAS
+    "OPENBLAS_CORETYPE": "Haswell",                         # NumPy's and SciPy's BLAS
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy's own AVX-512 loops (sin, cos)
 }
 TITLE = "repsim reproduction: synthetic, quick profile"
 

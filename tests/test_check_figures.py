@@ -54,7 +54,9 @@ def test_other_rows_or_columns_are_stale(tmp_path):
 
 
 def _capability(env):
-    code = "import torch; print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())"
+    code = ("import torch; from numpy._core._multiarray_umath import __cpu_features__ as f; "
+            "assert not any(v for k, v in f.items() if k.startswith(('AVX512', 'X86_V4'))), f; "
+            "print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
                          text=True, check=True)
     return out.stdout.split()
