@@ -42,6 +42,7 @@ MEASURED = ("accuracy", "mean", "change")
 PORTABLE_NUMERICS = {
     "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE",  # a thread count is a summation order
     "MKL_CBWR": "COMPATIBLE",                               # MKL: the same code path on every vendor
+    "MKL_DYNAMIC": "FALSE",                                 # ... and the threads asked for, always
     "ATEN_CPU_CAPABILITY": "avx2",                          # torch's own kernels: AVX2, never AVX-512
     "ONEDNN_MAX_CPU_ISA": "AVX2",                           # convolutions (oneDNN): likewise
     "OPENBLAS_CORETYPE": "Haswell",                         # NumPy's and SciPy's BLAS
