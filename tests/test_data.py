@@ -36,11 +36,6 @@ from repsim.data import (
 )
 from repsim.errors import RepsimError
 
-REPO = Path(__file__).resolve().parents[1]
-OMNIGLOT_CANDIDATES = (os.environ.get("REPSIM_TEST_OMNIGLOT"), REPO.parent / "shared/data/omniglot",
-                       "/work/shared/data/omniglot")
-OMNIGLOT = next((p for p in OMNIGLOT_CANDIDATES if p and (Path(p) / "images_background.zip").is_file()), None)
-
 
 @pytest.fixture(autouse=True, scope="module")
 def data_single_thread():
@@ -265,13 +260,8 @@ def test_synthetic_small_variant_and_errors():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def data_omniglot_cache(omniglot_cache):
-    return omniglot_cache
-
-
-def test_omniglot_real_data(data_omniglot_cache):
-    images, names, num_background = omniglot.prepare(OMNIGLOT, data_omniglot_cache, progress=False)
+def test_omniglot_real_data(omniglot_root, omniglot_cache):
+    images, names, num_background = omniglot.prepare(omniglot_root, omniglot_cache, progress=False)
     assert images.shape == (1623, 20, 1, 28, 28) and images.dtype == np.uint8
     assert num_background == 964 and len(set(names)) == 1623
     assert names[0] == "Alphabet_of_the_Magi/character01" and names[963].startswith("Tifinagh/")
@@ -280,8 +270,8 @@ def test_omniglot_real_data(data_omniglot_cache):
     assert 10 < images.mean() < 40
 
 
-def test_omniglot_real_splits(data_omniglot_cache):
-    splits = load_splits("omniglot", OMNIGLOT, cache_dir=data_omniglot_cache, progress=False)
+def test_omniglot_real_splits(omniglot_root, omniglot_cache):
+    splits = load_splits("omniglot", omniglot_root, cache_dir=omniglot_cache, progress=False)
     assert [splits[k].num_classes for k in ("train", "val", "test")] == [1100, 100, 423]
     sets = [set(splits[k].class_names) for k in ("train", "val", "test")]
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
@@ -289,35 +279,35 @@ def test_omniglot_real_splits(data_omniglot_cache):
     assert all(s.rotate and s.examples_per_class == 20 and s.image_shape == (1, 28, 28) for s in splits.values())
     assert splits["test"].name == "omniglot/test"
 
-    again = load_splits("omniglot", OMNIGLOT, cache_dir=data_omniglot_cache, progress=False)
+    again = load_splits("omniglot", omniglot_root, cache_dir=omniglot_cache, progress=False)
     assert again["test"].class_names == splits["test"].class_names
-    other = load_splits("omniglot", OMNIGLOT, cache_dir=data_omniglot_cache, progress=False, seed=1)
+    other = load_splits("omniglot", omniglot_root, cache_dir=omniglot_cache, progress=False, seed=1)
     assert set(other["test"].class_names) != sets[2]
 
-    official = load_splits("omniglot", OMNIGLOT, split_scheme="official", cache_dir=data_omniglot_cache, progress=False)
+    official = load_splits("omniglot", omniglot_root, split_scheme="official", cache_dir=omniglot_cache, progress=False)
     assert [official[k].num_classes for k in ("train", "val", "test")] == [864, 100, 659]
     assert official["test"].class_names[0].startswith("Angelic/")
     assert not set(official["val"].class_names) & set(official["train"].class_names)
     with pytest.raises(RepsimError) as err:
-        load_splits("omniglot", OMNIGLOT, split_scheme="lake", cache_dir=data_omniglot_cache)
+        load_splits("omniglot", omniglot_root, split_scheme="lake", cache_dir=omniglot_cache)
     assert "maml" in one_line(err)
 
 
-def test_omniglot_cache_is_reused(data_omniglot_cache, monkeypatch):
+def test_omniglot_cache_is_reused(omniglot_root, omniglot_cache, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(omniglot, "_decode", no_decoding)
     started = time.perf_counter()
-    load_splits("omniglot", OMNIGLOT, cache_dir=data_omniglot_cache, progress=False)
+    load_splits("omniglot", omniglot_root, cache_dir=omniglot_cache, progress=False)
     assert time.perf_counter() - started < 10  # ~0.5 s; generous for a busy machine
-    assert len(list(Path(data_omniglot_cache).glob("*.npz"))) == 1
-    assert not list(Path(data_omniglot_cache).glob("*.tmp"))
+    assert len(list(Path(omniglot_cache).glob("*.npz"))) == 1
+    assert not list(Path(omniglot_cache).glob("*.tmp"))
 
 
-def test_omniglot_raw_pixel_nearest_neighbour(data_omniglot_cache):
+def test_omniglot_raw_pixel_nearest_neighbour(omniglot_root, omniglot_cache):
     """Reference point for the synthetic set's difficulty (measured: ~0.45)."""
-    test = load_splits("omniglot", OMNIGLOT, cache_dir=data_omniglot_cache, progress=False)["test"]
+    test = load_splits("omniglot", omniglot_root, cache_dir=omniglot_cache, progress=False)["test"]
     accuracy = raw_pixel_1nn(test)
     print(f"Omniglot raw-pixel 1-NN, 5-way 1-shot, 200 tasks: {accuracy:.3f}")
     assert 0.3 < accuracy < 0.8

@@ -28,11 +28,6 @@ def _table_row(md: str, *cells) -> str:
     raise AssertionError(f"no table row with {cells}")
 
 
-@pytest.fixture
-def full(rendered_report):
-    return rendered_report
-
-
 def test_paper_lookup():
     assert paper.paper_value("table2", ("omniglot", 20, 1), "MAML", "inner-loop").value == 93.7
     assert paper.paper_value("maml_vs_anil", ("Omniglot", 20, 1), "ANIL", "inner-loop").value == 96.2
@@ -51,8 +46,8 @@ def test_paper_lookup():
     assert paper.setting_label(("miniimagenet", 5, 1)) == "MiniImageNet 5w1s"
 
 
-def test_every_figure_is_written_as_valid_png_and_pdf(full):
-    folder, _ = full
+def test_every_figure_is_written_as_valid_png_and_pdf(rendered_report):
+    folder, _ = rendered_report
     for stem in FIGURES:
         png, pdf = folder / "figures" / f"{stem}.png", folder / "figures" / f"{stem}.pdf"
         with Image.open(png) as im:
@@ -64,8 +59,8 @@ def test_every_figure_is_written_as_valid_png_and_pdf(full):
     assert not leftovers
 
 
-def test_markdown_tables_compare_with_the_paper_where_the_setting_matches(full):
-    _, report = full
+def test_markdown_tables_compare_with_the_paper_where_the_setting_matches(rendered_report):
+    _, report = rendered_report
     md = report.read_text()
     # Table 2, Omniglot 20w1s: MAML mean of 94/95/96 = 95.0 vs 93.7; ANIL 96.0 vs 96.2
     row = _table_row(md, "MAML", "inner-loop")
@@ -103,8 +98,8 @@ def test_miniimagenet_setting_gives_differences_for_freezing_and_regimes(tmp_pat
     assert "46.9" not in md  # only the matching (5-shot) setting's numbers
 
 
-def test_html_is_self_contained(full):
-    folder, _ = full
+def test_html_is_self_contained(rendered_report):
+    folder, _ = rendered_report
     page = (folder / "report.html").read_text()
     assert "http://" not in page and "https://" not in page
     assert 'src="figures/' not in page
@@ -215,7 +210,7 @@ def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range()
     plt.close("all")
 
 
-def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_initialisations_apart(full):
+def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_initialisations_apart(rendered_report):
     from repsim.report import SAME_SEED, cross_summary_of, load_result
     t = pd.DataFrame(CROSS_TASKS)
     pairs = statistics.model_pairs(t)
@@ -226,7 +221,7 @@ def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_ini
     assert row.value.item() == pytest.approx(one.value.mean()) == pytest.approx(0.70 + 0.15 - 0.14)
     assert set(pairs[pairs.same_seed].pair) == {"ANIL-MAML"}  # maml-s0/anil-s0 and maml-s1/anil-s1
     # the report reads what the analysis wrote: different seeds first, in table 3's order
-    summary = cross_summary_of(load_result(full[0], "cross"))
+    summary = cross_summary_of(load_result(rendered_report[0], "cross"))
     assert [(r["pair"], r["seeds"]) for r in summary] == [("MAML-MAML", "different"), ("ANIL-ANIL", "different"),
                                                           ("ANIL-MAML", "different"), ("ANIL-MAML", SAME_SEED)]
     across = summary[2]
@@ -234,7 +229,7 @@ def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_ini
     assert across["cca"][1] == pytest.approx(0.02 / 2 ** 0.5)  # sample std of 0.56 and 0.58
     assert summary[3]["cca"][0] == pytest.approx(0.61)
     # the report: models of different seeds beside the paper, shared initialisations apart, no paper
-    md = full[1].read_text()
+    md = rendered_report[1].read_text()
     assert "| ANIL-MAML | different | 2 | 0.570 ± 0.014 | 0.50 | 0.720 ± 0.014 | 0.83 |" in md
     assert "| ANIL-MAML | same (same initial weights) | 2 | 0.610 ± 0.000 | — | 0.760 ± 0.000 | — |" in md
     assert "| MAML-MAML | different | 1 | 0.660 | 0.51 | 0.810 | 0.83 |" in md  # one pair: no spread
@@ -246,16 +241,16 @@ def test_cross_model_rows_average_body_layers_per_model_pair_and_keep_shared_ini
     assert "models of one seed, which start from the same weights: ANIL-MAML 0.61 ± 0.00 / 0.76 ± 0.00." in md
 
 
-def test_the_report_reads_summaries_and_never_the_per_task_rows(full, tmp_path):
+def test_the_report_reads_summaries_and_never_the_per_task_rows(rendered_report, tmp_path):
     """Every number the report shows was summarised by the analysis that wrote it: without
     the per-task rows the report is the same, byte for byte (figures included)."""
     folder = tmp_path / "results"
-    shutil.copytree(full[0], folder)
+    shutil.copytree(rendered_report[0], folder)
     for rows in folder.glob("*_tasks.csv"):
         rows.unlink()
-    assert write_report(folder).read_text() == full[1].read_text()
+    assert write_report(folder).read_text() == rendered_report[1].read_text()
     assert ({p.name: p.read_bytes() for p in (folder / "figures").glob("*.png")}
-            == {p.name: p.read_bytes() for p in (full[0] / "figures").glob("*.png")})
+            == {p.name: p.read_bytes() for p in (rendered_report[0] / "figures").glob("*.png")})
 
 
 def test_cross_results_of_an_older_repsim_are_reported_over_all_model_pairs(tmp_path):
@@ -293,8 +288,8 @@ def test_reproduction_table_lists_table_3_across_seeds_in_the_papers_order(tmp_p
     assert recipe("reproduction_table").cross_table([tmp_path]).count("\n") == 2
 
 
-def test_the_decomposed_freezing_verdict_judges_reuse_on_the_features_part(full):
-    _, report = full
+def test_the_decomposed_freezing_verdict_judges_reuse_on_the_features_part(rendered_report):
+    _, report = rendered_report
     line = next(x for x in report.read_text().splitlines() if x.startswith("- Freezing, decomposed (MAML"))
     # full loop 90%, body frozen 30% in the protocol, 85% with a fitted head (29.8 and 84.8: the
     # per-task wobble does not average to 0 over 20 tasks; the paired differences have none)

@@ -24,11 +24,6 @@ SIDECAR_KEYS = {"figure", "analysis", "results", "files", "caption", "marks", "d
                 "iterations", "checkpoints", "analysed_by", "drawn_by", "paper"}
 
 
-@pytest.fixture
-def rendered(rendered_report):
-    return rendered_report
-
-
 def _variants(folder: Path):
     for stem in STEMS:
         yield stem, folder / "figures" / f"{stem}", PAGE_WIDTH
@@ -52,8 +47,8 @@ def test_the_type3_search_finds_type3_fonts():
     assert TYPE3 in pdf(3) and TYPE3 not in pdf(42)
 
 
-def test_pdfs_embed_truetype_fonts_never_type3(rendered):
-    folder, _ = rendered
+def test_pdfs_embed_truetype_fonts_never_type3(rendered_report):
+    folder, _ = rendered_report
     for stem, base, _ in _variants(folder):
         data = base.with_suffix(".pdf").read_bytes()
         assert data.startswith(b"%PDF")
@@ -61,8 +56,8 @@ def test_pdfs_embed_truetype_fonts_never_type3(rendered):
         assert b"/FontFile2" in data, f"{base.name}.pdf embeds no TrueType font"
 
 
-def test_figures_are_drawn_at_page_and_column_width(rendered):
-    folder, _ = rendered
+def test_figures_are_drawn_at_page_and_column_width(rendered_report):
+    folder, _ = rendered_report
     for stem, base, width in _variants(folder):
         with Image.open(base.with_suffix(".png")) as im:
             im.verify()
@@ -77,8 +72,8 @@ def test_figures_are_drawn_at_page_and_column_width(rendered):
         assert side["files"][variant]["height_in"] == pytest.approx(h / DPI, abs=1 / DPI)
 
 
-def test_each_figure_has_a_sidecar_with_its_provenance_and_no_footer(rendered):
-    folder, report = rendered
+def test_each_figure_has_a_sidecar_with_its_provenance_and_no_footer(rendered_report):
+    folder, report = rendered_report
     md = report.read_text()
     for stem in STEMS:
         side = json.loads((folder / "figures" / f"{stem}.json").read_text())
@@ -96,12 +91,12 @@ def test_each_figure_has_a_sidecar_with_its_provenance_and_no_footer(rendered):
     assert json.loads((folder / "figures" / "freezing.json").read_text())["seeds"] == {"MAML": [0, 1]}
 
 
-def test_no_provenance_text_is_drawn_into_a_figure(rendered):
+def test_no_provenance_text_is_drawn_into_a_figure(rendered_report):
     from matplotlib.text import Text
 
     from repsim.report.figures import WIDTHS
     from repsim.report.loading import load_results
-    folder, _ = rendered
+    folder, _ = rendered_report
     results, _ = load_results(folder)
     for stem in STEMS:
         for width in WIDTHS.values():
@@ -111,11 +106,11 @@ def test_no_provenance_text_is_drawn_into_a_figure(rendered):
             assert not said, (stem, width, said)
 
 
-def test_algorithms_have_their_display_names_in_every_figure(rendered):
+def test_algorithms_have_their_display_names_in_every_figure(rendered_report):
     from matplotlib.text import Text
 
     from repsim.report.loading import load_results
-    folder, _ = rendered
+    folder, _ = rendered_report
     results, _ = load_results(folder)
     for stem in STEMS:
         fig, _ = FIGURES[stem](results[stem], PAGE_WIDTH)
@@ -126,9 +121,9 @@ def test_algorithms_have_their_display_names_in_every_figure(rendered):
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["MAML", "ANIL", "multiclass", "random features"]
 
 
-def test_weight_change_puts_body_and_head_on_axes_of_their_own(rendered):
+def test_weight_change_puts_body_and_head_on_axes_of_their_own(rendered_report):
     from repsim.report.loading import load_results
-    results, _ = load_results(rendered[0])
+    results, _ = load_results(rendered_report[0])
     for width in (PAGE_WIDTH, COLUMN_WIDTH):
         fig, note = FIGURES["weight_change"](results["weight_change"], width)
         body, head = fig.axes[:2]
@@ -138,9 +133,9 @@ def test_weight_change_puts_body_and_head_on_axes_of_their_own(rendered):
         assert "own scale" in note
 
 
-def test_through_training_legend_is_compact(rendered):
+def test_through_training_legend_is_compact(rendered_report):
     from repsim.report.loading import load_results
-    results, _ = load_results(rendered[0])
+    results, _ = load_results(rendered_report[0])
     for width in (PAGE_WIDTH, COLUMN_WIDTH):
         fig, _ = FIGURES["through_training"](results["through_training"], width)
         (legend,) = fig.legends
@@ -149,8 +144,8 @@ def test_through_training_legend_is_compact(rendered):
         assert [ax.get_title() for ax in fig.axes] == ["Accuracy", "CCA per layer", "CKA per layer"]
 
 
-def test_rendering_twice_is_byte_identical(rendered):
-    folder, report = rendered
+def test_rendering_twice_is_byte_identical(rendered_report):
+    folder, report = rendered_report
     files = [report, folder / "report.html", *sorted((folder / "figures").iterdir())]
     first = {p.name: p.read_bytes() for p in files}
     assert {f"{s}.json" for s in STEMS} <= set(first)
@@ -160,8 +155,8 @@ def test_rendering_twice_is_byte_identical(rendered):
     assert not list(folder.rglob("*.tmp"))
 
 
-def test_html_headings_have_ids_and_a_table_of_contents_links_each(rendered):
-    folder, _ = rendered
+def test_html_headings_have_ids_and_a_table_of_contents_links_each(rendered_report):
+    folder, _ = rendered_report
     page = (folder / "report.html").read_text()
     headings = re.findall(r"<h([1-6])([^>]*)>", page)
     assert len(headings) > 8
@@ -178,8 +173,8 @@ def test_html_headings_have_ids_and_a_table_of_contents_links_each(rendered):
     assert "verdict-measured" in links and "references" in links
 
 
-def test_markdown_has_a_table_of_contents_with_anchor_links(rendered):
-    _, report = rendered
+def test_markdown_has_a_table_of_contents_with_anchor_links(rendered_report):
+    _, report = rendered_report
     md = report.read_text()
     toc = md[md.index("**Contents**"):md.index("\n## ")]
     assert "- [Verdict (measured)](#verdict-measured)" in toc
@@ -188,8 +183,8 @@ def test_markdown_has_a_table_of_contents_with_anchor_links(rendered):
     assert toc.count("](#") == md.count("\n## ")
 
 
-def test_report_cites_the_paper_and_repsim_paper_not_paper_md(rendered):
-    _, report = rendered
+def test_report_cites_the_paper_and_repsim_paper_not_paper_md(rendered_report):
+    _, report = rendered_report
     md = report.read_text()
     intro = md[:md.index("## Verdict")]
     assert "PAPER.md" not in intro  # (tables.py's notes still name it: not this test's business)
@@ -199,8 +194,8 @@ def test_report_cites_the_paper_and_repsim_paper_not_paper_md(rendered):
     assert "## References" in md
 
 
-def test_provenance_names_checkpoint_files_without_absolute_paths(rendered, tmp_path):
-    _, report = rendered
+def test_provenance_names_checkpoint_files_without_absolute_paths(rendered_report, tmp_path):
+    _, report = rendered_report
     md = report.read_text()
     assert "/ckpt/" not in md and "maml-0.safetensors`" in md  # build_results' files are /ckpt/ALG-SEED...
 
