@@ -149,7 +149,7 @@ def _bench(args) -> None:
     if args.what == "train":
         from repsim.bench.train import main as bench_train
         bench_train(device=args.device, quick=args.quick, data_root=args.data_root,
-                    ways=args.ways, shots=args.shots)
+                    ways=args.ways, shots=args.shots, compiled=args.compiled)
     elif args.what == "freezing":
         from repsim.bench.freezing import main as bench_freezing
         from repsim.evaluate import resolve_device
@@ -561,6 +561,8 @@ def _bench_parser(sub) -> None:
                    "checkpoints/omniglot_5w1s/maml-s0/model.safetensors)")
     b.add_argument("--ways", type=int, default=20, help="train: Omniglot setting to time")
     b.add_argument("--shots", type=int, default=1, help="train: Omniglot setting to time")
+    b.add_argument("--compiled", action="store_true", help="train: time execution: compiled too (each "
+                   "task's meta-gradient compiled by torch.compile; compiling takes minutes)")
     b.set_defaults(func=_bench)
 
 

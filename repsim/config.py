@@ -53,7 +53,7 @@ CHOICES = {"inner_loss": LOSSES, "outer_loss": LOSSES,
            "conv_padding": ("symmetric", "same", "valid"),
            "image_resize": ("lanczos", "nearest"),
            "conventions": CONVENTION_SETS, "dataset": DATASETS, "algorithm": ALGORITHMS,
-           "execution": ("auto", "loop", "vmap"),
+           "execution": ("auto", "loop", "vmap", "compiled"),
            "pooling": ("stride", "maxpool"), "feature_pooling": ("mean", "flatten"),
            "image_ink": ("bright", "dark")}
 
@@ -106,7 +106,8 @@ class Config:
     checkpoint_every: int = 1000
     eval_every: int = 1000
     eval_tasks: int = 100              # validation tasks at each evaluation
-    execution: str = "auto"            # auto | loop | vmap: how a meta-batch runs
+    execution: str = "auto"            # auto | loop | vmap | compiled (the loop, each task's meta-
+                                       # gradient compiled: opt-in, minutes to compile)
     reduced: bool = False              # marks a schedule shortened from the paper's
 
     def resolved(self) -> "Config":

@@ -23,6 +23,7 @@ shots, which makes every step ``ways`` times larger for the same learning rate.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 
 import torch
@@ -256,6 +257,49 @@ def meta_backward(model: nn.Module, params: Params, tasks, objective: MetaObject
         (r.loss / len(tasks)).backward()
         loss, accuracy = loss + r.loss.item(), accuracy + r.accuracy
     return loss / len(tasks), accuracy / len(tasks)
+
+
+def meta_backward_compiled(model: nn.Module, params: Params, tasks, objective: MetaObjective) -> tuple[float, float]:
+    """:func:`meta_backward` with each task's meta-gradient compiled by ``torch.compile``.
+
+    The task's query loss after its inner loop (:func:`_inner_loop`, torch.func) is
+    differentiated by ``torch.func.grad`` and the whole (inner loop, query loss, meta-gradient)
+    compiled as one graph, so Inductor fuses the second-order backward that eager autograd runs
+    op by op. The first call compiles (minutes on a small CPU; docs/BENCHMARKS.md), the graph is
+    kept per model and objective, and tasks of one shape reuse it. The same meta-gradient as
+    :func:`meta_backward` to float rounding (tests/test_meta.py checks it in float64).
+    """
+    task_gradient = _compiled_task_gradient(model, objective)
+    fixed = {n: p.detach() for n, p in params.items()}
+    loss = accuracy = 0.0
+    for t in tasks:
+        grads, (task_loss_, task_accuracy) = task_gradient(fixed, t.support_x, t.support_y, t.query_x, t.query_y)
+        for n, g in grads.items():
+            g = g / len(tasks)
+            params[n].grad = g if params[n].grad is None else params[n].grad + g
+        loss, accuracy = loss + task_loss_.item(), accuracy + task_accuracy.item()
+    return loss / len(tasks), accuracy / len(tasks)
+
+
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _compiled_task_gradient(model: nn.Module, objective: MetaObjective):
+    """One task's (meta-gradient, (query loss, accuracy)), compiled once per model and objective."""
+    from torch.func import grad
+
+    def query_loss(params, support_x, support_y, query_x, query_y):
+        logits = functional_call(model, _inner_loop(model, params, objective, support_x, support_y), (query_x,))
+        loss = task_loss(logits, query_y, objective.outer_loss, support_y.shape[-1] / logits.shape[-1])
+        return loss, (loss.detach(), (logits.argmax(-1) == query_y).float().mean())
+
+    by_objective = _COMPILED.setdefault(model, {})
+    if objective not in by_objective:
+        # Inductor's channels-last layout change costs more than it saves on these small convs
+        # (20-way 1-shot: 1.49x over eager without it, 1.3x with it; issue 33)
+        by_objective[objective] = torch.compile(grad(query_loss, has_aux=True), dynamic=False,
+                                                options={"layout_optimization": False})
+    return by_objective[objective]
 
 
 def meta_loss_vmap(model: nn.Module, params: Params, tasks, objective: MetaObjective) -> tuple[torch.Tensor, float]:

@@ -45,7 +45,7 @@ from repsim.data.episodes import (
 from repsim.errors import NotFiniteError, RepsimError
 from repsim.evaluate import resolve_device, score_tasks, test_time_params
 from repsim.io import atomic_write_text
-from repsim.meta import meta_backward, meta_loss_vmap, own_inner_loop, training_objective
+from repsim.meta import meta_backward, meta_backward_compiled, meta_loss_vmap, own_inner_loop, training_objective
 from repsim.model import model_for
 
 VALIDATION_SEED = 12345  # validation tasks are the same for every run and iteration
@@ -100,8 +100,10 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
 
     validation = TaskList(splits["val"], config.ways, config.shots, config.queries,
                           config.eval_tasks, VALIDATION_SEED)
-    use_vmap = state.execution == "vmap"
     last = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
+    if state.execution == "compiled" and progress:
+        print("execution: compiled: torch.compile builds the meta-gradient before the first iteration "
+              "(minutes; once per process)", flush=True)
     bar = tqdm(range(start + 1, last + 1), initial=start, total=config.iterations,
                desc=f"{config.algorithm} {config.dataset} {config.ways}w{config.shots}s",
                disable=not progress)
@@ -109,7 +111,7 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     with StopRequest() as stop:  # Ctrl-C: stop after this iteration, with a checkpoint
         for it in bar:
             optimizer.zero_grad(set_to_none=True)
-            loss, acc = _meta_gradient(model, params, config, train_split, it, dev, use_vmap)
+            loss, acc = _meta_gradient(model, params, config, train_split, it, dev, state.execution)
             if not (math.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in params.values()
                                                 if p.grad is not None)):
                 kept = sorted((out / "checkpoints").glob("iter-*.safetensors"))
@@ -225,7 +227,9 @@ class RunState:
 
 
 def resolve_execution(config: Config, dev: torch.device) -> str:
-    """How a meta-batch runs: ``loop`` (task after task) or ``vmap`` (all tasks as one batch).
+    """How a meta-batch runs: ``loop`` (task after task) or ``vmap`` (all tasks as one batch);
+    ``compiled`` (the loop, each task's meta-gradient compiled) is only ever asked for, since its
+    compilation costs minutes before the first iteration.
 
     ``auto`` follows side-by-side timings on real Omniglot tasks (``repsim bench train
     --ways W --shots K``; docs/BENCHMARKS.md). On a GPU (an H200) vmap wins in every Omniglot
@@ -246,9 +250,10 @@ def resolve_execution(config: Config, dev: torch.device) -> str:
     return "loop" if task_images >= (32 if head_only else 100) else "vmap"
 
 
-def _meta_gradient(model, params, config: Config, split, it: int, dev, use_vmap: bool):
-    """Backpropagate the loss of iteration ``it`` into ``params``' ``.grad``; return the loss
-    and accuracy. Its tasks (or its batch) depend on (seed, it) only."""
+def _meta_gradient(model, params, config: Config, split, it: int, dev, execution: str):
+    """Backpropagate the loss of iteration ``it`` into ``params``' ``.grad``, the meta-batch run
+    as ``execution`` says; return the loss and accuracy. Its tasks (or its batch) depend on
+    (seed, it) only."""
     if config.algorithm == "multiclass":
         loss, acc = _multiclass_loss(model, params, split, config, it, dev)
         loss.backward()
@@ -256,10 +261,12 @@ def _meta_gradient(model, params, config: Config, split, it: int, dev, use_vmap:
     first = (it - 1) * config.meta_batch_size
     tasks = [training_task(split, config, first + j).to(dev) for j in range(config.meta_batch_size)]
     objective = training_objective(config, model)
-    if use_vmap:
+    if execution == "vmap":
         loss, acc = meta_loss_vmap(model, params, batch_tasks(tasks), objective)
         loss.backward()
         return loss.item(), acc
+    if execution == "compiled":
+        return meta_backward_compiled(model, params, tasks, objective)
     return meta_backward(model, params, tasks, objective)
 
 

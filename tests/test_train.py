@@ -422,6 +422,21 @@ def test_bench_train_times_every_method_on_the_requested_setting():
     setting = _setting(5, 1)
     tasks = _tasks(setting, torch.device("cpu"))
     assert len(tasks) == setting.meta_batch_size == 32 and tasks[0].support_x.shape[0] == 5
-    times = run("cpu", quick=True, ways=5, shots=1)
+    times, flops = run("cpu", quick=True, ways=5, shots=1)
     methods = {f"repsim {a} {e}" for a in ("maml", "anil") for e in ("loop", "vmap")}
     assert methods <= set(times) and all(t > 0 for t in times.values())
+    # a second-order MAML step does more than ANIL's, whose body's backward stops at the head
+    assert flops["repsim maml loop"] > 2 * flops["repsim anil loop"] > 0
+
+
+def test_step_flops_counts_a_conv4_forward_as_the_closed_form_says():
+    # the GFLOP/s that repsim bench train prints divide this count: 2 * outputs * (inputs * 3 * 3)
+    # per convolution (stride 2, padding 1: 28 -> 14 -> 7 -> 4 -> 2) and 2 * ways * 64 for the head
+    from repsim.bench.train import step_flops
+    from repsim.model import conv4_for
+    model, n = conv4_for("omniglot", 5), 10
+    x = torch.rand(n, 1, 28, 28)
+    sides, channels = [14, 7, 4, 2], [1, 64, 64, 64]
+    expected = sum(2 * n * 64 * s * s * c * 9 for s, c in zip(sides, channels)) + 2 * n * 5 * 64
+    with torch.no_grad():
+        assert step_flops(lambda: model(x)) == expected
