@@ -13,8 +13,8 @@ numbers are comparable. ``repsim analyze`` runs them into a results folder
    ``cross_similarity``   body-layer similarity across seeds and algorithms (table 3)
 4. ``head_ablations``     NIL, trained/zeroed/random heads (section 5)
 5. ``training_regimes``   NIL accuracy of MAML, ANIL, multiclass, multitask, random (table 5)
-6. ``through_training``   the above on a run's intermediate checkpoints (``run_checkpoints``),
-                          one at a time ``checkpoint_in_training``
+6. ``checkpoint_in_training``  the above on one of a run's intermediate checkpoints
+                          (``run_checkpoints`` lists them; the runner takes one per part)
 7. ``weight_change``      ||theta_after - theta_before|| / ||theta_before|| per layer (BOIL's side)
 
 Conventions: CCA is mean CCA with spatial positions as data points for conv layers
@@ -293,15 +293,8 @@ def run_checkpoints(run_dir: str | Path) -> list[Path]:
     return found
 
 
-def through_training(study: Study, run_dir, *, steps: int | None = None) -> pd.DataFrame:
-    """Accuracy, NIL accuracy, the body frozen and before/after similarity at every intermediate
-    checkpoint, per task (:func:`checkpoint_in_training`)."""
-    return pd.concat([checkpoint_in_training(study, path, steps=steps)
-                      for path in run_checkpoints(run_dir)], ignore_index=True)
-
-
 def checkpoint_in_training(study: Study, checkpoint, *, steps: int | None = None) -> pd.DataFrame:
-    """One point of ``through_training``, per task: the checkpoint's accuracies (inner loop, NIL,
+    """One point of the through-training analysis, per task: the checkpoint's accuracies (inner loop, NIL,
     the whole body frozen in the paper's protocol and with a fitted head:
     :func:`freezing_decomposed`) and its layers' before/after similarities.
     Rows: checkpoint, model, algorithm, seed, iteration, metric, layer, task, value (accuracies in

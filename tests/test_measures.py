@@ -203,9 +203,15 @@ def test_run_analysis_writes_tables_and_provenance(runs, tmp_path):
     assert len(seeds) == 2 * 5 * 2
 
 
+def _through_training(study, run_dir):
+    """Every intermediate checkpoint of a run, measured one after another (what the runner's parts add up to)."""
+    return pd.concat([measures.checkpoint_in_training(study, path) for path in measures.run_checkpoints(run_dir)],
+                     ignore_index=True)
+
+
 def test_through_training_reads_intermediate_checkpoints(runs, tmp_path):
     run_dir = runs["maml"].parent
-    table = measures.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
+    table = _through_training(study_for(runs["maml"], num_tasks=3), run_dir)
     assert sorted(table.iteration.unique()) == [10, 20]
     # the whole body frozen, in the protocol and with a fitted head: freezing_decomposed's own numbers
     last = measures.freezing_decomposed(study_for(runs["maml"], num_tasks=3), run_dir / "checkpoints" /
@@ -523,7 +529,7 @@ def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_p
                         lambda study, c, **kw: analysed.append(c) or real(study, c, **kw))
     again = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, protocol, progress=False))
     assert analysed == []
-    direct = measures.through_training(study_for(runs["maml"], num_tasks=3), run_dir)
+    direct = _through_training(study_for(runs["maml"], num_tasks=3), run_dir)
     pd.testing.assert_frame_equal(first, again)
     # the per-task rows are kept beside the table (they were summarised away inside the measure)
     assert (tmp_path / "through_training_tasks.csv").read_text() == direct.to_csv(index=False)
