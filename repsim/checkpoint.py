@@ -209,11 +209,13 @@ def _checked_metadata(meta, path) -> dict[str, Any]:
                            f"of the run, or import its weights again with 'repsim import'")
     if not isinstance(meta, dict):
         raise damaged(f"a JSON {type(meta).__name__}, not an object")
-    fmt = meta.get("format", FORMAT)  # checkpoints of the first repsims have no format field
-    if fmt != FORMAT:
-        raise RepsimError(f"{path} is a checkpoint of format {fmt!r}, which this repsim ({repsim.__version__}) "
+    fmt = meta.get("format")
+    if fmt != FORMAT:  # the first repsims wrote no format field; none of their checkpoints is kept
+        which, other = ((f"of format {fmt!r}", "or a newer one") if fmt is not None
+                        else ("without a format field", "or re-train it with 'repsim train'"))
+        raise RepsimError(f"{path} is a checkpoint {which}, which this repsim ({repsim.__version__}) "
                           f"does not know (it reads {FORMAT!r}): read it with the repsim that wrote it "
-                          f"({meta.get('repsim_version', 'unknown')}), or a newer one")
+                          f"({meta.get('repsim_version', 'unknown')}), {other}")
     if not isinstance(meta.get("config"), dict):
         raise damaged("no config" if meta.get("config") is None else "config is not an object")
     iteration = meta.get("iteration", 0)
@@ -259,7 +261,8 @@ def load_checkpoint(path: str | Path, *, with_optimizer: bool = False, weights: 
         tensors = load(data) if weights else {}
     except (SafetensorError, ValueError) as e:
         raise RepsimError(f"checkpoint {path} is corrupt ({e}): use an earlier checkpoint of the run") from None
-    # checkpoints written before digests were recorded have none, and load as they are
+    # checkpoints written before digests were recorded have none, and load as they are (the committed
+    # 5w1s ones have neither digest, the 20w1s, 20w5s and in-progress ones no index digest)
     if weights and "tensors_sha256" in meta and tensor_digest(data) != meta["tensors_sha256"]:
         raise RepsimError(f"checkpoint {path} is corrupt (its tensors differ from the SHA-256 written with "
                           f"them: a byte changed on disk or in transit): use an earlier checkpoint of the "

@@ -100,7 +100,7 @@ def over_seeds(rows: pd.DataFrame, keys, value: str = "accuracy") -> list[dict]:
                     "std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
                     "seeds": sorted(g["seed"].tolist()) if "seed" in g else [],
                     "cis": g["ci95"].astype(float).tolist(),
-                    # an ablation's paired change (results written before it have none)
+                    # an ablation's paired change (regimes and the decomposition have none)
                     "change": float(g["change"].astype(float).mean()) if "change" in g else None,
                     "change_cis": g["change_ci95"].astype(float).tolist() if "change_ci95" in g else [],
                     "tasks": int(g["tasks"].min()) if "tasks" in g and g["tasks"].notna().all() else None})

@@ -10,14 +10,15 @@ from pathlib import Path
 import pandas as pd
 
 from repsim import statistics
+from repsim.results import FORMAT
 
 CONV = "CCA: mean canonical correlation, spatial; CKA: linear, flattened"
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
 
 
 def provenance(name, dataset, ways, shots, checkpoints, tasks=20):
-    return {"analysis": name, "checkpoints": checkpoints, "command": None, "created": "2026-01-01T00:00:00+00:00",
-            "repsim_version": "0.1.0",
+    return {"analysis": name, "format": FORMAT, "checkpoints": checkpoints, "command": None,
+            "created": "2026-01-01T00:00:00+00:00", "repsim_version": "0.1.0",
             "study": {"dataset": dataset, "split": "test", "split_scheme": "maml", "ways": ways, "shots": shots,
                       "queries": 15, "tasks": tasks, "task_seed": 7,
                       "confidence_interval": "95%, 1.96 * std / sqrt(n) over tasks", "conventions": CONV}}
@@ -107,19 +108,22 @@ def build_results(folder: Path, dataset="omniglot", ways=20, shots=1, names=None
                          ("cka", 0.3 if layer == "head" else min(1.0, base + 0.03)))],
                        maml[:1] + anil + boil),
         "freezing": ([{"checkpoint": f"maml-s{s}-it60000", "algorithm": "maml", "seed": s, "iteration": 60000,
-                       "frozen": f, "accuracy": 90.0 + s - k * 0.5, "ci95": 0.8, "tasks": 20}
+                       "frozen": f, "accuracy": 90.0 + s - k * 0.5, "ci95": 0.8, "change": -k * 0.5,
+                       "change_ci95": 0.3, "tasks": 20}
                       for s in (0, 1) for k, f in enumerate(["none", "conv1", "conv1,conv2", "conv1,conv2,conv3",
                                                             "conv1,conv2,conv3,conv4"])], maml[:2]),
         "freezing_decomposed": (statistics.decompose_freezing(pd.DataFrame(decomposed_tasks())), maml[:2]),
         "accuracy": ([{"checkpoint": f"maml-s{s}-it60000", "algorithm": "maml", "seed": s, "iteration": 60000,
                        "mode": mode, "accuracy": (94.0 + s) if mode == "inner-loop" else 90.0 + s,
-                       "ci95": 0.5, "tasks": 20} for s in (0, 1, 2) for mode in ("inner-loop", "nil")]
+                       "ci95": 0.5, "change": 0.0 if mode == "inner-loop" else -4.0, "change_ci95": 0.3,
+                       "tasks": 20} for s in (0, 1, 2) for mode in ("inner-loop", "nil")]
                      + [{"checkpoint": "anil-s0-it60000", "algorithm": "anil", "seed": 0, "iteration": 60000,
-                         "mode": mode, "accuracy": 96.0 if mode == "inner-loop" else 97.0, "ci95": 0.4, "tasks": 20}
+                         "mode": mode, "accuracy": 96.0 if mode == "inner-loop" else 97.0, "ci95": 0.4,
+                         "change": 0.0 if mode == "inner-loop" else 1.0, "change_ci95": 0.2, "tasks": 20}
                         for mode in ("inner-loop", "nil")], maml + anil),
         "cross": (statistics.cross_layers(pd.DataFrame(CROSS_TASKS)), maml[:2] + anil),
         "heads": ([{"checkpoint": "maml-s0-it60000", "algorithm": "maml", "seed": 0, "iteration": 60000,
-                    "variant": v, "accuracy": a, "ci95": 1.0, "tasks": 20}
+                    "variant": v, "accuracy": a, "ci95": 1.0, "change": a - 94.0, "change_ci95": 0.6, "tasks": 20}
                    for v, a in (("trained inner loop", 94.0), ("NIL (no head)", 90.0),
                                 ("trained head, no adaptation", 5.0))], maml[:1]),
         "regimes": ([{"regime": r, "seed": s, "checkpoint": f"{r}-s{s}", "accuracy": a + s, "ci95": 1.0, "tasks": 20}

@@ -242,6 +242,13 @@ def test_52b_npz_text_arrays_and_a_checkpoint_of_a_future_format(run, tmp_path, 
     code, _, err = in_cli(capsys, "evaluate", ckpt, "--tasks", 2, "--device", "cpu", "--quiet")
     assert code == 2
     one_line(err, "format 'repsim-checkpoint-2', which this repsim", "does not know")
+    # the first repsims wrote no format field: none of their checkpoints is kept, and one is refused
+    ckpt = with_metadata(run / "model.safetensors", tmp_path / "first.safetensors",
+                         lambda raw: json_.dumps({k: v for k, v in json_.loads(raw).items() if k != "format"}))
+    code, _, err = in_cli(capsys, "evaluate", ckpt, "--tasks", 2, "--device", "cpu", "--quiet")
+    assert code == 2
+    one_line(err, "first.safetensors is a checkpoint without a format field, which this repsim", "does not know",
+             "re-train it with 'repsim train'")
 
 
 # 53: tracebacks -------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -166,7 +168,8 @@ def test_edge_cases_nan_ci_no_head_accuracy_only_through_training(tmp_path):
     folder.mkdir()
     ck = [checkpoint_row("maml", 0, 500, dataset="synthetic", ways=20, shots=1)]
     write_result(folder, "accuracy", [{"checkpoint": "maml-s0-it500", "algorithm": "maml", "seed": 0, "iteration": 500,
-                                 "mode": m, "accuracy": 50.0, "ci95": float("nan"), "tasks": 1}
+                                 "mode": m, "accuracy": 50.0, "ci95": float("nan"), "change": 0.0,
+                                 "change_ci95": float("nan"), "tasks": 1}
                                 for m in ("inner-loop", "nil")],
                  provenance("accuracy", "synthetic", 20, 1, ck, tasks=1))
     write_result(folder, "similarity", [{"algorithm": "maml", "layer": "conv1", "measure": "cca", "mean": 0.9,
@@ -253,20 +256,57 @@ def test_the_report_reads_summaries_and_never_the_per_task_rows(rendered_report,
             == {p.name: p.read_bytes() for p in (rendered_report[0] / "figures").glob("*.png")})
 
 
-def test_cross_results_of_an_older_repsim_are_reported_over_all_model_pairs(tmp_path):
+def _earlier_format(folder: Path, name: str, lacking: str):
+    """``folder``'s report is refused in one line naming what its ``name`` result lacks and the fix."""
+    with pytest.raises(RepsimError) as e:
+        write_report(folder)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(str(folder / f"{name}.json"))
+    assert f"is of an earlier format (no {lacking}), which this repsim does not read" in message
+    assert f"re-run 'repsim analyze' into {folder}" in message
+
+
+def test_cross_results_of_an_older_repsim_are_refused(tmp_path):
     """Before cross kept seeds apart, cross.csv pooled every model pair of two algorithms and
-    no cross_pairs.csv was written: the report shows that table as it is, with no guess at seeds."""
+    no cross_pairs.csv was written: no committed result is such, so the report refuses it."""
     folder = build_results(tmp_path / "r", names=("cross",))
     old = pd.DataFrame(CROSS_TASKS).drop(columns=["seed_a", "seed_b", "same_seed"])
     old.to_csv(folder / "cross_tasks.csv", index=False)
     pd.DataFrame(cross_means(CROSS_TASKS)).to_csv(folder / "cross.csv", index=False)
     for suffix in ("pairs", "model_pairs"):
         (folder / f"cross_{suffix}.csv").unlink()
-    md = write_report(folder).read_text()
-    assert "| ANIL-MAML | all | 0.590 | 0.50 | 0.740 | 0.83 |" in md  # mean of the 3 pairs' per-layer means
-    assert ("Similarity between models (CCA / CKA), body layers averaged: "
-            "MAML-MAML 0.66 / 0.81; ANIL-MAML 0.59 / 0.74" in md)
-    assert "_tasks" not in md and "same initial weights" not in md
+    _earlier_format(folder, "cross", "column same_seed, cross_pairs.csv, cross_model_pairs.csv")
+
+
+@pytest.mark.parametrize("name, edit, lacking", [
+    ("freezing", lambda folder, prov: pd.read_csv(folder / "freezing.csv").drop(columns=["change", "change_ci95"])
+     .to_csv(folder / "freezing.csv", index=False), "column change, column change_ci95"),
+    ("accuracy", lambda folder, prov: prov["study"].pop("confidence_interval"), "study.confidence_interval"),
+    ("heads", lambda folder, prov: prov["checkpoints"][0].update(imported=True), "checkpoint 0's seed_known"),
+])
+def test_results_without_what_every_result_since_the_format_holds_are_refused(tmp_path, name, edit, lacking):
+    """Paired changes, the CI's definition and an import's seed_known were once absent, and
+    read around; no committed result lacks them, so a result that does is refused."""
+    folder = build_results(tmp_path / "r", names=(name,))
+    meta = folder / f"{name}.json"
+    prov = json.loads(meta.read_text())
+    edit(folder, prov)
+    meta.write_text(json.dumps(prov))
+    _earlier_format(folder, name, lacking)
+
+
+def test_results_without_a_format_field_are_read_as_this_format(tmp_path):
+    """The committed 5w1s, 20w1s and 20w5s results have no format field: what holds all this
+    format does is read as it; another format is refused."""
+    folder = build_results(tmp_path / "r", names=("freezing",))
+    meta = folder / "freezing.json"
+    prov = json.loads(meta.read_text())
+    reported = write_report(folder).read_text()
+    meta.write_text(json.dumps({k: v for k, v in prov.items() if k != "format"}))
+    assert write_report(folder).read_text() == reported
+    meta.write_text(json.dumps({**prov, "format": "repsim-results-0"}))
+    with pytest.raises(RepsimError, match=r"is of format 'repsim-results-0', which this repsim does not read"):
+        write_report(folder)
 
 
 def test_a_damaged_same_seed_column_is_refused_in_one_line(tmp_path):
@@ -284,8 +324,9 @@ def test_reproduction_table_lists_table_3_across_seeds_in_the_papers_order(tmp_p
     assert out[2:] == ["| Omniglot 20w1s | MAML-MAML | 1 | 0.660 | 0.810 | 0.51 / 0.83 |",
                        "| Omniglot 20w1s | ANIL-ANIL | 1 | 0.680 | 0.830 | 0.51 / 0.86 |",
                        "| Omniglot 20w1s | ANIL-MAML | 2 | 0.570 ± 0.014 | 0.720 ± 0.014 | 0.50 / 0.83 |"]
-    (tmp_path / "results" / "cross_pairs.csv").unlink()  # an older folder: no table 3 rows, no crash
-    assert recipe("reproduction_table").cross_table([tmp_path]).count("\n") == 2
+    (tmp_path / "results" / "cross_pairs.csv").unlink()  # an older folder: refused in one line
+    with pytest.raises(RepsimError, match=r"of an earlier format \(no cross_pairs.csv\)"):
+        recipe("reproduction_table").cross_table([tmp_path])
 
 
 def test_the_decomposed_freezing_verdict_judges_reuse_on_the_features_part(rendered_report):

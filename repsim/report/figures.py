@@ -134,7 +134,7 @@ def sidecar(drawn: Drawn, res: Result, files: dict, caption: str = "") -> dict:
                  "queries_per_class": s.get("queries")},
         "setting": setting_text(res),
         "tasks": s.get("tasks"), "task_seed": s.get("task_seed"),
-        "confidence_interval": s.get("confidence_interval"),
+        "confidence_interval": s["confidence_interval"],
         "similarity_conventions": s.get("conventions"),
         "training_conventions": conventions_text(res.checkpoints),
         "seeds": {a: _sorted(v) for a, v in seeds.items()},
@@ -499,8 +499,7 @@ def fig_through_training(res: Result, width: float):
 
 def fig_cross(res: Result, width: float):
     t = cross_layer_table(res)
-    if "seeds" in t:
-        t = t.assign(pair=[p if s == "different" else f"{p} (same seed)" for p, s in zip(t["pair"], t["seeds"])])
+    t = t.assign(pair=[p if s == "different" else f"{p} (same seed)" for p, s in zip(t["pair"], t["seeds"])])
     pairs = list(dict.fromkeys(t["pair"]))
     layers = list(dict.fromkeys(t["layer"]))
     measures = [m for m in ("cca", "cka") if m in set(t["measure"])] or list(dict.fromkeys(t["measure"]))

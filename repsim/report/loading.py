@@ -63,7 +63,7 @@ class Result:
 
     def seed_unknown(self, model) -> bool:
         """Whether ``model`` was imported without a seed: its config's default seed (0) then
-        says nothing. Results written before seeds were tracked count as known."""
+        says nothing."""
         return any(unknown_seed(c) for c in self._provenance_of(model))
 
     def reduced(self, algorithm, seed=None, iteration=None) -> bool:
@@ -77,7 +77,7 @@ class Result:
 
 def unknown_seed(checkpoint: dict) -> bool:
     """Whether a checkpoint's provenance is that of a model imported without a seed."""
-    return bool(checkpoint.get("imported")) and checkpoint.get("seed_known") is False
+    return bool(checkpoint.get("imported")) and not checkpoint.get("seed_known")
 
 
 def _same(a, b) -> bool:
@@ -89,7 +89,7 @@ def _same(a, b) -> bool:
 
 def _read_csv(path: Path, required=(), recorded: dict | None = None) -> pd.DataFrame:
     """A result table, checked against the digest its NAME.json ``recorded`` (results written
-    before digests were recorded have none, and are read as they are)."""
+    before digests were recorded have none, and are read as they are: the committed 5w1s ones)."""
     if recorded and path.name in recorded:
         try:
             intact = table_digest(path.read_bytes()) == recorded[path.name]
@@ -128,14 +128,16 @@ def _by_model(df: pd.DataFrame) -> pd.DataFrame:
     """The report compares models: an algorithm with its seeds pooled, or a model with a name
     of its own (an imported one, say). Results that record the ``model`` a row belongs to
     are read with it in the algorithm's place, so two MAMLs of different names never share a
-    row, a bar or a curve; results written before the column existed name algorithms only."""
+    row, a bar or a curve; results written before the column existed name algorithms only (the
+    committed 5w1s similarity, through-training and weight-change ones)."""
     if "model" in df.columns and "algorithm" in df.columns:
         df = df.assign(algorithm=df["model"].where(df["model"] != "", df["algorithm"]))
     return df
 
 
 _TYPES = {int: "an integer", str: "a string", bool: "true or false"}
-_STUDY_FIELDS = {"tasks": int, "task_seed": int, "ways": int, "shots": int, "queries": int, "dataset": str}
+_STUDY_FIELDS = {"tasks": int, "task_seed": int, "ways": int, "shots": int, "queries": int, "dataset": str,
+                 "confidence_interval": str}
 _CHECKPOINT_FIELDS = {"seed": int, "iteration": int, "algorithm": str, "model": str, "label": str,
                       "checkpoint": str, "reduced_schedule": bool, "imported": bool, "seed_known": bool}
 
@@ -157,6 +159,30 @@ def _damaged_provenance(prov: dict) -> str | None:
     return None
 
 
+# What every result has held since before the format field, and the report reads with no
+# fallback (paired changes, cross's seeds and its per-pair summaries, the CI's definition, an
+# import's seed_known): a result without it is an earlier repsim's, refused as of another format
+_COLUMNS_SINCE = {"freezing": ("change", "change_ci95"), "accuracy": ("change", "change_ci95"),
+                  "heads": ("change", "change_ci95"), "cross": ("same_seed",)}
+_EXTRAS_SINCE = {"cross": ("pairs", "model_pairs")}
+
+
+def _earlier_format(name: str, prov: dict, table: pd.DataFrame, extras: dict) -> str | None:
+    """What an earlier repsim's result of ``name`` lacks of the above (None: nothing)."""
+    lacking = ([f"column {c}" for c in _COLUMNS_SINCE.get(name, ()) if c not in table.columns]
+               + [f"{name}_{s}.csv" for s in _EXTRAS_SINCE.get(name, ()) if s not in extras]
+               + ["study.confidence_interval"] * ("confidence_interval" not in prov.get("study", {}))
+               + [f"checkpoint {i}'s seed_known" for i, c in enumerate(prov.get("checkpoints", []))
+                  if c.get("imported") and "seed_known" not in c])
+    return ", ".join(lacking) or None
+
+
+def _unread_format(meta: Path, prov: dict, which: str) -> RepsimError:
+    return RepsimError(f"{meta} is of {which}, which this repsim does not read (it reads {FORMAT!r}): report it "
+                       f"with the repsim that wrote it ({prov.get('repsim_version', 'unknown')}), or re-run "
+                       f"'repsim analyze' into {meta.parent}")
+
+
 def load_result(folder: Path, name: str) -> Result | str:
     """Analysis ``name``'s result in ``folder``, or why there is none ("not run", "unfinished", "empty")."""
     csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
@@ -172,10 +198,10 @@ def load_result(folder: Path, name: str) -> Result | str:
         raise RepsimError(f"cannot read {meta} ({one_line(e)}): re-run the analysis that wrote it") from None
     if not isinstance(prov, dict):
         raise RepsimError(f"cannot read {meta}: not a provenance record; re-run the analysis that wrote it")
-    if prov.get("format", FORMAT) != FORMAT:  # results of the first repsims have no format field
-        raise RepsimError(f"{meta} is of format {prov['format']!r}, which this repsim does not read (it reads "
-                          f"{FORMAT!r}): report it with the repsim that wrote it "
-                          f"({prov.get('repsim_version', 'unknown')}), or re-run the analysis")
+    # results of the first repsims have no format field, and are read as this format where they
+    # hold all it does (below): the committed 5w1s, 20w1s and 20w5s results are such
+    if prov.get("format", FORMAT) != FORMAT:
+        raise _unread_format(meta, prov, f"format {prov['format']!r}")
     wrong = _damaged_provenance(prov)
     if wrong:
         raise RepsimError(f"cannot read {meta}: {wrong}; re-run the analysis that wrote it")
@@ -185,6 +211,9 @@ def load_result(folder: Path, name: str) -> Result | str:
         return f"empty ({name}.csv has no rows)"
     extras = {suffix: _read_csv(folder / f"{name}_{suffix}.csv", recorded=recorded) for suffix in EXTRA_TABLES
               if (folder / f"{name}_{suffix}.csv").is_file()}
+    lacking = _earlier_format(name, prov, table, extras)
+    if lacking:
+        raise _unread_format(meta, prov, f"an earlier format (no {lacking})")
     return Result(name, table, prov, extras)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from repsim import paper
-from repsim.report.cross import body_mean, cross_layer_table, cross_summary_of
+from repsim.report.cross import cross_layer_table, cross_summary_of
 from repsim.report.document import Doc
 from repsim.report.loading import Result, unknown_seed
 from repsim.report.text import (
@@ -89,10 +89,8 @@ def table_freezing(doc: Doc, res: Result):
     t = res.table
     pc = _PaperColumns("freezing", res.setting)
     pe = _PaperColumns("freezing", res.setting, label="paper, earlier version")
-    paired = "change" in t
-    headers = ["algorithm", "iteration", "frozen", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)"]
-    headers += [CHANGE_HEADER.format("unfrozen")] if paired else []
-    headers += pc.headers() + pe.headers()
+    headers = ["algorithm", "iteration", "frozen", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)",
+               CHANGE_HEADER.format("unfrozen")] + pc.headers() + pe.headers()
     rows = []
     for r in over_seeds(t, ["algorithm", "iteration", "frozen"]):
         a = r["algorithm"]
@@ -100,8 +98,7 @@ def table_freezing(doc: Doc, res: Result):
         rows.append([display_name(a) + reduced_mark(res, a, r["seeds"], r["iteration"]),
                      iteration_cell(res, a, r["iteration"]), r["frozen"].replace(",", ", "),
                      seeds_cell(res, a, r["seeds"]),
-                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])]
-                    + ([change_text(r)] if paired else [])
+                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"]), change_text(r)]
                     + pc.cells(r["mean"], prow, "accuracy") + pe.cells(r["mean"], prow, "accuracy (earlier version)"))
     doc.table(headers, rows)
     doc.p("Paper: Raghu et al. 2020 Table 1 (MAML-trained, MiniImageNet 5-way), mean ± std; (?) marks values "
@@ -171,10 +168,8 @@ def _other_published(setting, alg, mode) -> str:
 def table_accuracy(doc: Doc, res: Result):
     t = res.table
     pc = _PaperColumns("maml_vs_anil", res.setting, label="paper")
-    paired = "change" in t
     headers = ["algorithm", "iteration", "test mode", "seeds", "tasks", "ours (%)", "std over seeds",
-               "95% CI (per seed)"]
-    headers += [CHANGE_HEADER.format("inner loop")] if paired else []
+               "95% CI (per seed)", CHANGE_HEADER.format("inner loop")]
     headers += pc.headers() + ["paper source", "other published (same setting)"]
     rows = []
     setting = paper.normalise_setting(res.setting)
@@ -199,8 +194,8 @@ def table_accuracy(doc: Doc, res: Result):
                      iteration_cell(res, a, r["iteration"]), "NIL" if mode == "nil" else mode,
                      seeds_cell(res, a, r["seeds"]),
                      r["tasks"] if r["tasks"] is not None else "?",
-                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])]
-                    + ([change_text(r) if mode == "nil" else "—"] if paired else []) + cells
+                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"]),
+                     change_text(r) if mode == "nil" else "—"] + cells
                     + [source, _other_published(setting, a, mode) if pc.matches else "—"])
     doc.table(headers, rows)
     doc.p("Inner-loop rows: Raghu et al. Table 2. NIL rows: Table 4 (ANIL) or Table 5 (other algorithms). "
@@ -223,57 +218,40 @@ def _cross_layers(doc: Doc, table: pd.DataFrame, keys: list[str]):
 def table_cross(doc: Doc, res: Result):
     pc = {m: _PaperColumns("cross", res.setting, label=f"paper {m.upper()}", digits=2) for m in ("cca", "cka")}
     summary = cross_summary_of(res)
-    if summary is None:  # results written before per-task rows: all model pairs together
-        rows = []
-        for pair in dict.fromkeys(res.table["pair"]):
-            row = [pair, "all"]
-            for m in ("cca", "cka"):
-                s = body_mean(res.table, "pair", pair, m)
-                row += (["—"] * (1 + len(pc[m].headers())) if s is None
-                        else [number_text(s, 3)] + pc[m].cells(s, pair, m))
-            rows.append(row)
-        headers = ["pair", "seeds"]
+    rows = []
+    for r in summary:
+        row = [r["pair"], r["seeds"], str(len(r["models"]))]
         for m in ("cca", "cka"):
-            headers += [f"{m.upper()} (mean over body layers)"] + pc[m].headers()
-        doc.table(headers, rows)
-        doc.p("Per layer, all model pairs (mean ± 95% CI over tasks):")
-        _cross_layers(doc, res.table, ["pair"])
-    else:
-        rows = []
-        for r in summary:
-            row = [r["pair"], r["seeds"], str(len(r["models"]))]
-            for m in ("cca", "cka"):
-                paper_cells = (pc[m].cells(r[m][0], r["pair"], m) if r["seeds"] == "different" and m in r
-                               else ["—"] * len(pc[m].headers()))
-                row += [format_mean_std(r.get(m))] + paper_cells
-            rows.append(row)
-        headers = ["pair", "seeds", "model pairs"]
-        for m in ("cca", "cka"):
-            headers += [f"{m.upper()} (body layers; mean ± std over model pairs)"] + pc[m].headers()
-        doc.table(headers, rows)
-        doc.p("Paper table 3 compares models trained from different seeds. Models of one seed start from the "
-              "same weights (ANIL and MAML; one algorithm twice is one run), so they are listed apart, "
-              "without the paper's numbers.")
-        doc.p("Per layer (mean ± 95% CI over tasks):")
-        _cross_layers(doc, cross_layer_table(res), ["pair", "seeds"])
-        doc.p("Models compared:")
-        doc.items([f"{r['pair']}, seeds {r['seeds']}: " + "; ".join(f"{a} vs {b}" for a, b in r["models"])
-                   for r in summary])
+            paper_cells = (pc[m].cells(r[m][0], r["pair"], m) if r["seeds"] == "different" and m in r
+                           else ["—"] * len(pc[m].headers()))
+            row += [format_mean_std(r.get(m))] + paper_cells
+        rows.append(row)
+    headers = ["pair", "seeds", "model pairs"]
+    for m in ("cca", "cka"):
+        headers += [f"{m.upper()} (body layers; mean ± std over model pairs)"] + pc[m].headers()
+    doc.table(headers, rows)
+    doc.p("Paper table 3 compares models trained from different seeds. Models of one seed start from the "
+          "same weights (ANIL and MAML; one algorithm twice is one run), so they are listed apart, "
+          "without the paper's numbers.")
+    doc.p("Per layer (mean ± 95% CI over tasks):")
+    _cross_layers(doc, cross_layer_table(res), ["pair", "seeds"])
+    doc.p("Models compared:")
+    doc.items([f"{r['pair']}, seeds {r['seeds']}: " + "; ".join(f"{a} vs {b}" for a, b in r["models"])
+               for r in summary])
     doc.p("Paper: Raghu et al. Table 3, body layers averaged, across seeds (its data setting is not stated "
           "in the paper beyond the representation analysis' 5-way MiniImageNet tasks).")
 
 
 def table_heads(doc: Doc, res: Result):
-    paired = "change" in res.table
     rows = []
     for r in over_seeds(res.table, ["algorithm", "iteration", "variant"]):
         rows.append([display_name(r["algorithm"]) + reduced_mark(res, r["algorithm"], r["seeds"], r["iteration"]),
                      iteration_cell(res, r["algorithm"], r["iteration"]), r["variant"],
                      seeds_cell(res, r["algorithm"], r["seeds"]),
-                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"])]
-                    + ([change_text(r) if r["variant"] != "trained inner loop" else "—"] if paired else []))
-    doc.table(["algorithm", "iteration", "head variant", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)"]
-              + ([CHANGE_HEADER.format("trained inner loop")] if paired else []), rows)
+                     number_text(r["mean"]), std_text(r), ci_range_text(r["cis"]),
+                     change_text(r) if r["variant"] != "trained inner loop" else "—"])
+    doc.table(["algorithm", "iteration", "head variant", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)",
+               CHANGE_HEADER.format("trained inner loop")], rows)
     doc.p("No published numbers: an ablation of the head added by repsim.")
 
 
@@ -351,7 +329,7 @@ def provenance(doc: Doc, results: dict[str, Result], missing: dict[str, str]):
                      r.prov.get("created", "?"), r.prov.get("repsim_version", "?"), r.prov.get("command") or "—"])
     doc.table(["analysis", "data (split)", "setting", "queries/class", "tasks (task seed)", "checkpoints",
                "created", "repsim", "command"], rows)
-    cis = sorted({r.study.get("confidence_interval", "?") for r in results.values()})
+    cis = sorted({r.study["confidence_interval"] for r in results.values()})
     conv = sorted({r.study.get("conventions", "?") for r in results.values()})
     trained = conventions_text([c for r in results.values() for c in r.checkpoints])
     doc.items([f"Confidence intervals: {c}." for c in cis] + [f"Similarity conventions: {c}." for c in conv]

@@ -12,7 +12,6 @@ from repsim.report.loading import Result
 
 PAPER_TASKS = 600
 PAPER_ITERATIONS = 60000
-CI_TEXT = "95% CI = 1.96·std/√n over test tasks"  # what results written before t-intervals used
 
 
 def number_text(x, digits=1, signed=False) -> str:
@@ -102,7 +101,7 @@ def caption(result: Result, *, conventions=False, extra="") -> str:
              f"{s.get('tasks', '?')} test tasks (task seed {s.get('task_seed', '?')})",
              f"Checkpoints: {_seeds_text(result.checkpoints)}"
              + (f", iteration{'s' if len(its) > 1 else ''} {', '.join(str(i) for i in its)}" if its else ""),
-             f"Error bars and ± values: {s.get('confidence_interval', CI_TEXT)}"]
+             f"Error bars and ± values: {s['confidence_interval']}"]
     if any(c.get("reduced_schedule") for c in result.checkpoints):
         parts.append("† reduced training schedule")
     parts.append(f"Trained with {conventions_text(result.checkpoints)}")

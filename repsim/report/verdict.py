@@ -3,10 +3,8 @@ than the paper, reduced training schedules)."""
 
 from __future__ import annotations
 
-import math
-
 from repsim import paper
-from repsim.report.cross import body_mean, cross_summary_of
+from repsim.report.cross import cross_summary_of
 from repsim.report.loading import Result
 from repsim.report.text import (
     PAPER_ITERATIONS,
@@ -81,14 +79,8 @@ def freezing_verdict(res: Result) -> list[str]:
     out = []
     for r_none, r_all in _freeze_pairs(res):
         d = r_all["mean"] - r_none["mean"]
-        if r_all["change_cis"]:  # paired over tasks: the interval the change itself has
-            ci = max(r_all["change_cis"])
-            within = (f"{'within' if abs(d) <= ci else 'larger than'} its paired 95% CI per seed, "
-                      f"{ci_text(ci)}")
-        else:  # results written before paired changes: the two marginal CIs
-            ci_a, ci_b = max(r_none["cis"]), max(r_all["cis"])
-            within = (f"{'within' if abs(d) <= max(ci_a, ci_b) else 'larger than'} the per-seed "
-                      f"95% CIs, {ci_text(ci_a)} / {ci_text(ci_b)}")
+        ci = max(r_all["change_cis"])  # paired over tasks: the interval the change itself has
+        within = f"{'within' if abs(d) <= ci else 'larger than'} its paired 95% CI per seed, {ci_text(ci)}"
         a = r_none["algorithm"]
         txt = (f"Freezing ({display_name(a)}, {iteration_phrase(res, a, r_none['iteration'])}, "
                f"{len(r_none['seeds'])} seed{'s' if len(r_none['seeds']) > 1 else ''}): freezing "
@@ -154,8 +146,7 @@ def accuracy_verdict(res: Result) -> list[str]:
             continue
         inner = rows[(a, it, "inner-loop")]
         d = r["mean"] - inner["mean"]
-        spread = (f"paired 95% CI per seed {ci_text(max(r['change_cis']))}" if r["change_cis"]
-                  else f"per-seed 95% CIs {ci_text(max(r['cis']))} / {ci_text(max(inner['cis']))}")
+        spread = f"paired 95% CI per seed {ci_text(max(r['change_cis']))}"
         txt = (f"NIL vs inner loop ({display_name(a)}, {iteration_phrase(res, a, it)}): "
                f"NIL {r['mean']:.1f}% vs inner loop {inner['mean']:.1f}% ({d:+.1f} points; {spread})")
         pn = (paper.paper_value("nil", res.setting, "ANIL", "nil") if a == "anil"
@@ -182,15 +173,6 @@ def cross_verdict(res: Result) -> list[str]:
     def similarities(rows):
         return "; ".join(f"{r['pair']} {format_mean_std(r.get('cca'), 2)} / {format_mean_std(r.get('cka'), 2)}"
                          for r in rows)
-    if summary is None:
-        t = res.table
-
-        def body(pair, m):
-            s = body_mean(t, "pair", pair, m)
-            return None if s is None else (s, math.nan)
-        rows = [{"pair": p, "cca": body(p, "cca"), "cka": body(p, "cka")} for p in dict.fromkeys(t["pair"])]
-        return ["Similarity between models (CCA / CKA), body layers averaged: "
-                + similarities(rows) + _table3_text() + "."]
     across = [r for r in summary if r["seeds"] == "different"]
     shared = [r for r in summary if r["seeds"] != "different"]
     text = ("Similarity between models of different seeds (CCA / CKA, body layers averaged, ± std over "
