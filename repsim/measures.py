@@ -40,9 +40,10 @@ from repsim.errors import RepsimError, not_finite
 from repsim.evaluate import fresh_head, score_tasks
 from repsim.meta import adapt, head_input, own_inner_loop
 from repsim.model import HEAD_PREFIX, draw_weights, model_for
+from repsim.names import HEAD
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
 from repsim.similarity import compare
-from repsim.statistics import HEAD, paired_change, same_seed
+from repsim.statistics import paired_change, same_seed
 from repsim.study import CONVENTIONS, Model, Study
 
 

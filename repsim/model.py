@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repsim.names import HEAD
+
 if TYPE_CHECKING:
     from repsim.config import Config
 
-HEAD_PREFIX = "head."
+HEAD_PREFIX = HEAD + "."
 
 
 class BatchStatNorm(nn.Module):

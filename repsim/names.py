@@ -12,6 +12,7 @@ DATASETS = ("synthetic", "omniglot", "miniimagenet")
 META_ALGORITHMS = ("maml", "fomaml", "anil", "boil")        # an inner loop at training time
 ALGORITHMS = META_ALGORITHMS + ("multiclass", "multitask")  # and the regimes without one
 LOSSES = ("mean", "sum_div_shots")                          # how a task's loss is reduced (meta.task_loss)
+HEAD = "head"  # the head: its layer's name in every result table, its parameters' prefix in the model
 
 
 

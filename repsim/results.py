@@ -27,7 +27,6 @@ import repsim
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes, atomic_write_json
 from repsim.names import ANALYSES, analysis_name  # noqa: F401  (the report reads them here)
-from repsim.statistics import HEAD  # noqa: F401  (the report reads it here)
 
 # Extra summaries an analysis may write beside its table, as NAME_SUFFIX.csv (read by the report).
 EXTRA_TABLES = ("seeds", "model_pairs", "pairs")

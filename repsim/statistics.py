@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import stdtrit  # Student t quantile: scipy.stats.t.ppf, without scipy.stats' 1 s import
 
-# The layer name of the head in every result table; the other layers are the body.
-HEAD = "head"
+from repsim.names import HEAD  # the head's layer name; the other layers are the body
 
 
 def ci95(values) -> float:

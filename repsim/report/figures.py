@@ -40,6 +40,7 @@ import pandas as pd
 
 from repsim import paper
 from repsim.io import atomic_write_bytes, atomic_write_json
+from repsim.names import HEAD
 from repsim.report.cross import cross_layer_table
 from repsim.report.loading import Result
 from repsim.report.text import (
@@ -51,7 +52,6 @@ from repsim.report.text import (
     reduced_mark,
     setting_text,
 )
-from repsim.results import HEAD
 from repsim.statistics import seed_band
 
 PAGE_WIDTH = 6.75     # inches: a two-column paper's text width

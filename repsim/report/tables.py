@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from repsim import paper
+from repsim.names import HEAD
 from repsim.report.cross import cross_layer_table, cross_summary_of
 from repsim.report.document import Doc
 from repsim.report.loading import Result, unknown_seed
@@ -24,7 +25,6 @@ from repsim.report.text import (
     setting_text,
     std_text,
 )
-from repsim.results import HEAD
 from repsim.statistics import over_seeds
 
 CHANGE_HEADER = "change vs {} (points, paired 95% CI per seed)"

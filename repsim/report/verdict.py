@@ -4,6 +4,7 @@ than the paper, reduced training schedules)."""
 from __future__ import annotations
 
 from repsim import paper
+from repsim.names import HEAD
 from repsim.report.cross import cross_summary_of
 from repsim.report.loading import Result
 from repsim.report.text import (
@@ -19,7 +20,6 @@ from repsim.report.text import (
     range_text,
     values_text,
 )
-from repsim.results import HEAD
 from repsim.statistics import over_seeds
 
 
