@@ -94,10 +94,17 @@ def regenerate(results: Path) -> None:
     """Replace the committed tables with a fresh portable run's and re-render the figures."""
     from repsim.report import write_report
     fresh = reproduce_portably()
-    for old in [*results.glob("*.csv"), *results.glob("*.json")]:
-        old.unlink()
+    # staged beside the committed folder and swapped in whole: an interruption leaves either the
+    # old tables or the new ones, never a mix (the report is rendered from them afterwards)
+    staged, retired = results.with_name(f".{results.name}.new"), results.with_name(f".{results.name}.old")
+    for scratch in (staged, retired):
+        shutil.rmtree(scratch, ignore_errors=True)
+    staged.mkdir()
     for new in [*fresh.glob("*.csv"), *fresh.glob("*.json")]:
-        shutil.copy2(new, results / new.name)
+        shutil.copy2(new, staged / new.name)
+    results.rename(retired)
+    staged.rename(results)
+    shutil.rmtree(retired)
     write_report(str(results), figures_dir=str(results.parent), title=TITLE)
     print(f"regenerated {results} and its figures from {fresh}")
 

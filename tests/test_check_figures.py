@@ -69,3 +69,35 @@ def test_portable_numerics_pin_torch_kernels_and_threads():
     # the pin's name is the one torch reads: set to the scalar kernels, it takes them
     (aten_key,) = [k for k, v in check_figures.PORTABLE_NUMERICS.items() if v == "avx2"]
     assert _capability({**check_figures.PORTABLE_NUMERICS, aten_key: "default"})[0] == "DEFAULT"
+
+
+def _folder(path, files):
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return path
+
+
+def test_regenerate_swaps_the_tables_in_whole_and_an_interruption_keeps_the_old_ones(tmp_path, monkeypatch):
+    import repsim.report
+    results = _folder(tmp_path / "figures" / "results", {"old.csv": "a\n1\n", "old.json": "{}", "report.md": "x"})
+    fresh = _folder(tmp_path / "fresh", {"new.csv": "a\n2\n", "new.json": "{}"})
+    monkeypatch.setattr(check_figures, "reproduce_portably", lambda: fresh)
+    rendered = []
+    monkeypatch.setattr(repsim.report, "write_report", lambda folder, **kw: rendered.append(Path(folder)))
+
+    real_copy = check_figures.shutil.copy2
+    def copy_then_fail(src, dst):  # interrupted after the first table
+        real_copy(src, dst)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(check_figures.shutil, "copy2", copy_then_fail)
+    try:
+        check_figures.regenerate(results)
+    except KeyboardInterrupt:
+        pass
+    assert sorted(p.name for p in results.iterdir()) == ["old.csv", "old.json", "report.md"] and not rendered
+
+    monkeypatch.setattr(check_figures.shutil, "copy2", real_copy)
+    check_figures.regenerate(results)
+    assert sorted(p.name for p in results.iterdir()) == ["new.csv", "new.json"] and rendered == [results]
+    assert sorted(p.name for p in results.parent.iterdir()) == ["results"]  # no scratch folder left
