@@ -23,10 +23,19 @@ import repsim
 from repsim.config import Config, from_saved
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes
-from repsim.meta import META_ALGORITHMS
 from repsim.model import HEAD_PREFIX, model_for
+from repsim.names import META_ALGORITHMS
 
 OPTIMIZER_PREFIX = "optimizer/"
+
+
+def check_head_width(algorithm: str, width: int, ways: int, source, against: str, fix: str) -> None:
+    """The one rule for a head's width: a meta-learned head has one row per way, because it is
+    what the inner loop starts from (a fresh head of another width would be another model).
+    Multiclass and multitask heads have one row per training class and are replaced at test
+    time, so any width passes. ``against`` says what ``ways`` came from, ``fix`` what to do."""
+    if algorithm in META_ALGORITHMS and width != ways:
+        raise RepsimError(f"{source} has a {width}-way head but {against}: {fix}")
 
 
 @dataclass
@@ -63,11 +72,11 @@ class Checkpoint:
         """The conv4 this checkpoint was trained as (or its ``factory``'s module), with its
         weights loaded."""
         heads = [p for n, p in self.params.items() if n.startswith(HEAD_PREFIX) and p.dim() == 2]
-        if self.config.algorithm in META_ALGORITHMS and heads and heads[-1].shape[0] != self.config.ways:
-            # a meta-learned head is what the inner loop starts from; a fresh one would be another model
+        if heads:
             width = heads[-1].shape[0]
-            raise RepsimError(f"{self.path or 'the checkpoint'} has a {width}-way head but its config says "
-                              f"ways: {self.config.ways}: give the ways it was trained with (ways={width})")
+            check_head_width(self.config.algorithm, width, self.config.ways, self.path or "the checkpoint",
+                             f"its config says ways: {self.config.ways}",
+                             f"give the ways it was trained with (--set ways={width})")
         model = self.factory() if self.factory else model_for(self.config, self.params)
         load_weights(model, self.params, source=str(self.path or "checkpoint"))
         bad = [n for n, p in self.params.items() if p.is_floating_point() and not torch.isfinite(p).all()]

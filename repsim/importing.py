@@ -40,7 +40,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from repsim.checkpoint import Checkpoint, load_weights, read_metadata, save_checkpoint
+from repsim.checkpoint import Checkpoint, check_head_width, load_weights, read_metadata, save_checkpoint
 from repsim.config import config_path, load_config
 from repsim.errors import RepsimError, one_line
 from repsim.model import model_for
@@ -265,7 +265,9 @@ def import_weights(weights: str | Path, out: str | Path, *, config: str | Path |
     params = chosen.to_repsim(state)
     _check_params(params, weights)
     cfg = load_config(config, list(overrides), defaults=_read_config(params, chosen))
-    _check_ways(cfg, params["head.weight"], weights)
+    width = params["head.weight"].shape[0]
+    check_head_width(cfg.algorithm, width, cfg.ways, weights, f"the config says ways: {cfg.ways}",
+                     f"set ways: {width} in the config (or --set ways={width})")
     model = model_for(cfg, params)
     load_weights(model, params, source=str(weights))
     given = set(_config_keys(config)) | {o.partition("=")[0].strip() for o in overrides}
@@ -340,13 +342,6 @@ def _read_config(params: dict, chosen: Layout) -> dict:
     return {"dataset": "omniglot" if conv1.shape[1] == 1 else "miniimagenet",
             "filters": conv1.shape[0], "ways": params["head.weight"].shape[0],
             "conventions": chosen.conventions, **chosen.architecture(params)}
-
-
-def _check_ways(cfg, head: torch.Tensor, weights: Path) -> None:
-    """A few-shot model's head has one row per way (multiclass and multitask heads have more)."""
-    if cfg.algorithm not in ("multiclass", "multitask") and head.shape[0] != cfg.ways:
-        raise RepsimError(f"{weights} has a {head.shape[0]}-way head but the config says ways: "
-                          f"{cfg.ways}: set ways: {head.shape[0]} in the config (or --set ways={head.shape[0]})")
 
 
 def _split_warning(split_scheme: str) -> str:

@@ -17,7 +17,7 @@ from typing import Mapping
 
 import torch
 
-from repsim.checkpoint import Checkpoint, latest_in, load_checkpoint, read_metadata
+from repsim.checkpoint import Checkpoint, check_head_width, latest_in, load_checkpoint, read_metadata
 from repsim.config import check_test_flags, check_testable, parse_overrides, tested_with
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
@@ -208,9 +208,8 @@ class Study:
             raise RepsimError(f"{ckpt.path} was trained on images resized by {c.image_resize}, this "
                               f"study's test images are resized by {self.image_resize}: analyse "
                               f"checkpoints of one image_resize convention together")
-        if c.algorithm not in ("multiclass", "multitask") and c.ways != self.ways:
-            raise RepsimError(f"{ckpt.path} has a {c.ways}-way head but the study's tasks are "
-                              f"{self.ways}-way: analyse it with --ways {c.ways}, or separately")
+        check_head_width(c.algorithm, c.ways, self.ways, ckpt.path, f"the study's tasks are {self.ways}-way",
+                         f"analyse it with --ways {c.ways}, or separately")
         model = ckpt.build_model().to(self.dev)
         params = test_time_params(model, dict(model.named_parameters()), ckpt.config.algorithm, self.ways)
         return Model(ckpt, model, {n: p.detach() for n, p in params.items()}, self._label(ckpt))

@@ -311,6 +311,12 @@ def test_20_a_meta_learned_head_of_another_width_than_ways_is_refused(run, tmp_p
     mine = Checkpoint.from_module(five_way, "mine", dataset="synthetic", filters=8, ways=20)
     with pytest.raises(RepsimError, match=r"has a 5-way head but its config says ways: 20: .*ways=5"):
         Study.for_checkpoint(mine, num_tasks=2, device="cpu", progress=False).load(mine)
+    # a study's tasks must be as wide as the head the inner loop starts from
+    five = load_checkpoint(run / "model.safetensors")
+    twenty_way_tasks = Study(dataset="synthetic", ways=20, shots=1, queries=2, num_tasks=2, device="cpu",
+                             progress=False)
+    with pytest.raises(RepsimError, match=r"has a 5-way head but the study's tasks are 20-way: .*--ways 5"):
+        twenty_way_tasks.load(five)
     wrong = with_metadata(run / "model.safetensors", tmp_path / "w.safetensors",
                           lambda raw: raw.replace('"ways": 5', '"ways": 20'))
     code, out, err = in_cli(capsys, "evaluate", wrong, "--tasks", 2, "--device", "cpu", "--quiet")
