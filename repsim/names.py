@@ -15,7 +15,6 @@ LOSSES = ("mean", "sum_div_shots")                          # how a task's loss 
 HEAD = "head"  # the head: its layer's name in every result table, its parameters' prefix in the model
 
 
-
 @dataclass(frozen=True)
 class Declaration:
     """An analysis, as every part of repsim names it: ``runner.REGISTRY`` (how it is computed),
@@ -26,6 +25,10 @@ class Declaration:
     columns: tuple[str, ...]    # what its summary table (NAME.csv) must hold
     figure: str | None = None   # the start of its figure's caption (None: no figure)
     similarity: bool = False    # its section states the similarity conventions
+    # a table of one row per seed is pooled over seeds by these keys (NAME_over_seeds.csv, the
+    # runner's): the mean and spread over seeds of ``value``, which the report shows
+    over_seeds: tuple[str, ...] = ()
+    value: str = "accuracy"
 
     @property
     def stem(self) -> str:
@@ -39,23 +42,28 @@ DECLARATIONS = (  # in the command line's order
                 "Per-layer similarity of each layer's representation before vs after the inner loop", True),
     Declaration("freezing", "Freezing layers at test time (paper Table 1)",
                 ("algorithm", "seed", "iteration", "frozen", "accuracy", "ci95"),
-                "Test accuracy when the inner loop leaves the frozen layers at their meta-learned values"),
+                "Test accuracy when the inner loop leaves the frozen layers at their meta-learned values",
+                over_seeds=("algorithm", "iteration", "frozen")),
     Declaration("freezing-decomposed", "Freezing, decomposed: features or head optimisation? (repsim)",
                 ("algorithm", "seed", "iteration", "frozen", "quantity", "mean", "ci95"),
-                "What freezing costs, split into the features' part and the inner loop's failure to fit the head"),
+                "What freezing costs, split into the features' part and the inner loop's failure to fit the head",
+                over_seeds=("algorithm", "iteration", "frozen", "quantity"), value="mean"),
     Declaration("accuracy", "Accuracy with the inner loop and with NIL (paper Tables 2 and 4)",
-                ("algorithm", "seed", "iteration", "mode", "accuracy", "ci95")),
+                ("algorithm", "seed", "iteration", "mode", "accuracy", "ci95"),
+                over_seeds=("algorithm", "iteration", "mode")),
     Declaration("cross", "Similarity between models (paper Table 3)", ("pair", "layer", "measure", "mean", "ci95"),
                 "Similarity of body-layer representations of different models on the same query points, "
                 "no adaptation", True),
     Declaration("heads", "What the head contributes (repsim ablation)",
                 ("algorithm", "seed", "iteration", "variant", "accuracy", "ci95"),
-                "Test accuracy with the head adapted, removed (NIL), unadapted, zeroed or random"),
+                "Test accuracy with the head adapted, removed (NIL), unadapted, zeroed or random",
+                over_seeds=("algorithm", "iteration", "variant")),
     Declaration("regimes", "Training regimes, NIL-tested (paper Table 5)", ("regime", "seed", "accuracy", "ci95"),
-                "NIL test accuracy by training regime"),
+                "NIL test accuracy by training regime", over_seeds=("regime",)),
     Declaration("through-training", "Through training (paper: feature reuse early in learning)",
                 ("algorithm", "seed", "iteration", "metric", "layer", "mean", "ci95"),
-                "Accuracy and per-layer before/after similarity at intermediate checkpoints", True),
+                "Accuracy and per-layer before/after similarity at intermediate checkpoints", True,
+                over_seeds=("algorithm", "metric", "layer", "iteration"), value="mean"),
     Declaration("weight-change", "Relative weight change per layer (MAML / ANIL / BOIL)",
                 ("algorithm", "layer", "mean", "ci95"), "Relative change of each layer's weights over the inner loop"),
 )

@@ -3,6 +3,7 @@
     RESULTS/similarity.csv        summary: mean and 95% CI per (algorithm, layer, measure)
     RESULTS/similarity_tasks.csv  the per-task numbers behind it
     RESULTS/similarity_seeds.csv  each seed's mean over tasks (the spread the CI does not show)
+    RESULTS/freezing_over_seeds.csv  a table of one row per seed, pooled over seeds
     RESULTS/similarity.json       provenance: checkpoints, tasks, seeds, conventions, command
 
 Every summary is made where the rows are made (:mod:`repsim.runner`, with the functions of
@@ -29,7 +30,7 @@ from repsim.io import atomic_write_bytes, atomic_write_json
 from repsim.names import ANALYSES, analysis_name  # noqa: F401  (the report reads them here)
 
 # Extra summaries an analysis may write beside its table, as NAME_SUFFIX.csv (read by the report).
-EXTRA_TABLES = ("seeds", "model_pairs", "pairs")
+EXTRA_TABLES = ("seeds", "model_pairs", "pairs", "over_seeds")
 FORMAT = "repsim-results-1"  # what a NAME.json says its folder's files are, read back and checked
 
 

@@ -29,11 +29,13 @@ from repsim import measures
 from repsim.checkpoint import latest_in, load_checkpoint
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes, atomic_write_text
+from repsim.names import declaration
 from repsim.results import ANALYSES, analysis_name, check_writable, exclusive, result_stem, write_result
 from repsim.statistics import (
     cross_extras,
     cross_layers,
     decompose_freezing,
+    over_seeds,
     seed_means,
     summarise,
     through_training_summary,
@@ -219,10 +221,13 @@ def _run_analysis(name, checkpoints, out, protocol: TestProtocol, options: Optio
     else:
         rows = analysis.measure(study, measured, options)
     table = rows if analysis.summary is None else analysis.summary(rows)
+    extras = {} if analysis.extras is None else analysis.extras(rows)
+    pooled = declaration(name)
+    if pooled.over_seeds:  # what the report shows of several seeds, made here so it computes none
+        extras["over_seeds"] = over_seeds(table, pooled.over_seeds, pooled.value)
     provenance = {"study": made, "checkpoints": [study.checkpoint_provenance(p) for p in measured]}
     return write_result(out, result_stem(name), table, provenance,
-                        None if analysis.summary is None else rows,
-                        None if analysis.extras is None else analysis.extras(rows))
+                        None if analysis.summary is None else rows, extras)
 
 
 # Each checkpoint's part of an analysis, kept and reused -----------------------------------

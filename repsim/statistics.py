@@ -87,30 +87,40 @@ def seed_means(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "l
     return per_task.groupby(by + ["seed"], sort=False)["value"].agg(mean="mean", n="size").reset_index()
 
 
-def over_seeds(rows: pd.DataFrame, keys, value: str = "accuracy") -> list[dict]:
-    """What a table shows of several training runs: per group of ``keys``, the mean of ``value``
-    over seeds (one row per seed), its sample std over seeds, the seeds, each seed's 95% CI
-    over tasks and, where the rows have one, the mean paired change with each seed's CI."""
+def over_seeds(rows: pd.DataFrame, keys, value: str = "accuracy") -> pd.DataFrame:
+    """What a table shows of several training runs (one row per seed): per group of ``keys``
+    (and of the model's name, where the rows have one), the mean of ``value`` over seeds, its
+    sample std over seeds (``seed_std``, NaN for one seed), its lowest and highest seed, the
+    seeds (their number and ``seed_list``, "0 1 2"), the range of the seeds' 95% CIs over tasks
+    and, where the rows have one, the mean paired change with the range of its CIs. Written by
+    the runner as NAME_over_seeds.csv (the keys of each analysis: ``names.DECLARATIONS``).
+
+        mean = (1/S) sum_s v_s,   seed_std = sqrt(sum_s (v_s - mean)^2 / (S - 1))
+    """
+    if rows.empty:  # an analysis that measured nothing (the report says so)
+        return pd.DataFrame()
+    keys = list(keys)
+    by = (["model"] if "model" in rows.columns and "algorithm" in keys else []) + keys
+
+    def ci_range(values) -> tuple[float, float]:
+        finite = [v for v in values.astype(float) if math.isfinite(v)]
+        return (min(finite), max(finite)) if finite else (math.nan, math.nan)
+
     out = []
-    for key, g in rows.groupby(list(keys), sort=False):
-        key = key if isinstance(key, tuple) else (key,)
+    for key, g in rows.groupby(by, sort=False, dropna=False):
         vals = g[value].astype(float).to_numpy()
-        out.append({**dict(zip(keys, key)), "mean": float(vals.mean()),
-                    "std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
-                    "seeds": sorted(g["seed"].tolist()) if "seed" in g else [],
-                    "cis": g["ci95"].astype(float).tolist(),
-                    # an ablation's paired change (regimes and the decomposition have none)
-                    "change": float(g["change"].astype(float).mean()) if "change" in g else None,
-                    "change_cis": g["change_ci95"].astype(float).tolist() if "change_ci95" in g else [],
-                    "tasks": int(g["tasks"].min()) if "tasks" in g and g["tasks"].notna().all() else None})
-    return out
-
-
-def seed_band(rows: pd.DataFrame, by: str = "iteration") -> pd.DataFrame:
-    """A curve of several training runs: per ``by``, the mean over seeds of their ``mean`` and the
-    lowest and highest seed's (the figures shade that range)."""
-    values = rows.groupby(by)["mean"]
-    return pd.DataFrame({"mean": values.mean(), "low": values.min(), "high": values.max()})
+        row = {**dict(zip(by, key if isinstance(key, tuple) else (key,))),
+               "mean": float(vals.mean()), "seed_std": float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
+               "low": float(vals.min()), "high": float(vals.max()), "seeds": len(g),
+               "seed_list": " ".join(str(s) for s in sorted(g["seed"].tolist())) if "seed" in g else ""}
+        row["ci95_low"], row["ci95_high"] = ci_range(g["ci95"])
+        if "change" in g:  # an ablation's paired change (regimes and the decomposition have none)
+            row["change"] = float(g["change"].astype(float).mean())
+            row["change_ci95_low"], row["change_ci95_high"] = ci_range(g["change_ci95"])
+        if "tasks" in g:
+            row["tasks"] = int(g["tasks"].min()) if g["tasks"].notna().all() else math.nan
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 # Cross-model similarity (paper table 3) ------------------------------------------------------

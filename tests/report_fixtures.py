@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from repsim import statistics
+from repsim.names import declaration
 from repsim.results import FORMAT
 
 CONV = "CCA: mean canonical correlation, spatial; CKA: linear, flattened"
@@ -30,9 +31,14 @@ def checkpoint_row(alg, seed, it=60000, dataset="omniglot", ways=20, shots=1, re
 
 
 def write_result(folder: Path, name, rows, prov, tasks_rows=None, extras=None):
-    pd.DataFrame(rows).to_csv(folder / f"{name}.csv", index=False)
+    """A result as the runner writes it, its pooling over seeds included (NAME_over_seeds.csv)."""
+    table = pd.DataFrame(rows)
+    table.to_csv(folder / f"{name}.csv", index=False)
     if tasks_rows is not None:
         pd.DataFrame(tasks_rows).to_csv(folder / f"{name}_tasks.csv", index=False)
+    pooled = declaration(name)
+    if pooled.over_seeds:
+        extras = {"over_seeds": statistics.over_seeds(table, pooled.over_seeds, pooled.value), **(extras or {})}
     for suffix, table in (extras or {}).items():
         table.to_csv(folder / f"{name}_{suffix}.csv", index=False)
     (folder / f"{name}.json").write_text(json.dumps(prov, indent=2))

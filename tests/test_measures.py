@@ -1,6 +1,7 @@
 """Analyses and probing, checked against what the algorithms guarantee by construction."""
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repsim import measures
+from repsim import measures, statistics
 from repsim.checkpoint import load_checkpoint
 from repsim.config import load_config
 from repsim.data.episodes import Task
@@ -240,6 +241,13 @@ def test_reproduce_pipeline_end_to_end_and_reuses_runs(tmp_path, monkeypatch, ca
     for name in ("accuracy", "similarity", "freezing", "cross", "heads", "regimes",
                  "through_training", "weight_change"):
         assert (tmp_path / "repro" / "results" / f"{name}.json").is_file(), name
+    # what the report shows of several seeds, written by the runner beside each table of one row per seed
+    from repsim.names import DECLARATIONS
+    results = tmp_path / "repro" / "results"
+    for d in (d for d in DECLARATIONS if d.over_seeds):
+        again = statistics.over_seeds(pd.read_csv(results / f"{d.stem}.csv"), d.over_seeds, d.value)
+        pd.testing.assert_frame_equal(pd.read_csv(results / f"{d.stem}_over_seeds.csv"),
+                                      pd.read_csv(io.StringIO(again.to_csv(index=False))), obj=d.stem)
     capsys.readouterr()
     rp.reproduce(profile="tiny", out=tmp_path / "repro", device="cpu", progress=False)
     assert capsys.readouterr().out.count("reusing") == len(rp.RUNS)

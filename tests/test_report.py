@@ -198,8 +198,9 @@ def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range()
 
     rows = pd.DataFrame([{"seed": s, "iteration": it, "mean": m, "ci95": 1.0}
                          for s, ms in enumerate(((40, 70), (50, 80), (60, 60))) for it, m in zip((250, 500), ms)])
+    pooled = statistics.over_seeds(rows, ["iteration"], value="mean").iloc[::-1]  # the runner's, in any order
     fig, ax = plt.subplots()
-    _curve_over_seeds(ax, rows, color="C0", ls="-")
+    _curve_over_seeds(ax, rows, pooled, color="C0", ls="-")
     (line,) = ax.get_lines()
     assert line.get_xdata().tolist() == [250, 500] and line.get_ydata().tolist() == [50, 70]
     band = ax.collections[0].get_paths()[0].vertices  # lowest and highest seed at each iteration
@@ -207,7 +208,7 @@ def test_through_training_curves_are_the_mean_over_seeds_shaded_by_their_range()
 
     # one seed: its own values with the 95% CI over tasks as error bars, no band
     fig, ax = plt.subplots()
-    _curve_over_seeds(ax, rows[rows.seed == 1], color="C0", ls="-")
+    _curve_over_seeds(ax, rows[rows.seed == 1], None, color="C0", ls="-")
     assert ax.get_lines()[0].get_ydata().tolist() == [50, 80] and not any(
         isinstance(c, matplotlib.collections.PolyCollection) for c in ax.collections)
     plt.close("all")
@@ -293,6 +294,21 @@ def test_results_without_what_every_result_since_the_format_holds_are_refused(tm
     edit(folder, prov)
     meta.write_text(json.dumps(prov))
     _earlier_format(folder, name, lacking)
+
+
+def test_the_report_shows_the_runners_pooling_over_seeds_and_refuses_a_result_without_it(tmp_path):
+    """The mean over seeds is the runner's (NAME_over_seeds.csv): the report shows what that
+    file says, not a mean of its own, and a result without the file is of an earlier format."""
+    folder = build_results(tmp_path / "r", names=("accuracy", "regimes"))
+    md = write_report(folder).read_text()
+    assert "| 95.0 |" in _table_row(md, "MAML", "inner-loop")  # seeds 94, 95, 96
+    pooled = pd.read_csv(folder / "accuracy_over_seeds.csv", keep_default_na=False)
+    pooled.loc[(pooled.algorithm == "maml") & (pooled["mode"] == "inner-loop"), "mean"] = 91.25
+    pooled.to_csv(folder / "accuracy_over_seeds.csv", index=False)
+    row = _table_row(write_report(folder).read_text(), "MAML", "inner-loop")
+    assert "| 91.2 |" in row and "| 95.0 |" not in row
+    (folder / "regimes_over_seeds.csv").unlink()
+    _earlier_format(folder, "regimes", "regimes_over_seeds.csv")
 
 
 def test_results_without_a_format_field_are_read_as_this_format(tmp_path):

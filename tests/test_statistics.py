@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from repsim.statistics import ci95, over_seeds, paired_change, seed_band, summarise
+from repsim.statistics import ci95, over_seeds, paired_change, summarise
 
 
 @pytest.mark.parametrize("n", [2, 5, 20, 600])
@@ -51,24 +51,30 @@ def test_summarise_shows_the_spread_over_seeds_beside_the_ci_over_tasks():
     assert np.isnan(one.iloc[0]["seed_std"])
 
 
-def test_over_seeds_and_the_seed_band_are_the_plain_statistics_over_runs():
+def test_over_seeds_is_the_plain_statistics_over_runs():
     rng = np.random.default_rng(0)
     rows = pd.DataFrame([{"algorithm": a, "frozen": f, "seed": s, "iteration": it, "accuracy": acc,
-                          "mean": acc, "ci95": 1 + s, "change": acc - 50, "change_ci95": 0.5, "tasks": 600 - s}
+                          "ci95": 1 + s, "change": acc - 50, "change_ci95": 0.5 * (s + 1), "tasks": 600 - s}
                          for a in ("maml", "anil") for f in ("none", "conv1") for it in (500, 1000)
                          for s, acc in zip((2, 0, 1), rng.uniform(40, 90, 3))])
     groups = over_seeds(rows, ["algorithm", "frozen", "iteration"])
     assert len(groups) == 8
-    for g in groups:
+    for _, g in groups.iterrows():
         these = rows[(rows.algorithm == g["algorithm"]) & (rows.frozen == g["frozen"])
-                     & (rows.iteration == g["iteration"])]
-        assert g["mean"] == pytest.approx(np.mean(these.accuracy))
-        assert g["std"] == pytest.approx(np.std(these.accuracy, ddof=1))
-        assert g["seeds"] == [0, 1, 2] and g["cis"] == [3, 1, 2] and g["tasks"] == 598
+                     & (rows.iteration == g["iteration"])].accuracy
+        assert g["mean"] == pytest.approx(np.mean(these))
+        assert g["seed_std"] == pytest.approx(np.std(these, ddof=1))
+        assert (g["low"], g["high"]) == (these.min(), these.max())
+        assert g["seeds"] == 3 and g["seed_list"] == "0 1 2" and g["tasks"] == 598
+        assert (g["ci95_low"], g["ci95_high"], g["change_ci95_low"], g["change_ci95_high"]) == (1, 3, 0.5, 1.5)
         assert g["change"] == pytest.approx(g["mean"] - 50)
-    one = over_seeds(rows[rows.seed == 0], ["algorithm", "frozen", "iteration"])[0]
-    assert np.isnan(one["std"]) and one["change_cis"] == [0.5]
-    band = seed_band(rows[(rows.algorithm == "maml") & (rows.frozen == "none")])
-    for it, r in band.iterrows():
-        values = rows[(rows.algorithm == "maml") & (rows.frozen == "none") & (rows.iteration == it)]["mean"]
-        assert (r["mean"], r["low"], r["high"]) == pytest.approx((values.mean(), values.min(), values.max()))
+    one = over_seeds(rows[rows.seed == 0], ["algorithm", "frozen", "iteration"]).iloc[0]
+    assert np.isnan(one["seed_std"]) and one["low"] == one["high"] == one["mean"] and one["seed_list"] == "0"
+    # a named model is never pooled with another model of its algorithm; a NaN CI is left out
+    named = rows.assign(model=np.where(rows.seed == 2, "mine", "maml"), ci95=np.where(rows.seed == 1, np.nan, 1.0))
+    split = over_seeds(named[named.algorithm == "maml"], ["algorithm", "frozen", "iteration"])
+    assert len(split) == 8 and set(split["seeds"]) == {1, 2}
+    assert (split["ci95_low"] == 1.0).all()
+    # regimes and the decomposition have no paired change; empty keys (an accuracy row's layer) are kept
+    plain = over_seeds(rows.drop(columns=["change", "change_ci95"]).assign(layer=np.nan), ["algorithm", "layer"])
+    assert "change" not in plain and len(plain) == 2

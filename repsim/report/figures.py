@@ -52,7 +52,6 @@ from repsim.report.text import (
     reduced_mark,
     setting_text,
 )
-from repsim.statistics import seed_band
 
 PAGE_WIDTH = 6.75     # inches: a two-column paper's text width
 COLUMN_WIDTH = 3.25   # inches: one column
@@ -364,7 +363,7 @@ def fig_freezing(res: Result, width: float):
 def fig_freezing_decomposed(res: Result, width: float):
     from repsim.report.tables import decomposed_rows
 
-    rows = decomposed_rows(res.table)
+    rows = decomposed_rows(res)
     runs = list(dict.fromkeys((r["algorithm"], r["iteration"]) for r in rows))
     column = _column(width)
     ncols = 1 if column else min(len(runs), 2)
@@ -402,18 +401,20 @@ def _body(layers):
     return [layer for layer in layers if layer != HEAD]
 
 
-def _curve_over_seeds(ax, sub: pd.DataFrame, **style) -> None:
-    """One algorithm's curve through training. With one seed: its values and 95% CI over
-    tasks; with several: the mean over seeds, shaded from the lowest seed to the highest
-    (one line per seed would make six indistinguishable line styles at three seeds)."""
+def _curve_over_seeds(ax, sub: pd.DataFrame, pooled: pd.DataFrame, **style) -> None:
+    """One algorithm's curve through training: ``sub`` its rows (one per seed and iteration),
+    ``pooled`` the same rows over seeds (the runner's NAME_over_seeds.csv). With one seed: its
+    values and 95% CI over tasks; with several: the mean over seeds, shaded from the lowest
+    seed to the highest (one line per seed would make six indistinguishable line styles at
+    three seeds)."""
     if sub["seed"].nunique() == 1:
         sub = sub.sort_values("iteration")
         ax.errorbar(sub["iteration"], sub["mean"], yerr=np.nan_to_num(sub["ci95"]), marker="o",
                     capsize=2, **style)
         return
-    band = seed_band(sub)
-    ax.plot(band.index, band["mean"], marker="o", **style)
-    ax.fill_between(band.index, band["low"], band["high"], color=style["color"], alpha=0.15, lw=0)
+    band = pooled.sort_values("iteration")
+    ax.plot(band["iteration"], band["mean"], marker="o", **style)
+    ax.fill_between(band["iteration"], band["low"], band["high"], color=style["color"], alpha=0.15, lw=0)
 
 
 _LINESTYLES = ["-", "--", ":", "-."]
@@ -428,7 +429,7 @@ def _iter_ticks(ax, its):
 
 def fig_through_training(res: Result, width: float):
     from matplotlib.lines import Line2D
-    t = res.table
+    t, pooled = res.table, res.extras["over_seeds"]
     algorithms = list(dict.fromkeys(t["algorithm"]))
     style = {a: _LINESTYLES[r % len(_LINESTYLES)] for r, a in enumerate(algorithms)}
     sims = [m for m in ("cca", "cka") if m in set(t["metric"])]
@@ -444,7 +445,8 @@ def fig_through_training(res: Result, width: float):
         for a in algorithms:
             sub = acc[(acc["algorithm"] == a) & (acc["metric"] == metric)]
             if not sub.empty:
-                _curve_over_seeds(axes[0], sub, ls=style[a], color=_MODE_COLORS.get(mode, "#56B4E9"))
+                _curve_over_seeds(axes[0], sub, pooled[(pooled["algorithm"] == a) & (pooled["metric"] == metric)],
+                                  ls=style[a], color=_MODE_COLORS.get(mode, "#56B4E9"))
     _chance(axes[0], res.chance)
     axes[0].set_ylim(0, 100)
     axes[0].set_ylabel("test accuracy (%)")
@@ -466,7 +468,9 @@ def fig_through_training(res: Result, width: float):
             for layer in layers:
                 sub = t[(t["algorithm"] == a) & (t["metric"] == m) & (t["layer"] == layer)]
                 if not sub.empty:
-                    _curve_over_seeds(ax, sub, ls=style[a], color=colors[layer], ms=2.5)
+                    _curve_over_seeds(ax, sub, pooled[(pooled["algorithm"] == a) & (pooled["metric"] == m)
+                                                      & (pooled["layer"] == layer)],
+                                      ls=style[a], color=colors[layer], ms=2.5)
             # body layers whose curves coincide (ANIL's, all at 1.00) hide each other: say so
             curves = t[(t["algorithm"] == a) & (t["metric"] == m) & (t["layer"].isin(body))]
             spread = curves.groupby("iteration")["mean"].agg(lambda v: v.max() - v.min())
@@ -560,13 +564,14 @@ def fig_weight_change(res: Result, width: float):
         "error bars: 95% CI over tasks"
 
 
-def _seed_bars(ax, res, labels, per_label, paper_values=None, paper_label="", show_labels=True):
-    """Horizontal bars, one per label, top to bottom: bar = mean over seeds; each seed drawn as
-    a dot with its 95% CI over tasks."""
+def _seed_bars(ax, res, labels, per_label, means, paper_values=None, paper_label="", show_labels=True):
+    """Horizontal bars, one per label, top to bottom: bar = the mean over seeds (``means``, the
+    runner's); each seed (``per_label``: (mean, 95% CI over tasks) per seed) drawn as a dot with
+    its CI."""
     y = np.arange(len(labels))
     for i, label in enumerate(labels):
         rows = per_label[label]
-        ax.barh(i, float(np.mean([r[0] for r in rows])), 0.7, color=_COLORS[0], alpha=0.75,
+        ax.barh(i, means[i], 0.7, color=_COLORS[0], alpha=0.75,
                 label="mean over seeds" if i == 0 else None)
         offsets = np.linspace(-0.18, 0.18, len(rows)) if len(rows) > 1 else [0.0]
         for off, (mean, ci) in zip(offsets, rows):
@@ -602,7 +607,9 @@ def fig_regimes(res: Result, width: float):
     column = _column(width)
     fig, (ax,) = _figure(width, 0.95 + 0.25 * len(regimes) + (0.3 if column else 0))
     pvals = [paper.paper_value("regimes", res.setting, r, "nil") for r in regimes]
-    _seed_bars(ax, res, [display_name(r) for r in regimes], per, pvals, f"paper, Table 5 ({setting_text(res)})")
+    means = {r["regime"]: r["mean"] for r in res.over_seeds()}
+    _seed_bars(ax, res, [display_name(r) for r in regimes], per, [means[r] for r in regimes], pvals,
+               f"paper, Table 5 ({setting_text(res)})")
     ax.set_xlabel("NIL test accuracy (%)")
     ax.set_title("Training regimes, tested with NIL")
     _seed_legend(fig, [ax], column)
@@ -620,11 +627,12 @@ def fig_heads(res: Result, width: float):
     fig, axes = _figure(width, 0.5 + nrows * panel_h, nrows, ncols, sharex=True, sharey=True)
     its = _trained_here(res, runs)
     several_its = len(its) > 1
+    means = {(r["algorithm"], r["iteration"], r["variant"]): r["mean"] for r in res.over_seeds()}
     for k, (ax, (a, it)) in enumerate(zip(axes, runs)):
         sub = t[(t["algorithm"] == a) & (t["iteration"] == it)]
         per = {v: list(zip(sub[sub["variant"] == v]["accuracy"], sub[sub["variant"] == v]["ci95"])) for v in labels}
         per = {v: rows if rows else [(np.nan, np.nan)] for v, rows in per.items()}
-        _seed_bars(ax, res, labels, per, show_labels=True)
+        _seed_bars(ax, res, labels, per, [means.get((a, it, v), np.nan) for v in labels], show_labels=True)
         ax.set_title(f"{display_name(a)}{reduced_mark(res, a, None, it)}"
                      + (f", iteration {iteration_text(it)}" if several_its and not res.imported(a) else ""))
         if k < len(runs) - ncols:

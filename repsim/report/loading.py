@@ -17,7 +17,8 @@ from repsim.results import ANALYSES, EXTRA_TABLES, FORMAT, result_stem, table_di
 
 _REQUIRED = {d.stem: d.columns for d in DECLARATIONS}  # each analysis' summary table's columns
 _NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value", "seed_std",
-            "change", "change_ci95", "seed_a", "seed_b", "std", "model_pairs")
+            "change", "change_ci95", "seed_a", "seed_b", "std", "model_pairs", "low", "high", "ci95_low",
+            "ci95_high", "change_ci95_low", "change_ci95_high")
 _BOOLEAN = ("same_seed",)
 
 
@@ -52,6 +53,22 @@ class Result:
         ways = self.setting[1]
         return 100.0 / ways if ways else None
 
+    def over_seeds(self) -> list[dict]:
+        """Its table pooled over seeds, as the runner wrote it (NAME_over_seeds.csv,
+        :func:`repsim.statistics.over_seeds`), a dict per row: the row's keys, ``mean``, ``std``
+        over seeds, ``seeds`` (a list), ``cis`` (the lowest and highest seed's 95% CI over
+        tasks), ``change`` (None where the analysis has none) with ``change_cis``, and
+        ``tasks`` (None where unknown)."""
+        out = []
+        for r in self.extras["over_seeds"].to_dict("records"):
+            r["seeds"] = [_number(x) for x in str(r.pop("seed_list")).split()]
+            r["std"], r["cis"] = r.pop("seed_std"), [r.pop("ci95_low"), r.pop("ci95_high")]
+            r["change_cis"] = [r.pop("change_ci95_low"), r.pop("change_ci95_high")] if "change" in r else []
+            r.setdefault("change", None)
+            r["tasks"] = int(r["tasks"]) if pd.notna(r.get("tasks")) else None
+            out.append(r)
+        return out
+
     def _provenance_of(self, model) -> list[dict]:
         """The provenance of the checkpoints behind ``model`` (a row's algorithm or name)."""
         return [c for c in self.checkpoints if str(c.get("model")) == str(model)]
@@ -73,6 +90,11 @@ class Result:
                     and c.get("reduced_schedule")):
                 return True
         return False
+
+
+def _number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def unknown_seed(checkpoint: dict) -> bool:
@@ -164,7 +186,7 @@ def _damaged_provenance(prov: dict) -> str | None:
 # import's seed_known): a result without it is an earlier repsim's, refused as of another format
 _COLUMNS_SINCE = {"freezing": ("change", "change_ci95"), "accuracy": ("change", "change_ci95"),
                   "heads": ("change", "change_ci95"), "cross": ("same_seed",)}
-_EXTRAS_SINCE = {"cross": ("pairs", "model_pairs")}
+_EXTRAS_SINCE = {"cross": ("pairs", "model_pairs"), **{d.stem: ("over_seeds",) for d in DECLARATIONS if d.over_seeds}}
 
 
 def _earlier_format(name: str, prov: dict, table: pd.DataFrame, extras: dict) -> str | None:

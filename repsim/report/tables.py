@@ -25,7 +25,6 @@ from repsim.report.text import (
     setting_text,
     std_text,
 )
-from repsim.statistics import over_seeds
 
 CHANGE_HEADER = "change vs {} (points, paired 95% CI per seed)"
 
@@ -86,13 +85,12 @@ def table_similarity(doc: Doc, res: Result):
 
 
 def table_freezing(doc: Doc, res: Result):
-    t = res.table
     pc = _PaperColumns("freezing", res.setting)
     pe = _PaperColumns("freezing", res.setting, label="paper, earlier version")
     headers = ["algorithm", "iteration", "frozen", "seeds", "ours (%)", "std over seeds", "95% CI (per seed)",
                CHANGE_HEADER.format("unfrozen")] + pc.headers() + pe.headers()
     rows = []
-    for r in over_seeds(t, ["algorithm", "iteration", "frozen"]):
+    for r in res.over_seeds():
         a = r["algorithm"]
         prow = r["frozen"] if a == "maml" else None
         rows.append([display_name(a) + reduced_mark(res, a, r["seeds"], r["iteration"]),
@@ -105,13 +103,12 @@ def table_freezing(doc: Doc, res: Result):
           "the paper's text leaves uncertain (repsim.paper). Paper values are shown for MAML rows only.")
 
 
-def decomposed_rows(t) -> list[dict]:
+def decomposed_rows(res: Result) -> list[dict]:
     """Per (algorithm, iteration, frozen set): each decomposition quantity over seeds
-    (:func:`over_seeds`'s dict, keyed by quantity)."""
+    (:meth:`Result.over_seeds`'s dict, keyed by quantity)."""
     rows = {}
-    for quantity, g in t.groupby("quantity", sort=False):
-        for r in over_seeds(g, ["algorithm", "iteration", "frozen"], value="mean"):
-            rows.setdefault((r["algorithm"], r["iteration"], r["frozen"]), {})[quantity] = r
+    for r in res.over_seeds():
+        rows.setdefault((r["algorithm"], r["iteration"], r["frozen"]), {})[r["quantity"]] = r
     return [{"algorithm": a, "iteration": it, "frozen": f, **q} for (a, it, f), q in rows.items()]
 
 
@@ -120,7 +117,7 @@ def table_freezing_decomposed(doc: Doc, res: Result):
                "prototypes (%)", "cost: total", "cost: features (± paired 95% CI per seed)",
                "cost: head optimisation (±)", "lr × λmax", "support accuracy (%)", "support cosine"]
     rows = []
-    for r in decomposed_rows(res.table):
+    for r in decomposed_rows(res):
         a, first = r["algorithm"], r["paper protocol"]
 
         def mean(q, digits=1):
@@ -166,14 +163,13 @@ def _other_published(setting, alg, mode) -> str:
 
 
 def table_accuracy(doc: Doc, res: Result):
-    t = res.table
     pc = _PaperColumns("maml_vs_anil", res.setting, label="paper")
     headers = ["algorithm", "iteration", "test mode", "seeds", "tasks", "ours (%)", "std over seeds",
                "95% CI (per seed)", CHANGE_HEADER.format("inner loop")]
     headers += pc.headers() + ["paper source", "other published (same setting)"]
     rows = []
     setting = paper.normalise_setting(res.setting)
-    for r in over_seeds(t, ["algorithm", "iteration", "mode"]):
+    for r in res.over_seeds():
         a, mode = r["algorithm"], r["mode"]
         # every paper number in this table comes from one setting: the matched one, else the
         # nearest setting named in the column header
@@ -244,7 +240,7 @@ def table_cross(doc: Doc, res: Result):
 
 def table_heads(doc: Doc, res: Result):
     rows = []
-    for r in over_seeds(res.table, ["algorithm", "iteration", "variant"]):
+    for r in res.over_seeds():
         rows.append([display_name(r["algorithm"]) + reduced_mark(res, r["algorithm"], r["seeds"], r["iteration"]),
                      iteration_cell(res, r["algorithm"], r["iteration"]), r["variant"],
                      seeds_cell(res, r["algorithm"], r["seeds"]),
@@ -258,7 +254,7 @@ def table_heads(doc: Doc, res: Result):
 def table_regimes(doc: Doc, res: Result):
     pc = _PaperColumns("regimes", res.setting, label="paper (Table 5, NIL)")
     rows = []
-    for r in over_seeds(res.table, ["regime"]):
+    for r in res.over_seeds():
         reg = r["regime"]
         red = "†" if any(res.reduced(reg, s) for s in r["seeds"]) else ""
         rows.append([reg + red, paper.REGIME_NAMES.get(reg, "—"), seeds_cell(res, reg, r["seeds"]),

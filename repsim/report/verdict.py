@@ -20,7 +20,6 @@ from repsim.report.text import (
     range_text,
     values_text,
 )
-from repsim.statistics import over_seeds
 
 
 def verdict(results: dict[str, Result]) -> list[str]:
@@ -100,7 +99,7 @@ def freezing_decomposed_verdict(res: Result) -> list[str]:
     from repsim.statistics import FEATURE_REUSE_POINTS
 
     out = []
-    rows = decomposed_rows(res.table)
+    rows = decomposed_rows(res)
     for (a, it), group in _groups(rows).items():
         frozen = [r for r in group if r["frozen"] != "none" and "cost: features" in r]
         if not frozen:
@@ -140,7 +139,7 @@ def accuracy_verdict(res: Result) -> list[str]:
     """NIL against each model's own inner loop (Tables 2 and 4)."""
     out = []
     rows = {(r["algorithm"], r["iteration"], r["mode"]): r
-            for r in over_seeds(res.table, ["algorithm", "iteration", "mode"])}
+            for r in res.over_seeds()}
     for (a, it, mode), r in rows.items():
         if mode != "nil" or (a, it, "inner-loop") not in rows:
             continue
@@ -194,7 +193,7 @@ def weight_change_verdict(res: Result) -> list[str]:
 
 
 def regimes_verdict(res: Result) -> list[str]:
-    rs = sorted(over_seeds(res.table, ["regime"]), key=lambda r: -r["mean"])
+    rs = sorted(res.over_seeds(), key=lambda r: -r["mean"])
     return ["NIL accuracy by training regime: "
             + " > ".join(f"{display_name(r['regime'])} {r['mean']:.1f}%" for r in rs)
             + (f" (chance {res.chance:.0f}%)." if res.chance else ".")]
@@ -227,7 +226,7 @@ VERDICTS = (("similarity", similarity_verdict), ("freezing", freezing_verdict),
 
 
 def _freeze_pairs(res: Result):
-    rows = over_seeds(res.table, ["algorithm", "iteration", "frozen"])
+    rows = res.over_seeds()
     by = {}
     for r in rows:
         by.setdefault((r["algorithm"], r["iteration"]), []).append(r)
