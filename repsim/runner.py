@@ -191,10 +191,8 @@ def check_earlier_result(out: Path, name: str, study: dict, labels: list[str]) -
         if key in before and key in study and before[key] != study[key]:
             raise RepsimError(f"{earlier} was made with {key}={before[key]!r}, this run has "
                               f"{key}={study[key]!r}: use another --out, or --replace to overwrite it")
-    # (results written before labels were recorded, the committed 5w1s ones among them, cannot
-    # say which models they hold)
-    left_out = [c["label"] for c in made.get("checkpoints", [])
-                if isinstance(c, dict) and c.get("label") and c["label"] not in set(labels)]
+    left_out = [str(c.get("label")) for c in made.get("checkpoints", [])
+                if not isinstance(c, dict) or c.get("label") not in set(labels)]
     if left_out:
         raise RepsimError(f"{earlier} also holds {', '.join(map(str, left_out))}, which this run leaves "
                           f"out: list those checkpoints too (their parts are reused), use another --out, "

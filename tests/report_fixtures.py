@@ -11,7 +11,7 @@ import pandas as pd
 
 from repsim import statistics
 from repsim.names import declaration
-from repsim.results import FORMAT
+from repsim.results import EXTRA_TABLES, FORMAT, table_digest
 
 CONV = "CCA: mean canonical correlation, spatial; CKA: linear, flattened"
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
@@ -26,22 +26,44 @@ def provenance(name, dataset, ways, shots, checkpoints, tasks=20):
 
 
 def checkpoint_row(alg, seed, it=60000, dataset="omniglot", ways=20, shots=1, reduced=False):
-    return {"checkpoint": f"/ckpt/{alg}-{seed}.safetensors", "algorithm": alg, "seed": seed, "iteration": it,
-            "reduced_schedule": reduced, "dataset": dataset, "ways": ways, "shots": shots}
+    return {"checkpoint": f"/ckpt/{alg}-{seed}.safetensors", "label": f"{alg}-s{seed}-it{it}", "model": alg,
+            "algorithm": alg, "seed": seed, "iteration": it, "reduced_schedule": reduced, "dataset": dataset,
+            "ways": ways, "shots": shots}
+
+
+def _with_model(rows) -> pd.DataFrame:
+    """Rows as the runner writes them: each names its model (here, as for repsim's own
+    checkpoints, its algorithm) beside its algorithm."""
+    table = pd.DataFrame(rows)
+    if "algorithm" in table and "model" not in table:
+        table.insert(table.columns.get_loc("algorithm"), "model", table["algorithm"])
+    return table
 
 
 def write_result(folder: Path, name, rows, prov, tasks_rows=None, extras=None):
-    """A result as the runner writes it, its pooling over seeds included (NAME_over_seeds.csv)."""
-    table = pd.DataFrame(rows)
+    """A result as the runner writes it: its pooling over seeds (NAME_over_seeds.csv) and its
+    tables' digests (in NAME.json) included."""
+    table = _with_model(rows)
     table.to_csv(folder / f"{name}.csv", index=False)
     if tasks_rows is not None:
-        pd.DataFrame(tasks_rows).to_csv(folder / f"{name}_tasks.csv", index=False)
+        _with_model(tasks_rows).to_csv(folder / f"{name}_tasks.csv", index=False)
     pooled = declaration(name)
     if pooled.over_seeds:
         extras = {"over_seeds": statistics.over_seeds(table, pooled.over_seeds, pooled.value), **(extras or {})}
-    for suffix, table in (extras or {}).items():
-        table.to_csv(folder / f"{name}_{suffix}.csv", index=False)
+    for suffix, extra in (extras or {}).items():
+        extra.to_csv(folder / f"{name}_{suffix}.csv", index=False)
     (folder / f"{name}.json").write_text(json.dumps(prov, indent=2))
+    record_tables(folder, name)
+
+
+def record_tables(folder: Path, name: str) -> None:
+    """Record the digests of ``name``'s tables as they are now in its NAME.json (as the runner
+    does when it writes them), so a test's edit of a table is read, not refused as damage."""
+    meta = folder / f"{name}.json"
+    prov = json.loads(meta.read_text())
+    prov["tables"] = {p.name: table_digest(p.read_bytes()) for p in sorted(folder.glob(f"{name}*.csv"))
+                      if p.stem == name or p.stem[len(name) + 1:] in (*EXTRA_TABLES, "tasks")}
+    meta.write_text(json.dumps(prov, indent=2))
 
 
 def cross_tasks() -> list[dict]:

@@ -378,13 +378,14 @@ def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path, ca
     one_line(err, "similarity.csv is not the table its analysis wrote", "re-run the analysis")
     table.write_bytes(whole)
     assert in_cli(capsys, "report", tmp_path / "res")[0] == 0
-    # results written before digests were recorded are read as they are
+    # a table its analysis did not record writing (no digests: an earlier repsim's) is refused too
     meta = tmp_path / "res" / "similarity.json"
     record = json.loads(meta.read_text())
     del record["tables"]
     meta.write_text(json.dumps(record))
-    table.write_bytes(whole[: len(whole) - 7])
-    assert in_cli(capsys, "report", tmp_path / "res")[0] == 0
+    code, _, err = in_cli(capsys, "report", tmp_path / "res")
+    assert code == 2
+    one_line(err, "similarity.csv is not among the tables its analysis recorded writing", "re-run the analysis")
 
 
 @pytest.mark.parametrize("analysis, args, needle", [

@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from report_fixtures import CROSS_TASKS, build_results, checkpoint_row, cross_means, provenance, write_result
+from report_fixtures import (
+    CROSS_TASKS,
+    build_results,
+    checkpoint_row,
+    cross_means,
+    provenance,
+    record_tables,
+    write_result,
+)
 from repsim import paper, statistics
 from repsim.errors import RepsimError
 from repsim.report import write_report
@@ -127,6 +135,7 @@ def test_unreadable_csv_names_the_file(tmp_path):
         write_report(folder)
     assert "\n" not in str(e.value)
     (folder / "accuracy.csv").write_text("algorithm,seed\nmaml,0\n")  # columns missing
+    record_tables(folder, "accuracy")
     with pytest.raises(RepsimError, match="accuracy.csv.*no column"):
         write_report(folder)
     (folder / "accuracy.json").write_text("{not json")
@@ -276,6 +285,7 @@ def test_cross_results_of_an_older_repsim_are_refused(tmp_path):
     pd.DataFrame(cross_means(CROSS_TASKS)).to_csv(folder / "cross.csv", index=False)
     for suffix in ("pairs", "model_pairs"):
         (folder / f"cross_{suffix}.csv").unlink()
+    record_tables(folder, "cross")
     _earlier_format(folder, "cross", "column same_seed, cross_pairs.csv, cross_model_pairs.csv")
 
 
@@ -284,15 +294,18 @@ def test_cross_results_of_an_older_repsim_are_refused(tmp_path):
      .to_csv(folder / "freezing.csv", index=False), "column change, column change_ci95"),
     ("accuracy", lambda folder, prov: prov["study"].pop("confidence_interval"), "study.confidence_interval"),
     ("heads", lambda folder, prov: prov["checkpoints"][0].update(imported=True), "checkpoint 0's seed_known"),
+    ("regimes", lambda folder, prov: prov["checkpoints"][1].pop("label"), "checkpoint 1's label"),
 ])
 def test_results_without_what_every_result_since_the_format_holds_are_refused(tmp_path, name, edit, lacking):
-    """Paired changes, the CI's definition and an import's seed_known were once absent, and
-    read around; no committed result lacks them, so a result that does is refused."""
+    """Paired changes, the CI's definition, the checkpoints' labels and an import's seed_known
+    were once absent, and read around; no committed result lacks them, so a result that does
+    is refused."""
     folder = build_results(tmp_path / "r", names=(name,))
     meta = folder / f"{name}.json"
     prov = json.loads(meta.read_text())
     edit(folder, prov)
     meta.write_text(json.dumps(prov))
+    record_tables(folder, name)
     _earlier_format(folder, name, lacking)
 
 
@@ -305,24 +318,46 @@ def test_the_report_shows_the_runners_pooling_over_seeds_and_refuses_a_result_wi
     pooled = pd.read_csv(folder / "accuracy_over_seeds.csv", keep_default_na=False)
     pooled.loc[(pooled.algorithm == "maml") & (pooled["mode"] == "inner-loop"), "mean"] = 91.25
     pooled.to_csv(folder / "accuracy_over_seeds.csv", index=False)
+    record_tables(folder, "accuracy")
     row = _table_row(write_report(folder).read_text(), "MAML", "inner-loop")
     assert "| 91.2 |" in row and "| 95.0 |" not in row
     (folder / "regimes_over_seeds.csv").unlink()
+    record_tables(folder, "regimes")
     _earlier_format(folder, "regimes", "regimes_over_seeds.csv")
 
 
-def test_results_without_a_format_field_are_read_as_this_format(tmp_path):
-    """The committed 5w1s, 20w1s and 20w5s results have no format field: what holds all this
-    format does is read as it; another format is refused."""
+def test_results_of_another_format_or_none_are_refused(tmp_path):
+    """Every committed result records its format (the first repsims' were given it when they
+    were brought up to it); a result without one, or of another, is refused in one line."""
     folder = build_results(tmp_path / "r", names=("freezing",))
     meta = folder / "freezing.json"
     prov = json.loads(meta.read_text())
-    reported = write_report(folder).read_text()
+    write_report(folder)
     meta.write_text(json.dumps({k: v for k, v in prov.items() if k != "format"}))
-    assert write_report(folder).read_text() == reported
+    _earlier_format(folder, "freezing", "format field")
     meta.write_text(json.dumps({**prov, "format": "repsim-results-0"}))
     with pytest.raises(RepsimError, match=r"is of format 'repsim-results-0', which this repsim does not read"):
         write_report(folder)
+
+
+@pytest.mark.parametrize("edit, refusal", [
+    (lambda folder, prov: prov.pop("tables"), "freezing.csv is not among the tables its analysis recorded"),
+    (lambda folder, prov: pd.read_csv(folder / "freezing.csv").drop(columns=["model"])
+     .to_csv(folder / "freezing.csv", index=False), "cannot read .*freezing.csv: no column model"),
+])
+def test_results_without_table_digests_or_models_are_refused(tmp_path, edit, refusal):
+    """Table digests and the model of each row are in every result of this format: a table
+    not recorded (never written by the analysis) or without models is refused, not guessed at."""
+    folder = build_results(tmp_path / "r", names=("freezing",))
+    meta = folder / "freezing.json"
+    prov = json.loads(meta.read_text())
+    edit(folder, prov)
+    meta.write_text(json.dumps(prov))
+    if "tables" in prov:
+        record_tables(folder, "freezing")
+    with pytest.raises(RepsimError, match=refusal) as e:
+        write_report(folder)
+    assert "\n" not in str(e.value) and "re-run the analysis" in str(e.value)
 
 
 def test_a_damaged_same_seed_column_is_refused_in_one_line(tmp_path):
@@ -330,6 +365,7 @@ def test_a_damaged_same_seed_column_is_refused_in_one_line(tmp_path):
     pairs = pd.read_csv(folder / "cross_pairs.csv").astype({"same_seed": str})
     pairs.loc[0, "same_seed"] = "maybe"
     pairs.to_csv(folder / "cross_pairs.csv", index=False)
+    record_tables(folder, "cross")
     with pytest.raises(RepsimError, match=r"cross_pairs.csv: column same_seed is not True or False; re-run"):
         write_report(folder)
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from report_fixtures import build_results
+from report_fixtures import build_results, record_tables
 from repsim import statistics
 from repsim.report import write_report
 from repsim.report.figures import COLUMN_WIDTH, DPI, FIGURES, PAGE_WIDTH
@@ -244,10 +244,11 @@ def test_similarity_figure_shows_each_seeds_mean_beside_the_ci_over_tasks(tmp_pa
     from repsim.report.loading import load_results
 
     folder = build_results(tmp_path / "r", dataset="synthetic", ways=5, shots=1, names=("similarity",))
-    rows = [{"algorithm": "maml", "layer": layer, "measure": "cca", "seed": seed, "task": task,
+    rows = [{"model": "maml", "algorithm": "maml", "layer": layer, "measure": "cca", "seed": seed, "task": task,
              "value": (0.4 if seed == 0 else 0.8) if layer == "head" else 0.9}
             for seed in (0, 1) for task in range(3) for layer in ("conv1", "head")]
     statistics.seed_means(pd.DataFrame(rows)).to_csv(folder / "similarity_seeds.csv", index=False)
+    record_tables(folder, "similarity")
     res = load_results(folder)[0]["similarity"]
     means = _seed_means(res, "cca", {})
     assert sorted(means["maml"]["head"]) == pytest.approx([0.4, 0.8])
@@ -255,4 +256,5 @@ def test_similarity_figure_shows_each_seeds_mean_beside_the_ci_over_tasks(tmp_pa
     assert "dots: each seed's mean" in md
     statistics.seed_means(pd.DataFrame([r for r in rows if r["seed"] == 0])).to_csv(folder / "similarity_seeds.csv",
                                                                                  index=False)
+    record_tables(folder, "similarity")
     assert "dots: each seed's mean" not in write_report(folder).read_text()

@@ -110,16 +110,17 @@ def _same(a, b) -> bool:
 
 
 def _read_csv(path: Path, required=(), recorded: dict | None = None) -> pd.DataFrame:
-    """A result table, checked against the digest its NAME.json ``recorded`` (results written
-    before digests were recorded have none, and are read as they are: the committed 5w1s ones)."""
-    if recorded and path.name in recorded:
-        try:
-            intact = table_digest(path.read_bytes()) == recorded[path.name]
-        except OSError as e:
-            raise RepsimError(f"cannot read {path} ({e.strerror}): re-run the analysis that wrote it") from None
-        if not intact:
-            raise RepsimError(f"{path} is not the table its analysis wrote (cut short or edited since): "
-                              f"re-run the analysis that wrote it")
+    """A result table, checked against the digest its NAME.json ``recorded``."""
+    if path.name not in (recorded or {}):
+        raise RepsimError(f"{path} is not among the tables its analysis recorded writing: re-run the "
+                          f"analysis that wrote it")
+    try:
+        intact = table_digest(path.read_bytes()) == recorded[path.name]
+    except OSError as e:
+        raise RepsimError(f"cannot read {path} ({e.strerror}): re-run the analysis that wrote it") from None
+    if not intact:
+        raise RepsimError(f"{path} is not the table its analysis wrote (cut short or edited since): "
+                          f"re-run the analysis that wrote it")
     try:
         df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
@@ -143,18 +144,19 @@ def _read_csv(path: Path, required=(), recorded: dict | None = None) -> pd.DataF
             df[c] = text == "True"
         elif c not in _NUMERIC:
             df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
-    return _by_model(df)
+    return _by_model(df, path)
 
 
-def _by_model(df: pd.DataFrame) -> pd.DataFrame:
+def _by_model(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The report compares models: an algorithm with its seeds pooled, or a model with a name
-    of its own (an imported one, say). Results that record the ``model`` a row belongs to
-    are read with it in the algorithm's place, so two MAMLs of different names never share a
-    row, a bar or a curve; results written before the column existed name algorithms only (the
-    committed 5w1s similarity, through-training and weight-change ones)."""
-    if "model" in df.columns and "algorithm" in df.columns:
-        df = df.assign(algorithm=df["model"].where(df["model"] != "", df["algorithm"]))
-    return df
+    of its own (an imported one, say). Every row records the ``model`` it belongs to, and is
+    read with it in the algorithm's place, so two MAMLs of different names never share a row,
+    a bar or a curve."""
+    if "algorithm" not in df.columns:
+        return df
+    if "model" not in df.columns:
+        raise RepsimError(f"cannot read {path}: no column model; re-run the analysis that wrote it")
+    return df.assign(algorithm=df["model"].where(df["model"] != "", df["algorithm"]))
 
 
 _TYPES = {int: "an integer", str: "a string", bool: "true or false"}
@@ -181,9 +183,10 @@ def _damaged_provenance(prov: dict) -> str | None:
     return None
 
 
-# What every result has held since before the format field, and the report reads with no
-# fallback (paired changes, cross's seeds and its per-pair summaries, the CI's definition, an
-# import's seed_known): a result without it is an earlier repsim's, refused as of another format
+# What every result of this format holds, and the report reads with no fallback (paired
+# changes, cross's seeds and its per-pair summaries, the pooling over seeds, the CI's
+# definition, each checkpoint's label and model, an import's seed_known): a result without it
+# is an earlier repsim's, refused as of another format
 _COLUMNS_SINCE = {"freezing": ("change", "change_ci95"), "accuracy": ("change", "change_ci95"),
                   "heads": ("change", "change_ci95"), "cross": ("same_seed",)}
 _EXTRAS_SINCE = {"cross": ("pairs", "model_pairs"), **{d.stem: ("over_seeds",) for d in DECLARATIONS if d.over_seeds}}
@@ -195,7 +198,9 @@ def _earlier_format(name: str, prov: dict, table: pd.DataFrame, extras: dict) ->
                + [f"{name}_{s}.csv" for s in _EXTRAS_SINCE.get(name, ()) if s not in extras]
                + ["study.confidence_interval"] * ("confidence_interval" not in prov.get("study", {}))
                + [f"checkpoint {i}'s seed_known" for i, c in enumerate(prov.get("checkpoints", []))
-                  if c.get("imported") and "seed_known" not in c])
+                  if c.get("imported") and "seed_known" not in c]
+               + [f"checkpoint {i}'s {key}" for i, c in enumerate(prov.get("checkpoints", []))
+                  for key in ("label", "model") if key not in c])
     return ", ".join(lacking) or None
 
 
@@ -220,10 +225,9 @@ def load_result(folder: Path, name: str) -> Result | str:
         raise RepsimError(f"cannot read {meta} ({one_line(e)}): re-run the analysis that wrote it") from None
     if not isinstance(prov, dict):
         raise RepsimError(f"cannot read {meta}: not a provenance record; re-run the analysis that wrote it")
-    # results of the first repsims have no format field, and are read as this format where they
-    # hold all it does (below): the committed 5w1s, 20w1s and 20w5s results are such
-    if prov.get("format", FORMAT) != FORMAT:
-        raise _unread_format(meta, prov, f"format {prov['format']!r}")
+    if prov.get("format") != FORMAT:
+        raise _unread_format(meta, prov, f"format {prov['format']!r}" if "format" in prov
+                             else "an earlier format (no format field)")
     wrong = _damaged_provenance(prov)
     if wrong:
         raise RepsimError(f"cannot read {meta}: {wrong}; re-run the analysis that wrote it")
