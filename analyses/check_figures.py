@@ -37,7 +37,7 @@ SIMILARITY = 0.05  # for CCA, CKA and relative weight change
 # columns that say what a row is, not what was measured
 KEYS = ("model", "algorithm", "regime", "seed", "iteration", "frozen", "quantity", "mode", "variant", "metric",
         "layer", "measure", "pair", "same_seed", "checkpoint", "model_a", "model_b", "task")
-MEASURED = ("accuracy", "mean", "change")
+MEASURED = ("accuracy", "mean", "change", "low", "high")  # low, high: the lowest and highest seed
 # how the committed figures are made, on any x86-64 CPU with AVX2 (see the module's docstring)
 PORTABLE_NUMERICS = {
     "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE",  # a thread count is a summation order

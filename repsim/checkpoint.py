@@ -76,7 +76,7 @@ class Checkpoint:
             width = heads[-1].shape[0]
             check_head_width(self.config.algorithm, width, self.config.ways, self.path or "the checkpoint",
                              f"its config says ways: {self.config.ways}",
-                             f"give the ways it was trained with (--set ways={width})")
+                             f"give the ways it was trained with (ways={width})")
         model = self.factory() if self.factory else model_for(self.config, self.params)
         load_weights(model, self.params, source=str(self.path or "checkpoint"))
         bad = [n for n, p in self.params.items() if p.is_floating_point() and not torch.isfinite(p).all()]

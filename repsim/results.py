@@ -31,7 +31,8 @@ from repsim.names import ANALYSES, analysis_name  # noqa: F401  (the report read
 
 # Extra summaries an analysis may write beside its table, as NAME_SUFFIX.csv (read by the report).
 EXTRA_TABLES = ("seeds", "model_pairs", "pairs", "over_seeds")
-FORMAT = "repsim-results-1"  # what a NAME.json says its folder's files are, read back and checked
+FORMAT = "repsim-results-2"  # what a NAME.json says its folder's files are, read back and checked
+# (1 had no NAME_over_seeds.csv: the report pooled the seeds itself)
 
 
 def result_stem(name: str) -> str:

@@ -191,8 +191,12 @@ def check_earlier_result(out: Path, name: str, study: dict, labels: list[str]) -
         if key in before and key in study and before[key] != study[key]:
             raise RepsimError(f"{earlier} was made with {key}={before[key]!r}, this run has "
                               f"{key}={study[key]!r}: use another --out, or --replace to overwrite it")
-    left_out = [str(c.get("label")) for c in made.get("checkpoints", [])
-                if not isinstance(c, dict) or c.get("label") not in set(labels)]
+    earlier_labels = [c.get("label") if isinstance(c, dict) else None for c in made.get("checkpoints", [])]
+    if not all(isinstance(label, str) for label in earlier_labels):
+        raise RepsimError(f"{earlier} does not label the models it holds (an earlier repsim's, or damaged): "
+                          f"which models its table holds cannot be checked; use --replace to overwrite it, "
+                          f"or another --out")
+    left_out = [label for label in earlier_labels if label not in set(labels)]
     if left_out:
         raise RepsimError(f"{earlier} also holds {', '.join(map(str, left_out))}, which this run leaves "
                           f"out: list those checkpoints too (their parts are reused), use another --out, "

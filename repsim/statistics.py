@@ -89,7 +89,7 @@ def seed_means(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "l
 
 def over_seeds(rows: pd.DataFrame, keys, value: str = "accuracy") -> pd.DataFrame:
     """What a table shows of several training runs (one row per seed): per group of ``keys``
-    (and of the model's name, where the rows have one), the mean of ``value`` over seeds, its
+    (and of the model's name beside the algorithm, where the rows name one), the mean of ``value`` over seeds, its
     sample std over seeds (``seed_std``, NaN for one seed), its lowest and highest seed, the
     seeds (their number and ``seed_list``, "0 1 2"), the range of the seeds' 95% CIs over tasks
     and, where the rows have one, the mean paired change with the range of its CIs. Written by

@@ -208,7 +208,8 @@ class Study:
             raise RepsimError(f"{ckpt.path} was trained on images resized by {c.image_resize}, this "
                               f"study's test images are resized by {self.image_resize}: analyse "
                               f"checkpoints of one image_resize convention together")
-        check_head_width(c.algorithm, c.ways, self.ways, ckpt.path, f"the study's tasks are {self.ways}-way",
+        check_head_width(c.algorithm, c.ways, self.ways, ckpt.path or "the checkpoint",
+                         f"the study's tasks are {self.ways}-way",
                          f"analyse it with --ways {c.ways}, or separately")
         model = ckpt.build_model().to(self.dev)
         params = test_time_params(model, dict(model.named_parameters()), ckpt.config.algorithm, self.ways)

@@ -388,6 +388,23 @@ def test_29_a_result_table_cut_short_or_edited_is_not_reported(run, tmp_path, ca
     one_line(err, "similarity.csv is not among the tables its analysis recorded writing", "re-run the analysis")
 
 
+@pytest.mark.parametrize("checkpoints", [["maml-s0-it500"], [{"algorithm": "maml"}]])
+def test_29b_an_earlier_result_that_does_not_label_its_models_is_refused_not_extended(run, tmp_path, capsys,
+                                                                                     checkpoints):
+    """Which models an earlier result holds is checked before an analysis adds to it; a
+    NAME.json whose checkpoints are damaged or carry no labels cannot say, so it is refused
+    in one line (it was a traceback) and --replace overwrites it."""
+    args = ("analyze", "accuracy", run / "model.safetensors", "--out", tmp_path / "res", "--tasks", 2,
+            "--device", "cpu", "--quiet")
+    assert in_cli(capsys, *args)[0] == 0
+    meta = tmp_path / "res" / "accuracy.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "checkpoints": checkpoints}))
+    code, _, err = in_cli(capsys, *args)
+    assert code == 2
+    one_line(err, "accuracy.json does not label the models it holds", "use --replace")
+    assert in_cli(capsys, *args, "--replace")[0] == 0
+
+
 @pytest.mark.parametrize("analysis, args, needle", [
     ("similarity", ["--frozen", "none", "conv1"], "analyze similarity does not use --frozen: leave it out "
                                                   "(it applies to freezing, freezing-decomposed)"),

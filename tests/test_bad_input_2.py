@@ -401,9 +401,11 @@ def test_55_a_results_folder_of_a_future_format_is_refused_by_the_report(run, tm
                  progress=False)
     meta = tmp_path / "res" / "accuracy.json"
     record = json_.loads(meta.read_text())
-    assert record["format"] == "repsim-results-1"
-    record["format"] = "repsim-results-2"
-    meta.write_text(json_.dumps(record))
-    code, _, err = in_cli(capsys, "report", tmp_path / "res")
-    assert code == 2
-    one_line(err, "of format 'repsim-results-2', which this repsim does not read")
+    assert record["format"] == "repsim-results-2"
+    for other in ("repsim-results-3", "repsim-results-1"):  # a newer repsim's, or one before NAME_over_seeds.csv
+        record["format"] = other
+        meta.write_text(json_.dumps(record))
+        code, _, err = in_cli(capsys, "report", tmp_path / "res")
+        assert code == 2
+        one_line(err, f"of format '{other}', which this repsim does not read (it reads 'repsim-results-2'): "
+                      f"re-run 'repsim analyze' into")

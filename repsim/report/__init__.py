@@ -72,7 +72,7 @@ def _own_names(results: dict[str, Result]) -> list[str]:
     names = {}
     for r in results.values():
         for c in r.prov.get("checkpoints") or []:
-            if isinstance(c, dict) and c.get("model") not in (None, "", c.get("algorithm")):
+            if c["model"] != c.get("algorithm"):
                 names.setdefault(str(c["model"]), None)
     return list(names)
 

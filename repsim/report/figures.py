@@ -138,7 +138,7 @@ def sidecar(drawn: Drawn, res: Result, files: dict, caption: str = "") -> dict:
         "training_conventions": conventions_text(res.checkpoints),
         "seeds": {a: _sorted(v) for a, v in seeds.items()},
         "iterations": _sorted({c.get("iteration") for c in raw if c.get("iteration") is not None}),
-        "checkpoints": [{"model": display_name(c.get("model") or c.get("algorithm", "?")),
+        "checkpoints": [{"model": display_name(c["model"]),
                          "algorithm": c.get("algorithm"), "seed": c.get("seed"), "iteration": c.get("iteration"),
                          "reduced_schedule": bool(c.get("reduced_schedule")),
                          "conventions": c.get("convention_summary", "pytorch conventions"),

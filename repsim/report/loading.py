@@ -37,8 +37,7 @@ class Result:
     def checkpoints(self) -> list[dict]:
         """The provenance of each checkpoint, with its model in the algorithm's place (as the
         tables are read, :func:`_by_model`)."""
-        return [{**c, "algorithm": c.get("model") or c.get("algorithm")} if isinstance(c, dict) else c
-                for c in self.prov.get("checkpoints") or []]
+        return [{**c, "algorithm": c["model"]} for c in self.prov.get("checkpoints") or []]
 
     @property
     def setting(self) -> tuple:
@@ -205,9 +204,8 @@ def _earlier_format(name: str, prov: dict, table: pd.DataFrame, extras: dict) ->
 
 
 def _unread_format(meta: Path, prov: dict, which: str) -> RepsimError:
-    return RepsimError(f"{meta} is of {which}, which this repsim does not read (it reads {FORMAT!r}): report it "
-                       f"with the repsim that wrote it ({prov.get('repsim_version', 'unknown')}), or re-run "
-                       f"'repsim analyze' into {meta.parent}")
+    return RepsimError(f"{meta} is of {which}, which this repsim does not read (it reads {FORMAT!r}): re-run "
+                       f"'repsim analyze' into {meta.parent}, or report it with the repsim that wrote it")
 
 
 def load_result(folder: Path, name: str) -> Result | str:

@@ -77,7 +77,7 @@ def _seeds_text(checkpoints) -> str:
     by = {}
     for c in checkpoints:
         if c.get("imported"):  # trained elsewhere: named, its seed and iteration not repsim's to tell
-            by.setdefault(f"{c.get('model') or c.get('label', '?')} (imported)", set())
+            by.setdefault(f"{c['model']} (imported)", set())
         else:
             by.setdefault(display_name(c.get("algorithm", "?")), set()).add(c.get("seed"))
     return "; ".join(a + (f" seed{'s' if len(s) > 1 else ''} {', '.join(str(x) for x in sorted(s, key=str))}"

@@ -239,7 +239,7 @@ def _freeze_pairs(res: Result):
 
 def caveats(results: dict[str, Result]) -> list[str]:
     out = []
-    guessed = sorted({str(c.get("label") or c.get("algorithm")) for r in results.values() for c in r.checkpoints
+    guessed = sorted({str(c["label"]) for r in results.values() for c in r.checkpoints
                       if c.get("split_guessed")})
     if guessed:
         out.append(f"Test split guessed for {', '.join(guessed)}: imported without the split it was trained "
@@ -285,7 +285,7 @@ def _seed_gaps(results: dict[str, Result]) -> list[str]:
     by_analysis = {}
     for name, r in results.items():
         for c in r.checkpoints:
-            model = str(c.get("model") or c.get("algorithm"))
+            model = str(c["model"])
             by_analysis.setdefault(name, {}).setdefault(model, set()).add(c.get("seed"))
     out = []
     for model in sorted({m for seeds in by_analysis.values() for m in seeds}):
