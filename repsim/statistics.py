@@ -89,10 +89,12 @@ def seed_means(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "l
 
 def over_seeds(rows: pd.DataFrame, keys, value: str = "accuracy") -> pd.DataFrame:
     """What a table shows of several training runs (one row per seed): per group of ``keys``
-    (and of the model's name beside the algorithm, where the rows name one), the mean of ``value`` over seeds, its
-    sample std over seeds (``seed_std``, NaN for one seed), its lowest and highest seed, the
-    seeds (their number and ``seed_list``, "0 1 2"), the range of the seeds' 95% CIs over tasks
-    and, where the rows have one, the mean paired change with the range of its CIs. Written by
+    (and of the model's name beside the algorithm, where the rows name one), the mean of
+    ``value`` over seeds, its sample std over seeds (``seed_std``, NaN for one seed), its lowest
+    and highest seed (``low``, ``high``), the seeds (their number and ``seed_list``, "0 1 2"),
+    the smallest and largest of the seeds' 95% CI half-widths over tasks (``ci95_min``,
+    ``ci95_max``) and, where the rows have one, the mean paired change with the smallest and
+    largest of its half-widths (``change_ci95_min``, ``change_ci95_max``). Written by
     the runner as NAME_over_seeds.csv (the keys of each analysis: ``names.DECLARATIONS``).
 
         mean = (1/S) sum_s v_s,   seed_std = sqrt(sum_s (v_s - mean)^2 / (S - 1))
@@ -113,10 +115,10 @@ def over_seeds(rows: pd.DataFrame, keys, value: str = "accuracy") -> pd.DataFram
                "mean": float(vals.mean()), "seed_std": float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
                "low": float(vals.min()), "high": float(vals.max()), "seeds": len(g),
                "seed_list": " ".join(str(s) for s in sorted(g["seed"].tolist())) if "seed" in g else ""}
-        row["ci95_low"], row["ci95_high"] = ci_range(g["ci95"])
+        row["ci95_min"], row["ci95_max"] = ci_range(g["ci95"])
         if "change" in g:  # an ablation's paired change (regimes and the decomposition have none)
             row["change"] = float(g["change"].astype(float).mean())
-            row["change_ci95_low"], row["change_ci95_high"] = ci_range(g["change_ci95"])
+            row["change_ci95_min"], row["change_ci95_max"] = ci_range(g["change_ci95"])
         if "tasks" in g:
             row["tasks"] = int(g["tasks"].min()) if g["tasks"].notna().all() else math.nan
         out.append(row)

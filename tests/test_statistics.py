@@ -66,7 +66,7 @@ def test_over_seeds_is_the_plain_statistics_over_runs():
         assert g["seed_std"] == pytest.approx(np.std(these, ddof=1))
         assert (g["low"], g["high"]) == (these.min(), these.max())
         assert g["seeds"] == 3 and g["seed_list"] == "0 1 2" and g["tasks"] == 598
-        assert (g["ci95_low"], g["ci95_high"], g["change_ci95_low"], g["change_ci95_high"]) == (1, 3, 0.5, 1.5)
+        assert (g["ci95_min"], g["ci95_max"], g["change_ci95_min"], g["change_ci95_max"]) == (1, 3, 0.5, 1.5)
         assert g["change"] == pytest.approx(g["mean"] - 50)
     one = over_seeds(rows[rows.seed == 0], ["algorithm", "frozen", "iteration"]).iloc[0]
     assert np.isnan(one["seed_std"]) and one["low"] == one["high"] == one["mean"] and one["seed_list"] == "0"
@@ -74,7 +74,7 @@ def test_over_seeds_is_the_plain_statistics_over_runs():
     named = rows.assign(model=np.where(rows.seed == 2, "mine", "maml"), ci95=np.where(rows.seed == 1, np.nan, 1.0))
     split = over_seeds(named[named.algorithm == "maml"], ["algorithm", "frozen", "iteration"])
     assert len(split) == 8 and set(split["seeds"]) == {1, 2}
-    assert (split["ci95_low"] == 1.0).all()
+    assert (split["ci95_min"] == 1.0).all()
     # regimes and the decomposition have no paired change; empty keys (an accuracy row's layer) are kept
     plain = over_seeds(rows.drop(columns=["change", "change_ci95"]).assign(layer=np.nan), ["algorithm", "layer"])
     assert "change" not in plain and len(plain) == 2

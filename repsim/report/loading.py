@@ -17,8 +17,8 @@ from repsim.results import ANALYSES, EXTRA_TABLES, FORMAT, result_stem, table_di
 
 _REQUIRED = {d.stem: d.columns for d in DECLARATIONS}  # each analysis' summary table's columns
 _NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value", "seed_std",
-            "change", "change_ci95", "seed_a", "seed_b", "std", "model_pairs", "low", "high", "ci95_low",
-            "ci95_high", "change_ci95_low", "change_ci95_high")
+            "change", "change_ci95", "seed_a", "seed_b", "std", "model_pairs", "low", "high", "ci95_min",
+            "ci95_max", "change_ci95_min", "change_ci95_max")
 _BOOLEAN = ("same_seed",)
 
 
@@ -55,14 +55,14 @@ class Result:
     def over_seeds(self) -> list[dict]:
         """Its table pooled over seeds, as the runner wrote it (NAME_over_seeds.csv,
         :func:`repsim.statistics.over_seeds`), a dict per row: the row's keys, ``mean``, ``std``
-        over seeds, ``seeds`` (a list), ``cis`` (the lowest and highest seed's 95% CI over
+        over seeds, ``seeds`` (a list), ``cis`` (the smallest and largest of the seeds' 95% CI half-widths over
         tasks), ``change`` (None where the analysis has none) with ``change_cis``, and
         ``tasks`` (None where unknown)."""
         out = []
         for r in self.extras["over_seeds"].to_dict("records"):
             r["seeds"] = [_number(x) for x in str(r.pop("seed_list")).split()]
-            r["std"], r["cis"] = r.pop("seed_std"), [r.pop("ci95_low"), r.pop("ci95_high")]
-            r["change_cis"] = [r.pop("change_ci95_low"), r.pop("change_ci95_high")] if "change" in r else []
+            r["std"], r["cis"] = r.pop("seed_std"), [r.pop("ci95_min"), r.pop("ci95_max")]
+            r["change_cis"] = [r.pop("change_ci95_min"), r.pop("change_ci95_max")] if "change" in r else []
             r.setdefault("change", None)
             r["tasks"] = int(r["tasks"]) if pd.notna(r.get("tasks")) else None
             out.append(r)
