@@ -30,7 +30,7 @@ from repsim.io import atomic_write_bytes, atomic_write_json
 from repsim.names import ANALYSES, analysis_name  # noqa: F401  (the report reads them here)
 
 # Extra summaries an analysis may write beside its table, as NAME_SUFFIX.csv (read by the report).
-EXTRA_TABLES = ("seeds", "model_pairs", "pairs", "over_seeds")
+EXTRA_TABLES = ("seeds", "model_pairs", "pairs", "over_seeds", "body")
 FORMAT = "repsim-results-2"  # what a NAME.json says its folder's files are, read back and checked
 # (1 had no NAME_over_seeds.csv: the report pooled the seeds itself)
 

@@ -38,6 +38,7 @@ from repsim.statistics import (
     over_seeds,
     seed_means,
     summarise,
+    through_training_body,
     through_training_summary,
 )
 from repsim.study import Study, TestProtocol, assign_labels
@@ -95,7 +96,8 @@ REGISTRY = {a.name: a for a in (
     # NIL only: cheap, and random features are shared by all
     Analysis("regimes", lambda study, cs, o: measures.training_regimes(study, cs), uses=(), per_checkpoint=False),
     Analysis("through-training", lambda study, c, o: measures.checkpoint_in_training(study, c, steps=o.steps),
-             run_folders=True, summary=through_training_summary),
+             run_folders=True, summary=through_training_summary,
+             extras=lambda rows: {"body": through_training_body(through_training_summary(rows))}),
     Analysis("weight-change", lambda study, c, o: measures.weight_change(study, [c], steps=o.steps),
              summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
 )}

@@ -79,6 +79,28 @@ def through_training_summary(per_task: pd.DataFrame) -> pd.DataFrame:
         mean="mean", ci95=ci95, n="size").reset_index()
 
 
+def through_training_body(table: pd.DataFrame) -> pd.DataFrame:
+    """The body at a glance, per intermediate checkpoint and similarity measure (what the
+    report's table, verdict and figure note show): the mean over the body's layers of each
+    layer's mean over tasks, the lowest and highest layer (``body_min``, ``body_max``), the
+    layers (``body_layers``, "conv1 conv2 conv3 conv4") and the head's mean (NaN without a head).
+    ``table`` is :func:`through_training_summary`'s; written as through_training_body.csv.
+
+        body_mean = (1/L) sum_l mean_l,   body_min = min_l mean_l,   body_max = max_l mean_l
+    """
+    keys = [k for k in ("checkpoint", "model", "algorithm", "seed", "iteration") if k in table] + ["metric"]
+    layered = table[table["layer"].notna() & (table["layer"] != "")]  # accuracies have no layer
+    out = []
+    for key, g in layered.groupby(keys, sort=False):
+        body, head = g[g["layer"] != HEAD], g[g["layer"] == HEAD]["mean"]
+        if body.empty:
+            continue
+        out.append({**dict(zip(keys, key)), "body_mean": float(body["mean"].mean()),
+                    "body_min": float(body["mean"].min()), "body_max": float(body["mean"].max()),
+                    "body_layers": " ".join(body["layer"]), "head": float(head.iloc[0]) if len(head) else math.nan})
+    return pd.DataFrame(out, columns=keys + ["body_mean", "body_min", "body_max", "body_layers", "head"])
+
+
 def seed_means(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:
     """Each seed's mean over tasks, per :func:`summarise` group: the spread between training
     runs that the CI over tasks hides (the similarity figure draws it as dots). Written as

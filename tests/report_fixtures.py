@@ -41,8 +41,8 @@ def _with_model(rows) -> pd.DataFrame:
 
 
 def write_result(folder: Path, name, rows, prov, tasks_rows=None, extras=None):
-    """A result as the runner writes it: its pooling over seeds (NAME_over_seeds.csv) and its
-    tables' digests (in NAME.json) included."""
+    """A result as the runner writes it: its pooling over seeds (NAME_over_seeds.csv), the
+    through-training body summary and its tables' digests (in NAME.json) included."""
     table = _with_model(rows)
     table.to_csv(folder / f"{name}.csv", index=False)
     if tasks_rows is not None:
@@ -50,6 +50,8 @@ def write_result(folder: Path, name, rows, prov, tasks_rows=None, extras=None):
     pooled = declaration(name)
     if pooled.over_seeds:
         extras = {"over_seeds": statistics.over_seeds(table, pooled.over_seeds, pooled.value), **(extras or {})}
+    if name == "through_training":
+        extras = {"body": statistics.through_training_body(table), **extras}
     for suffix, extra in (extras or {}).items():
         extra.to_csv(folder / f"{name}_{suffix}.csv", index=False)
     (folder / f"{name}.json").write_text(json.dumps(prov, indent=2))

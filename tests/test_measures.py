@@ -18,7 +18,7 @@ from repsim.evaluate import nil_logits
 from repsim.meta import InnerLoop
 from repsim.probe import iter_probes, probe_task, save_probes
 from repsim.runner import run_analysis
-from repsim.statistics import through_training_summary
+from repsim.statistics import through_training_body, through_training_summary
 from repsim.study import Study, TestProtocol
 from repsim.train import train
 
@@ -542,6 +542,8 @@ def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_p
     # the per-task rows are kept beside the table (they were summarised away inside the measure)
     assert (tmp_path / "through_training_tasks.csv").read_text() == direct.to_csv(index=False)
     assert (tmp_path / "through_training.csv").read_text() == through_training_summary(direct).to_csv(index=False)
+    body = through_training_body(through_training_summary(direct))  # what the report shows of the body
+    assert (tmp_path / "through_training_body.csv").read_text() == body.to_csv(index=False)
     for r in first.itertuples():  # each row: the plain mean over its tasks
         these = direct[(direct.iteration == r.iteration) & (direct.metric == r.metric)
                        & (direct.layer.fillna("") == ("" if pd.isna(r.layer) else r.layer))]

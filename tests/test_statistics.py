@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from repsim.statistics import ci95, over_seeds, paired_change, summarise
+from repsim.statistics import ci95, over_seeds, paired_change, summarise, through_training_body
 
 
 @pytest.mark.parametrize("n", [2, 5, 20, 600])
@@ -78,3 +78,30 @@ def test_over_seeds_is_the_plain_statistics_over_runs():
     # regimes and the decomposition have no paired change; empty keys (an accuracy row's layer) are kept
     plain = over_seeds(rows.drop(columns=["change", "change_ci95"]).assign(layer=np.nan), ["algorithm", "layer"])
     assert "change" not in plain and len(plain) == 2
+
+
+def test_through_training_body_is_the_mean_and_range_of_the_body_layers_and_leaves_the_head_apart():
+    rng = np.random.default_rng(3)
+    rows = []
+    for it in (500, 1000):
+        for metric in ("cca", "cka"):
+            for layer in ("conv1", "conv2", "conv3", "head"):
+                rows.append({"checkpoint": f"maml-s0-it{it}", "algorithm": "maml", "seed": 0, "iteration": it,
+                             "metric": metric, "layer": layer, "mean": rng.uniform(), "ci95": 0.01})
+        rows.append({"checkpoint": f"maml-s0-it{it}", "algorithm": "maml", "seed": 0, "iteration": it,
+                     "metric": "accuracy (nil)", "layer": "", "mean": 90.0, "ci95": 1.0})
+    # a model without a head (its features only): no head value, not a head of 0
+    rows += [{"checkpoint": "proto-s0-it0", "algorithm": "proto", "seed": 0, "iteration": 0, "metric": "cca",
+              "layer": layer, "mean": v, "ci95": 0.0} for layer, v in (("conv1", 0.9), ("conv2", 0.7))]
+    table = pd.DataFrame(rows)
+    body = through_training_body(table)
+    assert len(body) == 5 and set(body["metric"]) == {"cca", "cka"}  # the accuracies have no layer
+    for r in body.itertuples():
+        these = table[(table.checkpoint == r.checkpoint) & (table.metric == r.metric)]
+        layers = these[these.layer.str.startswith("conv")]
+        assert r.body_mean == pytest.approx(layers["mean"].mean())
+        assert (r.body_min, r.body_max) == (layers["mean"].min(), layers["mean"].max())
+        assert r.body_layers == " ".join(layers["layer"])
+        head = these[these.layer == "head"]["mean"]
+        assert (np.isnan(r.head) and head.empty) or r.head == head.iloc[0]
+    assert body.iloc[-1]["body_mean"] == pytest.approx(0.8) and np.isnan(body.iloc[-1]["head"])

@@ -49,6 +49,7 @@ from repsim.report.text import (
     frozen_label,
     iteration_text,
     layer_span,
+    range_text,
     reduced_mark,
     setting_text,
 )
@@ -472,11 +473,12 @@ def fig_through_training(res: Result, width: float):
                                                       & (pooled["layer"] == layer)],
                                       ls=style[a], color=colors[layer], ms=2.5)
             # body layers whose curves coincide (ANIL's, all at 1.00) hide each other: say so
-            curves = t[(t["algorithm"] == a) & (t["metric"] == m) & (t["layer"].isin(body))]
-            spread = curves.groupby("iteration")["mean"].agg(lambda v: v.max() - v.min())
-            if len(set(curves["layer"])) > 1 and (spread < 0.005).all():
-                coinciding.append(f"{display_name(a)}: {layer_span(sorted(set(curves['layer']), key=body.index))} "
-                                  f"coincide at {curves['mean'].mean():.2f}")
+            b = res.extras["body"]
+            b = b[(b["algorithm"] == a) & (b["metric"] == m)]
+            names = b["body_layers"].iloc[0].split() if len(b) else []
+            if len(names) > 1 and (b["body_max"] - b["body_min"] < 0.005).all():
+                coinciding.append(f"{display_name(a)}: {layer_span(names)} coincide at "
+                                  f"{range_text([b['body_min'].min(), b['body_max'].max()])}")
         if coinciding:
             ax.text(0.02, 0.02, "; ".join(coinciding), transform=ax.transAxes, fontsize=6, color="#444",
                     va="bottom")

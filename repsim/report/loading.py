@@ -18,7 +18,7 @@ from repsim.results import ANALYSES, EXTRA_TABLES, FORMAT, result_stem, table_di
 _REQUIRED = {d.stem: d.columns for d in DECLARATIONS}  # each analysis' summary table's columns
 _NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value", "seed_std",
             "change", "change_ci95", "seed_a", "seed_b", "std", "model_pairs", "low", "high", "ci95_min",
-            "ci95_max", "change_ci95_min", "change_ci95_max")
+            "ci95_max", "change_ci95_min", "change_ci95_max", "body_mean", "body_min", "body_max", "head")
 _BOOLEAN = ("same_seed",)
 
 
@@ -188,7 +188,8 @@ def _damaged_provenance(prov: dict) -> str | None:
 # is an earlier repsim's, refused as of another format
 _COLUMNS_SINCE = {"freezing": ("change", "change_ci95"), "accuracy": ("change", "change_ci95"),
                   "heads": ("change", "change_ci95"), "cross": ("same_seed",)}
-_EXTRAS_SINCE = {"cross": ("pairs", "model_pairs"), **{d.stem: ("over_seeds",) for d in DECLARATIONS if d.over_seeds}}
+_EXTRAS_SINCE = {**{d.stem: ("over_seeds",) for d in DECLARATIONS if d.over_seeds},
+                 "cross": ("pairs", "model_pairs"), "through_training": ("over_seeds", "body")}
 
 
 def _earlier_format(name: str, prov: dict, table: pd.DataFrame, extras: dict) -> str | None:

@@ -264,7 +264,7 @@ def table_regimes(doc: Doc, res: Result):
 
 
 def table_through_training(doc: Doc, res: Result):
-    t = res.table
+    t, body = res.table, res.extras["body"]
     rows = []
     measures = [m for m in ("cca", "cka") if m in set(t["metric"])]
     # the body-frozen accuracies exist in results written since the freezing decomposition
@@ -276,11 +276,11 @@ def table_through_training(doc: Doc, res: Result):
         for metric in accuracies:
             sub = g[g["metric"] == metric]
             row.append(f"{sub['mean'].iloc[0]:.1f} {ci_text(sub['ci95'].iloc[0])}" if len(sub) else "—")
-        for m in measures:
-            body = g[(g["metric"] == m) & (g["layer"] != HEAD)]["mean"]
-            head = g[(g["metric"] == m) & (g["layer"] == HEAD)]["mean"]
-            row.append(f"{body.mean():.3f} ({body.min():.2f}–{body.max():.2f})" if len(body) else "—")
-            row.append(f"{head.iloc[0]:.3f}" if len(head) else "—")
+        for m in measures:  # the runner's through_training_body.csv
+            b = body[(body["algorithm"] == a) & (body["seed"] == s) & (body["iteration"] == it) & (body["metric"] == m)]
+            row.append(f"{b['body_mean'].iloc[0]:.3f} ({b['body_min'].iloc[0]:.2f}–{b['body_max'].iloc[0]:.2f})"
+                       if len(b) else "—")
+            row.append(f"{b['head'].iloc[0]:.3f}" if len(b) and pd.notna(b["head"].iloc[0]) else "—")
         rows.append(row)
     names = {"accuracy (inner-loop)": "accuracy inner loop (%)", "accuracy (nil)": "accuracy NIL (%)",
              "accuracy (body frozen)": "body frozen, paper protocol (%)",

@@ -3,6 +3,8 @@ than the paper, reduced training schedules)."""
 
 from __future__ import annotations
 
+import math
+
 from repsim import paper
 from repsim.names import HEAD
 from repsim.report.cross import cross_summary_of
@@ -200,19 +202,13 @@ def regimes_verdict(res: Result) -> list[str]:
 
 
 def through_training_verdict(res: Result) -> list[str]:
-    out, t = [], res.table
-    for (a, s), g in t.groupby(["algorithm", "seed"], sort=False):
-        its = sorted(set(g["iteration"]))
-        cca = g[g["metric"] == "cca"]
-        if not its or cca.empty:
-            continue
-        parts = []
-        for it in (its[0], its[-1]) if len(its) > 1 else (its[0],):
-            c = cca[cca["iteration"] == it]
-            body, head = c[c["layer"] != HEAD]["mean"], c[c["layer"] == HEAD]["mean"]
-            if len(body):
-                parts.append(f"iteration {iteration_text(it)}: body CCA {range_text(body)}"
-                             + (f", head {head.iloc[0]:.2f}" if len(head) else ""))
+    out, body = [], res.extras["body"]  # per checkpoint: the body's lowest and highest layer, the head
+    cca = body[body["metric"] == "cca"]
+    for (a, s), g in cca.groupby(["algorithm", "seed"], sort=False):
+        g = g.sort_values("iteration")
+        parts = [f"iteration {iteration_text(r['iteration'])}: body CCA {range_text([r['body_min'], r['body_max']])}"
+                 + ("" if math.isnan(r["head"]) else f", head {r['head']:.2f}")
+                 for _, r in (g.iloc[[0, -1]] if len(g) > 1 else g).iterrows()]
         out.append(f"Through training ({display_name(a)} seed {iteration_text(s)}): " + "; ".join(parts) + ".")
     return out
 
