@@ -29,17 +29,26 @@ class Declaration:
     # runner's): the mean and spread over seeds of ``value``, which the report shows
     over_seeds: tuple[str, ...] = ()
     value: str = "accuracy"
+    # the further summaries of its rows that the runner writes as NAME_SUFFIX.csv and the
+    # report reads (required of a result), besides NAME_over_seeds.csv
+    extras: tuple[str, ...] = ()
 
     @property
     def stem(self) -> str:
         """The name of its result files and the report's key: ``through-training`` -> ``through_training``."""
         return self.name.replace("-", "_")
 
+    @property
+    def extra_tables(self) -> tuple[str, ...]:
+        """The suffixes of every NAME_SUFFIX.csv its result holds beside NAME.csv."""
+        return self.extras + ("over_seeds",) * bool(self.over_seeds)
+
 
 DECLARATIONS = (  # in the command line's order
     Declaration("similarity", "Representation change in the inner loop (paper Figure 2)",
                 ("algorithm", "layer", "measure", "mean", "ci95"),
-                "Per-layer similarity of each layer's representation before vs after the inner loop", True),
+                "Per-layer similarity of each layer's representation before vs after the inner loop", True,
+                extras=("seeds",)),
     Declaration("freezing", "Freezing layers at test time (paper Table 1)",
                 ("algorithm", "seed", "iteration", "frozen", "accuracy", "ci95"),
                 "Test accuracy when the inner loop leaves the frozen layers at their meta-learned values",
@@ -53,7 +62,7 @@ DECLARATIONS = (  # in the command line's order
                 over_seeds=("algorithm", "iteration", "mode")),
     Declaration("cross", "Similarity between models (paper Table 3)", ("pair", "layer", "measure", "mean", "ci95"),
                 "Similarity of body-layer representations of different models on the same query points, "
-                "no adaptation", True),
+                "no adaptation", True, extras=("pairs", "model_pairs")),
     Declaration("heads", "What the head contributes (repsim ablation)",
                 ("algorithm", "seed", "iteration", "variant", "accuracy", "ci95"),
                 "Test accuracy with the head adapted, removed (NIL), unadapted, zeroed or random",
@@ -63,9 +72,10 @@ DECLARATIONS = (  # in the command line's order
     Declaration("through-training", "Through training (paper: feature reuse early in learning)",
                 ("algorithm", "seed", "iteration", "metric", "layer", "mean", "ci95"),
                 "Accuracy and per-layer before/after similarity at intermediate checkpoints", True,
-                over_seeds=("algorithm", "metric", "layer", "iteration"), value="mean"),
+                over_seeds=("algorithm", "metric", "layer", "iteration"), value="mean", extras=("body",)),
     Declaration("weight-change", "Relative weight change per layer (MAML / ANIL / BOIL)",
-                ("algorithm", "layer", "mean", "ci95"), "Relative change of each layer's weights over the inner loop"),
+                ("algorithm", "layer", "mean", "ci95"), "Relative change of each layer's weights over the inner loop",
+                extras=("seeds",)),
 )
 ANALYSES = tuple(d.name for d in DECLARATIONS)
 # the report's order: the paper's figure and tables first, repsim's own ablation last

@@ -27,10 +27,10 @@ import pandas as pd
 import repsim
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes, atomic_write_json
-from repsim.names import ANALYSES, analysis_name  # noqa: F401  (the report reads them here)
+from repsim.names import ANALYSES, DECLARATIONS, analysis_name  # noqa: F401  (the report reads them here)
 
-# Extra summaries an analysis may write beside its table, as NAME_SUFFIX.csv (read by the report).
-EXTRA_TABLES = ("seeds", "model_pairs", "pairs", "over_seeds", "body")
+# Every further summary an analysis writes beside its table, as NAME_SUFFIX.csv (each one's own: names.DECLARATIONS)
+EXTRA_TABLES = tuple(dict.fromkeys(s for d in DECLARATIONS for s in d.extra_tables))
 FORMAT = "repsim-results-2"  # what a NAME.json says its folder's files are, read back and checked
 # (1 had no NAME_over_seeds.csv: the report pooled the seeds itself)
 

@@ -60,8 +60,9 @@ class Analysis:
     part (:class:`Parts`); with ``per_checkpoint`` False, ``measure(study, checkpoints,
     options)`` gives the rows of the whole set at once. ``summary`` makes the table from
     rows that are per task (kept beside it as NAME_tasks.csv); None: the rows are the table.
-    ``extras`` makes further summaries of those rows, {suffix: table}, written as
-    NAME_SUFFIX.csv. ``run_folders``: it is given run folders, and measures each one's
+    ``extras(rows, table)`` makes the further summaries its declaration names (besides
+    NAME_over_seeds.csv, made here for every analysis that declares keys to pool seeds by),
+    {suffix: table}, written as NAME_SUFFIX.csv. ``run_folders``: it is given run folders, and measures each one's
     intermediate checkpoints. ``uses``: the :class:`Options` it reads (another one given is
     refused, not ignored).
     """
@@ -70,7 +71,7 @@ class Analysis:
     uses: tuple[str, ...] = ("steps",)
     per_checkpoint: bool = True
     summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None
-    extras: Callable[[pd.DataFrame], dict[str, pd.DataFrame]] | None = None
+    extras: Callable[[pd.DataFrame, pd.DataFrame], dict[str, pd.DataFrame]] | None = None
     run_folders: bool = False
 
     def checkpoints(self, given: list[Path]) -> list[Path]:
@@ -81,7 +82,7 @@ class Analysis:
 # The measures are looked up in repsim.measures when run, not bound here (tests replace them).
 REGISTRY = {a.name: a for a in (
     Analysis("similarity", lambda study, c, o: measures.layer_similarity(study, [c], layers=o.layers, steps=o.steps),
-             uses=("steps", "layers"), summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
+             uses=("steps", "layers"), summary=summarise, extras=lambda rows, table: {"seeds": seed_means(rows)}),
     Analysis("freezing", lambda study, c, o: measures.freezing(study, c, frozen_sets=o.frozen_sets, steps=o.steps),
              uses=("steps", "frozen_sets")),
     Analysis("freezing-decomposed",
@@ -91,15 +92,15 @@ REGISTRY = {a.name: a for a in (
     # every pair, task by task: no per-checkpoint part to keep
     Analysis("cross", lambda study, cs, o: measures.cross_similarity(study, cs, layers=o.layers),
              uses=("layers",), per_checkpoint=False, summary=cross_layers,
-             extras=cross_extras),
+             extras=lambda rows, table: cross_extras(rows)),
     Analysis("heads", lambda study, c, o: measures.head_ablations(study, c, steps=o.steps)),
     # NIL only: cheap, and random features are shared by all
     Analysis("regimes", lambda study, cs, o: measures.training_regimes(study, cs), uses=(), per_checkpoint=False),
     Analysis("through-training", lambda study, c, o: measures.checkpoint_in_training(study, c, steps=o.steps),
              run_folders=True, summary=through_training_summary,
-             extras=lambda rows: {"body": through_training_body(through_training_summary(rows))}),
+             extras=lambda rows, table: {"body": through_training_body(table)}),
     Analysis("weight-change", lambda study, c, o: measures.weight_change(study, [c], steps=o.steps),
-             summary=summarise, extras=lambda rows: {"seeds": seed_means(rows)}),
+             summary=summarise, extras=lambda rows, table: {"seeds": seed_means(rows)}),
 )}
 assert tuple(REGISTRY) == ANALYSES, "results.ANALYSES lists every analysis of the registry, in order"
 
@@ -225,10 +226,11 @@ def _run_analysis(name, checkpoints, out, protocol: TestProtocol, options: Optio
     else:
         rows = analysis.measure(study, measured, options)
     table = rows if analysis.summary is None else analysis.summary(rows)
-    extras = {} if analysis.extras is None else analysis.extras(rows)
-    pooled = declaration(name)
-    if pooled.over_seeds:  # what the report shows of several seeds, made here so it computes none
-        extras["over_seeds"] = over_seeds(table, pooled.over_seeds, pooled.value)
+    extras = {} if analysis.extras is None else analysis.extras(rows, table)
+    declared = declaration(name)
+    if declared.over_seeds:  # what the report shows of several seeds, made here so it computes none
+        extras["over_seeds"] = over_seeds(table, declared.over_seeds, declared.value)
+    assert set(extras) == set(declared.extra_tables), f"{name} writes the extra tables its declaration names"
     provenance = {"study": made, "checkpoints": [study.checkpoint_provenance(p) for p in measured]}
     return write_result(out, result_stem(name), table, provenance,
                         None if analysis.summary is None else rows, extras)

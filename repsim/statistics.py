@@ -83,7 +83,8 @@ def through_training_body(table: pd.DataFrame) -> pd.DataFrame:
     """The body at a glance, per intermediate checkpoint and similarity measure (what the
     report's table, verdict and figure note show): the mean over the body's layers of each
     layer's mean over tasks, the lowest and highest layer (``body_min``, ``body_max``), the
-    layers (``body_layers``, "conv1 conv2 conv3 conv4") and the head's mean (NaN without a head).
+    layers (``body_layers``, "conv1 conv2 conv3 conv4") and the head's mean (``head_mean``, NaN
+    without a head).
     ``table`` is :func:`through_training_summary`'s; written as through_training_body.csv.
 
         body_mean = (1/L) sum_l mean_l,   body_min = min_l mean_l,   body_max = max_l mean_l
@@ -97,8 +98,9 @@ def through_training_body(table: pd.DataFrame) -> pd.DataFrame:
             continue
         out.append({**dict(zip(keys, key)), "body_mean": float(body["mean"].mean()),
                     "body_min": float(body["mean"].min()), "body_max": float(body["mean"].max()),
-                    "body_layers": " ".join(body["layer"]), "head": float(head.iloc[0]) if len(head) else math.nan})
-    return pd.DataFrame(out, columns=keys + ["body_mean", "body_min", "body_max", "body_layers", "head"])
+                    "body_layers": " ".join(body["layer"]),
+                    "head_mean": float(head.iloc[0]) if len(head) else math.nan})
+    return pd.DataFrame(out, columns=keys + ["body_mean", "body_min", "body_max", "body_layers", "head_mean"])
 
 
 def seed_means(per_task: pd.DataFrame, by=("model", "algorithm", "iteration", "layer", "measure")) -> pd.DataFrame:

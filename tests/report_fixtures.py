@@ -41,18 +41,22 @@ def _with_model(rows) -> pd.DataFrame:
 
 
 def write_result(folder: Path, name, rows, prov, tasks_rows=None, extras=None):
-    """A result as the runner writes it: its pooling over seeds (NAME_over_seeds.csv), the
-    through-training body summary and its tables' digests (in NAME.json) included."""
+    """A result as the runner writes it: the extra tables its declaration names (the pooling
+    over seeds, through-training's body summary, one seed's means) and its tables' digests (in
+    NAME.json) included."""
     table = _with_model(rows)
     table.to_csv(folder / f"{name}.csv", index=False)
     if tasks_rows is not None:
         _with_model(tasks_rows).to_csv(folder / f"{name}_tasks.csv", index=False)
-    pooled = declaration(name)
-    if pooled.over_seeds:
-        extras = {"over_seeds": statistics.over_seeds(table, pooled.over_seeds, pooled.value), **(extras or {})}
-    if name == "through_training":
-        extras = {"body": statistics.through_training_body(table), **extras}
-    for suffix, extra in (extras or {}).items():
+    declared, extras = declaration(name), dict(extras or {})
+    if declared.over_seeds:
+        extras.setdefault("over_seeds", statistics.over_seeds(table, declared.over_seeds, declared.value))
+    if "body" in declared.extras:
+        extras.setdefault("body", statistics.through_training_body(table))
+    if "seeds" in declared.extras and "seeds" not in extras:  # the rows are of one seed: its means are the table's
+        keys = [c for c in ("model", "algorithm", "iteration", "layer", "measure") if c in table]
+        extras["seeds"] = table.assign(seed=0)[keys + ["seed", "mean", "n"]]
+    for suffix, extra in extras.items():
         extra.to_csv(folder / f"{name}_{suffix}.csv", index=False)
     (folder / f"{name}.json").write_text(json.dumps(prov, indent=2))
     record_tables(folder, name)

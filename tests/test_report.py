@@ -22,6 +22,7 @@ from report_fixtures import (
 )
 from repsim import paper, statistics
 from repsim.errors import RepsimError
+from repsim.names import DECLARATIONS
 from repsim.report import write_report
 
 FIGURES = ("similarity", "freezing", "freezing_decomposed", "through_training", "cross", "weight_change", "regimes",
@@ -324,6 +325,17 @@ def test_the_report_shows_the_runners_pooling_over_seeds_and_refuses_a_result_wi
     (folder / "regimes_over_seeds.csv").unlink()
     record_tables(folder, "regimes")
     _earlier_format(folder, "regimes", "regimes_over_seeds.csv")
+
+
+@pytest.mark.parametrize("stem, suffix", [(d.stem, s) for d in DECLARATIONS for s in d.extra_tables])
+def test_a_result_without_an_extra_table_its_analysis_declares_is_refused(tmp_path, stem, suffix):
+    """Each extra table a declaration names is read with no fallback: without it the result is
+    of an earlier format, named in one line, and the report writes nothing."""
+    folder = build_results(tmp_path / "r", names=(stem,))
+    (folder / f"{stem}_{suffix}.csv").unlink()
+    record_tables(folder, stem)
+    _earlier_format(folder, stem, f"{stem}_{suffix}.csv")
+    assert not (folder / "report.md").exists()
 
 
 def test_results_of_another_format_or_none_are_refused(tmp_path):

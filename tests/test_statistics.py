@@ -103,5 +103,5 @@ def test_through_training_body_is_the_mean_and_range_of_the_body_layers_and_leav
         assert (r.body_min, r.body_max) == (layers["mean"].min(), layers["mean"].max())
         assert r.body_layers == " ".join(layers["layer"])
         head = these[these.layer == "head"]["mean"]
-        assert (np.isnan(r.head) and head.empty) or r.head == head.iloc[0]
-    assert body.iloc[-1]["body_mean"] == pytest.approx(0.8) and np.isnan(body.iloc[-1]["head"])
+        assert (np.isnan(r.head_mean) and head.empty) or r.head_mean == head.iloc[0]
+    assert body.iloc[-1]["body_mean"] == pytest.approx(0.8) and np.isnan(body.iloc[-1]["head_mean"])

@@ -304,9 +304,7 @@ def fig_similarity(res: Result, width: float):
 
 def _seed_means(res: Result, measure: str, labels: dict) -> dict:
     """{label (or algorithm): {layer: [each seed's mean over tasks]}} from NAME_seeds.csv."""
-    t = res.extras.get("seeds")
-    if t is None:
-        return {}
+    t = res.extras["seeds"]
     t = t[t["measure"] == measure]
     return {labels.get(a, a): {layer: g["mean"].tolist() for layer, g in ga.groupby("layer", sort=False)}
             for a, ga in t.groupby("algorithm", sort=False)}
@@ -430,7 +428,7 @@ def _iter_ticks(ax, its):
 
 def fig_through_training(res: Result, width: float):
     from matplotlib.lines import Line2D
-    t, pooled = res.table, res.extras["over_seeds"]
+    t, pooled, glance = res.table, res.extras["over_seeds"], res.extras["body"]
     algorithms = list(dict.fromkeys(t["algorithm"]))
     style = {a: _LINESTYLES[r % len(_LINESTYLES)] for r, a in enumerate(algorithms)}
     sims = [m for m in ("cca", "cka") if m in set(t["metric"])]
@@ -473,8 +471,7 @@ def fig_through_training(res: Result, width: float):
                                                       & (pooled["layer"] == layer)],
                                       ls=style[a], color=colors[layer], ms=2.5)
             # body layers whose curves coincide (ANIL's, all at 1.00) hide each other: say so
-            b = res.extras["body"]
-            b = b[(b["algorithm"] == a) & (b["metric"] == m)]
+            b = glance[(glance["algorithm"] == a) & (glance["metric"] == m)]
             names = b["body_layers"].iloc[0].split() if len(b) else []
             if len(names) > 1 and (b["body_max"] - b["body_min"] < 0.005).all():
                 coinciding.append(f"{display_name(a)}: {layer_span(names)} coincide at "

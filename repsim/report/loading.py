@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from repsim.errors import RepsimError, one_line
-from repsim.names import DECLARATIONS
+from repsim.names import DECLARATIONS, declaration
 from repsim.results import ANALYSES, EXTRA_TABLES, FORMAT, result_stem, table_digest
 
 _REQUIRED = {d.stem: d.columns for d in DECLARATIONS}  # each analysis' summary table's columns
 _NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value", "seed_std",
             "change", "change_ci95", "seed_a", "seed_b", "std", "model_pairs", "low", "high", "ci95_min",
-            "ci95_max", "change_ci95_min", "change_ci95_max", "body_mean", "body_min", "body_max", "head")
+            "ci95_max", "change_ci95_min", "change_ci95_max", "body_mean", "body_min", "body_max", "head_mean")
 _BOOLEAN = ("same_seed",)
 
 
@@ -183,19 +183,17 @@ def _damaged_provenance(prov: dict) -> str | None:
 
 
 # What every result of this format holds, and the report reads with no fallback (paired
-# changes, cross's seeds and its per-pair summaries, the pooling over seeds, the CI's
-# definition, each checkpoint's label and model, an import's seed_known): a result without it
-# is an earlier repsim's, refused as of another format
+# changes, cross's seeds, the extra tables each analysis declares, the CI's definition, each
+# checkpoint's label and model, an import's seed_known): a result without it is an earlier
+# repsim's, refused as of another format
 _COLUMNS_SINCE = {"freezing": ("change", "change_ci95"), "accuracy": ("change", "change_ci95"),
                   "heads": ("change", "change_ci95"), "cross": ("same_seed",)}
-_EXTRAS_SINCE = {**{d.stem: ("over_seeds",) for d in DECLARATIONS if d.over_seeds},
-                 "cross": ("pairs", "model_pairs"), "through_training": ("over_seeds", "body")}
 
 
 def _earlier_format(name: str, prov: dict, table: pd.DataFrame, extras: dict) -> str | None:
     """What an earlier repsim's result of ``name`` lacks of the above (None: nothing)."""
     lacking = ([f"column {c}" for c in _COLUMNS_SINCE.get(name, ()) if c not in table.columns]
-               + [f"{name}_{s}.csv" for s in _EXTRAS_SINCE.get(name, ()) if s not in extras]
+               + [f"{name}_{s}.csv" for s in declaration(name).extra_tables if s not in extras]
                + ["study.confidence_interval"] * ("confidence_interval" not in prov.get("study", {}))
                + [f"checkpoint {i}'s seed_known" for i, c in enumerate(prov.get("checkpoints", []))
                   if c.get("imported") and "seed_known" not in c]

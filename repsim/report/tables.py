@@ -280,7 +280,7 @@ def table_through_training(doc: Doc, res: Result):
             b = body[(body["algorithm"] == a) & (body["seed"] == s) & (body["iteration"] == it) & (body["metric"] == m)]
             row.append(f"{b['body_mean'].iloc[0]:.3f} ({b['body_min'].iloc[0]:.2f}–{b['body_max'].iloc[0]:.2f})"
                        if len(b) else "—")
-            row.append(f"{b['head'].iloc[0]:.3f}" if len(b) and pd.notna(b["head"].iloc[0]) else "—")
+            row.append(f"{b['head_mean'].iloc[0]:.3f}" if len(b) and pd.notna(b["head_mean"].iloc[0]) else "—")
         rows.append(row)
     names = {"accuracy (inner-loop)": "accuracy inner loop (%)", "accuracy (nil)": "accuracy NIL (%)",
              "accuracy (body frozen)": "body frozen, paper protocol (%)",

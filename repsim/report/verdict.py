@@ -207,7 +207,7 @@ def through_training_verdict(res: Result) -> list[str]:
     for (a, s), g in cca.groupby(["algorithm", "seed"], sort=False):
         g = g.sort_values("iteration")
         parts = [f"iteration {iteration_text(r['iteration'])}: body CCA {range_text([r['body_min'], r['body_max']])}"
-                 + ("" if math.isnan(r["head"]) else f", head {r['head']:.2f}")
+                 + ("" if math.isnan(r["head_mean"]) else f", head {r['head_mean']:.2f}")
                  for _, r in (g.iloc[[0, -1]] if len(g) > 1 else g).iterrows()]
         out.append(f"Through training ({display_name(a)} seed {iteration_text(s)}): " + "; ".join(parts) + ".")
     return out
