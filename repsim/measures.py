@@ -38,7 +38,7 @@ from tqdm import tqdm
 from repsim.checkpoint import Checkpoint
 from repsim.errors import RepsimError, not_finite
 from repsim.evaluate import fresh_head, score_tasks
-from repsim.meta import adapt, head_input, own_inner_loop
+from repsim.meta import adapt, head_input, head_logits, own_inner_loop
 from repsim.model import HEAD_PREFIX, draw_weights, model_for
 from repsim.names import HEAD
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
@@ -85,7 +85,7 @@ def _ids(m: Model) -> dict:
 # 2. ---------------------------------------------------------------------------------------
 def prefix_freezes(model) -> list[list[str]]:
     """The paper's freezing sets: none, conv1, conv1-2, conv1-3, conv1-4 (the body's layers)."""
-    body = [layer for layer in probe_layers(model) if layer != HEAD_PREFIX.rstrip(".")]
+    body = [layer for layer in probe_layers(model) if layer != HEAD]
     return [body[:k] for k in range(len(body) + 1)]
 
 
@@ -158,8 +158,7 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
             fast = adapt(m.model, params, task.support_x, task.support_y, inner.but(names=names))
             with torch.no_grad():  # each set's features on its own batch, as the inner loop saw them
                 fs, fq = (head_input(m.model, fast, x) for x in (task.support_x, task.query_x))
-                head = {n[len(HEAD_PREFIX):]: p for n, p in fast.items() if n.startswith(HEAD_PREFIX)}
-                logits = torch.func.functional_call(m.model.head, head, (torch.cat([fs, fq]),))
+                logits = head_logits(m.model, fast, torch.cat([fs, fq]))
             fs, fq, logits = (t.double().cpu().numpy() for t in (fs, fq, logits))
             if not (np.isfinite(fs).all() and np.isfinite(fq).all() and np.isfinite(logits).all()):
                 raise not_finite(f"the features of test task {index} after the inner loop with "

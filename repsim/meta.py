@@ -161,12 +161,10 @@ def head_input(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tenso
     return captured[0]
 
 
-def _head_params(params: Params) -> Params:
-    return {n[len(HEAD_PREFIX):]: p for n, p in params.items() if n.startswith(HEAD_PREFIX)}
-
-
-def _head_logits(model: nn.Module, params: Params, features: torch.Tensor) -> torch.Tensor:
-    return functional_call(model.head, _head_params(params), (features,))
+def head_logits(model: nn.Module, params: Params, features: torch.Tensor) -> torch.Tensor:
+    """The head, with the head's part of ``params``, applied to features (:func:`head_input`'s)."""
+    head = {n[len(HEAD_PREFIX):]: p for n, p in params.items() if n.startswith(HEAD_PREFIX)}
+    return functional_call(model.head, head, (features,))
 
 
 def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, inner: InnerLoop, *,
@@ -187,7 +185,7 @@ def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, in
         x = head_input(model, params, x)
 
         def forward(p, h):
-            return _head_logits(model, p, h)
+            return head_logits(model, p, h)
     else:
         # not behind an input hook, which would see activations as images
         start = model.frozen_blocks(names) if isinstance(model, Conv4) and not model._forward_pre_hooks else 0
@@ -217,7 +215,7 @@ def adapt_and_score(model: nn.Module, params: Params, task, inner: InnerLoop, *,
     fast = adapt(model, params, task.support_x, task.support_y, inner, create_graph=create_graph)
     if all(n.startswith(HEAD_PREFIX) for n in inner.names):
         # ANIL-style: the body is unchanged, so the query's body pass needs no head twice.
-        logits = _head_logits(model, fast, head_input(model, fast, task.query_x))
+        logits = head_logits(model, fast, head_input(model, fast, task.query_x))
     else:
         logits = functional_call(model, fast, (task.query_x,))
     shots = task.support_y.shape[-1] / logits.shape[-1]
