@@ -38,9 +38,10 @@ import torch
 from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_text
+from repsim.names import ANALYSES
 from repsim.report import write_report
 from repsim.reproduce import analysis_plan
-from repsim.runner import ANALYSES, run_analysis
+from repsim.runner import run_analysis
 from repsim.study import TestProtocol, evaluate_checkpoint
 
 FIELDS = ["path", "run", "algorithm", "dataset", "ways", "shots", "seed", "iteration",

@@ -42,8 +42,9 @@ from repsim.data import load_splits
 from repsim.data.episodes import Split, TaskList, check_task_shape
 from repsim.errors import NotFiniteError, RepsimError
 from repsim.evaluate import resolve_device, score_tasks_batched
-from repsim.meta import META_ALGORITHMS, meta_loss_runs, own_inner_loop, training_objective
+from repsim.meta import meta_loss_runs, own_inner_loop, training_objective
 from repsim.model import model_for
+from repsim.names import META_ALGORITHMS
 from repsim.train import (
     VALIDATION_SEED,
     RunState,

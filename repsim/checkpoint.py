@@ -23,7 +23,7 @@ import repsim
 from repsim.config import Config, from_saved
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes
-from repsim.model import HEAD_PREFIX, model_for
+from repsim.model import is_head, model_for
 from repsim.names import META_ALGORITHMS
 
 OPTIMIZER_PREFIX = "optimizer/"
@@ -71,7 +71,7 @@ class Checkpoint:
     def build_model(self) -> torch.nn.Module:
         """The conv4 this checkpoint was trained as (or its ``factory``'s module), with its
         weights loaded."""
-        heads = [p for n, p in self.params.items() if n.startswith(HEAD_PREFIX) and p.dim() == 2]
+        heads = [p for n, p in self.params.items() if is_head(n) and p.dim() == 2]
         if heads:
             width = heads[-1].shape[0]
             check_head_width(self.config.algorithm, width, self.config.ways, self.path or "the checkpoint",

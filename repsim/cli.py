@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from repsim.errors import RepsimError
+from repsim.names import ANALYSIS_QUERIES
 
 
 def _train(args) -> None:
@@ -468,17 +469,12 @@ def _import_parser(sub) -> None:
 
 
 def _analyze_parser(sub) -> None:
-    from repsim.names import ANALYSES
+    from repsim.names import ANALYSES, DECLARATIONS
 
     a = _command(sub, "analyze", "run one feature-reuse analysis on checkpoints into a results folder",
                 "Run one analysis on checkpoints into a results folder (NAME.csv, NAME_tasks.csv, "
                 "NAME.json); 'repsim report' turns the folder into tables and figures. Analyses: "
-                "similarity (CCA/CKA before vs after the inner loop), freezing (layers frozen at test "
-                "time), freezing-decomposed (freezing's cost split into the features' part and the "
-                "inner loop's failure to fit the head, with a head fitted to convergence), accuracy "
-                "(inner loop and NIL), cross (similarity across models), heads (head "
-                "ablations), regimes (NIL accuracy by training regime, and random features), "
-                "through-training (give run folders), weight-change (relative parameter change per layer). "
+                + "; ".join(f"{d.name} ({d.about})" for d in DECLARATIONS) + ". "
                 "Running an analysis again into the same folder adds models (earlier ones are reused); "
                 "other options are refused unless --replace.")
     a.add_argument("analysis", type=_analysis, metavar="ANALYSIS", help=", ".join(ANALYSES))
@@ -487,7 +483,7 @@ def _analyze_parser(sub) -> None:
     _test_tasks(a)
     a.add_argument("--inner-steps", type=int, help="test-time inner steps (default: each checkpoint's)")
     a.add_argument("--queries", type=int, help="query points per class, as in the paper's "
-                   "representation analyses (default: 15)")
+                   f"representation analyses (default: {ANALYSIS_QUERIES})")
     a.add_argument("--ways", type=int, help="default: the first checkpoint's")
     a.add_argument("--shots", type=int, help="default: the first checkpoint's")
     _layers_option(a, "layers to compare")
@@ -513,7 +509,7 @@ def _probe_parser(sub) -> None:
     pr.add_argument("--out", required=True, metavar="DIR", help="folder for the probes")
     _test_tasks(pr, default=100, why="fewer: each task's activations are written to disk")
     pr.add_argument("--inner-steps", type=int, help="test-time inner steps (default: the checkpoint's)")
-    pr.add_argument("--queries", type=int, default=15, help="query points per class")
+    pr.add_argument("--queries", type=int, default=ANALYSIS_QUERIES, help="query points per class")
     _layers_option(pr, "layers to record")
     pr.add_argument("--points", choices=["query", "support"], default="query", help="which points' activations")
     pr.add_argument("--every-step", action="store_true", help="record after every inner step")

@@ -17,7 +17,9 @@ from tqdm import tqdm
 
 from repsim.data.episodes import batch_tasks
 from repsim.errors import RepsimError, not_finite
-from repsim.meta import HEAD_PREFIX, META_ALGORITHMS, InnerLoop, adapt_and_score, head_input
+from repsim.meta import InnerLoop, adapt_and_score, head_input
+from repsim.model import HEAD_PREFIX, is_head
+from repsim.names import META_ALGORITHMS
 from repsim.statistics import ci95
 
 Params = dict[str, torch.Tensor]
@@ -75,7 +77,7 @@ def fresh_head(model: nn.Module, params: Params, ways: int) -> Params:
     learned from a handful of examples: every class starts equally likely.
     """
     weight = params[HEAD_PREFIX + "weight"]
-    out = {n: p for n, p in params.items() if not n.startswith(HEAD_PREFIX)}
+    out = {n: p for n, p in params.items() if not is_head(n)}
     out[HEAD_PREFIX + "weight"] = weight.new_zeros(ways, weight.shape[1])
     if HEAD_PREFIX + "bias" in params:
         out[HEAD_PREFIX + "bias"] = weight.new_zeros(ways)

@@ -9,11 +9,12 @@ numbers are comparable. ``repsim analyze`` runs them into a results folder
 1. ``layer_similarity``   CCA / CKA of each layer before vs after the inner loop (figure 2)
 2. ``freezing``           accuracy with layers frozen in the inner loop at test time (table 1)
    (``prefix_freezes``: the paper's freezing sets; ``freeze_label``: how a set is named)
+   ``freezing_decomposed``  its cost split into the features' part and head optimisation (repsim)
 3. ``accuracy``           inner-loop and NIL accuracy of each checkpoint (tables 2 and 4)
    ``cross_similarity``   body-layer similarity across seeds and algorithms (table 3)
-4. ``head_ablations``     NIL, trained/zeroed/random heads (section 5)
-5. ``training_regimes``   NIL accuracy of MAML, ANIL, multiclass, multitask, random (table 5)
-6. ``checkpoint_in_training``  the above on one of a run's intermediate checkpoints
+4. ``heads``              NIL, trained/zeroed/random heads (section 5)
+5. ``regimes``            NIL accuracy of MAML, ANIL, multiclass, multitask, random (table 5)
+6. ``through_training``   the above on one of a run's intermediate checkpoints
                           (``run_checkpoints`` lists them; the runner takes one per part)
 7. ``weight_change``      ||theta_after - theta_before|| / ||theta_before|| per layer (BOIL's side)
 
@@ -39,7 +40,7 @@ from repsim.checkpoint import Checkpoint
 from repsim.errors import RepsimError, not_finite
 from repsim.evaluate import fresh_head, score_tasks
 from repsim.meta import adapt, head_input, head_logits, own_inner_loop
-from repsim.model import HEAD_PREFIX, draw_weights, model_for
+from repsim.model import HEAD_PREFIX, draw_weights, is_head, model_for
 from repsim.names import HEAD
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
 from repsim.similarity import compare
@@ -234,11 +235,11 @@ def seeds_match(a: Checkpoint, b: Checkpoint) -> bool:
 
 
 # 4. ---------------------------------------------------------------------------------------
-def head_ablations(study: Study, checkpoint, *, steps: int | None = None) -> pd.DataFrame:
+def heads(study: Study, checkpoint, *, steps: int | None = None) -> pd.DataFrame:
     """How much does the head matter? The trained network scored with its head
     adapted as trained, removed (NIL), kept but not adapted, zeroed, and randomised."""
     m = study.load(checkpoint)
-    head = [n for n in m.params if n.startswith(HEAD_PREFIX)]
+    head = [n for n in m.params if is_head(n)]
     gen = torch.Generator().manual_seed(study.seed)
     weight = m.params[HEAD_PREFIX + "weight"]
     # a head drawn as the checkpoint's own was at initialisation (its head_init convention)
@@ -262,7 +263,7 @@ def head_ablations(study: Study, checkpoint, *, steps: int | None = None) -> pd.
 
 
 # 5. ---------------------------------------------------------------------------------------
-def training_regimes(study: Study, checkpoints, *, random_seeds=(0,)) -> pd.DataFrame:
+def regimes(study: Study, checkpoints, *, random_seeds=(0,)) -> pd.DataFrame:
     """NIL accuracy of networks trained by different regimes, and of random features."""
     rows = []
     models = [study.load(c) for c in checkpoints]
@@ -293,7 +294,7 @@ def run_checkpoints(run_dir: str | Path) -> list[Path]:
     return found
 
 
-def checkpoint_in_training(study: Study, checkpoint, *, steps: int | None = None) -> pd.DataFrame:
+def through_training(study: Study, checkpoint, *, steps: int | None = None) -> pd.DataFrame:
     """One point of the through-training analysis, per task: the checkpoint's accuracies (inner loop, NIL,
     the whole body frozen in the paper's protocol and with a fitted head:
     :func:`freezing_decomposed`) and its layers' before/after similarities.

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from repsim.model import HEAD_PREFIX, Conv4, norm_param_names, split_body_head
-from repsim.names import ALGORITHMS, LOSSES, META_ALGORITHMS  # noqa: F401  (meta's names)
+from repsim.model import HEAD_PREFIX, Conv4, is_head, norm_param_names, split_body_head
+from repsim.names import LOSSES
 
 Params = dict[str, torch.Tensor]
 
@@ -163,7 +163,7 @@ def head_input(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tenso
 
 def head_logits(model: nn.Module, params: Params, features: torch.Tensor) -> torch.Tensor:
     """The head, with the head's part of ``params``, applied to features (:func:`head_input`'s)."""
-    head = {n[len(HEAD_PREFIX):]: p for n, p in params.items() if n.startswith(HEAD_PREFIX)}
+    head = {n[len(HEAD_PREFIX):]: p for n, p in params.items() if is_head(n)}
     return functional_call(model.head, head, (features,))
 
 
@@ -181,7 +181,7 @@ def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, in
     names = list(inner.names)
     if inner.steps == 0 or not names:
         return dict(params)
-    if all(n.startswith(HEAD_PREFIX) for n in names):
+    if all(is_head(n) for n in names):
         x = head_input(model, params, x)
 
         def forward(p, h):
@@ -213,7 +213,7 @@ def adapt_and_score(model: nn.Module, params: Params, task, inner: InnerLoop, *,
     """Adapt on the task's support set, then score on its query set (loss of kind
     ``outer_loss``, whose K is the support set's shots, as in Finn et al.'s code)."""
     fast = adapt(model, params, task.support_x, task.support_y, inner, create_graph=create_graph)
-    if all(n.startswith(HEAD_PREFIX) for n in inner.names):
+    if all(is_head(n) for n in inner.names):
         # ANIL-style: the body is unchanged, so the query's body pass needs no head twice.
         logits = head_logits(model, fast, head_input(model, fast, task.query_x))
     else:

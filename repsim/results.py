@@ -27,17 +27,12 @@ import pandas as pd
 import repsim
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes, atomic_write_json
-from repsim.names import ANALYSES, DECLARATIONS, analysis_name  # noqa: F401  (the report reads them here)
+from repsim.names import DECLARATIONS
 
 # Every further summary an analysis writes beside its table, as NAME_SUFFIX.csv (each one's own: names.DECLARATIONS)
 EXTRA_TABLES = tuple(dict.fromkeys(s for d in DECLARATIONS for s in d.extra_tables))
 FORMAT = "repsim-results-2"  # what a NAME.json says its folder's files are, read back and checked
 # (1 had no NAME_over_seeds.csv: the report pooled the seeds itself)
-
-
-def result_stem(name: str) -> str:
-    """The file name of an analysis' results: ``through-training`` -> ``through_training``."""
-    return analysis_name(name).replace("-", "_")
 
 
 def check_writable(folder: str | Path) -> Path:

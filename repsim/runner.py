@@ -29,8 +29,8 @@ from repsim import measures
 from repsim.checkpoint import latest_in, load_checkpoint
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_bytes, atomic_write_text
-from repsim.names import declaration
-from repsim.results import ANALYSES, analysis_name, check_writable, exclusive, result_stem, write_result
+from repsim.names import ANALYSES, ANALYSIS_QUERIES, analysis_name, declaration
+from repsim.results import check_writable, exclusive, write_result
 from repsim.statistics import (
     cross_extras,
     cross_layers,
@@ -93,16 +93,16 @@ REGISTRY = {a.name: a for a in (
     Analysis("cross", lambda study, cs, o: measures.cross_similarity(study, cs, layers=o.layers),
              uses=("layers",), per_checkpoint=False, summary=cross_layers,
              extras=lambda rows, table: cross_extras(rows)),
-    Analysis("heads", lambda study, c, o: measures.head_ablations(study, c, steps=o.steps)),
+    Analysis("heads", lambda study, c, o: measures.heads(study, c, steps=o.steps)),
     # NIL only: cheap, and random features are shared by all
-    Analysis("regimes", lambda study, cs, o: measures.training_regimes(study, cs), uses=(), per_checkpoint=False),
-    Analysis("through-training", lambda study, c, o: measures.checkpoint_in_training(study, c, steps=o.steps),
+    Analysis("regimes", lambda study, cs, o: measures.regimes(study, cs), uses=(), per_checkpoint=False),
+    Analysis("through-training", lambda study, c, o: measures.through_training(study, c, steps=o.steps),
              run_folders=True, summary=through_training_summary,
              extras=lambda rows, table: {"body": through_training_body(table)}),
     Analysis("weight-change", lambda study, c, o: measures.weight_change(study, [c], steps=o.steps),
              summary=summarise, extras=lambda rows, table: {"seeds": seed_means(rows)}),
 )}
-assert tuple(REGISTRY) == ANALYSES, "results.ANALYSES lists every analysis of the registry, in order"
+assert tuple(REGISTRY) == ANALYSES, "names.DECLARATIONS declares every analysis of the registry, in order"
 
 
 FLAGS = {"steps": "--inner-steps", "layers": "--layers", "frozen_sets": "--frozen"}
@@ -115,10 +115,6 @@ def check_options(analysis: Analysis, options: Options) -> None:
             users = [a.name for a in REGISTRY.values() if option in a.uses]
             raise RepsimError(f"analyze {analysis.name} does not use {FLAGS[option]}: leave it out "
                               f"(it applies to {', '.join(users)})")
-
-
-# the representation analyses' query points per class, as in the paper
-ANALYSIS_QUERIES = 15
 
 
 def run_analysis(name: str, checkpoints, out, protocol: TestProtocol | None = None, *, layers=None,
@@ -175,7 +171,7 @@ def check_earlier_result(out: Path, name: str, study: dict, labels: list[str]) -
     """Refuse to replace an earlier result of ``name`` in ``out`` made with other options, or
     holding models this run leaves out: its rows would silently disappear. The same options
     with more models is how seeds are added (their parts are reused)."""
-    earlier = Path(out) / f"{result_stem(name)}.json"
+    earlier = Path(out) / f"{declaration(name).stem}.json"
     table = earlier.with_suffix(".csv")
     try:
         made = json.loads(earlier.read_text()) if earlier.is_file() else None
@@ -232,7 +228,7 @@ def _run_analysis(name, checkpoints, out, protocol: TestProtocol, options: Optio
         extras["over_seeds"] = over_seeds(table, declared.over_seeds, declared.value)
     assert set(extras) == set(declared.extra_tables), f"{name} writes the extra tables its declaration names"
     provenance = {"study": made, "checkpoints": [study.checkpoint_provenance(p) for p in measured]}
-    return write_result(out, result_stem(name), table, provenance,
+    return write_result(out, declared.stem, table, provenance,
                         None if analysis.summary is None else rows, extras)
 
 

@@ -23,7 +23,8 @@ from repsim.data import load_splits
 from repsim.data.episodes import TaskList
 from repsim.errors import RepsimError
 from repsim.evaluate import check_counts, resolve_device, score_tasks, test_time_params
-from repsim.meta import ALGORITHMS, own_inner_loop
+from repsim.meta import own_inner_loop
+from repsim.names import ALGORITHMS, ANALYSIS_QUERIES
 
 # how the analyses compare conv layers, and the same in words for their provenance
 CONVENTIONS = {"cca": "spatial", "cka": "flatten"}
@@ -124,7 +125,7 @@ class Study:
     dataset: str
     ways: int
     shots: int
-    queries: int = 15
+    queries: int = ANALYSIS_QUERIES
     num_tasks: int = 100
     seed: int = 0
     split: str = "test"

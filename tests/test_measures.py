@@ -206,7 +206,7 @@ def test_run_analysis_writes_tables_and_provenance(runs, tmp_path):
 
 def _through_training(study, run_dir):
     """Every intermediate checkpoint of a run, measured one after another (what the runner's parts add up to)."""
-    return pd.concat([measures.checkpoint_in_training(study, path) for path in measures.run_checkpoints(run_dir)],
+    return pd.concat([measures.through_training(study, path) for path in measures.run_checkpoints(run_dir)],
                      ignore_index=True)
 
 
@@ -224,7 +224,7 @@ def test_through_training_reads_intermediate_checkpoints(runs, tmp_path):
 
 
 def test_regimes_include_random_features(runs):
-    table = measures.training_regimes(study_for(runs["maml"]), [runs["maml"], runs["anil"]])
+    table = measures.regimes(study_for(runs["maml"]), [runs["maml"], runs["anil"]])
     assert list(table.regime) == ["maml", "anil", "random features"]
 
 
@@ -532,8 +532,8 @@ def test_through_training_keeps_one_part_per_intermediate_checkpoint(runs, tmp_p
     run_dir = runs["maml"].parent
     protocol = TestProtocol(tasks=3, queries=5, device="cpu")
     first = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, protocol, progress=False))
-    real, analysed = measures.checkpoint_in_training, []
-    monkeypatch.setattr(measures, "checkpoint_in_training",
+    real, analysed = measures.through_training, []
+    monkeypatch.setattr(measures, "through_training",
                         lambda study, c, **kw: analysed.append(c) or real(study, c, **kw))
     again = pd.read_csv(run_analysis("through-training", [run_dir], tmp_path, protocol, progress=False))
     assert analysed == []

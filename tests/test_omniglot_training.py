@@ -43,6 +43,6 @@ def test_meta_learning_on_the_builtin_set_beats_random_features_widely(tmp_path)
     final = train(config, tmp_path / "run", device="cpu", progress=False)
     study = measures.Study.for_checkpoint(load_checkpoint(final), num_tasks=100, device="cpu",
                                           progress=False)
-    table = measures.training_regimes(study, [final]).set_index("regime")
+    table = measures.regimes(study, [final]).set_index("regime")
     learned, random = table.loc["anil"], table.loc["random features"]
     assert learned.accuracy - learned.ci95 > random.accuracy + random.ci95 + 15

@@ -277,30 +277,45 @@ def _earlier_format(folder: Path, name: str, lacking: str):
     assert f"re-run 'repsim analyze' into {folder}" in message
 
 
+def _without_column(folder: Path, name: str, columns: str):
+    """``folder``'s report is refused in one line naming the table, the columns it lacks and the fix."""
+    with pytest.raises(RepsimError) as e:
+        write_report(folder)
+    assert str(e.value) == (f"cannot read {folder / (name + '.csv')}: no column {columns}; "
+                            "re-run the analysis that wrote it")
+    assert not (folder / "report.md").exists()
+
+
 def test_cross_results_of_an_older_repsim_are_refused(tmp_path):
     """Before cross kept seeds apart, cross.csv pooled every model pair of two algorithms and
-    no cross_pairs.csv was written: no committed result is such, so the report refuses it."""
+    had no ``same_seed`` column: no committed result is such, so the report refuses it (its
+    missing cross_pairs.csv: test_a_result_without_an_extra_table_its_analysis_declares_is_refused)."""
     folder = build_results(tmp_path / "r", names=("cross",))
     old = pd.DataFrame(CROSS_TASKS).drop(columns=["seed_a", "seed_b", "same_seed"])
     old.to_csv(folder / "cross_tasks.csv", index=False)
     pd.DataFrame(cross_means(CROSS_TASKS)).to_csv(folder / "cross.csv", index=False)
-    for suffix in ("pairs", "model_pairs"):
-        (folder / f"cross_{suffix}.csv").unlink()
     record_tables(folder, "cross")
-    _earlier_format(folder, "cross", "column same_seed, cross_pairs.csv, cross_model_pairs.csv")
+    _without_column(folder, "cross", "same_seed")
+
+
+def test_tables_without_their_paired_changes_are_refused(tmp_path):
+    """Paired changes (``change``, ``change_ci95``) were once absent and read around; they are
+    now among the columns each ablation's table must hold."""
+    folder = build_results(tmp_path / "r", names=("freezing",))
+    pd.read_csv(folder / "freezing.csv").drop(columns=["change", "change_ci95"]).to_csv(
+        folder / "freezing.csv", index=False)
+    record_tables(folder, "freezing")
+    _without_column(folder, "freezing", "change, change_ci95")
 
 
 @pytest.mark.parametrize("name, edit, lacking", [
-    ("freezing", lambda folder, prov: pd.read_csv(folder / "freezing.csv").drop(columns=["change", "change_ci95"])
-     .to_csv(folder / "freezing.csv", index=False), "column change, column change_ci95"),
     ("accuracy", lambda folder, prov: prov["study"].pop("confidence_interval"), "study.confidence_interval"),
     ("heads", lambda folder, prov: prov["checkpoints"][0].update(imported=True), "checkpoint 0's seed_known"),
     ("regimes", lambda folder, prov: prov["checkpoints"][1].pop("label"), "checkpoint 1's label"),
 ])
 def test_results_without_what_every_result_since_the_format_holds_are_refused(tmp_path, name, edit, lacking):
-    """Paired changes, the CI's definition, the checkpoints' labels and an import's seed_known
-    were once absent, and read around; no committed result lacks them, so a result that does
-    is refused."""
+    """The CI's definition, the checkpoints' labels and an import's seed_known were once absent,
+    and read around; no committed result lacks them, so a result that does is refused."""
     folder = build_results(tmp_path / "r", names=(name,))
     meta = folder / f"{name}.json"
     prov = json.loads(meta.read_text())

@@ -41,13 +41,13 @@ from repsim.names import REPORT_ORDER, declaration
 from repsim.report.cross import SAME_SEED, cross_layer_table, cross_summary_of
 from repsim.report.document import Doc, markdown_table, render_html, render_markdown
 from repsim.report.figures import FIGURES, PAPER_CITATION, draw_figure, write_figure
-from repsim.report.loading import ANALYSES, Result, load_result, load_results
+from repsim.report.loading import Result, load_result, load_results
 from repsim.report.tables import TABLES, provenance
 from repsim.report.text import caption, conventions_text, display_name, format_mean_std, setting_text
 from repsim.report.verdict import caveats, verdict
 
 # the names other modules and recipes use
-__all__ = ["write_report", "load_result", "load_results", "Result", "ANALYSES", "markdown_table", "format_mean_std",
+__all__ = ["write_report", "load_result", "load_results", "Result", "markdown_table", "format_mean_std",
            "cross_layer_table", "cross_summary_of", "SAME_SEED"]
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from repsim.errors import RepsimError, one_line
 from repsim.names import DECLARATIONS, declaration
-from repsim.results import ANALYSES, EXTRA_TABLES, FORMAT, result_stem, table_digest
+from repsim.results import EXTRA_TABLES, FORMAT, table_digest
 
 _REQUIRED = {d.stem: d.columns for d in DECLARATIONS}  # each analysis' summary table's columns
 _NUMERIC = ("mean", "ci95", "accuracy", "seed", "iteration", "tasks", "n", "seeds", "value", "seed_std",
@@ -182,18 +182,13 @@ def _damaged_provenance(prov: dict) -> str | None:
     return None
 
 
-# What every result of this format holds, and the report reads with no fallback (paired
-# changes, cross's seeds, the extra tables each analysis declares, the CI's definition, each
-# checkpoint's label and model, an import's seed_known): a result without it is an earlier
-# repsim's, refused as of another format
-_COLUMNS_SINCE = {"freezing": ("change", "change_ci95"), "accuracy": ("change", "change_ci95"),
-                  "heads": ("change", "change_ci95"), "cross": ("same_seed",)}
-
-
-def _earlier_format(name: str, prov: dict, table: pd.DataFrame, extras: dict) -> str | None:
+# What every result of this format holds beside its table's columns, and the report reads with
+# no fallback (the extra tables each analysis declares, the CI's definition, each checkpoint's
+# label and model, an import's seed_known): a result without it is an earlier repsim's, refused
+# as of another format
+def _earlier_format(name: str, prov: dict, extras: dict) -> str | None:
     """What an earlier repsim's result of ``name`` lacks of the above (None: nothing)."""
-    lacking = ([f"column {c}" for c in _COLUMNS_SINCE.get(name, ()) if c not in table.columns]
-               + [f"{name}_{s}.csv" for s in declaration(name).extra_tables if s not in extras]
+    lacking = ([f"{name}_{s}.csv" for s in declaration(name).extra_tables if s not in extras]
                + ["study.confidence_interval"] * ("confidence_interval" not in prov.get("study", {}))
                + [f"checkpoint {i}'s seed_known" for i, c in enumerate(prov.get("checkpoints", []))
                   if c.get("imported") and "seed_known" not in c]
@@ -234,7 +229,7 @@ def load_result(folder: Path, name: str) -> Result | str:
         return f"empty ({name}.csv has no rows)"
     extras = {suffix: _read_csv(folder / f"{name}_{suffix}.csv", recorded=recorded) for suffix in EXTRA_TABLES
               if (folder / f"{name}_{suffix}.csv").is_file()}
-    lacking = _earlier_format(name, prov, table, extras)
+    lacking = _earlier_format(name, prov, extras)
     if lacking:
         raise _unread_format(meta, prov, f"an earlier format (no {lacking})")
     return Result(name, table, prov, extras)
@@ -246,17 +241,15 @@ def load_results(results_dir) -> tuple[dict[str, Result], dict[str, str]]:
     if not folder.is_dir():
         raise RepsimError(f"no results folder at {folder}: run 'repsim analyze ... --out {folder}' first")
     found, missing = {}, {}
-    for analysis in ANALYSES:
-        name = result_stem(analysis)
-        result = load_result(folder, name)
+    for d in DECLARATIONS:
+        result = load_result(folder, d.stem)
         if isinstance(result, Result):
-            found[name] = result
+            found[d.stem] = result
         else:
-            missing[analysis] = result  # as the CLI spells it
+            missing[d.name] = result  # as the CLI spells it
     if not found:
         why = [f"{a}: {m}" for a, m in missing.items() if not m.startswith("not run")]
         raise RepsimError(f"{folder} holds no finished repsim analysis ("
-                          + ("; ".join(why) if why else
-                             f"none of {', '.join(result_stem(n) + '.csv' for n in ANALYSES)}")
+                          + ("; ".join(why) if why else f"none of {', '.join(d.stem + '.csv' for d in DECLARATIONS)}")
                           + "): run 'repsim analyze' into it")
     return found, missing
