@@ -246,9 +246,9 @@ def meta_backward(model: nn.Module, params: Params, tasks, objective: MetaObject
     """Backpropagate :func:`meta_loss` task by task; return its mean query loss and accuracy.
 
     The same meta-gradient, accumulated into ``params``' ``.grad``, but only one task's
-    second-order graph is alive at a time instead of the whole meta-batch's: on Omniglot
-    20-way 5-shot, 0.8 GB instead of 4.7 GB, and faster on a CPU, where the larger graph's
-    memory has to be mapped afresh at every iteration.
+    second-order graph is alive at a time instead of the whole meta-batch's: a sixth of the
+    memory, and faster on a CPU, where the larger graph's memory has to be mapped afresh at
+    every iteration (docs/BENCHMARKS.md).
     """
     loss = accuracy = 0.0
     for r in _adapted_tasks(model, params, tasks, objective):
@@ -293,7 +293,7 @@ def _compiled_task_gradient(model: nn.Module, objective: MetaObjective):
     by_objective = _COMPILED.setdefault(model, {})
     if objective not in by_objective:
         # Inductor's channels-last layout change costs more than it saves on these small convs
-        # (issue 33's measurement, 20-way 1-shot: 1.49x over eager without it, 1.3x with it)
+        # (docs/BENCHMARKS.md)
         by_objective[objective] = torch.compile(grad(query_loss, has_aux=True), dynamic=False,
                                                 options={"layout_optimization": False})
     return by_objective[objective]

@@ -201,8 +201,8 @@ class RunState:
         """The state a checkpoint saved, this process's device added to its list. A run that has
         only run on this kind of device keeps its execution, and ends with the numbers an unbroken
         run would; one that has run elsewhere (a GPU's run finished on a CPU) has numbers that
-        differ at float precision anyway, so it takes the execution that is fast here (ANIL 20-way
-        5-shot on one CPU thread: vmap 8.7 s per iteration, the loop 2.2)."""
+        differ at float precision anyway, so it takes the execution that is fast here (on a CPU
+        the loop can be several times faster than a GPU's vmap: :func:`resolve_execution`)."""
         extra = ckpt.extra
         before = extra.get("devices", [])
         here = torch.device(fresh.devices[0]).type
@@ -232,14 +232,12 @@ def resolve_execution(config: Config, dev: torch.device) -> str:
     compilation costs minutes before the first iteration.
 
     ``auto`` follows side-by-side timings on real Omniglot tasks (``repsim bench train
-    --ways W --shots K``; docs/BENCHMARKS.md). On a GPU (an H200) vmap wins in every Omniglot
-    setting, 4x to 23x: one batched kernel replaces a launch per task. On a CPU vmap wins
-    while tasks are small, where it fuses many tiny kernels (MAML: 5-way 1-shot, 10 images,
-    3.1x; 20-way 1-shot, 40 images, 1.3x), and loses once a task's own work dominates (MAML
-    20-way 5-shot, 200 images: the loop is 3.8x faster). The crossover lies between 40 and 200
-    images, not measured in between; we switch at 100.
-    Head-only inner loops switch earlier, because the loop runs the body once per task while
-    vmap runs it per step (ANIL 5-way 1-shot: vmap 2.8x; 20-way 1-shot: loop 2.1x).
+    --ways W --shots K``; the numbers are in docs/BENCHMARKS.md). On a GPU vmap wins in every
+    Omniglot setting: one batched kernel replaces a launch per task. On a CPU vmap wins while
+    tasks are small, where it fuses many tiny kernels, and loses once a task's own work
+    dominates; the crossover lies between 20-way 1-shot's 40 images and 20-way 5-shot's 200,
+    not measured in between, so we switch at 100. Head-only inner loops switch earlier (32),
+    because the loop runs the body once per task while vmap runs it at every step.
     """
     if config.execution != "auto":
         return config.execution
