@@ -19,13 +19,14 @@ MiniImageNet numbers. Prints markdown to standard output.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from repsim import paper, report
+from repsim.errors import RepsimError, one_line
+from repsim.statistics import over_seeds
 
 # label, algorithm, MANIFEST column prefix, paper table, its row and column, where
 ROWS = (("MAML", "maml", "test", "maml_vs_anil", "MAML", "inner-loop", "table 2"),
@@ -33,8 +34,23 @@ ROWS = (("MAML", "maml", "test", "maml_vs_anil", "MAML", "inner-loop", "table 2"
         ("NIL after ANIL training", "anil", "nil", "nil", "ANIL", "nil", "table 4"))
 
 
+# what this table reads of a MANIFEST (analyses/reference_checkpoints.py writes them all)
+MANIFEST_COLUMNS = ("run", "algorithm", "dataset", "ways", "shots", "seed", "iteration", "iterations_planned",
+                    "reduced_schedule", "conventions", "test_accuracy", "test_ci95", "nil_accuracy", "nil_ci95")
+
+
 def finals(folder: Path) -> pd.DataFrame:
-    m = pd.read_csv(folder / "MANIFEST.csv")
+    """The final checkpoints of ``folder``'s MANIFEST.csv."""
+    path = folder / "MANIFEST.csv"
+    try:
+        m = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise RepsimError(f"cannot read {path} ({one_line(e)}): give a folder of reference checkpoints "
+                          f"(analyses/reference_checkpoints.py writes its MANIFEST.csv)") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in m.columns]
+    if missing:
+        raise RepsimError(f"{path} has no column {', '.join(missing)}: regenerate it with "
+                          f"analyses/reference_checkpoints.py")
     return m[m.iteration == m.iterations_planned]
 
 
@@ -44,17 +60,20 @@ def finn_value(setting) -> paper.PaperValue | None:
 
 
 def conventions(rows: pd.DataFrame) -> str:
-    """The training conventions of the rows' runs; a MANIFEST written before they were
-    recorded holds runs of the pytorch set (repsim.config)."""
-    if "conventions" not in rows:
-        return "pytorch"
-    return "; ".join(sorted({str(c).replace(" conventions", "") for c in rows.conventions.fillna("pytorch")}))
+    """The training conventions of the rows' runs: "finn", "pytorch", or several."""
+    return "; ".join(sorted({str(c).replace(" conventions", "") for c in rows.conventions}))
 
 
-def describe(values: list[float], ci: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f} ± {ci[0]:.2f} (CI)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+def pooled(rows: pd.DataFrame, mode: str) -> dict:
+    """The seeds' final accuracies pooled as every table of repsim pools them (statistics.over_seeds)."""
+    runs = pd.DataFrame({"seed": rows.seed, "accuracy": rows[f"{mode}_accuracy"], "ci95": rows[f"{mode}_ci95"]})
+    return over_seeds(runs.assign(setting=0), ["setting"]).iloc[0].to_dict()
+
+
+def describe(pool: dict) -> str:
+    if pool["seeds"] == 1:
+        return f"{pool['mean']:.2f} ± {pool['ci95_max']:.2f} (CI)"
+    return f"{pool['mean']:.2f} ± {pool['seed_std']:.2f}"
 
 
 def table(folders: list[Path]) -> str:
@@ -70,18 +89,18 @@ def table(folders: list[Path]) -> str:
                 if rows.empty:
                     continue
                 trained.add((setting, label))
-                values = list(rows[f"{mode}_accuracy"])
-                ours = describe(values, list(rows[f"{mode}_ci95"]))
+                pool = pooled(rows, mode)
+                ours = describe(pool)
                 published = paper.paper_value(source, setting, row, col)
                 original = finn_value(setting) if algorithm == "maml" and mode == "test" else None
                 cells = []
                 diffs = []
                 if published:
                     cells.append(f"{published.format()} ({where})")
-                    diffs.append(f"{statistics.mean(values) - published.value:+.1f}")
+                    diffs.append(f"{pool['mean'] - published.value:+.1f}")
                 if original:
                     cells.append(f"Finn et al.: {original.value:.1f}")
-                    diffs.append(f"{statistics.mean(values) - original.value:+.1f} vs Finn")
+                    diffs.append(f"{pool['mean'] - original.value:+.1f} vs Finn")
                 iterations = ", ".join(sorted({str(int(i)) for i in rows.iteration}))
                 reduced = " (reduced)" if rows.reduced_schedule.any() else ""
                 lines.append(f"| {paper.setting_label(setting)} | {label} | {conventions(rows)} | "
@@ -120,8 +139,12 @@ def main(argv=None) -> int:
     p.add_argument("folders", nargs="*", type=Path,
                    default=[Path(f"checkpoints/omniglot_{s}") for s in ("20w1s", "20w5s", "5w1s")])
     args = p.parse_args(argv)
-    print(table(args.folders))
-    print(cross_table(args.folders), end="")
+    try:
+        text = table(args.folders) + "\n" + cross_table(args.folders)
+    except RepsimError as e:
+        print(f"reproduction_table: error: {e}", file=sys.stderr)
+        return 1
+    print(text, end="")
     return 0
 
 

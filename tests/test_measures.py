@@ -396,12 +396,19 @@ def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path, reci
     assert "| Omniglot 20w1s | MAML | — | — | not trained | — | 93.7 ± 0.7 (table 2); Finn et al.: 95.8 | — |" in out
     assert "| Omniglot 20w5s | NIL after ANIL training | — | — | not trained | — | 98.0 ± 0.04 (table 4) | — |" in out
     assert out.count("not trained") == 4  # 20w1s MAML; 20w5s MAML, ANIL, NIL
-    # a MANIFEST written before conventions were recorded holds pytorch-convention runs
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "MANIFEST.csv").write_text("\n".join(r.replace(",finn conventions", "").replace(",conventions", "")
-                                                for r in rows) + "\n")
-    assert "| Omniglot 20w1s | ANIL | pytorch | 0, 1, 2 |" in recipe("reproduction_table").table([old])
+
+def test_reproduction_table_refuses_a_manifest_without_what_it_reads(tmp_path, recipe, capsys):
+    """A MANIFEST without its conventions (the first repsims') is refused in one line naming
+    the file, the column and the fix, and nothing is printed to standard output."""
+    (tmp_path / "MANIFEST.csv").write_text(
+        "path,run,algorithm,dataset,ways,shots,seed,iteration,iterations_planned,reduced_schedule,"
+        "test_accuracy,test_ci95,nil_accuracy,nil_ci95\np,anil-s0,anil,omniglot,20,1,0,1500,1500,True,90,0.5,91,0.5\n")
+    assert recipe("reproduction_table").main([str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == (f"reproduction_table: error: {tmp_path / 'MANIFEST.csv'} has no column "
+                                         "conventions: regenerate it with analyses/reference_checkpoints.py")
+    assert recipe("reproduction_table").main([str(tmp_path / "absent")]) == 1
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_nil_diagnostics_classifiers_agree_on_one_shot_and_differ_as_designed_on_five(recipe):
