@@ -40,7 +40,7 @@ from repsim.checkpoint import load_weights
 from repsim.config import Config
 from repsim.data import load_splits
 from repsim.data.episodes import Split, TaskList, check_task_shape
-from repsim.errors import NotFiniteError, RepsimError
+from repsim.errors import RepsimError
 from repsim.evaluate import resolve_device, score_tasks_batched
 from repsim.meta import meta_loss_runs, own_inner_loop, training_objective
 from repsim.model import model_for
@@ -56,6 +56,7 @@ from repsim.train import (
     save_run,
     training_draw,
     truncate_metrics,
+    validation_scores,
 )
 
 INIT_KEYS = ("seed", "head_init", "conv_init")  # what runs trained together may differ in
@@ -353,15 +354,11 @@ def _log(step, states, configs, outs, model, params, validation, dev, it: int, w
     step.window.zero_()
     for r, (c, o, state) in enumerate(zip(configs, outs, states)):
         state.window = [0.0, 0.0, 0]
-        record = {"iteration": it, "train_loss": sums[r][0], "train_accuracy": 100 * sums[r][1]}
-        try:
-            val = score_tasks_batched(model, _run(params, r), validation, inner=own_inner_loop(c, model),
-                                      device=dev, progress=False)
-            record.update(val_accuracy=val.mean, val_ci95=val.ci95, val_tasks=val.tasks)
-        except NotFiniteError as e:  # the test-time inner loop diverges, training does not
-            tqdm.write(f"repsim: warning: {o}: validation at iteration {it}: {e}", file=sys.stderr)
-            record.update(val_accuracy=None, val_ci95=None, val_tasks=validation.num_tasks)
-        append_jsonl(o / "metrics.jsonl", record)
+        scores = validation_scores(lambda: score_tasks_batched(
+            model, _run(params, r), validation, inner=own_inner_loop(c, model), device=dev, progress=False),
+            validation, it, where=f"{o}: ")
+        append_jsonl(o / "metrics.jsonl", {"iteration": it, "train_loss": sums[r][0],
+                                           "train_accuracy": 100 * sums[r][1], **scores})
 
 
 def _run(params: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:

@@ -112,12 +112,7 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
         for it in bar:
             optimizer.zero_grad(set_to_none=True)
             loss, acc = _meta_gradient(model, params, config, train_split, it, dev, state.execution)
-            if not (math.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in params.values()
-                                                if p.grad is not None)):
-                kept = sorted((out / "checkpoints").glob("iter-*.safetensors"))
-                raise RepsimError(f"training diverged at iteration {it} (meta-loss {loss:.4g}, or a "
-                                  f"non-finite meta-gradient): lower outer_lr or inner_lr; the last "
-                                  f"checkpoint before it is {kept[-1] if kept else 'none (it diverged at once)'}")
+            _refuse_divergence(loss, params, it, out)
             if config.meta_grad_clip:  # element-wise, as tf.clip_by_value in Finn et al.'s code
                 for p in params.values():
                     if p.grad is not None:
@@ -127,14 +122,9 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
 
             if it % config.eval_every == 0 or it == config.iterations:
-                try:
-                    val = score_tasks(model, test_time_params(model, params, config.algorithm, config.ways),
-                                      validation, inner=own_inner_loop(config, model), device=dev,
-                                      progress=False)
-                    scores = {"val_accuracy": val.mean, "val_ci95": val.ci95, "val_tasks": val.tasks}
-                except NotFiniteError as e:  # the test-time inner loop diverges, training does not
-                    tqdm.write(f"repsim: warning: validation at iteration {it}: {e}", file=sys.stderr)
-                    scores = {"val_accuracy": None, "val_ci95": None, "val_tasks": validation.num_tasks}
+                scores = validation_scores(lambda: score_tasks(
+                    model, test_time_params(model, params, config.algorithm, config.ways), validation,
+                    inner=own_inner_loop(config, model), device=dev, progress=False), validation, it)
                 append_jsonl(out / "metrics.jsonl", {"iteration": it, **state.take_window(), **scores})
             out_of_time = deadline is not None and time.monotonic() > deadline
             stopping = "interrupted" if stop.requested else "time limit reached" if out_of_time else None
@@ -156,6 +146,27 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
         return out / "checkpoints" / f"iter-{last:06d}.safetensors"
     save_run(final, config, params, optimizer_tensors(optimizer, params), config.iterations, out, state)
     return final
+
+
+def _refuse_divergence(loss: float, params, it: int, out: Path) -> None:
+    """Stop at a non-finite meta-loss or meta-gradient, naming the last checkpoint before it."""
+    if math.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in params.values() if p.grad is not None):
+        return
+    kept = sorted((out / "checkpoints").glob("iter-*.safetensors"))
+    raise RepsimError(f"training diverged at iteration {it} (meta-loss {loss:.4g}, or a "
+                      f"non-finite meta-gradient): lower outer_lr or inner_lr; the last "
+                      f"checkpoint before it is {kept[-1] if kept else 'none (it diverged at once)'}")
+
+
+def validation_scores(score, validation: TaskList, it: int, where: str = "") -> dict:
+    """A metrics line's validation columns: ``score()``'s mean and CI over the validation tasks,
+    or None where the test-time inner loop diverges (training does not, and goes on)."""
+    try:
+        val = score()
+    except NotFiniteError as e:
+        tqdm.write(f"repsim: warning: {where}validation at iteration {it}: {e}", file=sys.stderr)
+        return {"val_accuracy": None, "val_ci95": None, "val_tasks": validation.num_tasks}
+    return {"val_accuracy": val.mean, "val_ci95": val.ci95, "val_tasks": val.tasks}
 
 
 class StopRequest:
