@@ -428,7 +428,7 @@ def _iter_ticks(ax, its):
 
 def fig_through_training(res: Result, width: float):
     from matplotlib.lines import Line2D
-    t, pooled, glance = res.table, res.extras["over_seeds"], res.extras["body"]
+    t, pooled = res.table, res.extras["over_seeds"]
     algorithms = list(dict.fromkeys(t["algorithm"]))
     style = {a: _LINESTYLES[r % len(_LINESTYLES)] for r, a in enumerate(algorithms)}
     sims = [m for m in ("cca", "cka") if m in set(t["metric"])]
@@ -436,33 +436,12 @@ def fig_through_training(res: Result, width: float):
     n = 1 + len(sims)
     fig, axes = (_figure(width, 0.7 + 1.55 * n, n, 1, sharex=True) if column
                  else _figure(width, 2.55, 1, n))
-    acc = t[t["metric"].str.startswith("accuracy")]
-    modes = []
-    for metric in dict.fromkeys(acc["metric"]):
-        mode = metric.replace("accuracy", "").strip(" ()")
-        modes.append(mode)
-        for a in algorithms:
-            sub = acc[(acc["algorithm"] == a) & (acc["metric"] == metric)]
-            if not sub.empty:
-                _curve_over_seeds(axes[0], sub, pooled[(pooled["algorithm"] == a) & (pooled["metric"] == metric)],
-                                  ls=style[a], color=_MODE_COLORS.get(mode, "#56B4E9"))
-    _chance(axes[0], res.chance)
-    axes[0].set_ylim(0, 100)
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[0].set_title("Accuracy")
-    mode_handles = [Line2D([], [], color=_MODE_COLORS.get(m, "#56B4E9"), marker="o", label="NIL" if m == "nil" else
-                           ("inner loop" if m == "inner-loop" else m)) for m in modes]
-    if res.chance:
-        mode_handles.append(Line2D([], [], color="#777", ls=":", lw=1.1, label="chance"))
-    if mode_handles:
-        axes[0].legend(handles=mode_handles, loc="lower right", borderaxespad=0.2, frameon=True,
-                       facecolor="white", edgecolor="none", framealpha=0.9)
+    _accuracy_panel(axes[0], res, algorithms, style)
     layers = [layer for layer in dict.fromkeys(t["layer"]) if layer]
     body = _body(layers)
     colors = {layer: _LAYER_COLORS[k % len(_LAYER_COLORS)] for k, layer in enumerate(body)}
     colors.update({HEAD: _HEAD_COLOR} if HEAD in layers else {})
     for ax, m in zip(axes[1:], sims):
-        coinciding = []
         for a in algorithms:
             for layer in layers:
                 sub = t[(t["algorithm"] == a) & (t["metric"] == m) & (t["layer"] == layer)]
@@ -470,12 +449,7 @@ def fig_through_training(res: Result, width: float):
                     _curve_over_seeds(ax, sub, pooled[(pooled["algorithm"] == a) & (pooled["metric"] == m)
                                                       & (pooled["layer"] == layer)],
                                       ls=style[a], color=colors[layer], ms=2.5)
-            # body layers whose curves coincide (ANIL's, all at 1.00) hide each other: say so
-            b = glance[(glance["algorithm"] == a) & (glance["metric"] == m)]
-            names = b["body_layers"].iloc[0].split() if len(b) else []
-            if len(names) > 1 and (b["body_max"] - b["body_min"] < 0.005).all():
-                coinciding.append(f"{display_name(a)}: {layer_span(names)} coincide at "
-                                  f"{range_text([b['body_min'].min(), b['body_max'].max()])}")
+        coinciding = [note for a in algorithms for note in _coinciding(res.extras["body"], a, m)]
         if coinciding:
             ax.text(0.02, 0.02, "; ".join(coinciding), transform=ax.transAxes, fontsize=6, color="#444",
                     va="bottom")
@@ -498,6 +472,44 @@ def fig_through_training(res: Result, width: float):
             + ("lines: mean over seeds, shaded from the lowest seed to the highest" if several
                else "error bars: 95% CI over tasks"))
     return fig, note
+
+
+def _accuracy_panel(ax, res: Result, algorithms: list, style: dict) -> None:
+    """Through-training's accuracy panel: a curve per algorithm and accuracy mode, mean over seeds."""
+    from matplotlib.lines import Line2D
+    t, pooled = res.table, res.extras["over_seeds"]
+    acc = t[t["metric"].str.startswith("accuracy")]
+    modes = []
+    for metric in dict.fromkeys(acc["metric"]):
+        mode = metric.replace("accuracy", "").strip(" ()")
+        modes.append(mode)
+        for a in algorithms:
+            sub = acc[(acc["algorithm"] == a) & (acc["metric"] == metric)]
+            if not sub.empty:
+                _curve_over_seeds(ax, sub, pooled[(pooled["algorithm"] == a) & (pooled["metric"] == metric)],
+                                  ls=style[a], color=_MODE_COLORS.get(mode, "#56B4E9"))
+    _chance(ax, res.chance)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy")
+    mode_handles = [Line2D([], [], color=_MODE_COLORS.get(m, "#56B4E9"), marker="o", label="NIL" if m == "nil" else
+                           ("inner loop" if m == "inner-loop" else m)) for m in modes]
+    if res.chance:
+        mode_handles.append(Line2D([], [], color="#777", ls=":", lw=1.1, label="chance"))
+    if mode_handles:
+        ax.legend(handles=mode_handles, loc="lower right", borderaxespad=0.2, frameon=True,
+                  facecolor="white", edgecolor="none", framealpha=0.9)
+
+
+def _coinciding(glance, algorithm: str, measure: str) -> list[str]:
+    """Body layers whose curves coincide (ANIL's, all at 1.00) hide each other: the note that
+    says so, from the runner's through_training_body.csv (``glance``)."""
+    b = glance[(glance["algorithm"] == algorithm) & (glance["metric"] == measure)]
+    names = b["body_layers"].iloc[0].split() if len(b) else []
+    if len(names) > 1 and (b["body_max"] - b["body_min"] < 0.005).all():
+        return [f"{display_name(algorithm)}: {layer_span(names)} coincide at "
+                f"{range_text([b['body_min'].min(), b['body_max'].max()])}"]
+    return []
 
 
 def fig_cross(res: Result, width: float):

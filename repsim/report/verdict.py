@@ -234,45 +234,68 @@ def _freeze_pairs(res: Result):
 
 
 def caveats(results: dict[str, Result]) -> list[str]:
-    out = []
+    """What a reader must know before trusting the report's numbers, each in a line."""
+    return [line for caveat in _CAVEATS for line in caveat(results)]
+
+
+def _split_guessed(results: dict[str, Result]) -> list[str]:
     guessed = sorted({str(c["label"]) for r in results.values() for c in r.checkpoints
                       if c.get("split_guessed")})
-    if guessed:
-        out.append(f"Test split guessed for {', '.join(guessed)}: imported without the split it was trained "
-                   f"with, it is tested on repsim's own shuffle of the characters, some of which it may have "
-                   f"trained on (its accuracies can be too high); import it again with --set split_scheme=....")
-    datasets = {r.setting[0] for r in results.values()}
-    if datasets - {"omniglot", "miniimagenet"}:
-        out.append(f"Data set {', '.join(sorted(datasets - {'omniglot', 'miniimagenet'}))}: the paper has no numbers "
-                   f"for it; paper columns show its nearest setting for orientation only, without differences.")
+    if not guessed:
+        return []
+    return [f"Test split guessed for {', '.join(guessed)}: imported without the split it was trained "
+            f"with, it is tested on repsim's own shuffle of the characters, some of which it may have "
+            f"trained on (its accuracies can be too high); import it again with --set split_scheme=...."]
+
+
+def _data_set_without_paper(results: dict[str, Result]) -> list[str]:
+    other = {r.setting[0] for r in results.values()} - {"omniglot", "miniimagenet"}
+    if not other:
+        return []
+    return [f"Data set {', '.join(sorted(other))}: the paper has no numbers "
+            f"for it; paper columns show its nearest setting for orientation only, without differences."]
+
+
+def _fewer_tasks(results: dict[str, Result]) -> list[str]:
     tasks = sorted({r.study.get("tasks") for r in results.values() if isinstance(r.study.get("tasks"), int)})
-    if tasks and min(tasks) < PAPER_TASKS:
-        out.append(f"Test tasks per analysis: {', '.join(str(t) for t in tasks)} (paper: {PAPER_TASKS}); "
-                   f"confidence intervals are correspondingly wider.")
+    if not tasks or min(tasks) >= PAPER_TASKS:
+        return []
+    return [f"Test tasks per analysis: {', '.join(str(t) for t in tasks)} (paper: {PAPER_TASKS}); "
+            f"confidence intervals are correspondingly wider."]
+
+
+def _reduced_schedule(results: dict[str, Result]) -> list[str]:
     reduced: dict[str, tuple[set, set]] = {}
     for c in (c for r in results.values() for c in r.checkpoints if c.get("reduced_schedule")):
         seeds, iterations = reduced.setdefault(str(c.get("algorithm")), (set(), set()))
         seeds.add(c.get("seed"))
         iterations.add(c.get("iteration"))
-    if reduced:
-        out.append("† Reduced training schedule (shorter than the paper's 60,000 iterations): "
-                   + "; ".join(f"{display_name(a)} seed{'s' if len(s) > 1 else ''} {values_text(s)} "
-                                 f"at iteration{'s' if len(i) > 1 else ''} {values_text(i)}"
-                               for a, (s, i) in sorted(reduced.items())) + ".")
+    if not reduced:
+        return []
+    return ["† Reduced training schedule (shorter than the paper's 60,000 iterations): "
+            + "; ".join(f"{display_name(a)} seed{'s' if len(s) > 1 else ''} {values_text(s)} "
+                        f"at iteration{'s' if len(i) > 1 else ''} {values_text(i)}"
+                        for a, (s, i) in sorted(reduced.items())) + "."]
+
+
+def _other_conventions(results: dict[str, Result]) -> list[str]:
     summaries = {c.get("convention_summary", "pytorch conventions") for r in results.values() for c in r.checkpoints}
     departing = sorted(x for x in summaries if x != "finn conventions")
-    if departing:
-        out.append(f"Trained with {'; '.join(departing)}, not (only) the conventions of the code the paper ran "
-                   f"(Finn et al.'s TensorFlow MAML, `conventions: finn`); which conventions change "
-                   f"which finding is measured in checkpoints/convention_study.")
-    out += _seed_gaps(results)
+    if not departing:
+        return []
+    return [f"Trained with {'; '.join(departing)}, not (only) the conventions of the code the paper ran "
+            f"(Finn et al.'s TensorFlow MAML, `conventions: finn`); which conventions change "
+            f"which finding is measured in checkpoints/convention_study."]
+
+
+def _short_runs(results: dict[str, Result]) -> list[str]:
     short = sorted({int(c["iteration"]) for r in results.values() for c in r.checkpoints
                     if isinstance(c.get("iteration"), (int, float)) and c["iteration"] < PAPER_ITERATIONS
                     and not c.get("reduced_schedule") and not c.get("imported")})
-    if short:
-        out.append(f"Checkpoints at iterations {', '.join(str(i) for i in short)} are intermediate or short runs "
-                   f"(the paper's final models are at {PAPER_ITERATIONS:,} iterations).")
-    return out
+    if not short:
+        return []
+    return [f"Checkpoints at iterations {', '.join(str(i) for i in short)} are intermediate or short runs "
+            f"(the paper's final models are at {PAPER_ITERATIONS:,} iterations)."]
 
 
 def _seed_gaps(results: dict[str, Result]) -> list[str]:
@@ -293,3 +316,8 @@ def _seed_gaps(results: dict[str, Result]) -> list[str]:
                        + "; ".join(f"{name} only {values_text(s)}" for name, s in short.items())
                        + f"): re-run {', '.join(short)} on the missing seeds to compare like with like.")
     return out
+
+
+# in the order the report lists them
+_CAVEATS = (_split_guessed, _data_set_without_paper, _fewer_tasks, _reduced_schedule, _other_conventions,
+            _seed_gaps, _short_runs)
