@@ -38,8 +38,7 @@ from tqdm import tqdm
 
 from repsim.checkpoint import load_weights
 from repsim.config import Config
-from repsim.data import load_splits
-from repsim.data.episodes import Split, TaskList, check_task_shape
+from repsim.data.episodes import Split, TaskList
 from repsim.errors import RepsimError
 from repsim.evaluate import resolve_device, score_tasks_batched
 from repsim.meta import meta_loss_runs, own_inner_loop, training_objective
@@ -55,6 +54,7 @@ from repsim.train import (
     prepare_run_folder,
     save_run,
     training_draw,
+    training_splits,
     truncate_metrics,
     validation_scores,
 )
@@ -263,18 +263,8 @@ def train_runs(configs: list[Config], outs: list[str | Path], *, device: str = "
     dev = resolve_device(device)
     if graphs and dev.type != "cuda":
         raise RepsimError("CUDA graphs need a GPU: train on --device cuda, or without graphs")
-    splits = load_splits(config.dataset, config.data_root, split_scheme=config.split_scheme,
-                         rotate=config.rotate, seed=config.split_seed,
-                         image_resize=config.image_resize, progress=progress)
-    for split in (splits["train"], splits["val"]):
-        check_task_shape(split, config.ways, config.shots, config.queries)
-
-    points = [prepare_run_folder(o, c, resume) for o, c in zip(outs, configs)]
-    if len({start for start, _ in points}) > 1:
-        raise RepsimError("the runs stand at different iterations ("
-                          + ", ".join(f"{o}: {s}" for o, (s, _) in zip(outs, points))
-                          + "): resume each with repsim train, or train them together from the start")
-    start = points[0][0]
+    splits = training_splits(config, progress)
+    start, points = _resume_points(configs, outs, resume)
     finals = [o / "model.safetensors" for o in outs]
     if start == config.iterations and all(iteration_of(f) == start for f in finals):
         return finals  # finished: nothing to do, and nothing rewritten
@@ -316,10 +306,10 @@ def train_runs(configs: list[Config], outs: list[str | Path], *, device: str = "
                 if saves:
                     wall = time.perf_counter() - tic
                     tic = time.perf_counter()
-                    for r, (c, o, state) in enumerate(zip(configs, outs, states)):
+                    for state in states:
                         state.wall_time_s += wall  # the runs shared it
-                        save_run(o / "checkpoints" / f"iter-{it:06d}.safetensors", c, _run(params, r),
-                                 _run_optimizer(optimizer, params, r), it, o, state)
+                    _save_runs(f"checkpoints/iter-{it:06d}.safetensors", configs, outs, states, params,
+                               optimizer, it)
                 if out_of_time:
                     break
             bar.update(it - bar.n)
@@ -334,10 +324,26 @@ def train_runs(configs: list[Config], outs: list[str | Path], *, device: str = "
         raise KeyboardInterrupt  # the CLI says how to resume
     if last < config.iterations:
         return [o / "checkpoints" / f"iter-{last:06d}.safetensors" for o in outs]
-    for r, (c, o, state) in enumerate(zip(configs, outs, states)):
-        save_run(o / "model.safetensors", c, _run(params, r), _run_optimizer(optimizer, params, r),
-                 config.iterations, o, state)
+    _save_runs("model.safetensors", configs, outs, states, params, optimizer, config.iterations)
     return finals
+
+
+def _resume_points(configs: list[Config], outs: list[Path], resume: bool) -> tuple[int, list]:
+    """Each run folder prepared (:func:`repsim.train.prepare_run_folder`): the iteration they
+    all stand at and each one's (start, checkpoint). Runs at different iterations cannot share
+    a step."""
+    points = [prepare_run_folder(o, c, resume) for o, c in zip(outs, configs)]
+    if len({start for start, _ in points}) > 1:
+        raise RepsimError("the runs stand at different iterations ("
+                          + ", ".join(f"{o}: {s}" for o, (s, _) in zip(outs, points))
+                          + "): resume each with repsim train, or train them together from the start")
+    return points[0][0], points
+
+
+def _save_runs(name: str, configs, outs, states, params, optimizer, it: int) -> None:
+    """Each run's weights and Adam state as its own checkpoint, ``name`` in its run folder."""
+    for r, (c, o, state) in enumerate(zip(configs, outs, states)):
+        save_run(o / name, c, _run(params, r), _run_optimizer(optimizer, params, r), it, o, state)
 
 
 def _check_finite(step: BatchedStep, outs, since: int, it: int, config: Config) -> None:

@@ -69,13 +69,8 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     deadline = None if time_limit is None else time.monotonic() + time_limit
     out = Path(out)
     dev = resolve_device(device)
-    splits = load_splits(config.dataset, config.data_root, split_scheme=config.split_scheme,
-                         rotate=config.rotate, seed=config.split_seed,
-                         image_resize=config.image_resize, progress=progress)
+    splits = training_splits(config, progress)
     train_split = splits["train"]
-    if config.algorithm != "multiclass":
-        check_task_shape(train_split, config.ways, config.shots, config.queries)
-    check_task_shape(splits["val"], config.ways, config.shots, config.queries)
     # Multiclass pretraining classifies every (class, rotation) of the training split.
     n_rotations = 4 if train_split.rotate else 1
     head_width = (train_split.num_classes * n_rotations if config.algorithm == "multiclass"
@@ -146,6 +141,18 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
         return out / "checkpoints" / f"iter-{last:06d}.safetensors"
     save_run(final, config, params, optimizer_tensors(optimizer, params), config.iterations, out, state)
     return final
+
+
+def training_splits(config: Config, progress: bool = True) -> dict:
+    """The data set's splits as ``config`` trains on them, checked to hold the tasks it draws
+    for training (multiclass pretraining draws examples, not tasks) and validation."""
+    splits = load_splits(config.dataset, config.data_root, split_scheme=config.split_scheme,
+                         rotate=config.rotate, seed=config.split_seed,
+                         image_resize=config.image_resize, progress=progress)
+    if config.algorithm != "multiclass":
+        check_task_shape(splits["train"], config.ways, config.shots, config.queries)
+    check_task_shape(splits["val"], config.ways, config.shots, config.queries)
+    return splits
 
 
 def _refuse_divergence(loss: float, params, it: int, out: Path) -> None:
