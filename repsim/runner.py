@@ -10,6 +10,7 @@ and the provenance (:func:`repsim.results.write_result`).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import functools
@@ -296,8 +297,51 @@ _EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".
 
 @functools.cache
 def _source_digest() -> str:
-    package = Path(__file__).parent
+    return code_digest(Path(__file__).parent)
+
+
+def code_digest(package: Path, start: str = "runner") -> str:
+    """A digest of the code an analysis' numbers come from: the modules of ``package`` that
+    module ``start`` imports, directly or not (the report, training and the command line are
+    not among them), each as its syntax tree without docstrings. A comment, a docstring, a
+    line break or a change to the report leaves it, and the kept parts (hours of analysis), as
+    they were; a change to anything the numbers are computed with does not."""
     digest = hashlib.sha256()
-    for source in sorted(package.rglob("*.py")):
-        digest.update(str(source.relative_to(package)).encode() + source.read_bytes())
+    for name, path in sorted(_imported_modules(package, f"{package.name}.{start}").items()):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
     return digest.hexdigest()
+
+
+def _imported_modules(package: Path, start: str) -> dict[str, Path]:
+    """{module name: file} of ``start`` and every module of ``package`` it imports, at any
+    depth, anywhere in a file (imports inside functions included), with the packages above each."""
+    def file_of(name: str) -> Path | None:  # None: not one of the package's modules
+        if name.split(".")[0] != package.name:
+            return None
+        below = package.joinpath(*name.split(".")[1:])
+        return next((p for p in (below / "__init__.py", below.with_suffix(".py")) if p.is_file()), None)
+
+    found, todo = {}, [start]
+    while todo:
+        name = todo.pop()
+        path = file_of(name)
+        if name in found or path is None:
+            continue
+        found[name] = path
+        todo += [".".join(name.split(".")[:k]) for k in range(1, name.count(".") + 1)]
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = (".".join(here.split(".")[:len(here.split(".")) - node.level + 1] + [node.module or ""])
+                        .rstrip(".") if node.level else node.module)
+                todo += [base] + [f"{base}.{a.name}" for a in node.names]
+    return found

@@ -587,6 +587,41 @@ def test_an_analysis_part_with_no_rows_is_not_kept(runs, tmp_path):
     assert not list(out.glob(".partial/freezing/*.csv"))
 
 
+def test_kept_parts_are_keyed_on_the_code_the_numbers_come_from_not_its_comments(tmp_path):
+    """The parts' code digest covers every module the runner imports, at any depth and inside
+    functions, as syntax without docstrings: a comment, a docstring, a reflowed line or a change
+    to the report or the training script keeps it; a changed number in the code does not."""
+    import shutil
+
+    import repsim
+    from repsim.runner import code_digest
+
+    package = tmp_path / "repsim"
+    shutil.copytree(Path(repsim.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = code_digest(package)
+
+    def edited(relative: str, old: str, new: str) -> str:
+        path = package / relative
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+        return code_digest(package)
+
+    assert edited("measures.py", '"""The paper', '"""Reworded: the paper') == before  # a docstring
+    assert edited("statistics.py", "\nimport", "\n# a comment\nimport") == before
+    assert edited("report/figures.py", "def ", "def _new():\n    return 1\n\n\ndef ") == before
+    assert edited("train.py", "def ", "def _new():\n    return 1\n\n\ndef ") == before
+    changed = edited("statistics.py", "stdtrit(n - 1, 0.975)", "stdtrit(n - 1, 0.95)")  # every CI
+    assert changed != before
+    # a module reached only through an import inside a function counts too
+    (package / "extra.py").write_text("SCALE = 1\n")
+    edited("measures.py", "def freezing(", "def _scale():\n    from repsim.extra import SCALE\n    return SCALE\n\n\n"
+                                           "def freezing(")
+    with_extra = code_digest(package)
+    (package / "extra.py").write_text("SCALE = 2\n")
+    assert code_digest(package) != with_extra
+
+
 def test_ablation_changes_are_paired_over_the_same_tasks(runs):
     """Each freezing row's change is its per-task accuracy minus the unfrozen inner loop's,
     with scipy's paired t-interval; NIL's change in ``accuracy`` is NIL - inner loop."""
