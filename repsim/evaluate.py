@@ -13,11 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from tqdm import tqdm
 
 from repsim.data.episodes import batch_tasks
 from repsim.errors import RepsimError, not_finite
-from repsim.meta import InnerLoop, adapt_and_score, head_input
+from repsim.meta import InnerLoop, adapt, adapt_and_score, block_outputs, frozen_prefix, head_input
 from repsim.model import HEAD_PREFIX, is_head
 from repsim.names import META_ALGORITHMS
 from repsim.statistics import ci95
@@ -130,6 +131,36 @@ def score_tasks(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | N
                                  f"steps of size {inner.lr:g}")
             accuracies.append(result.accuracy)
     return mean_ci(accuracies)
+
+
+def score_inner_loops(model: nn.Module, params: Params, tasks, loops: dict[str, InnerLoop], *,
+                      device: torch.device, progress: bool = True, desc: str = "evaluating") -> dict[str, Score]:
+    """:func:`score_tasks` for several inner loops on the same tasks (the freezing test's sets),
+    with the same per-task accuracies, tasks outer and loops inner: each task's leading blocks run
+    once with ``params`` (:func:`~repsim.meta.block_outputs`), and every loop starts after the
+    blocks it leaves frozen, for its support set and its queries alike. The queries' forward
+    passes are most of a 5-way task's work, and each loop used to repeat their frozen part."""
+    params = {n: p.detach().to(device) for n, p in params.items()}
+    for inner in loops.values():
+        for n in inner.names:
+            params[n].requires_grad_(True)
+    starts = {label: frozen_prefix(model, inner.names) for label, inner in loops.items()}
+    accuracies = {label: [] for label in loops}
+    for index, task in enumerate(tqdm(tasks, desc=desc, disable=not progress, leave=False)):
+        task = task.to(device)
+        with torch.no_grad():
+            support, query = (block_outputs(model, params, x, max(starts.values()))
+                              for x in (task.support_x, task.query_x))
+        for label, inner in loops.items():
+            k = starts[label]
+            fast = adapt(model, params, support[k], task.support_y, inner, start=k)
+            with torch.no_grad():
+                logits = functional_call(model, fast, (query[k],), {"start": k} if k else {})
+            if not torch.isfinite(logits).all():
+                raise not_finite(f"the query logits of test task {index} after {inner.steps} inner steps "
+                                 f"of size {inner.lr:g} ({label})")
+            accuracies[label].append((logits.argmax(1) == task.query_y).float().mean().item())
+    return {label: mean_ci(a) for label, a in accuracies.items()}
 
 
 def score_tasks_batched(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | None,

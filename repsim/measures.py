@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from repsim.checkpoint import Checkpoint
 from repsim.errors import RepsimError, not_finite
-from repsim.evaluate import fresh_head, score_tasks
-from repsim.meta import adapt, head_input, head_logits, own_inner_loop
+from repsim.evaluate import fresh_head, score_inner_loops, score_tasks
+from repsim.meta import adapt, block_outputs, frozen_prefix, head_input, head_logits, own_inner_loop
 from repsim.model import HEAD_PREFIX, draw_weights, is_head, model_for
 from repsim.names import HEAD
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
@@ -94,6 +94,13 @@ def freeze_label(frozen) -> str:
     return "none" if not frozen else ",".join(frozen)
 
 
+def _frozen_loops(inner, frozen_sets) -> dict:
+    """Each frozen set's inner loop, by its label: ``inner`` adapting every parameter outside
+    the set; the full loop (``none``) always among them, since every change is measured from it."""
+    return {freeze_label(frozen): inner.but(names=[n for n in inner.names if not in_layers(n, frozen)])
+            for frozen in ([[]] if [] not in frozen_sets else []) + list(frozen_sets)}
+
+
 def freezing(study: Study, checkpoint, *, frozen_sets=None, steps: int | None = None) -> pd.DataFrame:
     """Test accuracy when the inner loop leaves ``frozen`` layers at their meta-learned values,
     and its paired change from the unfrozen inner loop on the same tasks."""
@@ -103,12 +110,10 @@ def freezing(study: Study, checkpoint, *, frozen_sets=None, steps: int | None = 
         check_layers(m.model, frozen)
     if not frozen_sets:
         return pd.DataFrame()
-    names = own_inner_loop(m.ckpt.config, m.model).names
-    scores = {}
-    for frozen in ([[]] if [] not in frozen_sets else []) + list(frozen_sets):
-        adapted = [n for n in names if not in_layers(n, frozen)]
-        scores[freeze_label(frozen)] = study.score(m, names=adapted, steps=steps,
-                                                   desc=f"frozen {freeze_label(frozen)}")
+    inner = own_inner_loop(m.ckpt.config, m.model, steps)
+    loops = _frozen_loops(inner, frozen_sets)
+    scores = score_inner_loops(m.model, m.params, study.tasks, loops, device=study.dev,
+                               progress=study.progress, desc=f"freezing {m.label}")
     return pd.DataFrame([{**_ids(m), "frozen": freeze_label(f), **_with_change(scores[freeze_label(f)], scores["none"])}
                          for f in frozen_sets])
 
@@ -146,37 +151,41 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
     scale = 1 / study.shots if inner.loss == "sum_div_shots" else 1 / (study.ways * study.shots)
     w0, b0 = (m.params[HEAD_PREFIX + k].double().cpu().numpy() for k in ("weight", "bias"))
     params = {n: p.requires_grad_(n in inner.names) for n, p in m.params.items()}
-    rows, measured = [], {}
-    for frozen in ([[]] if [] not in frozen_sets else []) + list(frozen_sets):
-        names = [n for n in inner.names if not in_layers(n, frozen)]
-        if tuple(names) in measured:  # the same inner loop (ANIL's, whatever body layers are frozen)
-            rows += [{**r, "frozen": freeze_label(frozen)} for r in measured[tuple(names)]]
-            continue
-        first = len(rows)
-        for index, task in enumerate(tqdm(study.tasks, desc=f"decomposing frozen {freeze_label(frozen)}",
-                                          disable=not study.progress, leave=False)):
-            task = task.to(study.dev)
-            fast = adapt(m.model, params, task.support_x, task.support_y, inner.but(names=names))
+    loops = _frozen_loops(inner, frozen_sets)
+    starts = {label: frozen_prefix(m.model, loop.names) for label, loop in loops.items()}
+    rows = {label: [] for label in loops}
+    for index, task in enumerate(tqdm(study.tasks, desc=f"decomposing {m.label}",
+                                      disable=not study.progress, leave=False)):
+        task = task.to(study.dev)
+        with torch.no_grad():  # the blocks each loop leaves frozen, shared (evaluate.score_inner_loops)
+            support, query = (block_outputs(m.model, params, x, max(starts.values()))
+                              for x in (task.support_x, task.query_x))
+        measured = {}
+        for label, loop in loops.items():
+            if tuple(loop.names) in measured:  # the same inner loop (ANIL's, whatever body layers are frozen)
+                rows[label].append({**measured[tuple(loop.names)], "frozen": label})
+                continue
+            k = starts[label]
+            fast = adapt(m.model, params, support[k], task.support_y, loop, start=k)
             with torch.no_grad():  # each set's features on its own batch, as the inner loop saw them
-                fs, fq = (head_input(m.model, fast, x) for x in (task.support_x, task.query_x))
+                fs, fq = (head_input(m.model, fast, h, start=k) for h in (support[k], query[k]))
                 logits = head_logits(m.model, fast, torch.cat([fs, fq]))
             fs, fq, logits = (t.double().cpu().numpy() for t in (fs, fq, logits))
             if not (np.isfinite(fs).all() and np.isfinite(fq).all() and np.isfinite(logits).all()):
-                raise not_finite(f"the features of test task {index} after the inner loop with "
-                                 f"{freeze_label(frozen)} frozen")
+                raise not_finite(f"the features of test task {index} after the inner loop with {label} frozen")
             sy, qy = task.support_y.cpu().numpy(), task.query_y.cpu().numpy()
             w, b = fit_head(fs, sy, study.ways)
             wm, bm = fit_head(fs, sy, study.ways, centre=w0)
-            rows.append({**_ids(m), "frozen": freeze_label(frozen), "task": index,
-                         "paper": (logits[len(sy):].argmax(1) == qy).mean(),
-                         "support_accuracy": (logits[:len(sy)].argmax(1) == sy).mean(),
-                         "fitted": ((fq @ w.T + b).argmax(1) == qy).mean(),
-                         "fitted_meta": ((fq @ wm.T + bm).argmax(1) == qy).mean(),
-                         "prototypes": (prototype_predictions(fs, sy, fq, study.ways) == qy).mean(),
-                         "lr_curvature": inner.lr * head_curvature(fs, w0, b0, scale=scale),
-                         "support_cosine": mean_cosine(fs)})
-        measured[tuple(names)] = rows[first:]
-    return pd.DataFrame(rows)
+            rows[label].append({**_ids(m), "frozen": label, "task": index,
+                                "paper": (logits[len(sy):].argmax(1) == qy).mean(),
+                                "support_accuracy": (logits[:len(sy)].argmax(1) == sy).mean(),
+                                "fitted": ((fq @ w.T + b).argmax(1) == qy).mean(),
+                                "fitted_meta": ((fq @ wm.T + bm).argmax(1) == qy).mean(),
+                                "prototypes": (prototype_predictions(fs, sy, fq, study.ways) == qy).mean(),
+                                "lr_curvature": loop.lr * head_curvature(fs, w0, b0, scale=scale),
+                                "support_cosine": mean_cosine(fs)})
+            measured[tuple(loop.names)] = rows[label][-1]
+    return pd.DataFrame([row for label in loops for row in rows[label]])
 
 
 # 3. ---------------------------------------------------------------------------------------

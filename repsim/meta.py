@@ -142,8 +142,9 @@ def sgd_step(params: Params, grads: Params, lr: float) -> Params:
     return {**params, **{n: params[n] - lr * g for n, g in grads.items()}}
 
 
-def head_input(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
-    """The body's output on ``x``: what the module named ``head`` receives.
+def head_input(model: nn.Module, params: Params, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """The body's output on ``x``: what the module named ``head`` receives (``start`` = k:
+    ``x`` is conv{k}'s output, :func:`block_outputs`).
 
     Captured with a forward pre-hook so that any model whose last layer is called ``head``
     works, not just conv4.
@@ -155,7 +156,7 @@ def head_input(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tenso
 
     handle = model.head.register_forward_pre_hook(grab)
     try:
-        functional_call(model, params, (x,))
+        functional_call(model, params, (x,), {"start": start} if start else {})
     finally:
         handle.remove()
     return captured[0]
@@ -167,8 +168,27 @@ def head_logits(model: nn.Module, params: Params, features: torch.Tensor) -> tor
     return functional_call(model.head, head, (features,))
 
 
+def frozen_prefix(model: nn.Module, names) -> int:
+    """How many leading blocks an inner loop adapting ``names`` leaves frozen and may start
+    after (``Conv4.forward``'s ``start``): conv4's, unless an input hook would see activations
+    as images; 0 for any other model, which is always run whole."""
+    if isinstance(model, Conv4) and not model._forward_pre_hooks:
+        return model.frozen_blocks(names)
+    return 0
+
+
+def block_outputs(model: Conv4, params: Params, x: torch.Tensor, blocks: int) -> list[torch.Tensor]:
+    """``[x, conv1(x), ..., conv{blocks}(...)]`` with ``params``: entry k is where an inner loop
+    that leaves conv1..conv{k} frozen starts (:func:`adapt`'s ``start``), for its support set and
+    its queries alike. Several such loops on one task share these passes."""
+    outputs = [x]
+    for k in range(blocks):
+        outputs.append(functional_call(model, params, (outputs[-1],), {"start": k, "stop": k + 1}))
+    return outputs
+
+
 def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, inner: InnerLoop, *,
-          create_graph: bool = False) -> Params:
+          create_graph: bool = False, start: int = 0) -> Params:
     """The ``inner`` loop on the support set (x, y): ``inner.steps`` :func:`sgd_step` steps of
     size ``inner.lr`` on its :func:`task_loss` of kind ``inner.loss``, for ``inner.names`` only.
 
@@ -176,24 +196,27 @@ def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, in
     (second-order meta-gradient); without it the inner gradients are constants (first order).
     What the adapted parameters cannot change is computed once, not at every step: the body's
     output when only the head adapts (ANIL, frozen bodies, fresh heads), the leading blocks
-    that the loop leaves frozen (conv4).
+    that the loop leaves frozen (conv4, :func:`frozen_prefix`). ``start`` = k says that ``x``
+    is already conv{k}'s output (:func:`block_outputs`), for callers that share a task's frozen
+    blocks among several inner loops.
     """
     names = list(inner.names)
     if inner.steps == 0 or not names:
         return dict(params)
-    if all(is_head(n) for n in names):
+    if all(is_head(n) for n in names) and not start:
         x = head_input(model, params, x)
 
         def forward(p, h):
             return head_logits(model, p, h)
     else:
-        # not behind an input hook, which would see activations as images
-        start = model.frozen_blocks(names) if isinstance(model, Conv4) and not model._forward_pre_hooks else 0
-        if start:
-            x = functional_call(model, params, (x,), {"stop": start})
+        frozen = frozen_prefix(model, names)
+        if frozen < start:
+            raise ValueError(f"x is conv{start}'s output, but the inner loop adapts conv{frozen + 1}")
+        if frozen > start:
+            x = functional_call(model, params, (x,), {"start": start, "stop": frozen})
 
         def forward(p, h):
-            return functional_call(model, p, (h,), {"start": start} if start else {})
+            return functional_call(model, p, (h,), {"start": frozen} if frozen else {})
     fast = dict(params)
     for _ in range(inner.steps):
         support_loss = task_loss(forward(fast, x), y, inner.loss)

@@ -12,6 +12,7 @@ from repsim.meta import (
     InnerLoop,
     MetaObjective,
     adapt,
+    block_outputs,
     inner_loop_names,
     meta_backward,
     meta_backward_compiled,
@@ -223,21 +224,49 @@ def test_model_without_head_is_refused():
         split_body_head(nn.Sequential(nn.Linear(2, 2)))
 
 
-@pytest.mark.parametrize("frozen", [1, 2, 3])
+def _frozen(params, k):
+    """The names an inner loop adapts with conv1..conv{k} frozen."""
+    return [n for n in params if not any(n.startswith(f"conv{i}.") for i in range(1, k + 1))]
+
+
+@pytest.mark.parametrize("frozen", [1, 2, 3, 4])
 def test_a_frozen_prefix_computed_once_adapts_as_the_whole_network_does(model64, frozen):
     # the inner loop with conv1..conv{frozen} left frozen runs only the blocks after them, from
-    # their output computed once; the adapted weights are those of the loop through the whole network
+    # their output computed once (by adapt itself, or handed in as block_outputs' entry); the
+    # adapted weights are those of the loop through the whole network
     task = _tasks(1, queries=3)[0]
     params = dict(model64.named_parameters())
-    names = [n for n in params if not any(n.startswith(f"conv{i}.") for i in range(1, frozen + 1))]
-    inner = InnerLoop(names, 0.4, 3, "sum_div_shots")
+    inner = InnerLoop(_frozen(params, frozen), 0.4, 3, "sum_div_shots")
     fast = adapt(model64, params, task.support_x, task.support_y, inner)
+    entered = adapt(model64, params, block_outputs(model64, params, task.support_x, frozen)[frozen],
+                    task.support_y, inner, start=frozen)
     model64.register_forward_pre_hook(lambda module, args: None)  # a hook: the shortcut is not taken
     whole = adapt(model64, params, task.support_x, task.support_y, inner)
-    assert model64.frozen_blocks(names) == frozen
+    assert model64.frozen_blocks(inner.names) == frozen
     for n in params:
         assert torch.allclose(fast[n], whole[n], rtol=1e-12, atol=1e-12), n
-    assert not torch.equal(fast["conv4.conv.weight"], params["conv4.conv.weight"])  # it did adapt
+        assert torch.allclose(entered[n], whole[n], rtol=1e-12, atol=1e-12), n
+    assert not torch.equal(fast["head.weight"], params["head.weight"])  # it did adapt
+
+
+@pytest.mark.parametrize("hooked", [False, True])
+def test_inner_loops_sharing_a_tasks_frozen_blocks_score_as_each_loop_alone(model64, hooked):
+    # the freezing test's sets, tasks outer and loops inner with the frozen blocks run once per task
+    # (for supports and queries), against score_tasks run once per loop through the whole network.
+    # With an input hook the blocks cannot be entered part-way: every loop runs whole.
+    from repsim.evaluate import score_inner_loops, score_tasks
+
+    if hooked:
+        model64.register_forward_pre_hook(lambda module, args: None)
+    tasks = _tasks(6, queries=12)
+    params = dict(model64.named_parameters())
+    loops = {k: InnerLoop(_frozen(params, k), 0.4, 3, "sum_div_shots") for k in range(5)}
+    shared = score_inner_loops(model64, params, tasks, loops, device=torch.device("cpu"), progress=False)
+    alone = {k: score_tasks(model64, params, tasks, inner=loop, device=torch.device("cpu"), progress=False)
+             for k, loop in loops.items()}
+    for k in loops:
+        assert list(shared[k].per_task) == list(alone[k].per_task), k
+    assert len({tuple(s.per_task) for s in alone.values()}) > 2  # the loops score differently
 
 
 def test_compiled_meta_gradient_equals_the_eager_one_in_float64():
