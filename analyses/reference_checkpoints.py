@@ -137,14 +137,16 @@ def _typed(key: str, value: str):
 
 
 def analyse(out: Path, rows: list[dict], tasks: int, analysis_tasks: int, data_root: str | None,
-            only: list[str] | None = None) -> Path:
-    """Run the analyses (all of them, or those named in ``only``) on the final checkpoints and
-    write the report from every result in OUT/results, this run's and earlier ones'."""
+            only: list[str] | None = None, jobs: int = 1) -> Path:
+    """Run the analyses (all of them, or those named in ``only``) on the final checkpoints, each
+    measuring ``jobs`` checkpoints at a time (``repsim analyze --jobs``), and write the report
+    from every result in OUT/results, this run's and earlier ones'."""
     finals = {r["run"]: Path(r["path"]) for r in rows if r["iteration"] == r["iterations_planned"]}
     results = out / "results"
     for name, checkpoints, n in analysis_plan(finals, {n: out / n for n in finals}, tasks, analysis_tasks):
         if only is None or name in only:
-            run_analysis(name, checkpoints, results, TestProtocol(tasks=n, data_root=data_root), progress=True)
+            run_analysis(name, checkpoints, results, TestProtocol(tasks=n, data_root=data_root), progress=True,
+                         jobs=jobs)
     return write_report(results, title="repsim reference checkpoints: Omniglot "
                         f"{rows[0]['ways']}-way {rows[0]['shots']}-shot")
 
@@ -161,7 +163,11 @@ def main(argv=None) -> int:
     p.add_argument("--analyses", nargs="+", choices=ANALYSES, metavar="NAME",
                    help="run only these analyses (default: all); processes running different "
                         "ones can share OUT, since each analysis writes its own files")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="measure N checkpoints at a time, each in a worker process (repsim analyze --jobs)")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
     try:
         rows = publish(args.runs, args.out, args.tasks, args.data_root)
     except RepsimError as e:
@@ -169,7 +175,10 @@ def main(argv=None) -> int:
     if args.manifest_only:
         print(f"manifest: {args.out / 'MANIFEST.csv'} ({len(rows)} checkpoints)")
         return 0
-    report = analyse(args.out, rows, args.tasks, args.analysis_tasks, args.data_root, args.analyses)
+    try:
+        report = analyse(args.out, rows, args.tasks, args.analysis_tasks, args.data_root, args.analyses, args.jobs)
+    except RepsimError as e:
+        sys.exit(f"error: {e}")
     print(f"report: {report}")
     return 0
 

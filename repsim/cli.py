@@ -156,6 +156,10 @@ def _bench(args) -> None:
         from repsim.evaluate import resolve_device
         bench_freezing(args.checkpoint, quick=args.quick, data_root=args.data_root,
                        device=str(resolve_device(args.device)))
+    elif args.what == "jobs":
+        from repsim.bench.jobs import main as bench_jobs
+        from repsim.evaluate import resolve_device
+        bench_jobs(quick=args.quick, data_root=args.data_root, device=str(resolve_device(args.device)))
     elif args.what == "threads":
         from repsim.bench.threads import main as bench_threads
         bench_threads(repeats=2 if args.quick else 5)
@@ -176,7 +180,7 @@ def _analyze(args) -> None:
                             queries=args.queries, steps=args.inner_steps, overrides=args.given,
                             data_root=args.data_root, device=args.device)
     path = run_analysis(args.analysis, args.checkpoints, args.out, protocol, layers=_flat(args.layers),
-                        frozen_sets=frozen, replace=args.replace, progress=not args.quiet)
+                        frozen_sets=frozen, replace=args.replace, progress=not args.quiet, jobs=args.jobs)
     print(summary_text(path))
     study = _provenance(path).get("study", {})
     if study.get("queries") and study.get("ways"):
@@ -494,6 +498,10 @@ def _analyze_parser(sub) -> None:
              "inner_steps_test (query points: --queries)")
     a.add_argument("--replace", action="store_true", help="overwrite an earlier result of this analysis in "
                    "--out that was made with other options")
+    a.add_argument("--jobs", type=int, default=1, metavar="N", help="measure N checkpoints at a time, each in "
+                   "a worker process with its share of the threads (on 2 cores, two one-thread processes beat "
+                   "one with two threads); the numbers are those of one process with a worker's threads "
+                   "(default: 1)")
     _data_root(a)
     _common(a)
     a.set_defaults(func=_analyze)
@@ -545,14 +553,15 @@ def _report_parser(sub) -> None:
 
 def _bench_parser(sub) -> None:
     b = _command(sub, "bench", "speed benchmarks, printed as side-by-side ratios")
-    b.add_argument("what", choices=["train", "similarity", "threads", "freezing"], help="meta-training "
+    b.add_argument("what", choices=["train", "similarity", "threads", "freezing", "jobs"], help="meta-training "
                    "(train: times higher too; pip install -e \".[bench]\"), similarity measures, how torch's "
-                   "CPU threads should wait (threads: each policy alone and beside a busy process), or the "
-                   "freezing test against its decomposition on one checkpoint (freezing)")
+                   "CPU threads should wait (threads: each policy alone and beside a busy process), the "
+                   "freezing test against its decomposition on one checkpoint (freezing), or an analysis of "
+                   "the 5-way references in one process against one worker per core (jobs: analyze --jobs)")
     b.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     b.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
     b.add_argument("--data-root", metavar="DIR", help="train: time real Omniglot tasks from this folder "
-                   "instead of noise")
+                   "instead of noise; freezing, jobs: the Omniglot folder")
     b.add_argument("--checkpoint", metavar="FILE", help="freezing: the checkpoint to time (default: "
                    "checkpoints/omniglot_5w1s/maml-s0/model.safetensors)")
     b.add_argument("--ways", type=int, default=20, help="train: Omniglot setting to time")

@@ -119,12 +119,15 @@ def check_options(analysis: Analysis, options: Options) -> None:
 
 
 def run_analysis(name: str, checkpoints, out, protocol: TestProtocol | None = None, *, layers=None,
-                 frozen_sets=None, replace: bool = False, progress: bool = True) -> Path:
+                 frozen_sets=None, replace: bool = False, progress: bool = True, jobs: int = 1) -> Path:
     """Run analysis ``name`` on ``checkpoints`` (files or, for through-training, run folders),
     every model tested by ``protocol`` (default: 600 tasks; its queries default to 15 per
     class), and write its tables and provenance into the results folder ``out``. One process
-    at a time may run an analysis into a folder (another one gets a clear refusal)."""
+    at a time may run an analysis into a folder (another one gets a clear refusal). ``jobs`` > 1
+    computes the checkpoints' parts in that many worker processes (:func:`_parts_in_workers`)."""
     name = analysis_name(name)
+    if jobs < 1:
+        raise RepsimError(f"--jobs must be at least 1, got {jobs}")
     protocol = protocol or TestProtocol()
     if protocol.queries is None:
         protocol = dataclasses.replace(protocol, queries=ANALYSIS_QUERIES)
@@ -141,7 +144,8 @@ def run_analysis(name: str, checkpoints, out, protocol: TestProtocol | None = No
     check_writable(out)
     with exclusive(Path(out), name):
         try:
-            return _run_analysis(name, checkpoints, out, protocol, options, replace=replace, progress=progress)
+            return _run_analysis(name, checkpoints, out, protocol, options, replace=replace, progress=progress,
+                                 jobs=jobs)
         except BaseException:
             if new_folder:  # still holding the lock, so no other run of it is using the folder
                 _remove_if_unused(Path(out), name)
@@ -203,7 +207,8 @@ def check_earlier_result(out: Path, name: str, study: dict, labels: list[str]) -
                           f"or --replace to overwrite it")
 
 
-def _run_analysis(name, checkpoints, out, protocol: TestProtocol, options: Options, *, replace, progress) -> Path:
+def _run_analysis(name, checkpoints, out, protocol: TestProtocol, options: Options, *, replace, progress,
+                  jobs=1) -> Path:
     analysis = REGISTRY[name]
     checkpoints = [Path(c) for c in checkpoints]
     if not checkpoints:
@@ -219,6 +224,9 @@ def _run_analysis(name, checkpoints, out, protocol: TestProtocol, options: Optio
     study.tasks  # build (and validate) the task list before any work
     if analysis.per_checkpoint:
         parts = Parts(Path(out) / ".partial" / name, study, dataclasses.asdict(options))
+        missing = [c for c in measured if not parts.kept(c)]
+        if jobs > 1 and len(missing) > 1:
+            _parts_in_workers(missing, jobs, (name, first, protocol, options, labels, Path(out)), progress)
         rows = parts.concat(measured, lambda c: analysis.measure(study, c, options))
     else:
         rows = analysis.measure(study, measured, options)
@@ -261,12 +269,20 @@ class Parts:
     def concat(self, checkpoints, analyse) -> pd.DataFrame:
         return pd.concat([self.part(Path(c), analyse) for c in checkpoints], ignore_index=True)
 
-    def part(self, checkpoint: Path, analyse) -> pd.DataFrame:
+    def _files(self, checkpoint: Path) -> tuple[Path, Path]:
+        """Where ``checkpoint``'s part is kept: the rows and their seal."""
         # the label is part of the rows, and depends on the other checkpoints analysed
         file = latest_in(checkpoint) if checkpoint.is_dir() else checkpoint
         label = self.labels.get(str(file.resolve()), "")
         digest = hashlib.sha256(self.context.encode() + label.encode() + file.read_bytes()).hexdigest()[:24]
-        path, seal = self.folder / f"{digest}.csv", self.folder / f"{digest}.sha256"
+        return self.folder / f"{digest}.csv", self.folder / f"{digest}.sha256"
+
+    def kept(self, checkpoint: Path) -> bool:
+        """Whether ``checkpoint``'s part is kept, whole (the file exists and matches its seal)."""
+        return self._intact(*self._files(Path(checkpoint)))
+
+    def part(self, checkpoint: Path, analyse) -> pd.DataFrame:
+        path, seal = self._files(checkpoint)
         if self._intact(path, seal):
             if self.progress:
                 tqdm.write(f"{self.folder.name}: {checkpoint} done before, reusing {path}", file=sys.stderr)
@@ -289,6 +305,36 @@ class Parts:
         if not intact:
             tqdm.write(f"{self.folder.name}: {path} is damaged or unsealed; computing it again", file=sys.stderr)
         return intact
+
+
+def _parts_in_workers(checkpoints, jobs: int, run: tuple, progress: bool) -> None:
+    """Compute the parts of ``checkpoints`` in ``jobs`` worker processes, each with its share of
+    torch's threads; the caller then reads them back as kept parts, in its own order, so the
+    result is the one a single process with a worker's thread count writes, byte for byte (the
+    thread count moves float rounding: about the sixth digit of the decomposition's diagnostics,
+    no accuracy, on 60 tasks of a 5-way reference). Two one-thread processes beat one
+    process with two threads on a 2-core CPU (docs/BENCHMARKS.md). Spawned, not forked: a fork
+    would copy torch's OpenMP runtime in whatever state it is in."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    jobs = min(jobs, len(checkpoints))
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(_part_in_worker, checkpoint, *run) for checkpoint in checkpoints]
+        for future in tqdm(as_completed(futures), total=len(futures), disable=not progress,
+                           desc=f"{run[0]}: parts in {jobs} processes of {threads} thread{'s' * (threads > 1)}"):
+            future.result()  # a worker's error (a RepsimError: one line) is raised here
+
+
+def _part_in_worker(checkpoint: Path, name: str, first: Path, protocol: TestProtocol, options: Options,
+                    labels: dict, out: Path) -> None:
+    """One checkpoint's part, computed in a worker process as :func:`_run_analysis` would: the
+    same study (task list, labels) and options, so the same digest."""
+    study = Study.for_protocol(load_checkpoint(first, weights=False), protocol, progress=False, labels=labels)
+    parts = Parts(out / ".partial" / name, study, dataclasses.asdict(options))
+    parts.part(checkpoint, lambda c: REGISTRY[name].measure(study, c, options))
 
 
 # pandas 3 reads floats back exactly by default (and deprecates asking); pandas 2 must be asked

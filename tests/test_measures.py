@@ -579,6 +579,22 @@ def test_a_run_published_from_another_folder_joins_the_manifest(runs, tmp_path, 
         publisher.publish(later, out, 4, None)
 
 
+def test_parts_measured_in_worker_processes_make_the_single_process_result(runs, tmp_path, monkeypatch):
+    """--jobs 2: each checkpoint's part is measured in a spawned worker (which imports repsim
+    afresh, so this process' patch cannot reach it); this process measures nothing and writes the
+    tables one process writes, byte for byte."""
+    protocol = TestProtocol(tasks=3, queries=5, device="cpu")
+    checkpoints = [runs["maml"], runs["boil"], runs["anil"]]
+    alone = run_analysis("freezing-decomposed", checkpoints, tmp_path / "one", protocol, progress=False)
+    monkeypatch.setattr(measures, "freezing_decomposed", lambda *a, **k: pytest.fail("measured in the parent"))
+    workers = run_analysis("freezing-decomposed", checkpoints, tmp_path / "two", protocol, progress=False, jobs=2)
+    for table in ("freezing_decomposed.csv", "freezing_decomposed_tasks.csv", "freezing_decomposed_over_seeds.csv"):
+        assert (workers.parent / table).read_bytes() == (alone.parent / table).read_bytes(), table
+    assert len(list((tmp_path / "two" / ".partial" / "freezing-decomposed").glob("*.csv"))) == 3
+    with pytest.raises(RepsimError, match="--jobs must be at least 1"):
+        run_analysis("freezing", checkpoints, tmp_path / "three", protocol, progress=False, jobs=0)
+
+
 def test_an_analysis_part_with_no_rows_is_not_kept(runs, tmp_path):
     out = tmp_path / "results"
     for _ in range(2):  # the second run must not trip over a part the first one left
