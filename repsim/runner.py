@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,12 +321,38 @@ def _parts_in_workers(checkpoints, jobs: int, run: tuple, progress: bool) -> Non
 
     jobs = min(jobs, len(checkpoints))
     threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+    # the workers stopped on Ctrl-C hold the pool's semaphores, and multiprocessing's resource
+    # tracker (started here, with this environment) would warn about them as "leaked" at exit
+    with _environment(PYTHONWARNINGS="ignore::UserWarning:multiprocessing.resource_tracker"):
+        from multiprocessing import resource_tracker
+        resource_tracker.ensure_running()
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=torch.set_num_threads, initargs=(threads,))
+    try:
         futures = [pool.submit(_part_in_worker, checkpoint, *run) for checkpoint in checkpoints]
         for future in tqdm(as_completed(futures), total=len(futures), disable=not progress,
                            desc=f"{run[0]}: parts in {jobs} processes of {threads} thread{'s' * (threads > 1)}"):
             future.result()  # a worker's error (a RepsimError: one line) is raised here
+    except BaseException:
+        # an error or Ctrl-C stops the other workers at once, rather than after their parts:
+        # a part cut short is not kept (its seal is written last), so the next run computes it
+        for process in list(pool._processes.values()):  # Python 3.14: pool.terminate_workers()
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _environment(**variables):
+    """Environment variables set for the processes started inside, and restored after."""
+    before = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def _part_in_worker(checkpoint: Path, name: str, first: Path, protocol: TestProtocol, options: Options,
