@@ -225,9 +225,9 @@ def _run_analysis(name, checkpoints, out, protocol: TestProtocol, options: Optio
     study.tasks  # build (and validate) the task list before any work
     if analysis.per_checkpoint:
         parts = Parts(Path(out) / ".partial" / name, study, dataclasses.asdict(options))
-        missing = [c for c in measured if not parts.kept(c)]
-        if jobs > 1 and len(missing) > 1:
-            _parts_in_workers(missing, jobs, (name, first, protocol, options, labels, Path(out)), progress)
+        if jobs > 1:
+            _parts_in_workers([c for c in measured if not parts.kept(c)], jobs,
+                              (name, first, protocol, options, labels, Path(out)), progress)
         rows = parts.concat(measured, lambda c: analysis.measure(study, c, options))
     else:
         rows = analysis.measure(study, measured, options)
@@ -319,6 +319,8 @@ def _parts_in_workers(checkpoints, jobs: int, run: tuple, progress: bool) -> Non
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    if len(checkpoints) < 2:  # nothing to share out: the caller measures it as it reads the parts
+        return
     jobs = min(jobs, len(checkpoints))
     threads = max(1, torch.get_num_threads() // jobs)
     # the workers stopped on Ctrl-C hold the pool's semaphores, and multiprocessing's resource
@@ -352,7 +354,10 @@ def _environment(**variables):
         yield
     finally:
         for k, v in before.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
 
 
 def _part_in_worker(checkpoint: Path, name: str, first: Path, protocol: TestProtocol, options: Options,
