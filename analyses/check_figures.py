@@ -14,7 +14,12 @@ OpenBLAS pinned to one instruction set. Unpinned, each CPU sums in its own order
 by vendor; oneDNN, ATen and NumPy's sin and cos by AVX2 or AVX-512), and 500 training iterations
 carry that rounding into the weights: the head's CKA of one seed moved by 0.10 between this
 project's machines and CI's. Pinned, the weights after 10 iterations were bit-identical on an
-Intel Haswell and an AMD EPYC-Rome, both emulated by qemu-x86_64 (unpinned they differed).
+Intel Haswell and an AMD EPYC-Rome, both emulated by qemu-x86_64 (unpinned they differed). On real
+CPUs the pins do not make them agree: on an Intel Xeon with AVX-512 and AMX (2026-12-07) every table
+differed from those the AMD EPYC Zen 2 made, by up to 3.6 points in an accuracy (heads.csv's
+change) and 0.076 in a similarity (one seed's head CKA), though no code had changed (oneDNN's
+convolutions, whose blocking follows the caches' sizes, are the likely rest). The tolerances sit
+above those differences.
 
 Exits 1 with one line per difference when they are stale. CI runs it after the tests.
 """
@@ -33,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 ACCURACY = 5.0     # points, for accuracies in percent
-SIMILARITY = 0.05  # for CCA, CKA and relative weight change
+SIMILARITY = 0.1   # for CCA, CKA and relative weight change (0.05 failed between two real CPUs: above)
 # columns that say what a row is, not what was measured
 KEYS = ("model", "algorithm", "regime", "seed", "iteration", "frozen", "quantity", "mode", "variant", "metric",
         "layer", "measure", "pair", "same_seed", "checkpoint", "model_a", "model_b", "task")
