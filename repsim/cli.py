@@ -160,6 +160,11 @@ def _bench(args) -> None:
         from repsim.bench.jobs import main as bench_jobs
         from repsim.evaluate import resolve_device
         bench_jobs(quick=args.quick, data_root=args.data_root, device=str(resolve_device(args.device)))
+    elif args.what == "scoring":
+        from repsim.bench.scoring import main as bench_scoring
+        from repsim.evaluate import resolve_device
+        bench_scoring([args.checkpoint] if args.checkpoint else None, quick=args.quick, data_root=args.data_root,
+                      device=str(resolve_device(args.device)))
     elif args.what == "threads":
         from repsim.bench.threads import main as bench_threads
         bench_threads(repeats=2 if args.quick else 5)
@@ -553,17 +558,19 @@ def _report_parser(sub) -> None:
 
 def _bench_parser(sub) -> None:
     b = _command(sub, "bench", "speed benchmarks, printed as side-by-side ratios")
-    b.add_argument("what", choices=["train", "similarity", "threads", "freezing", "jobs"], help="meta-training "
-                   "(train: times higher too; pip install -e \".[bench]\"), similarity measures, how torch's "
-                   "CPU threads should wait (threads: each policy alone and beside a busy process), the "
-                   "freezing test against its decomposition on one checkpoint (freezing), or an analysis of "
-                   "the 5-way references in one process against one worker per core (jobs: analyze --jobs)")
+    b.add_argument("what", choices=["train", "similarity", "threads", "freezing", "jobs", "scoring"],
+                   help="meta-training (train: times higher too; pip install -e \".[bench]\"), similarity "
+                   "measures, how torch's CPU threads should wait (threads: each policy alone and beside a busy "
+                   "process), the freezing test against its decomposition on one checkpoint (freezing), an "
+                   "analysis of the 5-way references in one process against one worker per core (jobs: "
+                   "analyze --jobs), or test tasks scored one at a time against several at a time on a "
+                   "thread each (scoring)")
     b.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     b.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke test")
     b.add_argument("--data-root", metavar="DIR", help="train: time real Omniglot tasks from this folder "
-                   "instead of noise; freezing, jobs: the Omniglot folder")
-    b.add_argument("--checkpoint", metavar="FILE", help="freezing: the checkpoint to time (default: "
-                   "checkpoints/omniglot_5w1s/maml-s0/model.safetensors)")
+                   "instead of noise; freezing, jobs, scoring: the Omniglot folder")
+    b.add_argument("--checkpoint", metavar="FILE", help="freezing, scoring: the checkpoint to time (default: "
+                   "checkpoints/omniglot_5w1s/maml-s0/model.safetensors; scoring: and the 20-way 1-shot one)")
     b.add_argument("--ways", type=int, default=20, help="train: Omniglot setting to time")
     b.add_argument("--shots", type=int, default=1, help="train: Omniglot setting to time")
     b.add_argument("--compiled", action="store_true", help="train: time execution: compiled too (each "

@@ -7,6 +7,9 @@ primitives; a checkpoint file is scored through a study (:func:`repsim.study.eva
 
 from __future__ import annotations
 
+import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +21,7 @@ from tqdm import tqdm
 
 from repsim.data.episodes import batch_tasks
 from repsim.errors import RepsimError, not_finite
-from repsim.meta import InnerLoop, adapt, adapt_and_score, block_outputs, frozen_prefix, head_input
+from repsim.meta import InnerLoop, adapt, adapt_and_score, head_input, shared_blocks
 from repsim.model import HEAD_PREFIX, is_head
 from repsim.names import META_ALGORITHMS
 from repsim.statistics import ci95
@@ -105,62 +108,113 @@ def nil_logits(model: nn.Module, params: Params, task) -> torch.Tensor:
                       head_input(model, params, task.query_x))
 
 
+def task_threads(device: torch.device) -> int:
+    """How many tasks :func:`map_tasks` runs at a time: torch's CPU threads on a CPU, else 1."""
+    return torch.get_num_threads() if device.type == "cpu" else 1
+
+
+def map_tasks(measure, model: nn.Module, tasks, *, device: torch.device, progress: bool = True,
+              desc: str = "evaluating") -> list:
+    """``measure(model, task, index)`` for every task, in order, ``task`` on ``device``.
+
+    On a CPU the tasks run on as many Python threads as torch has CPU threads, one task per
+    thread at a time and each task on one torch thread, so a task's numbers are those of a
+    one-thread process however many cores there are. Why: a 5-way task's convolutions are too
+    small for torch's threads to share (two threads score 5-way 1-shot tasks about 1.2x faster
+    than one), while two tasks at a time are 1.8x (docs/BENCHMARKS.md). Each thread has its
+    own copy of ``model``, because functional_call puts the parameters into the module it is
+    given; ``measure`` must use the model it is handed, and hooks on it run on several threads.
+    On a GPU the tasks run one after another.
+    """
+    bar = tqdm(total=len(tasks), desc=desc, disable=not progress, leave=False)
+    threads = task_threads(device)
+    if threads == 1:
+        results = []
+        for index in range(len(tasks)):
+            results.append(measure(model, tasks[index].to(device), index))
+            bar.update()
+        bar.close()
+        return results
+    own = threading.local()
+
+    def run(index: int):
+        if not hasattr(own, "model"):
+            own.model = copy.deepcopy(model)
+        return measure(own.model, tasks[index].to(device), index)
+
+    torch.set_num_threads(1)  # for the threads the pool starts: torch's setting is per process
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="repsim-task")
+    try:
+        futures = [pool.submit(run, index) for index in range(len(tasks))]
+        results = []
+        for future in futures:
+            results.append(future.result())
+            bar.update()
+        return results
+    finally:
+        # an error or Ctrl-C: drop the tasks not started, let the running ones end
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+        bar.close()
+
+
 def score_tasks(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | None,
                 device: torch.device, nil: bool = False, progress: bool = True,
                 desc: str = "evaluating") -> Score:
     """Run the ``inner`` loop on each task's support set (or use NIL, or no adaptation when
-    ``inner`` is None), and score its queries."""
+    ``inner`` is None), and score its queries (tasks run as :func:`map_tasks` says)."""
     params = {n: p.detach().to(device) for n, p in params.items()}
     inner = InnerLoop((), 0.0, 0) if inner is None else inner
     for n in inner.names:
         params[n].requires_grad_(True)
-    accuracies = []
-    for index, task in enumerate(tqdm(tasks, desc=desc, disable=not progress, leave=False)):
-        task = task.to(device)
+
+    def score(model: nn.Module, task, index: int) -> float:
         if nil:
             with torch.no_grad():
                 logits = nil_logits(model, params, task)
             if not torch.isfinite(logits).all():
                 raise not_finite(f"NIL's cosine similarities on test task {index}")
-            accuracies.append((logits.argmax(1) == task.query_y).float().mean().item())
-        else:
-            result = adapt_and_score(model, params, task, inner)
-            # argmax of NaN logits is class 0: a diverged model would score exactly chance
-            if not torch.isfinite(result.loss):
-                raise not_finite(f"the query loss of test task {index} after {inner.steps} inner "
-                                 f"steps of size {inner.lr:g}")
-            accuracies.append(result.accuracy)
-    return mean_ci(accuracies)
+            return (logits.argmax(1) == task.query_y).float().mean().item()
+        result = adapt_and_score(model, params, task, inner)
+        # argmax of NaN logits is class 0: a diverged model would score exactly chance
+        if not torch.isfinite(result.loss):
+            raise not_finite(f"the query loss of test task {index} after {inner.steps} inner "
+                             f"steps of size {inner.lr:g}")
+        return result.accuracy
+
+    return mean_ci(map_tasks(score, model, tasks, device=device, progress=progress, desc=desc))
 
 
 def score_inner_loops(model: nn.Module, params: Params, tasks, loops: dict[str, InnerLoop], *,
                       device: torch.device, progress: bool = True, desc: str = "evaluating") -> dict[str, Score]:
     """:func:`score_tasks` for several inner loops on the same tasks (the freezing test's sets),
     with the same per-task accuracies, tasks outer and loops inner: each task's leading blocks run
-    once with ``params`` (:func:`~repsim.meta.block_outputs`), and every loop starts after the
+    once with ``params`` (:func:`~repsim.meta.shared_blocks`), and every loop starts after the
     blocks it leaves frozen, for its support set and its queries alike. The queries' forward
-    passes are most of a 5-way task's work, and each loop used to repeat their frozen part."""
+    passes are most of a 5-way task's work, and each loop used to repeat their frozen part.
+    Identical loops (ANIL's, whatever body layers are frozen) run once."""
     params = {n: p.detach().to(device) for n, p in params.items()}
     for inner in loops.values():
         for n in inner.names:
             params[n].requires_grad_(True)
-    starts = {label: frozen_prefix(model, inner.names) for label, inner in loops.items()}
-    accuracies = {label: [] for label in loops}
-    for index, task in enumerate(tqdm(tasks, desc=desc, disable=not progress, leave=False)):
-        task = task.to(device)
-        with torch.no_grad():
-            support, query = (block_outputs(model, params, x, max(starts.values()))
-                              for x in (task.support_x, task.query_x))
+
+    def score(model: nn.Module, task, index: int) -> dict[str, float]:
+        starts, support, query = shared_blocks(model, params, task, loops)
+        accuracy = {}
         for label, inner in loops.items():
-            k = starts[label]
-            fast = adapt(model, params, support[k], task.support_y, inner, start=k)
-            with torch.no_grad():
-                logits = functional_call(model, fast, (query[k],), {"start": k} if k else {})
-            if not torch.isfinite(logits).all():
-                raise not_finite(f"the query logits of test task {index} after {inner.steps} inner steps "
-                                 f"of size {inner.lr:g} ({label})")
-            accuracies[label].append((logits.argmax(1) == task.query_y).float().mean().item())
-    return {label: mean_ci(a) for label, a in accuracies.items()}
+            if inner not in accuracy:
+                k = starts[label]
+                fast = adapt(model, params, support[k], task.support_y, inner, start=k)
+                with torch.no_grad():
+                    logits = functional_call(model, fast, (query[k],), {"start": k} if k else {})
+                if not torch.isfinite(logits).all():
+                    raise not_finite(f"the query logits of test task {index} after {inner.steps} inner "
+                                     f"steps of size {inner.lr:g} ({label})")
+                accuracy[inner] = (logits.argmax(1) == task.query_y).float().mean().item()
+        return {label: accuracy[inner] for label, inner in loops.items()}
+
+    per_task = map_tasks(score, model, tasks, device=device, progress=progress, desc=desc)
+    return {label: mean_ci([task[label] for task in per_task]) for label in loops}
 
 
 def score_tasks_batched(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | None,

@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from repsim.checkpoint import Checkpoint
 from repsim.errors import RepsimError, not_finite
-from repsim.evaluate import fresh_head, score_inner_loops, score_tasks
-from repsim.meta import adapt, block_outputs, frozen_prefix, head_input, head_logits, own_inner_loop
+from repsim.evaluate import fresh_head, map_tasks, score_inner_loops, score_tasks
+from repsim.meta import adapt, head_input, head_logits, own_inner_loop, shared_blocks
 from repsim.model import HEAD_PREFIX, draw_weights, is_head, model_for
 from repsim.names import HEAD
 from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, probe_layers
@@ -152,40 +152,37 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
     w0, b0 = (m.params[HEAD_PREFIX + k].double().cpu().numpy() for k in ("weight", "bias"))
     params = {n: p.requires_grad_(n in inner.names) for n, p in m.params.items()}
     loops = _frozen_loops(inner, frozen_sets)
-    starts = {label: frozen_prefix(m.model, loop.names) for label, loop in loops.items()}
-    rows = {label: [] for label in loops}
-    for index, task in enumerate(tqdm(study.tasks, desc=f"decomposing {m.label}",
-                                      disable=not study.progress, leave=False)):
-        task = task.to(study.dev)
-        with torch.no_grad():  # the blocks each loop leaves frozen, shared (evaluate.score_inner_loops)
-            support, query = (block_outputs(m.model, params, x, max(starts.values()))
-                              for x in (task.support_x, task.query_x))
+
+    def decompose(model: torch.nn.Module, task, index: int) -> dict[str, dict]:
+        starts, support, query = shared_blocks(model, params, task, loops)  # as evaluate.score_inner_loops
         measured = {}
         for label, loop in loops.items():
-            if tuple(loop.names) in measured:  # the same inner loop (ANIL's, whatever body layers are frozen)
-                rows[label].append({**measured[tuple(loop.names)], "frozen": label})
+            if loop in measured:  # the same inner loop (ANIL's, whatever body layers are frozen)
                 continue
             k = starts[label]
-            fast = adapt(m.model, params, support[k], task.support_y, loop, start=k)
+            fast = adapt(model, params, support[k], task.support_y, loop, start=k)
             with torch.no_grad():  # each set's features on its own batch, as the inner loop saw them
-                fs, fq = (head_input(m.model, fast, h, start=k) for h in (support[k], query[k]))
-                logits = head_logits(m.model, fast, torch.cat([fs, fq]))
+                fs, fq = (head_input(model, fast, h, start=k) for h in (support[k], query[k]))
+                logits = head_logits(model, fast, torch.cat([fs, fq]))
             fs, fq, logits = (t.double().cpu().numpy() for t in (fs, fq, logits))
             if not (np.isfinite(fs).all() and np.isfinite(fq).all() and np.isfinite(logits).all()):
                 raise not_finite(f"the features of test task {index} after the inner loop with {label} frozen")
             sy, qy = task.support_y.cpu().numpy(), task.query_y.cpu().numpy()
             w, b = fit_head(fs, sy, study.ways)
             wm, bm = fit_head(fs, sy, study.ways, centre=w0)
-            rows[label].append({**_ids(m), "frozen": label, "task": index,
-                                "paper": (logits[len(sy):].argmax(1) == qy).mean(),
-                                "support_accuracy": (logits[:len(sy)].argmax(1) == sy).mean(),
-                                "fitted": ((fq @ w.T + b).argmax(1) == qy).mean(),
-                                "fitted_meta": ((fq @ wm.T + bm).argmax(1) == qy).mean(),
-                                "prototypes": (prototype_predictions(fs, sy, fq, study.ways) == qy).mean(),
-                                "lr_curvature": loop.lr * head_curvature(fs, w0, b0, scale=scale),
-                                "support_cosine": mean_cosine(fs)})
-            measured[tuple(loop.names)] = rows[label][-1]
-    return pd.DataFrame([row for label in loops for row in rows[label]])
+            measured[loop] = {"task": index,
+                              "paper": (logits[len(sy):].argmax(1) == qy).mean(),
+                              "support_accuracy": (logits[:len(sy)].argmax(1) == sy).mean(),
+                              "fitted": ((fq @ w.T + b).argmax(1) == qy).mean(),
+                              "fitted_meta": ((fq @ wm.T + bm).argmax(1) == qy).mean(),
+                              "prototypes": (prototype_predictions(fs, sy, fq, study.ways) == qy).mean(),
+                              "lr_curvature": loop.lr * head_curvature(fs, w0, b0, scale=scale),
+                              "support_cosine": mean_cosine(fs)}
+        return {label: measured[loop] for label, loop in loops.items()}
+
+    per_task = map_tasks(decompose, m.model, study.tasks, device=study.dev, progress=study.progress,
+                         desc=f"decomposing {m.label}")
+    return pd.DataFrame([{**_ids(m), "frozen": label, **task[label]} for label in loops for task in per_task])
 
 
 # 3. ---------------------------------------------------------------------------------------

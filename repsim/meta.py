@@ -187,6 +187,19 @@ def block_outputs(model: Conv4, params: Params, x: torch.Tensor, blocks: int) ->
     return outputs
 
 
+def shared_blocks(model: nn.Module, params: Params, task, loops: dict[str, InnerLoop]):
+    """What several inner loops on one task share: each loop's first adapted block
+    (``starts``, by label, :func:`frozen_prefix`) and the task's support and query images run
+    once through the leading blocks that the loops leave frozen (:func:`block_outputs`, with
+    ``params``, no gradient). Loop ``label`` adapts from ``support[starts[label]]`` and scores
+    ``query[starts[label]]``, both with ``start=starts[label]``."""
+    starts = {label: frozen_prefix(model, inner.names) for label, inner in loops.items()}
+    with torch.no_grad():
+        support, query = (block_outputs(model, params, x, max(starts.values()))
+                          for x in (task.support_x, task.query_x))
+    return starts, support, query
+
+
 def adapt(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, inner: InnerLoop, *,
           create_graph: bool = False, start: int = 0) -> Params:
     """The ``inner`` loop on the support set (x, y): ``inner.steps`` :func:`sgd_step` steps of

@@ -683,6 +683,22 @@ def test_bench_freezing_times_the_protocol_and_its_decomposition_on_the_same_fro
     assert r["sets"] == 5 and r["tasks"] == 3
 
 
+def test_bench_scoring_times_one_task_at_a_time_against_tasks_in_threads(runs):
+    # what `repsim bench scoring` prints its ratio from (timings are not asserted): with two torch
+    # threads, two tasks at a time on a thread each score every task as one at a time does
+    import torch
+
+    from repsim.bench.scoring import run
+
+    torch.set_num_threads(2)
+    try:
+        r = run(runs["maml"], tasks=4, device="cpu")
+    finally:
+        torch.set_num_threads(1)
+    assert set(r["seconds"]) == {"one task at a time", "tasks in threads"}
+    assert r["task threads"] == 2 and r["same accuracies"] and r["tasks"] == 4
+
+
 def test_a_study_takes_its_test_changes_as_a_dict_or_as_command_line_strings():
     as_text = Study(dataset="synthetic", ways=5, shots=1, overrides=("inner_lr=0.1", "inner_loss=mean"))
     as_dict = Study(dataset="synthetic", ways=5, shots=1, overrides={"inner_lr": "0.1", "inner_loss": "mean"})

@@ -1,10 +1,14 @@
 """The inner loop and the meta-gradients, checked against a peer library and finite differences."""
 
+import time
+from unittest import mock
+
 import higher
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from repsim.data.episodes import Task, batch_tasks
 from repsim.errors import RepsimError
@@ -267,6 +271,75 @@ def test_inner_loops_sharing_a_tasks_frozen_blocks_score_as_each_loop_alone(mode
     for k in loops:
         assert list(shared[k].per_task) == list(alone[k].per_task), k
     assert len({tuple(s.per_task) for s in alone.values()}) > 2  # the loops score differently
+
+
+def test_identical_inner_loops_among_the_sets_run_once_per_task(model64):
+    # ANIL's frozen sets all adapt the head alone: one inner loop per task, whatever the labels say
+    from repsim import evaluate
+
+    tasks = _tasks(4, queries=3)
+    params = dict(model64.named_parameters())
+    head = InnerLoop(["head.weight", "head.bias"], 0.4, 3, "sum_div_shots")
+    loops = {"none": head, "conv1": head, "conv1-conv2": head, "all": InnerLoop(list(params), 0.4, 3)}
+    with mock.patch.object(evaluate, "adapt", wraps=evaluate.adapt) as adapt_calls:
+        scores = evaluate.score_inner_loops(model64, params, tasks, loops, device=torch.device("cpu"),
+                                            progress=False)
+    assert adapt_calls.call_count == 2 * len(tasks)
+    alone = evaluate.score_tasks(model64, params, tasks, inner=head, device=torch.device("cpu"), progress=False)
+    for label in ("none", "conv1", "conv1-conv2"):
+        assert list(scores[label].per_task) == list(alone.per_task)
+
+
+def _adapted_logits(model, params, inner):
+    def measure(model, task, index):
+        fast = adapt(model, params, task.support_x, task.support_y, inner)
+        return index, torch.get_num_threads(), functional_call(model, fast, (task.query_x,)).detach()
+    return measure
+
+
+def test_tasks_on_several_threads_give_one_threads_numbers_in_task_order(model64):
+    # map_tasks runs CPU tasks on as many Python threads as torch has threads, each task on one
+    # torch thread and a model copy of its own: the numbers are those of one thread, bit for bit
+    from repsim.evaluate import map_tasks
+
+    tasks = _tasks(12, queries=4)
+    params = {n: p.detach().requires_grad_() for n, p in model64.named_parameters()}
+    measure = _adapted_logits(model64, params, InnerLoop(list(params), 0.4, 3, "sum_div_shots"))
+    cpu = torch.device("cpu")
+    one = map_tasks(measure, model64, tasks, device=cpu, progress=False)
+    torch.set_num_threads(3)
+    try:
+        three = map_tasks(measure, model64, tasks, device=cpu, progress=False)
+        assert torch.get_num_threads() == 3  # given back
+    finally:
+        torch.set_num_threads(1)
+    assert [i for i, _, _ in three] == list(range(len(tasks)))
+    assert {threads for _, threads, _ in one + three} == {1}
+    for (_, _, a), (_, _, b) in zip(one, three):
+        assert torch.equal(a, b)
+    assert not torch.equal(one[0][2], one[1][2])
+
+
+def test_an_error_in_a_task_stops_the_threads_and_gives_torchs_threads_back(model64):
+    from repsim.evaluate import map_tasks
+
+    ran = []
+
+    def measure(model, task, index):
+        ran.append(index)
+        if index == 2:
+            raise RepsimError("task 2 is bad")
+        time.sleep(0.01)
+        return index
+
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RepsimError, match="task 2 is bad"):
+            map_tasks(measure, model64, _tasks(200, queries=1), device=torch.device("cpu"), progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert len(ran) < 50  # the tasks not yet started were dropped
 
 
 def test_compiled_meta_gradient_equals_the_eager_one_in_float64():

@@ -7,9 +7,10 @@ paper's protocol alone; ``freezing-decomposed`` adds, per frozen set, a head fit
 convergence, the prototype classifier and the curvature diagnostics. The protocol is also timed
 as it ran before the frozen leading blocks were computed once per task and shared by the sets
 (``Conv4.frozen_blocks`` patched to 0: every set runs the whole network, for the queries and at
-every inner step), on the same tasks. Printed: seconds for each, the frozen blocks' speed-up
-(issue 33's target: 1.3x), the decomposition's ratio to
-the protocol, and its time against issue 32's target (5 sets x 600 tasks on a 5-way 1-shot
+every inner step) and before tasks ran on a thread each (``evaluate.task_threads`` patched to 1:
+one task at a time with all of torch's threads), on the same tasks. Printed: seconds for each,
+the speed-up over the old path (issue 33's target: 1.3x), the decomposition's ratio to the
+protocol, and its time against issue 32's target (5 sets x 600 tasks on a 5-way 1-shot
 checkpoint in under 2 minutes on a 2-core CPU).
 """
 
@@ -28,7 +29,7 @@ TARGET_S = 120.0
 def run(checkpoint=DEFAULT_CHECKPOINT, tasks: int = 600, data_root=None, device: str = "cpu") -> dict:
     """Seconds for ``measures.freezing`` and ``measures.freezing_decomposed`` on ``checkpoint``
     over ``tasks`` test tasks (task images loaded once, before either clock starts)."""
-    from repsim import measures
+    from repsim import evaluate, measures
     from repsim.checkpoint import load_checkpoint
     from repsim.model import Conv4
     from repsim.study import Study
@@ -44,12 +45,14 @@ def run(checkpoint=DEFAULT_CHECKPOINT, tasks: int = 600, data_root=None, device:
         seconds[name] = time.perf_counter() - tic
         return rows
 
-    with mock.patch.object(Conv4, "frozen_blocks", lambda self, adapted: 0):
+    with (mock.patch.object(Conv4, "frozen_blocks", lambda self, adapted: 0),
+          mock.patch.object(evaluate, "task_threads", lambda device: 1)):
         recomputed = timed("freezing, prefix recomputed", measures.freezing)
     protocol = timed("freezing", measures.freezing)
     rows = timed("freezing-decomposed", measures.freezing_decomposed)
     same = recomputed["accuracy"].round(6).tolist() == protocol["accuracy"].round(6).tolist()
     return {"seconds": seconds, "sets": rows["frozen"].nunique(), "tasks": tasks, "config": ckpt.config,
+            "task threads": evaluate.task_threads(study.dev),
             "same accuracies": same}
 
 
@@ -58,11 +61,13 @@ def main(checkpoint=None, quick: bool = False, data_root=None, device: str = "cp
     tasks = 60 if quick else 600
     r = run(checkpoint, tasks, data_root, device)
     c, s = r["config"], r["seconds"]
+    task_threads = r["task threads"]
     print(f"freezing analyses on {checkpoint} ({c.algorithm}, {c.dataset} {c.ways}-way {c.shots}-shot), "
           f"{r['sets']} frozen sets x {tasks} tasks, {device} ({threads_text()}):")
-    print(f"  freezing, blocks recomputed      {s['freezing, prefix recomputed']:7.1f} s   (the whole network for "
-          f"every set and inner step, as before)")
-    print(f"  freezing (paper's protocol)      {s['freezing']:7.1f} s   (frozen blocks once per task, shared: "
+    print(f"  freezing, as before              {s['freezing, prefix recomputed']:7.1f} s   (the whole network for "
+          f"every set and inner step, one task at a time)")
+    print(f"  freezing (paper's protocol)      {s['freezing']:7.1f} s   (frozen blocks once per task, shared; "
+          f"{task_threads} task(s) at a time, a thread each: "
           f"{s['freezing, prefix recomputed'] / s['freezing']:.2f}x; target 1.3x; accuracies "
           f"{'identical' if r['same accuracies'] else 'DIFFER'})")
     print(f"  freezing-decomposed              {s['freezing-decomposed']:7.1f} s   "

@@ -1,0 +1,57 @@
+"""``repsim bench scoring``: test tasks scored one at a time with all of torch's threads, as
+before, against several at a time on one thread each (:func:`repsim.evaluate.map_tasks`), side
+by side in one run.
+
+Both score the same fixed task list (task seed 0, 15 queries per class) with the checkpoint's
+own inner loop (``repsim evaluate``'s work); "as before" is ``evaluate.task_threads`` patched to
+1. Printed: seconds for each, the ratio (issue 33's target for 5-way 1-shot: 1.5x), and whether
+the per-task accuracies are identical.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from unittest import mock
+
+from repsim.bench.train import threads_text
+
+DEFAULT_CHECKPOINTS = [Path(f"checkpoints/omniglot_{s}/maml-s0/model.safetensors") for s in ("5w1s", "20w1s")]
+
+
+def run(checkpoint, tasks: int, data_root=None, device: str = "cpu") -> dict:
+    """Seconds to score ``tasks`` test tasks of ``checkpoint``, a task at a time and in threads."""
+    from repsim import evaluate
+    from repsim.checkpoint import load_checkpoint
+    from repsim.study import Study
+
+    ckpt = load_checkpoint(checkpoint)
+    study = Study.for_checkpoint(ckpt, num_tasks=tasks, data_root=data_root, device=device, progress=False)
+    m = study.load(ckpt)
+    study.tasks  # the data set is read and the task list drawn outside the timings
+    seconds, scores = {}, {}
+    for name, threads in (("one task at a time", lambda device: 1), ("tasks in threads", evaluate.task_threads)):
+        with mock.patch.object(evaluate, "task_threads", threads):
+            tic = time.perf_counter()
+            scores[name] = study.score(m)
+            seconds[name] = time.perf_counter() - tic
+    return {"seconds": seconds, "config": ckpt.config, "tasks": tasks,
+            "task threads": evaluate.task_threads(study.dev),
+            "same accuracies": list(scores["one task at a time"].per_task) == list(scores["tasks in threads"].per_task)}
+
+
+def main(checkpoints=None, quick: bool = False, data_root=None, device: str = "cpu") -> None:
+    from repsim.checkpoint import load_checkpoint
+
+    checkpoints = [Path(c) for c in checkpoints] if checkpoints else DEFAULT_CHECKPOINTS
+    print(f"scoring test tasks with each checkpoint's inner loop, {device} ({threads_text()}):")
+    for checkpoint in checkpoints:
+        c = load_checkpoint(checkpoint).config
+        tasks = (100 if quick else 600) if c.ways <= 5 else (20 if quick else 100)
+        r = run(checkpoint, tasks, data_root, device)
+        s = r["seconds"]
+        print(f"  {checkpoint} ({c.algorithm}, {c.ways}-way {c.shots}-shot), {tasks} tasks:")
+        print(f"    one task at a time, {r['task threads']} torch threads  {s['one task at a time']:7.1f} s")
+        print(f"    {r['task threads']} tasks at a time, 1 thread each  {s['tasks in threads']:7.1f} s   "
+              f"({s['one task at a time'] / s['tasks in threads']:.2f}x; accuracies "
+              f"{'identical' if r['same accuracies'] else 'DIFFER'})")
