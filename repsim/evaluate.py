@@ -7,9 +7,6 @@ primitives; a checkpoint file is scored through a study (:func:`repsim.study.eva
 
 from __future__ import annotations
 
-import copy
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +22,7 @@ from repsim.meta import InnerLoop, adapt, adapt_and_score, head_input, shared_bl
 from repsim.model import HEAD_PREFIX, is_head
 from repsim.names import META_ALGORITHMS
 from repsim.statistics import ci95
+from repsim.threads import map_tasks
 
 Params = dict[str, torch.Tensor]
 
@@ -108,61 +106,11 @@ def nil_logits(model: nn.Module, params: Params, task) -> torch.Tensor:
                       head_input(model, params, task.query_x))
 
 
-def task_threads(device: torch.device) -> int:
-    """How many tasks :func:`map_tasks` runs at a time: torch's CPU threads on a CPU, else 1."""
-    return torch.get_num_threads() if device.type == "cpu" else 1
-
-
-def map_tasks(measure, model: nn.Module, tasks, *, device: torch.device, progress: bool = True,
-              desc: str = "evaluating") -> list:
-    """``measure(model, task, index)`` for every task, in order, ``task`` on ``device``.
-
-    On a CPU the tasks run on as many Python threads as torch has CPU threads, one task per
-    thread at a time and each task on one torch thread, so a task's numbers are those of a
-    one-thread process however many cores there are. Why: a 5-way task's convolutions are too
-    small for torch's threads to share (two threads score 5-way 1-shot tasks about 1.2x faster
-    than one), while two tasks at a time are 1.8x (docs/BENCHMARKS.md). Each thread has its
-    own copy of ``model``, because functional_call puts the parameters into the module it is
-    given; ``measure`` must use the model it is handed, and hooks on it run on several threads.
-    On a GPU the tasks run one after another.
-    """
-    bar = tqdm(total=len(tasks), desc=desc, disable=not progress, leave=False)
-    threads = task_threads(device)
-    if threads == 1:
-        results = []
-        for index in range(len(tasks)):
-            results.append(measure(model, tasks[index].to(device), index))
-            bar.update()
-        bar.close()
-        return results
-    own = threading.local()
-
-    def run(index: int):
-        if not hasattr(own, "model"):
-            own.model = copy.deepcopy(model)
-        return measure(own.model, tasks[index].to(device), index)
-
-    torch.set_num_threads(1)  # for the threads the pool starts: torch's setting is per process
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="repsim-task")
-    try:
-        futures = [pool.submit(run, index) for index in range(len(tasks))]
-        results = []
-        for future in futures:
-            results.append(future.result())
-            bar.update()
-        return results
-    finally:
-        # an error or Ctrl-C: drop the tasks not started, let the running ones end
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
-        bar.close()
-
-
 def score_tasks(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | None,
                 device: torch.device, nil: bool = False, progress: bool = True,
                 desc: str = "evaluating") -> Score:
     """Run the ``inner`` loop on each task's support set (or use NIL, or no adaptation when
-    ``inner`` is None), and score its queries (tasks run as :func:`map_tasks` says)."""
+    ``inner`` is None), and score its queries (tasks run as :func:`repsim.threads.map_tasks` says)."""
     params = {n: p.detach().to(device) for n, p in params.items()}
     inner = InnerLoop((), 0.0, 0) if inner is None else inner
     for n in inner.names:
@@ -182,7 +130,7 @@ def score_tasks(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | N
                              f"steps of size {inner.lr:g}")
         return result.accuracy
 
-    return mean_ci(map_tasks(score, model, tasks, device=device, progress=progress, desc=desc))
+    return mean_ci(list(map_tasks(score, model, tasks, device=device, progress=progress, desc=desc)))
 
 
 def score_inner_loops(model: nn.Module, params: Params, tasks, loops: dict[str, InnerLoop], *,
@@ -213,7 +161,7 @@ def score_inner_loops(model: nn.Module, params: Params, tasks, loops: dict[str, 
                 accuracy[inner] = (logits.argmax(1) == task.query_y).float().mean().item()
         return {label: accuracy[inner] for label, inner in loops.items()}
 
-    per_task = map_tasks(score, model, tasks, device=device, progress=progress, desc=desc)
+    per_task = list(map_tasks(score, model, tasks, device=device, progress=progress, desc=desc))
     return {label: mean_ci([task[label] for task in per_task]) for label in loops}
 
 

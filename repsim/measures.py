@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from repsim.checkpoint import Checkpoint
 from repsim.errors import RepsimError, not_finite
-from repsim.evaluate import fresh_head, map_tasks, score_inner_loops, score_tasks
+from repsim.evaluate import fresh_head, score_inner_loops, score_tasks
 from repsim.meta import adapt, head_input, head_logits, own_inner_loop, shared_blocks
 from repsim.model import HEAD_PREFIX, draw_weights, is_head, model_for
 from repsim.names import HEAD
@@ -46,6 +46,7 @@ from repsim.probe import check_layers, in_layers, iter_probes, layer_outputs, pr
 from repsim.similarity import compare
 from repsim.statistics import paired_change, same_seed
 from repsim.study import CONVENTIONS, Model, Study
+from repsim.threads import map_tasks
 
 
 # 1. ---------------------------------------------------------------------------------------
@@ -180,8 +181,8 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
                               "support_cosine": mean_cosine(fs)}
         return {label: measured[loop] for label, loop in loops.items()}
 
-    per_task = map_tasks(decompose, m.model, study.tasks, device=study.dev, progress=study.progress,
-                         desc=f"decomposing {m.label}")
+    per_task = list(map_tasks(decompose, m.model, study.tasks, device=study.dev, progress=study.progress,
+                              desc=f"decomposing {m.label}"))
     return pd.DataFrame([{**_ids(m), "frozen": label, **task[label]} for label in loops for task in per_task])
 
 

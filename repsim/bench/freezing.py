@@ -7,7 +7,7 @@ paper's protocol alone; ``freezing-decomposed`` adds, per frozen set, a head fit
 convergence, the prototype classifier and the curvature diagnostics. The protocol is also timed
 as it ran before the frozen leading blocks were computed once per task and shared by the sets
 (``Conv4.frozen_blocks`` patched to 0: every set runs the whole network, for the queries and at
-every inner step) and before tasks ran on a thread each (``evaluate.task_threads`` patched to 1:
+every inner step) and before tasks ran on a thread each (``threads.task_threads`` patched to 1:
 one task at a time with all of torch's threads), on the same tasks. Printed: seconds for each,
 the speed-up over the old path (issue 33's target: 1.3x), the decomposition's ratio to the
 protocol, and its time against issue 32's target (5 sets x 600 tasks on a 5-way 1-shot
@@ -29,7 +29,7 @@ TARGET_S = 120.0
 def run(checkpoint=DEFAULT_CHECKPOINT, tasks: int = 600, data_root=None, device: str = "cpu") -> dict:
     """Seconds for ``measures.freezing`` and ``measures.freezing_decomposed`` on ``checkpoint``
     over ``tasks`` test tasks (task images loaded once, before either clock starts)."""
-    from repsim import evaluate, measures
+    from repsim import measures, threads
     from repsim.checkpoint import load_checkpoint
     from repsim.model import Conv4
     from repsim.study import Study
@@ -46,13 +46,13 @@ def run(checkpoint=DEFAULT_CHECKPOINT, tasks: int = 600, data_root=None, device:
         return rows
 
     with (mock.patch.object(Conv4, "frozen_blocks", lambda self, adapted: 0),
-          mock.patch.object(evaluate, "task_threads", lambda device: 1)):
+          mock.patch.object(threads, "task_threads", lambda device: 1)):
         recomputed = timed("freezing, prefix recomputed", measures.freezing)
     protocol = timed("freezing", measures.freezing)
     rows = timed("freezing-decomposed", measures.freezing_decomposed)
     same = recomputed["accuracy"].round(6).tolist() == protocol["accuracy"].round(6).tolist()
     return {"seconds": seconds, "sets": rows["frozen"].nunique(), "tasks": tasks, "config": ckpt.config,
-            "task threads": evaluate.task_threads(study.dev),
+            "task threads": threads.task_threads(study.dev),
             "same accuracies": same}
 
 

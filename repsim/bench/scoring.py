@@ -1,9 +1,9 @@
 """``repsim bench scoring``: test tasks scored one at a time with all of torch's threads, as
-before, against several at a time on one thread each (:func:`repsim.evaluate.map_tasks`), side
+before, against several at a time on one thread each (:func:`repsim.threads.map_tasks`), side
 by side in one run.
 
 Both score the same fixed task list (task seed 0, 15 queries per class) with the checkpoint's
-own inner loop (``repsim evaluate``'s work); "as before" is ``evaluate.task_threads`` patched to
+own inner loop (``repsim evaluate``'s work); "as before" is ``threads.task_threads`` patched to
 1. Printed: seconds for each, the ratio (issue 33's target for 5-way 1-shot: 1.5x), and whether
 the per-task accuracies are identical.
 """
@@ -21,7 +21,7 @@ DEFAULT_CHECKPOINTS = [Path(f"checkpoints/omniglot_{s}/maml-s0/model.safetensors
 
 def run(checkpoint, tasks: int, data_root=None, device: str = "cpu") -> dict:
     """Seconds to score ``tasks`` test tasks of ``checkpoint``, a task at a time and in threads."""
-    from repsim import evaluate
+    from repsim import threads
     from repsim.checkpoint import load_checkpoint
     from repsim.study import Study
 
@@ -30,13 +30,13 @@ def run(checkpoint, tasks: int, data_root=None, device: str = "cpu") -> dict:
     m = study.load(ckpt)
     study.tasks  # the data set is read and the task list drawn outside the timings
     seconds, scores = {}, {}
-    for name, threads in (("one task at a time", lambda device: 1), ("tasks in threads", evaluate.task_threads)):
-        with mock.patch.object(evaluate, "task_threads", threads):
+    for name, how_many in (("one task at a time", lambda device: 1), ("tasks in threads", threads.task_threads)):
+        with mock.patch.object(threads, "task_threads", how_many):
             tic = time.perf_counter()
             scores[name] = study.score(m)
             seconds[name] = time.perf_counter() - tic
     return {"seconds": seconds, "config": ckpt.config, "tasks": tasks,
-            "task threads": evaluate.task_threads(study.dev),
+            "task threads": threads.task_threads(study.dev),
             "same accuracies": list(scores["one task at a time"].per_task) == list(scores["tasks in threads"].per_task)}
 
 
