@@ -49,9 +49,12 @@ def main(checkpoints=None, quick: bool = False, data_root=None, device: str = "c
         c = load_checkpoint(checkpoint).config
         tasks = (100 if quick else 600) if c.ways <= 5 else (20 if quick else 100)
         r = run(checkpoint, tasks, data_root, device)
-        s = r["seconds"]
+        s, n = r["seconds"], r["task threads"]
         print(f"  {checkpoint} ({c.algorithm}, {c.ways}-way {c.shots}-shot), {tasks} tasks:")
-        print(f"    one task at a time, {r['task threads']} torch threads  {s['one task at a time']:7.1f} s")
-        print(f"    {r['task threads']} tasks at a time, 1 thread each  {s['tasks in threads']:7.1f} s   "
-              f"({s['one task at a time'] / s['tasks in threads']:.2f}x; accuracies "
+        print(f"    {'one task at a time, ' + str(n) + ' torch thread' + 's' * (n > 1):<36s}"
+              f"{s['one task at a time']:7.1f} s")
+        print(f"    {str(n) + ' task' + 's' * (n > 1) + ' at a time, 1 thread each':<36s}{s['tasks in threads']:7.1f} s"
+              f"   ({s['one task at a time'] / s['tasks in threads']:.2f}x; accuracies "
               f"{'identical' if r['same accuracies'] else 'DIFFER'})")
+    if threads_text().startswith("1 thread"):
+        print("  (one torch thread: both ways are the same; the comparison needs 2 or more, e.g. OMP_NUM_THREADS=2)")
