@@ -311,9 +311,10 @@ class Parts:
 def _parts_in_workers(checkpoints, jobs: int, run: tuple, progress: bool) -> None:
     """Compute the parts of ``checkpoints`` in ``jobs`` worker processes, each with its share of
     torch's threads; the caller then reads them back as kept parts, in its own order, so the
-    result is the one a single process with a worker's thread count writes, byte for byte (the
-    thread count moves float rounding: about the sixth digit of the decomposition's diagnostics,
-    no accuracy, on 60 tasks of a 5-way reference). Two one-thread processes beat one
+    result is the one a single process with a worker's thread count writes, byte for byte. (On a
+    CPU the analyses that score tasks give the same numbers on any thread count, each task on
+    one torch thread, repsim.threads.map_tasks; in the others, such as similarity, the thread
+    count moves float rounding.) Two one-thread processes beat one
     process with two threads on a 2-core CPU (docs/BENCHMARKS.md). Spawned, not forked: a fork
     would copy torch's OpenMP runtime in whatever state it is in."""
     import multiprocessing

@@ -7,8 +7,8 @@ results folder: one process with every thread torch was given, then ``jobs`` pro
 one per core) sharing those threads. Printed: seconds for each, their ratio, whether the per-task
 accuracies are identical, and the largest difference of the other numbers. The parent reads the
 workers' parts back in its own order, so its tables are those of one process with a worker's
-thread count, byte for byte; a process with more threads rounds floats differently (about the
-sixth digit of the diagnostics).
+thread count, byte for byte; and since each task is scored on one torch thread however many
+the process has (repsim.threads.map_tasks), the one process's tables are the same too.
 """
 
 from __future__ import annotations
