@@ -59,4 +59,4 @@ def main(checkpoints=None, quick: bool = False, data_root=None, device: str = "c
     print(f"  --jobs {jobs:<2d}                        {s[jobs]:7.1f} s   ({s[1] / s[jobs]:.2f}x, each worker's "
           f"start, data and task list included)")
     print(f"  per-task accuracies {'identical' if r['same accuracies'] else 'DIFFER'}; largest difference "
-          f"elsewhere {r['largest float difference']:.1g} (float rounding, which the thread count moves)")
+          f"elsewhere {r['largest float difference']:.1g} (0: each task on one torch thread either way)")
