@@ -130,7 +130,7 @@ def score_tasks(model: nn.Module, params: Params, tasks, *, inner: InnerLoop | N
                              f"steps of size {inner.lr:g}")
         return result.accuracy
 
-    return mean_ci(list(map_tasks(score, model, tasks, device=device, progress=progress, desc=desc)))
+    return mean_ci(map_tasks(score, model, tasks, device=device, progress=progress, desc=desc))
 
 
 def score_inner_loops(model: nn.Module, params: Params, tasks, loops: dict[str, InnerLoop], *,
@@ -161,7 +161,7 @@ def score_inner_loops(model: nn.Module, params: Params, tasks, loops: dict[str, 
                 accuracy[inner] = (logits.argmax(1) == task.query_y).float().mean().item()
         return {label: accuracy[inner] for label, inner in loops.items()}
 
-    per_task = list(map_tasks(score, model, tasks, device=device, progress=progress, desc=desc))
+    per_task = map_tasks(score, model, tasks, device=device, progress=progress, desc=desc)
     return {label: mean_ci([task[label] for task in per_task]) for label in loops}
 
 

@@ -181,8 +181,8 @@ def freezing_decomposed(study: Study, checkpoint, *, frozen_sets=None, steps: in
                               "support_cosine": mean_cosine(fs)}
         return {label: measured[loop] for label, loop in loops.items()}
 
-    per_task = list(map_tasks(decompose, m.model, study.tasks, device=study.dev, progress=study.progress,
-                              desc=f"decomposing {m.label}"))
+    per_task = map_tasks(decompose, m.model, study.tasks, device=study.dev, progress=study.progress,
+                         desc=f"decomposing {m.label}")
     return pd.DataFrame([{**_ids(m), "frozen": label, **task[label]} for label in loops for task in per_task])
 
 

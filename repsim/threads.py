@@ -57,8 +57,8 @@ def task_threads(device) -> int:
     return torch.get_num_threads() if device.type == "cpu" else 1
 
 
-def map_tasks(measure, model, tasks, *, device, progress: bool = True, desc: str = "evaluating"):
-    """Yield ``measure(model, task, index)`` for every task, in task order, ``task`` on ``device``.
+def map_tasks(measure, model, tasks, *, device, progress: bool = True, desc: str = "evaluating") -> list:
+    """``measure(model, task, index)`` for every task, in task order, ``task`` on ``device``.
 
     On a CPU the tasks run on as many Python threads as torch has CPU threads, one task per
     thread at a time and each task on one torch thread, so a task's numbers are those of a
@@ -67,8 +67,7 @@ def map_tasks(measure, model, tasks, *, device, progress: bool = True, desc: str
     than one), while two tasks at a time are 1.8x (docs/BENCHMARKS.md). Each thread has its
     own copy of ``model``, because functional_call puts the parameters into the module it is
     given; ``measure`` must use the model it is handed, and hooks on it run on several threads.
-    On a GPU the tasks run one after another. A generator, so that a caller can fold each
-    result in (a meta-gradient) before the next ones pile up.
+    On a GPU the tasks run one after another.
     """
     import torch
     from tqdm import tqdm
@@ -76,10 +75,11 @@ def map_tasks(measure, model, tasks, *, device, progress: bool = True, desc: str
     threads = task_threads(device)
     with tqdm(total=len(tasks), desc=desc, disable=not progress, leave=False) as bar:
         if threads == 1:
+            results = []
             for index in range(len(tasks)):
-                yield measure(model, tasks[index].to(device), index)
+                results.append(measure(model, tasks[index].to(device), index))
                 bar.update()
-            return
+            return results
         own = threading.local()
 
         def run(index: int):
@@ -90,11 +90,12 @@ def map_tasks(measure, model, tasks, *, device, progress: bool = True, desc: str
         torch.set_num_threads(1)  # for the threads the pool starts: torch's setting is per process
         pool = ThreadPoolExecutor(threads, thread_name_prefix="repsim-task")
         try:
+            results = []
             for future in [pool.submit(run, index) for index in range(len(tasks))]:
-                yield future.result()
+                results.append(future.result())
                 bar.update()
+            return results
         finally:
-            # an error, Ctrl-C or a caller that stops early: drop the tasks not started, let the
-            # running ones end
+            # an error or Ctrl-C: drop the tasks not started, let the running ones end
             pool.shutdown(wait=True, cancel_futures=True)
             torch.set_num_threads(threads)

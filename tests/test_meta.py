@@ -306,10 +306,10 @@ def test_tasks_on_several_threads_give_one_threads_numbers_in_task_order(model64
     params = {n: p.detach().requires_grad_() for n, p in model64.named_parameters()}
     measure = _adapted_logits(model64, params, InnerLoop(list(params), 0.4, 3, "sum_div_shots"))
     cpu = torch.device("cpu")
-    one = list(map_tasks(measure, model64, tasks, device=cpu, progress=False))
+    one = map_tasks(measure, model64, tasks, device=cpu, progress=False)
     torch.set_num_threads(3)
     try:
-        three = list(map_tasks(measure, model64, tasks, device=cpu, progress=False))
+        three = map_tasks(measure, model64, tasks, device=cpu, progress=False)
         assert torch.get_num_threads() == 3  # given back
     finally:
         torch.set_num_threads(1)
@@ -335,7 +335,7 @@ def test_an_error_in_a_task_stops_the_threads_and_gives_torchs_threads_back(mode
     torch.set_num_threads(2)
     try:
         with pytest.raises(RepsimError, match="task 2 is bad"):
-            list(map_tasks(measure, model64, _tasks(200, queries=1), device=torch.device("cpu"), progress=False))
+            map_tasks(measure, model64, _tasks(200, queries=1), device=torch.device("cpu"), progress=False)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)

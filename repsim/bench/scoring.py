@@ -56,5 +56,5 @@ def main(checkpoints=None, quick: bool = False, data_root=None, device: str = "c
         print(f"    {str(n) + ' task' + 's' * (n > 1) + ' at a time, 1 thread each':<36s}{s['tasks in threads']:7.1f} s"
               f"   ({s['one task at a time'] / s['tasks in threads']:.2f}x; accuracies "
               f"{'identical' if r['same accuracies'] else 'DIFFER'})")
-    if threads_text().startswith("1 thread"):
+    if n == 1:
         print("  (one torch thread: both ways are the same; the comparison needs 2 or more, e.g. OMP_NUM_THREADS=2)")
