@@ -570,7 +570,7 @@ def _bench_parser(sub) -> None:
     b.add_argument("--data-root", metavar="DIR", help="train: time real Omniglot tasks from this folder "
                    "instead of noise; freezing, jobs, scoring: the Omniglot folder")
     b.add_argument("--checkpoint", metavar="FILE", help="freezing, scoring: the checkpoint to time (default: "
-                   "checkpoints/omniglot_5w1s/maml-s0/model.safetensors; scoring: and the 20-way 1-shot one)")
+                   "checkpoints/omniglot_5w1s_reduced/maml-s0/model.safetensors; scoring: and the 20-way 1-shot one)")
     b.add_argument("--ways", type=int, default=20, help="train: Omniglot setting to time")
     b.add_argument("--shots", type=int, default=1, help="train: Omniglot setting to time")
     b.add_argument("--compiled", action="store_true", help="train: time execution: compiled too (each "
