@@ -50,6 +50,16 @@ def apply() -> dict[str, str]:
     return chosen
 
 
+def describe() -> str:
+    """How torch's CPU threads are set, as a benchmark prints it beside every timing."""
+    import torch
+
+    threads = torch.get_num_threads()
+    return (f"{threads} thread{'s' if threads != 1 else ''}, OMP_WAIT_POLICY="
+            f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, GOMP_SPINCOUNT="
+            f"{os.environ.get('GOMP_SPINCOUNT', 'unset')}")
+
+
 def task_threads(device) -> int:
     """How many tasks :func:`map_tasks` runs at a time: torch's CPU threads on a CPU, else 1."""
     import torch

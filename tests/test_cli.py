@@ -121,3 +121,18 @@ def test_the_thread_policy_uses_free_cores_and_respects_the_users_settings(monke
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads.apply() == {} and "GOMP_SPINCOUNT" not in __import__("os").environ
+
+
+def test_benchmarks_print_the_thread_count_they_ran_with(monkeypatch):
+    import torch
+
+    from repsim import threads
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    try:
+        for count, said in ((1, "1 thread,"), (2, "2 threads,")):
+            torch.set_num_threads(count)
+            assert threads.describe() == f"{said} OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=unset"
+    finally:
+        torch.set_num_threads(before)

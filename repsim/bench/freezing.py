@@ -20,16 +20,16 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from repsim.bench.train import threads_text
+from repsim import threads
 
-DEFAULT_CHECKPOINT = Path("checkpoints/omniglot_5w1s/maml-s0/model.safetensors")
+DEFAULT_CHECKPOINT = Path("checkpoints/omniglot_5w1s_reduced/maml-s0/model.safetensors")
 TARGET_S = 120.0
 
 
 def run(checkpoint=DEFAULT_CHECKPOINT, tasks: int = 600, data_root=None, device: str = "cpu") -> dict:
     """Seconds for ``measures.freezing`` and ``measures.freezing_decomposed`` on ``checkpoint``
     over ``tasks`` test tasks (task images loaded once, before either clock starts)."""
-    from repsim import measures, threads
+    from repsim import measures
     from repsim.checkpoint import load_checkpoint
     from repsim.model import Conv4
     from repsim.study import Study
@@ -63,7 +63,7 @@ def main(checkpoint=None, quick: bool = False, data_root=None, device: str = "cp
     c, s = r["config"], r["seconds"]
     task_threads = r["task threads"]
     print(f"freezing analyses on {checkpoint} ({c.algorithm}, {c.dataset} {c.ways}-way {c.shots}-shot), "
-          f"{r['sets']} frozen sets x {tasks} tasks, {device} ({threads_text()}):")
+          f"{r['sets']} frozen sets x {tasks} tasks, {device} ({threads.describe()}):")
     print(f"  freezing, as before              {s['freezing, prefix recomputed']:7.1f} s   (the whole network for "
           f"every set and inner step, one task at a time)")
     print(f"  freezing (paper's protocol)      {s['freezing']:7.1f} s   (frozen blocks once per task, shared; "

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from repsim.bench.train import threads_text
+from repsim import threads
 
-DEFAULT_CHECKPOINTS = [Path(f"checkpoints/omniglot_5w1s/{a}-s{s}/model.safetensors")
+DEFAULT_CHECKPOINTS = [Path(f"checkpoints/omniglot_5w1s_reduced/{a}-s{s}/model.safetensors")
                        for a in ("maml", "anil") for s in range(3)]
 ACCURACIES = ("paper", "support_accuracy", "fitted", "fitted_meta", "prototypes")
 
@@ -54,7 +54,7 @@ def main(checkpoints=None, quick: bool = False, data_root=None, device: str = "c
     r = run(checkpoints, tasks, jobs, data_root, device)
     s = r["seconds"]
     print(f"freezing-decomposed on {len(checkpoints)} checkpoints x {tasks} tasks, {device} "
-          f"({threads_text()}):")
+          f"({threads.describe()}):")
     print(f"  one process                      {s[1]:7.1f} s")
     print(f"  --jobs {jobs:<2d}                        {s[jobs]:7.1f} s   ({s[1] / s[jobs]:.2f}x, each worker's "
           f"start, data and task list included)")

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from repsim.bench.train import threads_text
+from repsim import threads
 
-DEFAULT_CHECKPOINTS = [Path(f"checkpoints/omniglot_{s}/maml-s0/model.safetensors") for s in ("5w1s", "20w1s")]
+DEFAULT_CHECKPOINTS = [Path(f"checkpoints/omniglot_{s}/maml-s0/model.safetensors") for s in ("5w1s_reduced", "20w1s")]
 
 
 def run(checkpoint, tasks: int, data_root=None, device: str = "cpu") -> dict:
@@ -44,7 +44,7 @@ def main(checkpoints=None, quick: bool = False, data_root=None, device: str = "c
     from repsim.checkpoint import load_checkpoint
 
     checkpoints = [Path(c) for c in checkpoints] if checkpoints else DEFAULT_CHECKPOINTS
-    print(f"scoring test tasks with each checkpoint's inner loop, {device} ({threads_text()}):")
+    print(f"scoring test tasks with each checkpoint's inner loop, {device} ({threads.describe()}):")
     for checkpoint in checkpoints:
         c = load_checkpoint(checkpoint).config
         tasks = (100 if quick else 600) if c.ways <= 5 else (20 if quick else 100)

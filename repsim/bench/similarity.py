@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from repsim.bench.train import threads_text
+from repsim import threads
 from repsim.similarity import linear_cka, mean_cca, svcca
 
 LAYERS = {
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     df = pd.concat([run(dev, quick=args.quick) for dev in devices], ignore_index=True)
     with pd.option_context("display.width", 200, "display.max_colwidth", 60,
                            "display.float_format", lambda v: f"{v:.4g}"):
-        print(f"torch {torch.__version__}, {threads_text()}"
+        print(f"torch {torch.__version__}, {threads.describe()}"
               + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"))
         print(df.to_string(index=False))
     return 0

@@ -19,7 +19,6 @@ compilation.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -27,17 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repsim import threads
 from repsim.data.episodes import Task, batch_tasks
 from repsim.evaluate import resolve_device
 from repsim.meta import MetaObjective, meta_backward, meta_backward_compiled, meta_loss_vmap
 from repsim.model import conv4_for
 
-
-def threads_text() -> str:
-    """How torch's CPU threads were set (repsim.threads), printed beside every timing."""
-    return (f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-            f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, GOMP_SPINCOUNT="
-            f"{os.environ.get('GOMP_SPINCOUNT', 'unset')}")
 
 class TorchConv4(nn.Module):
     """The textbook PyTorch conv4 a peer-library user would write (native BatchNorm)."""
@@ -204,7 +198,7 @@ def main(device: str = "auto", quick: bool = False, data_root=None,
     from repsim.train import resolve_execution
 
     dev, c = resolve_device(device), _setting(ways, shots)
-    print(f"meta-training speed on {dev} ({threads_text()}): Omniglot "
+    print(f"meta-training speed on {dev} ({threads.describe()}): Omniglot "
           f"{c.ways}-way {c.shots}-shot, {c.inner_steps} inner steps of {c.inner_lr}, "
           f"meta-batch {c.meta_batch_size}, second order, "
           + ("real Omniglot training tasks" if data_root else "noise images (--data-root for real tasks)"))
