@@ -6,8 +6,10 @@ For every setting and method, the final checkpoints' 600-task test accuracies ar
 over seeds and printed as mean ± std over seeds (sample std; a single seed shows its 95% CI
 over tasks instead, marked "CI"), beside the paper's number (mean +- std over 3 seeds) and
 the difference. Rows: MAML and ANIL with their own inner loop (table 2) and NIL testing
-after ANIL training (table 4). Every Omniglot entry of tables 2 and 4 that has no run in the
-folders is listed too, as "not trained", so the table never hides a gap.
+after ANIL training (table 4), a row for each set of training conventions (the runs of a
+control, such as MAML with ``head_init: pytorch``, are never pooled with the others' seeds).
+Every Omniglot entry of tables 2 and 4 that has no run in the folders is listed too, as
+"not trained", so the table never hides a gap.
 
 Then table 3: for every folder whose report compared models across seeds
 (``results/cross_tasks.csv``), the similarity of body layers for MAML-MAML, ANIL-ANIL and
@@ -84,10 +86,10 @@ def table(folders: list[Path]) -> str:
         m = finals(folder)
         for (dataset, ways, shots), group in m.groupby(["dataset", "ways", "shots"]):
             setting = (dataset, int(ways), int(shots))
-            for label, algorithm, mode, source, row, col, where in ROWS:
-                rows = group[group.algorithm == algorithm].sort_values("seed")
-                if rows.empty:
-                    continue
+            for (label, algorithm, mode, source, row, col, where), (_, rows) in (
+                    (r, c) for r in ROWS for c in group[group.algorithm == r[1]].groupby("conventions")):
+                # a run whose conventions differ (a control, e.g. head_init: pytorch) is a row of its own
+                rows = rows.sort_values("seed")
                 trained.add((setting, label))
                 pool = pooled(rows, mode)
                 ours = describe(pool)
@@ -137,7 +139,7 @@ def cross_table(folders: list[Path]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="*", type=Path,
-                   default=[Path(f"checkpoints/omniglot_{s}") for s in ("20w1s", "20w5s", "5w1s")])
+                   default=[Path(f"checkpoints/omniglot_{s}") for s in ("20w1s", "20w5s", "5w1s_reduced", "5w1s")])
     args = p.parse_args(argv)
     try:
         text = table(args.folders) + "\n" + cross_table(args.folders)

@@ -385,6 +385,9 @@ def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path, reci
         rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},1500,1500,True,finn conventions,{acc},0.5,{acc + 1},0.5")
         # and an intermediate checkpoint, not the final one
         rows.append(f"p,anil-s{seed},anil,omniglot,20,1,{seed},250,1500,True,finn conventions,10.0,0.5,10.0,0.5")
+    # a control run: the same algorithm trained with one convention changed, never pooled with the seeds
+    rows.append('p,anil-init-s0,anil,omniglot,20,1,0,1500,1500,True,"finn conventions except head_init=pytorch",'
+                '50.0,0.7,51.0,0.7')
     (tmp_path / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
     out = recipe("reproduction_table").table([tmp_path])
     # mean and sample std over the three seeds; the paper's ANIL 96.2 (table 2) and NIL 96.7 (table 4)
@@ -392,6 +395,8 @@ def test_reproduction_table_averages_final_checkpoints_over_seeds(tmp_path, reci
             in out)
     assert ("| NIL after ANIL training | finn | 0, 1, 2 | 1500 (reduced) | 93.00 ± 2.00 | 96.7 ± 0.3 (table 4) | -3.7 |"
             in out)
+    assert ("| Omniglot 20w1s | ANIL | finn except head_init=pytorch | 0 | 1500 (reduced) | 50.00 ± 0.70 (CI) | "
+            "96.2 ± 0.5 (table 2) | -46.2 |" in out)
     # the paper's other Omniglot entries of tables 2 and 4 are listed as gaps, not left out
     assert "| Omniglot 20w1s | MAML | — | — | not trained | — | 93.7 ± 0.7 (table 2); Finn et al.: 95.8 | — |" in out
     assert "| Omniglot 20w5s | NIL after ANIL training | — | — | not trained | — | 98.0 ± 0.04 (table 4) | — |" in out
