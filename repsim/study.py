@@ -317,22 +317,49 @@ def _refuse_same_weights(files: list[Path]) -> None:
         seen[key] = f
 
 
+def _convention_variants(files: list[Path], named: list) -> list[bool]:
+    """Which of ``files`` were trained with other conventions than most runs of their algorithm
+    (a control with PyTorch's head init beside Finn-convention seeds). A variant must never pool
+    with the others as one more seed, whatever its seed. Runs are counted by run folder (a run's
+    checkpoints are one run); with no single most common set, every unnamed checkpoint of the
+    algorithm is a variant, since none of its sets can stand for it."""
+    configs = [load_checkpoint(f, weights=False).config for f in files]
+    algorithms = [c.algorithm for c in configs]
+    # the values, not the set's name: "pytorch" with every key set to Finn's is Finn's set
+    conventions = [tuple(sorted((k, str(v)) for k, v in c.conventions_used().items() if k != "conventions"))
+                   for c in configs]
+    runs: dict = {}  # algorithm -> conventions -> the runs trained with them
+    for f, a, c, n in zip(files, algorithms, conventions, named):
+        if not n:
+            runs.setdefault(a, {}).setdefault(c, set()).add(_run_folder(f) or f.resolve())
+    usual = {}
+    for algorithm, by_set in runs.items():
+        sizes = sorted((len(r) for r in by_set.values()), reverse=True)
+        if len(sizes) == 1 or sizes[0] > sizes[1]:
+            usual[algorithm] = max(by_set, key=lambda c: len(by_set[c]))
+    return [not n and usual.get(a) != c for a, c, n in zip(algorithms, conventions, named)]
+
+
 def assign_labels(paths: list[Path]) -> dict[str, str]:
     """Each checkpoint's label (resolved path -> label), distinct, so no two checkpoints' rows
     are ever pooled into one. A checkpoint with a name (``repsim import --name``) keeps it;
     the others are ALGORITHM-sSEED-itITERATION, or their file's name where two would share
-    that; then every checkpoint of the same run folder takes its file's name too, so that a run
-    keeps one name through training. Two that still share a label are refused, naming both files."""
+    that or where it was trained with other conventions than most runs of its algorithm
+    (:func:`_convention_variants`); then every checkpoint of the same run folder takes its
+    file's name too, so that a run keeps one name through training. Two that still share a
+    label are refused, naming both files."""
     files = [latest_in(p) if p.is_dir() else p for p in paths]
     metas = [read_metadata(f) for f in files]
     named = [(m.get("extra") or {}).get("name") for m in metas]
     labels = [default_label(m["config"].get("algorithm"), m["config"].get("seed", 0),
                             m.get("iteration", 0), n) for m, n in zip(metas, named)]
-    counts = {}
-    for f, label in zip(files, labels):
-        counts.setdefault(label, set()).add(f.resolve())
     _refuse_same_weights(files)
-    apart = [not n and len(counts[label]) > 1 for label, n in zip(labels, named)]
+    variants = _convention_variants(files, named)
+    counts = {}  # a variant's label is its file's: it takes no default label from the others
+    for f, label, v in zip(files, labels, variants):
+        if not v:
+            counts.setdefault(label, set()).add(f.resolve())
+    apart = [not n and (v or len(counts[label]) > 1) for label, n, v in zip(labels, named, variants)]
     runs_apart = {_run_folder(f) for f, a in zip(files, apart) if a} - {None}
     labels = [_file_label(f) if not n and (a or _run_folder(f) in runs_apart) else label
               for f, label, n, a in zip(files, labels, named, apart)]

@@ -742,3 +742,39 @@ def test_a_run_told_apart_by_its_folder_keeps_one_name_through_training(runs, tm
     study = Study.for_checkpoint(load_checkpoint(files[0]), device="cpu", progress=False, labels=labels)
     assert {study.load(f).unit for f in measures.run_checkpoints(control)} == {"maml-control"}
     assert {study.load(f).unit for f in measures.run_checkpoints(runs["maml"].parent)} == {"maml"}
+
+
+def test_a_run_of_other_conventions_never_pools_with_the_seeds_whatever_its_seed(runs, tmp_path):
+    """Three seeds of one set of conventions and a control of another (PyTorch's head init):
+    the seeds pool as the algorithm, the control is a model of its own, through training too,
+    whether its seed collides with a seed's (it used to take seed 0's name away, leaving the
+    pooled "maml" with seeds 1-2 only) or not (seed 3 used to pool as a fourth seed). With no
+    most common set (one run each), neither pools."""
+    from repsim.checkpoint import save_checkpoint
+    from repsim.study import assign_labels
+
+    made = []
+
+    def copy_run(name, **config):
+        folder = tmp_path / name
+        made.append(folder)
+        for source in measures.run_checkpoints(runs["maml"].parent):
+            ckpt = load_checkpoint(source, with_optimizer=True)
+            ckpt.config = dataclasses.replace(ckpt.config, **config)
+            ckpt.params["head.bias"] = ckpt.params["head.bias"] + len(made)  # weights of its own
+            target = folder / source.relative_to(runs["maml"].parent)
+            save_checkpoint(target, ckpt)
+        return folder
+
+    seeds = [copy_run(f"finn-s{seed}", seed=seed) for seed in (0, 1, 2)]
+    for control_seed in (0, 3):
+        control = copy_run(f"control-s{control_seed}", seed=control_seed, head_init="pytorch")
+        for folders in ([*seeds, control], [seeds[1], control]):
+            files = [f for folder in folders for f in measures.run_checkpoints(folder)]
+            labels = assign_labels(files)
+            study = Study.for_checkpoint(load_checkpoint(files[0]), device="cpu", progress=False, labels=labels)
+            units = {folder.name: {study.load(f).unit for f in measures.run_checkpoints(folder)}
+                     for folder in folders}
+            expected = ({**{s.name: {"maml"} for s in seeds}, control.name: {control.name}} if len(folders) == 4
+                        else {seeds[1].name: {seeds[1].name}, control.name: {control.name}})
+            assert units == expected, control_seed
