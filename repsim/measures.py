@@ -226,13 +226,22 @@ def cross_similarity(study: Study, checkpoints, *, layers=None) -> pd.DataFrame:
                         f"{'x'.join(map(str, acts[j][layer].shape[2:]))}): cross-model similarity "
                         f"compares models of one architecture (or pass --layers with layers of one size)")
             table = compare(acts[i], acts[j], measures=("cca", "cka"), conv=CONVENTIONS)
-            pair = "-".join(sorted((a.ckpt.config.algorithm.upper(), b.ckpt.config.algorithm.upper())))
+            pair = cross_pair(a, b)
             for layer, measure, value in zip(table["layer"], table["measure"], table["value"]):
                 rows.append({"model_a": a.label, "model_b": b.label, "pair": pair,
                              "seed_a": a.ckpt.config.seed, "seed_b": b.ckpt.config.seed,
                              "same_seed": seeds_match(a.ckpt, b.ckpt), "layer": layer,
                              "measure": measure, "task": index, "value": float(value)})
     return pd.DataFrame(rows)
+
+
+def cross_pair(a: Model, b: Model) -> str:
+    """The pair of table 3 two models belong to: their algorithms (``ANIL-MAML``) where each
+    stands for its algorithm's seeds, else their units (``ANIL vs maml-pytorchhead-s0``), so a
+    control or an imported model is never averaged in with the seeds (:attr:`Model.unit`)."""
+    if a.unit == a.ckpt.config.algorithm and b.unit == b.ckpt.config.algorithm:
+        return "-".join(sorted((a.unit.upper(), b.unit.upper())))
+    return " vs ".join(sorted(m.unit.upper() if m.unit == m.ckpt.config.algorithm else m.unit for m in (a, b)))
 
 
 def seeds_match(a: Checkpoint, b: Checkpoint) -> bool:

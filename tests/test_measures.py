@@ -778,3 +778,9 @@ def test_a_run_of_other_conventions_never_pools_with_the_seeds_whatever_its_seed
             expected = ({**{s.name: {"maml"} for s in seeds}, control.name: {control.name}} if len(folders) == 4
                         else {seeds[1].name: {seeds[1].name}, control.name: {control.name}})
             assert units == expected, control_seed
+    # table 3 pairs the seeds with each other, and the control apart (it used to count as a MAML seed)
+    finals = [run / "checkpoints" / "iter-000020.safetensors" for run in [*seeds, control]]
+    study = Study.for_checkpoint(load_checkpoint(finals[0]), device="cpu", progress=False, num_tasks=2,
+                                 queries=5, labels=assign_labels(finals))
+    pairs = set(measures.cross_similarity(study, finals, layers=["conv4"])["pair"])
+    assert pairs == {"MAML-MAML", f"MAML vs {control.name}"}

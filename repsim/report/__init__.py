@@ -215,8 +215,9 @@ def _introduction(doc: Doc, results: dict[str, Result]) -> None:
         what = "is a model with a name of its own" if len(own) == 1 else "are models with names of their own"
         doc.p(f"The analyses of {_CITED}, applied to {', '.join(_model_names(results))}. "
               f"{', '.join(own)} {what} "
-              f"(imported with `repsim import --name`, or told apart from another run of its algorithm and seed "
-              f"by its file or folder name), not repsim's training of the paper's recipes: "
+              f"(imported with `repsim import --name`, or told apart by its file or folder name from the other runs "
+              f"of its algorithm: one of the same seed, or most of them, trained with other conventions), "
+              f"not repsim's training of the paper's recipes: "
               f"this is not a reproduction, and the paper's numbers are shown for orientation.")
     else:
         doc.p(f"Reproduction of {_CITED}, with checkpoints that repsim trained on the paper's recipes.")
