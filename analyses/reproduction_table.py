@@ -13,9 +13,9 @@ Every Omniglot entry of tables 2 and 4 that has no run in the folders is listed 
 
 Then table 3: for every folder whose report compared models across seeds
 (``results/cross_tasks.csv``), the similarity of body layers for MAML-MAML, ANIL-ANIL and
-ANIL-MAML, mean ± std over pairs of models of different seeds (the paper's comparison; ANIL
-and MAML of one seed share their initial weights and are left out), beside the paper's
-MiniImageNet numbers. Prints markdown to standard output.
+ANIL-MAML (and any control's pairs), mean ± std over pairs of models of different seeds (the
+paper's comparison; ANIL and MAML of one seed share their initial weights and are left out),
+with the models' training iterations, beside the paper's MiniImageNet numbers. Prints markdown to standard output.
 """
 
 from __future__ import annotations
@@ -120,17 +120,20 @@ def table(folders: list[Path]) -> str:
 
 
 def cross_table(folders: list[Path]) -> str:
-    lines = ["| setting | pair | model pairs | CCA | CKA | paper CCA / CKA (table 3, MiniImageNet 5w) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| setting | iterations | pair | model pairs | CCA | CKA | paper CCA / CKA (table 3, MiniImageNet 5w) |",
+             "|---|---|---|---|---|---|---|"]
     for folder in folders:
         cross = report.load_result(folder / "results", "cross")
         summary = report.cross_summary_of(cross) if isinstance(cross, report.Result) else None
+        if summary:  # one setting may be published at two schedules (5-way 1-shot: 1,500 and 60,000)
+            iterations = ", ".join(str(i) for i in sorted({int(c["iteration"]) for c in cross.checkpoints}))
+            iterations += " (reduced)" if any(c.get("reduced_schedule") for c in cross.checkpoints) else ""
         for r in summary or []:
             if r["seeds"] != "different":
                 continue
             published = [paper.paper_value("cross", paper.MINI_5_UNSTATED, r["pair"], m) for m in ("cca", "cka")]
             theirs = " / ".join(f"{v.value:.2f}" for v in published) if all(published) else "—"
-            lines.append(f"| {paper.setting_label(cross.setting)} | {r['pair']} | {len(r['models'])} | "
+            lines.append(f"| {paper.setting_label(cross.setting)} | {iterations} | {r['pair']} | {len(r['models'])} | "
                          f"{report.format_mean_std(r.get('cca'))} | "
                          f"{report.format_mean_std(r.get('cka'))} | {theirs} |")
     return "\n".join(lines) + "\n"
