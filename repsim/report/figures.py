@@ -381,7 +381,10 @@ def fig_freezing_decomposed(res: Result, width: float):
                    label=label, error_kw={"elinewidth": 0.6})
         ax.axhline(0, color="black", lw=0.5)
         ax.set_xticks(x)
-        ax.set_xticklabels([frozen_label(r["frozen"]) for r in sub], rotation=30 if column else 0)
+        # side by side, each panel is half as wide: upright labels of 5 sets run into each other
+        tilted = column or ncols > 1
+        ax.set_xticklabels([frozen_label(r["frozen"]) for r in sub], rotation=30 if tilted else 0,
+                           ha="right" if tilted else "center", rotation_mode="anchor")
         ax.set_title(f"{display_name(a)}{reduced_mark(res, a, None, it)}"
                      + (f", iteration {iteration_text(it)}" if len(its) > 1 and not res.imported(a) else ""))
         ax.set_xlabel("layers frozen in the inner loop at test time")
