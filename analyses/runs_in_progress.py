@@ -79,9 +79,10 @@ def main(argv=None) -> None:
     p.add_argument("folder", nargs="?", type=Path, default=ROOT)
     p.add_argument("--lighten", action="store_true")
     args = p.parse_args(argv)
-    if not runs(args.folder):  # the last runs were published (checkpoints/omniglot_5w1s, 2026-12-07)
+    found = runs(args.folder)
+    if not found:  # the last runs were published (checkpoints/omniglot_5w1s, 2026-12-07)
         print(f"no run in progress under {args.folder}")
-    for run in runs(args.folder):
+    for run in found:
         if args.lighten:
             for line in lighten(run):
                 print(f"  {run.name}: {line}")

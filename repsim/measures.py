@@ -239,9 +239,9 @@ def cross_pair(a: Model, b: Model) -> str:
     """The pair of table 3 two models belong to: their algorithms (``ANIL-MAML``) where each
     stands for its algorithm's seeds, else their units (``ANIL vs maml-pytorchhead-s0``), so a
     control or an imported model is never averaged in with the seeds (:attr:`Model.unit`)."""
-    if a.unit == a.ckpt.config.algorithm and b.unit == b.ckpt.config.algorithm:
-        return "-".join(sorted((a.unit.upper(), b.unit.upper())))
-    return " vs ".join(sorted(m.unit.upper() if m.unit == m.ckpt.config.algorithm else m.unit for m in (a, b)))
+    pooled = [m.unit == m.ckpt.config.algorithm for m in (a, b)]
+    names = sorted(m.unit.upper() if p else m.unit for m, p in zip((a, b), pooled))
+    return ("-" if all(pooled) else " vs ").join(names)
 
 
 def seeds_match(a: Checkpoint, b: Checkpoint) -> bool:

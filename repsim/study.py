@@ -17,7 +17,7 @@ from typing import Mapping
 
 import torch
 
-from repsim.checkpoint import Checkpoint, check_head_width, latest_in, load_checkpoint, read_metadata
+from repsim.checkpoint import Checkpoint, check_head_width, latest_in, load_checkpoint
 from repsim.config import check_test_flags, check_testable, parse_overrides, tested_with
 from repsim.data import load_splits
 from repsim.data.episodes import TaskList
@@ -317,27 +317,26 @@ def _refuse_same_weights(files: list[Path]) -> None:
         seen[key] = f
 
 
-def _convention_variants(files: list[Path], named: list) -> list[bool]:
-    """Which of ``files`` were trained with other conventions than most runs of their algorithm
-    (a control with PyTorch's head init beside Finn-convention seeds). A variant must never pool
-    with the others as one more seed, whatever its seed. Runs are counted by run folder (a run's
-    checkpoints are one run); with no single most common set, every unnamed checkpoint of the
-    algorithm is a variant, since none of its sets can stand for it."""
-    configs = [load_checkpoint(f, weights=False).config for f in files]
-    algorithms = [c.algorithm for c in configs]
+def _convention_variants(files: list[Path], ckpts: list[Checkpoint]) -> list[bool]:
+    """Which of ``files`` (their checkpoints ``ckpts``, read without weights) were trained with
+    other conventions than most runs of their algorithm (a control with PyTorch's head init
+    beside Finn-convention seeds). A variant must never pool with the others as one more seed,
+    whatever its seed. Runs are counted by run folder (a run's checkpoints are one run); with no
+    single most common set, every unnamed checkpoint of the algorithm is a variant, since none
+    of its sets can stand for it. Named checkpoints are never variants: their name labels them."""
     # the values, not the set's name: "pytorch" with every key set to Finn's is Finn's set
-    conventions = [tuple(sorted((k, str(v)) for k, v in c.conventions_used().items() if k != "conventions"))
-                   for c in configs]
+    conventions = [tuple(sorted((k, str(v)) for k, v in c.config.conventions_used().items() if k != "conventions"))
+                   for c in ckpts]
     runs: dict = {}  # algorithm -> conventions -> the runs trained with them
-    for f, a, c, n in zip(files, algorithms, conventions, named):
-        if not n:
-            runs.setdefault(a, {}).setdefault(c, set()).add(_run_folder(f) or f.resolve())
+    for f, c, used in zip(files, ckpts, conventions):
+        if not c.name:
+            runs.setdefault(c.config.algorithm, {}).setdefault(used, set()).add(_run_folder(f) or f.resolve())
     usual = {}
     for algorithm, by_set in runs.items():
-        sizes = sorted((len(r) for r in by_set.values()), reverse=True)
-        if len(sizes) == 1 or sizes[0] > sizes[1]:
-            usual[algorithm] = max(by_set, key=lambda c: len(by_set[c]))
-    return [not n and usual.get(a) != c for a, c, n in zip(algorithms, conventions, named)]
+        ranked = sorted(by_set, key=lambda used: len(by_set[used]), reverse=True)
+        if len(ranked) == 1 or len(by_set[ranked[0]]) > len(by_set[ranked[1]]):
+            usual[algorithm] = ranked[0]
+    return [not c.name and usual.get(c.config.algorithm) != used for c, used in zip(ckpts, conventions)]
 
 
 def assign_labels(paths: list[Path]) -> dict[str, str]:
@@ -349,12 +348,11 @@ def assign_labels(paths: list[Path]) -> dict[str, str]:
     file's name too, so that a run keeps one name through training. Two that still share a
     label are refused, naming both files."""
     files = [latest_in(p) if p.is_dir() else p for p in paths]
-    metas = [read_metadata(f) for f in files]
-    named = [(m.get("extra") or {}).get("name") for m in metas]
-    labels = [default_label(m["config"].get("algorithm"), m["config"].get("seed", 0),
-                            m.get("iteration", 0), n) for m, n in zip(metas, named)]
+    ckpts = [load_checkpoint(f, weights=False) for f in files]
+    named = [c.name for c in ckpts]
+    labels = [default_label(c.config.algorithm, c.config.seed, c.iteration, c.name) for c in ckpts]
     _refuse_same_weights(files)
-    variants = _convention_variants(files, named)
+    variants = _convention_variants(files, ckpts)
     counts = {}  # a variant's label is its file's: it takes no default label from the others
     for f, label, v in zip(files, labels, variants):
         if not v:
