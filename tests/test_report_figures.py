@@ -231,7 +231,19 @@ def test_models_with_names_of_their_own_get_a_neutral_title(tmp_path):
     md = write_report(folder).read_text()
     title = md.splitlines()[0]
     assert title == "# repsim report: l2l-maml, ANIL, BOIL on Omniglot 20w1s", title
-    assert "Reproduction of" not in md and "not a reproduction" in md
+    intro = next(p for p in md.split("\n\n") if "A. Raghu" in p)
+    # beside repsim's training of the paper's recipes, the renamed model alone is not a reproduction
+    assert intro.startswith("Reproduction of A. Raghu") and "for ANIL, BOIL, which repsim trained" in intro, intro
+    assert "l2l-maml is a model with a name of its own" in intro and "it is not a reproduction" in intro, intro
+    # models all of their own: the analyses applied to them, nothing called a reproduction
+    for name in ("accuracy", "similarity"):
+        prov = json.loads((folder / f"{name}.json").read_text())
+        for c in prov["checkpoints"]:
+            c["model"] = f"mine-{c['algorithm']}"
+        (folder / f"{name}.json").write_text(json.dumps(prov))
+    intro = next(p for p in write_report(folder).read_text().split("\n\n") if "A. Raghu" in p)
+    assert intro.startswith("The analyses of A. Raghu") and "Reproduction" not in intro, intro
+    assert "they are not a reproduction" in intro, intro
     # repsim's own training of the paper's recipes is a reproduction
     plain = build_results(tmp_path / "p", names=("accuracy",))
     assert write_report(plain).read_text().startswith("# Reproduction of Raghu et al. 2020 with repsim:")

@@ -86,6 +86,17 @@ def _model_names(results: dict[str, Result]) -> list[str]:
     return list(names)
 
 
+def _recipe_names(results: dict[str, Result]) -> list[str]:
+    """The algorithms (display names) with a checkpoint of repsim's training of the paper's
+    recipe: one whose model is its algorithm."""
+    names = {}
+    for r in results.values():
+        for c in r.prov.get("checkpoints") or []:
+            if c["model"] == c.get("algorithm"):
+                names.setdefault(display_name(c["model"]), None)
+    return list(names)
+
+
 def _display_files(results: dict[str, Result], results_dir: Path) -> dict[str, Result]:
     """``results`` with each checkpoint's file named as a reader of the folder can find it: relative
     to the results folder where the file is there (at most two folders up; a relative path is
@@ -208,17 +219,20 @@ _CITED = ("A. Raghu, M. Raghu, S. Bengio and O. Vinyals, “Rapid Learning or Fe
 
 
 def _introduction(doc: Doc, results: dict[str, Result]) -> None:
-    """What the report is (a reproduction, or the paper's analyses applied to other models)
-    and where its paper numbers and training conventions come from."""
+    """What the report is (a reproduction, the paper's analyses applied to other models, or
+    both side by side) and where its paper numbers and training conventions come from."""
     own = _own_names(results)
+    recipes = _recipe_names(results)
     if own:
         what = "is a model with a name of its own" if len(own) == 1 else "are models with names of their own"
-        doc.p(f"The analyses of {_CITED}, applied to {', '.join(_model_names(results))}. "
-              f"{', '.join(own)} {what} "
+        which = (f"Reproduction of {_CITED} for {', '.join(recipes)}, which repsim trained on the paper's recipes; "
+                 if recipes else f"The analyses of {_CITED}, applied to {', '.join(_model_names(results))}. ")
+        doc.p(f"{which}{', '.join(own)} {what} "
               f"(imported with `repsim import --name`, or told apart by its file or folder name from the other runs "
               f"of its algorithm: one of the same seed, or most of them, trained with other conventions), "
               f"not repsim's training of the paper's recipes: "
-              f"this is not a reproduction, and the paper's numbers are shown for orientation.")
+              f"{'it is' if len(own) == 1 else 'they are'} not a reproduction, "
+              f"and the paper's numbers are shown beside {'it' if len(own) == 1 else 'them'} for orientation.")
     else:
         doc.p(f"Reproduction of {_CITED}, with checkpoints that repsim trained on the paper's recipes.")
     doc.p("The paper's numbers come from `repsim.paper`, the package's transcription of its Tables 1–5 (and of "
