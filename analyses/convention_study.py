@@ -6,6 +6,8 @@
     python analyses/convention_study.py trajectory --runs LONG_RUNS --data-root ../shared/data/omniglot
     python analyses/convention_study.py report --runs RUNS --out checkpoints/convention_study \
         [--trajectory LONG_RUNS]
+    python analyses/convention_study.py export --setting omniglot_5w1s --runs RUNS --variant pytorch \
+        --seeds 0 1 2 --out checkpoints/convention_study/models/pytorch
 
 Every training convention where PyTorch code and Finn et al.'s TensorFlow MAML (the code the
 paper ran) differ is a config key (repsim.config). Starting from the ``pytorch`` set, each
@@ -28,6 +30,9 @@ fixing it gives every variant the same training tasks. Runs resume when interrup
 run's measurements are kept beside it (``study.json``), so ``train`` run again measures only
 what is new. ``--worker K/N`` takes every N-th variant, so N processes can share the work.
 
+``export`` copies a variant's final models, weights only, to ``OUT/maml-sSEED/model.safetensors``
+(what ``repsim analyze`` reads; the decisive cells are committed so).
+
 ``trajectory`` measures every intermediate checkpoint of longer runs (any run folders, e.g.
 the finn and pytorch sets trained 20,000 iterations), to see whether the answer moves with
 training time; ``report --trajectory`` adds them to the report.
@@ -48,7 +53,7 @@ import yaml
 # everything imported here, at start: a long study must not mix library versions when the
 # source changes while it runs
 from repsim import measures
-from repsim.checkpoint import load_checkpoint
+from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from repsim.config import CONVENTION_KEYS, TEST_TIME_KEYS, Config, convention_set, from_saved, load_config
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_json, atomic_write_text
@@ -212,6 +217,24 @@ def train_and_measure(args) -> None:
         print(f"  {variant} s{seed}: {row['accuracy']:.2f} +- {row['accuracy_ci95']:.2f}%, "
               f"freezing costs {row['freezing_cost']:.2f} +- {row['freezing_cost_ci95']:.2f}, "
               f"NIL {row['nil_accuracy']:.2f}", flush=True)
+
+
+def export(args) -> None:
+    """Copy a variant's final models, weights only (no optimiser state), for analysis and commit."""
+    table = variants(args.setting)
+    if args.variant not in table:
+        raise RepsimError(f"unknown variant {args.variant!r}: choose from {list(table)}")
+    for seed in args.seeds:
+        config = run_config(args.setting, table[args.variant], seed, args.iterations)
+        final = run_folder(Path(args.runs) / args.setting, config) / "model.safetensors"
+        if not final.is_file():
+            raise RepsimError(f"{args.variant} seed {seed} has no final model at {final}: train it first "
+                              f"('train --setting {args.setting} --variants \"{args.variant}\" --seeds {seed} "
+                              f"--iterations {args.iterations}')")
+        c = load_checkpoint(final)
+        target = Path(args.out) / f"maml-s{seed}" / "model.safetensors"
+        save_checkpoint(target, Checkpoint(c.config, c.params, c.iteration, c.metrics, {}, c.extra))
+        print(f"{args.variant} seed {seed}, iteration {c.iteration} -> {target}")
 
 
 def trajectory(args) -> None:
@@ -441,6 +464,13 @@ def main(argv=None) -> int:
     tr.add_argument("--similarity-tasks", type=int, default=100)
     tr.add_argument("--every", type=_positive, default=2500,
                     help="measure the checkpoints at multiples of this iteration (runs may save more often)")
+    ex = sub.add_parser("export", help="copy a variant's final models, weights only, for analysis")
+    ex.add_argument("--setting", choices=list(SETTINGS), required=True)
+    ex.add_argument("--runs", required=True, help="the folder given to 'train'")
+    ex.add_argument("--variant", required=True)
+    ex.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ex.add_argument("--iterations", type=int, default=1500)
+    ex.add_argument("--out", required=True, help="writes OUT/maml-sSEED/model.safetensors")
     ls = sub.add_parser("list", help="the variants of a setting")
     ls.add_argument("--setting", choices=list(SETTINGS), required=True)
     args = p.parse_args(argv)
@@ -451,6 +481,8 @@ def main(argv=None) -> int:
             report(args)
         elif args.command == "trajectory":
             trajectory(args)
+        elif args.command == "export":
+            export(args)
         else:
             for name, overrides in variants(args.setting).items():
                 print(f"{name}: {overrides}")

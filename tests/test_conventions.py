@@ -322,6 +322,20 @@ def test_convention_study_end_to_end_shares_runs_that_differ_only_at_test_time(r
         runs.loc["pytorch", "cca_conv4"] != runs.loc["pytorch + inner_steps_test", "cca_conv4"]
     assert (tmp_path / "out" / "figures" / "convention_study.png").stat().st_size > 10_000
     assert "| pytorch + inner_loss | 0 |" in (tmp_path / "out" / "report.md").read_text()
+    # a variant's final models exported weights-only, for `repsim analyze` and for committing
+    models = tmp_path / "models"
+    assert study.main(["export", "--setting", "synthetic_5w1s", "--runs", str(tmp_path / "runs"), "--variant",
+                       "pytorch + inner_loss", "--iterations", "3", "--out", str(models)]) == 0
+    exported = load_checkpoint(models / "maml-s0" / "model.safetensors", with_optimizer=True)
+    trained = load_checkpoint(next(f for f in folders if f.name != runs.loc["pytorch", "run"]) / "model.safetensors")
+    assert exported.config == trained.config and exported.config.inner_loss == "sum_div_shots"
+    assert all(torch.equal(exported.params[k], trained.params[k]) for k in trained.params)
+    assert not exported.optimizer and exported.iteration == 3
+    capsys.readouterr()
+    assert study.main(["export", "--setting", "synthetic_5w1s", "--runs", str(tmp_path / "runs"), "--variant",
+                       "pytorch", "--seeds", "1", "--iterations", "3", "--out", str(models)]) == 2
+    assert "pytorch seed 1 has no final model" in capsys.readouterr().err
+    assert not (models / "maml-s1").exists()
     # longer runs, measured at each intermediate checkpoint
     long = tmp_path / "long" / "synthetic"
     for conventions in ("finn", "pytorch"):
