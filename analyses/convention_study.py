@@ -53,7 +53,7 @@ import yaml
 # everything imported here, at start: a long study must not mix library versions when the
 # source changes while it runs
 from repsim import measures
-from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from repsim.checkpoint import load_checkpoint, save_checkpoint
 from repsim.config import CONVENTION_KEYS, TEST_TIME_KEYS, Config, convention_set, from_saved, load_config
 from repsim.errors import RepsimError
 from repsim.io import atomic_write_json, atomic_write_text
@@ -231,9 +231,8 @@ def export(args) -> None:
             raise RepsimError(f"{args.variant} seed {seed} has no final model at {final}: train it first "
                               f"('train --setting {args.setting} --variants \"{args.variant}\" --seeds {seed} "
                               f"--iterations {args.iterations}')")
-        c = load_checkpoint(final)
-        target = Path(args.out) / f"maml-s{seed}" / "model.safetensors"
-        save_checkpoint(target, Checkpoint(c.config, c.params, c.iteration, c.metrics, {}, c.extra))
+        c = load_checkpoint(final)  # read without its optimiser state, so written without it
+        target = save_checkpoint(Path(args.out) / f"maml-s{seed}" / "model.safetensors", c)
         print(f"{args.variant} seed {seed}, iteration {c.iteration} -> {target}")
 
 

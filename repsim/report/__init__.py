@@ -66,15 +66,19 @@ _REFERENCES = [
 ]
 
 
-def _own_names(results: dict[str, Result]) -> list[str]:
+def _own_and_recipe_names(results: dict[str, Result]) -> tuple[list[str], list[str]]:
     """The models with names of their own (``repsim import --name``, or told apart by their
-    file), in the order they appear: a checkpoint whose model is not its algorithm."""
-    names = {}
+    file: a checkpoint whose model is not its algorithm), and the algorithms (display names) of
+    repsim's training of the paper's recipes (a checkpoint whose model is its algorithm), each in
+    the order they appear."""
+    own, recipes = {}, {}
     for r in results.values():
         for c in r.prov.get("checkpoints") or []:
             if c["model"] != c.get("algorithm"):
-                names.setdefault(str(c["model"]), None)
-    return list(names)
+                own.setdefault(str(c["model"]), None)
+            else:
+                recipes.setdefault(display_name(c["model"]), None)
+    return list(own), list(recipes)
 
 
 def _model_names(results: dict[str, Result]) -> list[str]:
@@ -83,17 +87,6 @@ def _model_names(results: dict[str, Result]) -> list[str]:
         for c in r.checkpoints:
             if isinstance(c, dict):
                 names.setdefault(display_name(c.get("algorithm", "?")), None)
-    return list(names)
-
-
-def _recipe_names(results: dict[str, Result]) -> list[str]:
-    """The algorithms (display names) with a checkpoint of repsim's training of the paper's
-    recipe: one whose model is its algorithm."""
-    names = {}
-    for r in results.values():
-        for c in r.prov.get("checkpoints") or []:
-            if c["model"] == c.get("algorithm"):
-                names.setdefault(display_name(c["model"]), None)
     return list(names)
 
 
@@ -209,7 +202,7 @@ def _default_title(results: dict[str, Result]) -> str:
     """A reproduction of Raghu et al. for repsim's own training of the paper's recipes; a
     neutral title naming the models for models with names of their own."""
     datasets = ", ".join(sorted({setting_text(r) for r in results.values()}))
-    if _own_names(results):
+    if _own_and_recipe_names(results)[0]:
         return f"repsim report: {', '.join(_model_names(results))} on {datasets}"
     return f"Reproduction of Raghu et al. 2020 with repsim: {datasets}"
 
@@ -221,8 +214,7 @@ _CITED = ("A. Raghu, M. Raghu, S. Bengio and O. Vinyals, “Rapid Learning or Fe
 def _introduction(doc: Doc, results: dict[str, Result]) -> None:
     """What the report is (a reproduction, the paper's analyses applied to other models, or
     both side by side) and where its paper numbers and training conventions come from."""
-    own = _own_names(results)
-    recipes = _recipe_names(results)
+    own, recipes = _own_and_recipe_names(results)
     if own:
         what = "is a model with a name of its own" if len(own) == 1 else "are models with names of their own"
         which = (f"Reproduction of {_CITED} for {', '.join(recipes)}, which repsim trained on the paper's recipes; "
