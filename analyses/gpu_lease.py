@@ -98,7 +98,7 @@ def child(argv: list[str], result: Path, timeout: float):
 
 def pack(out_dir: Path, staging: Path) -> None:
     """The run folders, checkpoints but each run's latest without optimiser state, into tars."""
-    from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from repsim.checkpoint import load_checkpoint, save_checkpoint
 
     folders = sorted(p for p in RUNS.parent.glob("*/*") if (p / "config.yaml").is_file())
     entries = []  # per run: (file to pack, its name in the tar)
@@ -109,8 +109,7 @@ def pack(out_dir: Path, staging: Path) -> None:
         for path in ckpts[:-1] + finals:
             light = staging / path
             if not light.is_file() or light.stat().st_mtime < path.stat().st_mtime:
-                c = load_checkpoint(path)
-                save_checkpoint(light, Checkpoint(c.config, c.params, c.iteration, c.metrics, {}, c.extra))
+                save_checkpoint(light, load_checkpoint(path))  # loaded without Adam's state
             files.append((light, path))
         files += [(c, c) for c in ckpts[-1:]]  # the latest keeps Adam's state: runs resume from it
         entries.append(files)

@@ -86,8 +86,7 @@ def publish(runs: Path, out: Path, tasks: int, data_root: str | None) -> list[di
             if row is not None:  # scoring 600 tasks again would give the same numbers
                 rows.append({k: _typed(k, v) for k, v in row.items()})
                 continue
-            save_checkpoint(target, Checkpoint(ckpt.config, ckpt.params, ckpt.iteration,
-                                               ckpt.metrics, {}, ckpt.extra))
+            save_checkpoint(target, ckpt)  # loaded without Adam's state: weights only
             if is_final:
                 target = save_checkpoint(out / run.name / "model.safetensors", load_checkpoint(target))
             row = {"path": str(target), "run": run.name, "algorithm": ckpt.config.algorithm,

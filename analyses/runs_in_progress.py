@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from repsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -39,7 +40,7 @@ def lighten(run: Path) -> list[str]:
             path.unlink()
             done.append(f"deleted {path.name}")
         elif c.optimizer:
-            save_checkpoint(path, Checkpoint(c.config, c.params, c.iteration, c.metrics, {}, c.extra))
+            save_checkpoint(path, replace(c, optimizer={}))
             done.append(f"lightened {path.name}")
     return done
 
