@@ -307,7 +307,7 @@ def _reproduce(args) -> None:
 
 def _report(args) -> None:
     from repsim.report import write_report
-    print(f"report: {write_report(args.results, figures_dir=args.figures)}")
+    print(f"report: {write_report(args.results, figures_dir=args.figures, title=args.title)}")
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -340,7 +340,8 @@ EXAMPLES = {
     "probe": "repsim probe runs/maml-s0 --layers conv4,head --tasks 20 --out probes/maml-s0",
     "reproduce": "repsim reproduce                      # synthetic data, about 6-7 min on 2 CPU cores\n"
                  "repsim reproduce --dataset omniglot --data-root ~/data/omniglot",
-    "report": "repsim report results\nrepsim report results --figures paper/figures",
+    "report": ("repsim report results\nrepsim report results --figures paper/figures\n"
+               "repsim report results --title 'My checkpoints: Omniglot 5-way 1-shot'"),
     "bench": "repsim bench similarity --quick\nrepsim bench train --data-root ~/data/omniglot --ways 5",
 }
 
@@ -553,6 +554,8 @@ def _report_parser(sub) -> None:
     rep = _command(sub, "report", "write report.md, report.html and figures from a results folder")
     rep.add_argument("results", help="results folder written by 'repsim analyze' or 'repsim reproduce'")
     rep.add_argument("--figures", metavar="DIR", help="folder for the figures (default: RESULTS/figures)")
+    rep.add_argument("--title", help="the report's heading (default: a reproduction of Raghu et al. "
+                     "for the paper's recipes, else a title naming the models)")
     rep.set_defaults(func=_report)
 
 

@@ -249,6 +249,20 @@ def test_models_with_names_of_their_own_get_a_neutral_title(tmp_path):
     assert write_report(plain).read_text().startswith("# Reproduction of Raghu et al. 2020 with repsim:")
 
 
+def test_report_command_title_heads_both_pages(tmp_path):
+    """A published folder's report is remade under its own title (`repsim report --title`), not the
+    default one: the heading of report.md and the <title> and <h1> of report.html."""
+    from repsim.cli import main
+    folder = build_results(tmp_path / "r", names=("accuracy",))
+    assert main(["report", str(folder), "--title", "repsim reference checkpoints: Omniglot 20-way 1-shot"]) == 0
+    assert (folder / "report.md").read_text().splitlines()[0] == "# repsim reference checkpoints: Omniglot 20-way 1-shot"
+    html = (folder / "report.html").read_text()
+    assert "<title>repsim reference checkpoints: Omniglot 20-way 1-shot</title>" in html
+    assert re.search(r"<h1[^>]*>repsim reference checkpoints: Omniglot 20-way 1-shot<", html)
+    main(["report", str(folder)])  # without it, the default title again
+    assert (folder / "report.md").read_text().startswith("# Reproduction of Raghu et al. 2020 with repsim:")
+
+
 def test_similarity_figure_shows_each_seeds_mean_beside_the_ci_over_tasks(tmp_path):
     """Seeds of one algorithm that disagree (0.4 vs 0.8 on the head) are drawn as dots, and the
     caption says so; a single seed draws none."""
