@@ -302,7 +302,7 @@ def _write_probes(args) -> None:
 def _reproduce(args) -> None:
     from repsim.reproduce import reproduce
     reproduce(dataset=args.dataset, data_root=args.data_root, profile=args.profile, out=args.out,
-              figures=args.figures, device=args.device, progress=not args.quiet)
+              figures=args.figures, device=args.device, progress=not args.quiet, jobs=args.jobs)
 
 
 def _report(args) -> None:
@@ -546,6 +546,10 @@ def _reproduce_parser(sub) -> None:
                    help="quick (about 6-7 min on a 2-core CPU) or paper (full schedules, for a GPU)")
     r.add_argument("--out", default="reproduction", metavar="DIR", help="folder for runs/ and results/")
     r.add_argument("--figures", metavar="DIR", help="folder for the figures (default: OUT/results/figures)")
+    r.add_argument("--jobs", type=int, default=1, metavar="N", help="train N runs at a time, and measure N "
+                   "checkpoints at a time in each analysis, each in a worker process with its share of the "
+                   "threads (on 2 cores, --jobs 2 is faster); the numbers are those of one process with a "
+                   "worker's threads (default: 1)")
     _common(r)
     r.set_defaults(func=_reproduce)
 

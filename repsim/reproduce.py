@@ -25,6 +25,7 @@ from repsim.results import check_writable
 from repsim.runner import run_analysis
 from repsim.study import TestProtocol
 from repsim.train import saved_config, train
+from repsim.workers import run_in_workers
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,19 @@ def run_config(profile: str, dataset: str, data_root: str | None, run: Run):
     return from_dict(settings, source=f"the {profile} profile").resolved()
 
 
-def _train_or_reuse(config, folder: Path, device: str, progress: bool) -> Path:
-    """Reuse a finished run, resume an interrupted one, or start it."""
-    if (folder / "model.safetensors").is_file():
-        if saved_config(folder) != config.to_dict():
-            raise RepsimError(f"{folder} holds a run with another config: use another --out "
-                              f"or delete that folder to retrain")
-        print(f"  reusing {folder}")
-        return folder / "model.safetensors"
-    resume = (folder / "config.yaml").is_file()
-    return train(config, folder, device=device, resume=resume, progress=progress)
+def _finished(config, folder: Path) -> Path | None:
+    """A finished run's final model, to reuse (None: train or resume it)."""
+    if not (folder / "model.safetensors").is_file():
+        return None
+    if saved_config(folder) != config.to_dict():
+        raise RepsimError(f"{folder} holds a run with another config: use another --out "
+                          f"or delete that folder to retrain")
+    return folder / "model.safetensors"
+
+
+def _train(config, folder: Path, device: str, progress: bool) -> Path:
+    """Resume an interrupted run, or start it."""
+    return train(config, folder, device=device, resume=(folder / "config.yaml").is_file(), progress=progress)
 
 
 def analysis_plan(finals: dict[str, Path], run_dirs: dict[str, Path], tasks: int,
@@ -95,7 +99,13 @@ def analysis_plan(finals: dict[str, Path], run_dirs: dict[str, Path], tasks: int
 def reproduce(*, dataset: str = "synthetic", data_root: str | None = None,
               profile: str = "quick", out: str | Path = "reproduction",
               figures: str | Path | None = None, device: str = "auto",
-              progress: bool = True) -> Path:
+              progress: bool = True, jobs: int = 1) -> Path:
+    """``jobs`` > 1: train that many runs at a time, and measure that many checkpoints at a time
+    in each analysis, each in a worker process with its share of the threads (on a 2-core CPU,
+    two one-thread processes beat one with two threads). The numbers are those of one process
+    with a worker's thread count: on a CPU, training's float rounding follows the thread count."""
+    if jobs < 1:
+        raise RepsimError(f"--jobs must be at least 1, got {jobs}")
     if profile not in PROFILES:
         raise RepsimError(f"unknown profile {profile!r}: choose quick or paper")
     out = check_writable(out)
@@ -104,18 +114,28 @@ def reproduce(*, dataset: str = "synthetic", data_root: str | None = None,
     configs = {run.name: run_config(profile, dataset, data_root, run) for run in spec["runs"]}
 
     print(f"[1/3] training {len(configs)} runs ({profile} profile, {dataset})")
-    final = {}
-    for run in spec["runs"]:
-        print(f"  {run.name}")
-        final[run.name] = _train_or_reuse(configs[run.name], out / "runs" / run.name, device, progress)
+    folders = {name: out / "runs" / name for name in configs}
+    final = {name: _finished(configs[name], folders[name]) for name in configs}
+    for name in (n for n in configs if final[n] is not None):
+        print(f"  reusing {folders[name]}")
+    todo = [name for name in configs if final[name] is None]
+    if jobs > 1 and len(todo) > 1:  # one run per worker, its progress bar left out
+        print(f"  {', '.join(todo)}")
+        trained = run_in_workers(_train, [(configs[n], folders[n], device, False) for n in todo], jobs,
+                                 desc="training runs", progress=progress)
+        final.update(zip(todo, trained))
+    else:
+        for name in todo:
+            print(f"  {name}")
+            final[name] = _train(configs[name], folders[name], device, progress)
 
-    plan = analysis_plan(final, {name: out / "runs" / name for name in final}, spec["tasks"], spec["tasks"])
+    plan = analysis_plan(final, folders, spec["tasks"], spec["tasks"])
     print(f"[2/3] running {len(plan)} analyses")
     for name, checkpoints, tasks in plan:
         print(f"  {name} ({tasks} test tasks)")
         # the folder is this command's own: a profile or data set run again rewrites it whole
         run_analysis(name, checkpoints, results, TestProtocol(tasks=tasks, data_root=data_root, device=device),
-                     replace=True, progress=progress)
+                     replace=True, progress=progress, jobs=jobs)
 
     print("[3/3] writing the report")
     from repsim.report import write_report

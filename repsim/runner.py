@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from repsim.statistics import (
     through_training_summary,
 )
 from repsim.study import Study, TestProtocol, assign_labels
+from repsim.workers import run_in_workers
 
 
 @dataclass(frozen=True)
@@ -309,56 +309,17 @@ class Parts:
 
 
 def _parts_in_workers(checkpoints, jobs: int, run: tuple, progress: bool) -> None:
-    """Compute the parts of ``checkpoints`` in ``jobs`` worker processes, each with its share of
-    torch's threads; the caller then reads them back as kept parts, in its own order, so the
-    result is the one a single process with a worker's thread count writes, byte for byte. (On a
-    CPU the analyses that score tasks give the same numbers on any thread count, each task on
-    one torch thread, repsim.threads.map_tasks; in the others, such as similarity, the thread
-    count moves float rounding.) Two one-thread processes beat one
-    process with two threads on a 2-core CPU (docs/BENCHMARKS.md). Spawned, not forked: a fork
-    would copy torch's OpenMP runtime in whatever state it is in."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    """Compute the parts of ``checkpoints`` in ``jobs`` worker processes
+    (:func:`repsim.workers.run_in_workers`); the caller then reads them back as kept parts, in its
+    own order, so the result is the one a single process with a worker's thread count writes, byte
+    for byte. (On a CPU the analyses that score tasks give the same numbers on any thread count,
+    each task on one torch thread, repsim.threads.map_tasks; in the others, such as similarity,
+    the thread count moves float rounding.) A part cut short by an error or Ctrl-C is not kept
+    (its seal is written last), so the next run computes it."""
     if len(checkpoints) < 2:  # nothing to share out: the caller measures it as it reads the parts
         return
-    jobs = min(jobs, len(checkpoints))
-    threads = max(1, torch.get_num_threads() // jobs)
-    # the workers stopped on Ctrl-C hold the pool's semaphores, and multiprocessing's resource
-    # tracker (started here, with this environment) would warn about them as "leaked" at exit
-    with _environment(PYTHONWARNINGS="ignore::UserWarning:multiprocessing.resource_tracker"):
-        from multiprocessing import resource_tracker
-        resource_tracker.ensure_running()
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=torch.set_num_threads, initargs=(threads,))
-    try:
-        futures = [pool.submit(_part_in_worker, checkpoint, *run) for checkpoint in checkpoints]
-        for future in tqdm(as_completed(futures), total=len(futures), disable=not progress,
-                           desc=f"{run[0]}: parts in {jobs} processes of {threads} thread{'s' * (threads > 1)}"):
-            future.result()  # a worker's error (a RepsimError: one line) is raised here
-    except BaseException:
-        # an error or Ctrl-C stops the other workers at once, rather than after their parts:
-        # a part cut short is not kept (its seal is written last), so the next run computes it
-        for process in list(pool._processes.values()):  # Python 3.14: pool.terminate_workers()
-            process.terminate()
-        raise
-    finally:
-        pool.shutdown(cancel_futures=True)
-
-
-@contextlib.contextmanager
-def _environment(**variables):
-    """Environment variables set for the processes started inside, and restored after."""
-    before = {k: os.environ.get(k) for k in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                del os.environ[k]
-            else:
-                os.environ[k] = v
+    run_in_workers(_part_in_worker, [(c, *run) for c in checkpoints], jobs, desc=f"{run[0]}: parts",
+                   progress=progress)
 
 
 def _part_in_worker(checkpoint: Path, name: str, first: Path, protocol: TestProtocol, options: Options,

@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -251,6 +252,39 @@ def test_reproduce_pipeline_end_to_end_and_reuses_runs(tmp_path, monkeypatch, ca
     capsys.readouterr()
     rp.reproduce(profile="tiny", out=tmp_path / "repro", device="cpu", progress=False)
     assert capsys.readouterr().out.count("reusing") == len(rp.RUNS)
+
+
+def test_reproduce_with_jobs_trains_and_measures_as_one_process_would(tmp_path, monkeypatch, capsys):
+    """--jobs 2 trains the runs in two spawned workers and measures in two: the same weights, bit for
+    bit, and the same tables as one process with a worker's thread count (one here); a run that is
+    finished is reused, not sent to a worker."""
+    from safetensors.torch import load_file
+
+    from repsim import reproduce as rp
+
+    tiny = dict(settings=dict(ways=5, shots=1, queries=3, filters=8, meta_batch_size=2, iterations=4,
+                              checkpoint_every=2, eval_every=2, eval_tasks=3, batch_size=16, reduced=True),
+                runs=rp.RUNS[:3], tasks=3)
+    monkeypatch.setitem(rp.PROFILES, "tiny", tiny)
+    every_analysis = rp.analysis_plan  # two of them are enough here (a pool each, spawned)
+    monkeypatch.setattr(rp, "analysis_plan", lambda *a: [p for p in every_analysis(*a)
+                                                         if p[0] in ("accuracy", "similarity")])
+    one, two = tmp_path / "one", tmp_path / "two"
+    rp.reproduce(profile="tiny", out=one, device="cpu", progress=False)
+    (two / "runs").mkdir(parents=True)
+    shutil.copytree(one / "runs" / "anil-s0", two / "runs" / "anil-s0")  # finished before
+    capsys.readouterr()
+    rp.reproduce(profile="tiny", out=two, device="cpu", progress=False, jobs=2)
+    printed = capsys.readouterr().out
+    assert "reusing" in printed and "anil-s0" in printed and "maml-s0, maml-s1" in printed, printed
+    for run in tiny["runs"]:
+        a, b = (load_file(str(o / "runs" / run.name / "model.safetensors")) for o in (one, two))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), run.name
+    for table in ("accuracy", "similarity"):
+        a, b = (pd.read_csv(o / "results" / f"{table}.csv") for o in (one, two))
+        pd.testing.assert_frame_equal(a, b, obj=table)
+    with pytest.raises(RepsimError, match="--jobs must be at least 1"):
+        rp.reproduce(profile="tiny", out=tmp_path / "three", device="cpu", progress=False, jobs=0)
 
 
 def _cli(*args):

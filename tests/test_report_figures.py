@@ -254,11 +254,11 @@ def test_report_command_title_heads_both_pages(tmp_path):
     default one: the heading of report.md and the <title> and <h1> of report.html."""
     from repsim.cli import main
     folder = build_results(tmp_path / "r", names=("accuracy",))
-    assert main(["report", str(folder), "--title", "repsim reference checkpoints: Omniglot 20-way 1-shot"]) == 0
-    assert (folder / "report.md").read_text().splitlines()[0] == "# repsim reference checkpoints: Omniglot 20-way 1-shot"
+    title = "repsim reference checkpoints: Omniglot 20-way 1-shot"
+    assert main(["report", str(folder), "--title", title]) == 0
+    assert (folder / "report.md").read_text().splitlines()[0] == f"# {title}"
     html = (folder / "report.html").read_text()
-    assert "<title>repsim reference checkpoints: Omniglot 20-way 1-shot</title>" in html
-    assert re.search(r"<h1[^>]*>repsim reference checkpoints: Omniglot 20-way 1-shot<", html)
+    assert f"<title>{title}</title>" in html and re.search(f"<h1[^>]*>{title}<", html)
     main(["report", str(folder)])  # without it, the default title again
     assert (folder / "report.md").read_text().startswith("# Reproduction of Raghu et al. 2020 with repsim:")
 
