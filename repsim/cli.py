@@ -338,7 +338,7 @@ EXAMPLES = {
                "repsim analyze freezing runs/maml-s0 --frozen none conv1,conv2,conv3,conv4 --out results\n"
                "repsim analyze through-training runs/maml-s0 --tasks 100 --out results",
     "probe": "repsim probe runs/maml-s0 --layers conv4,head --tasks 20 --out probes/maml-s0",
-    "reproduce": "repsim reproduce                      # synthetic data, about 6-7 min on 2 CPU cores\n"
+    "reproduce": "repsim reproduce                      # synthetic data, about 6.5 min on 2 CPU cores\n"
                  "repsim reproduce --dataset omniglot --data-root ~/data/omniglot",
     "report": ("repsim report results\nrepsim report results --figures paper/figures\n"
                "repsim report results --title 'My checkpoints: Omniglot 5-way 1-shot'"),
@@ -548,8 +548,9 @@ def _reproduce_parser(sub) -> None:
     r.add_argument("--figures", metavar="DIR", help="folder for the figures (default: OUT/results/figures)")
     r.add_argument("--jobs", type=int, default=1, metavar="N", help="train N runs at a time, and measure N "
                    "checkpoints at a time in each analysis, each in a worker process with its share of the "
-                   "threads (on 2 cores, --jobs 2 is faster); the numbers are those of one process with a "
-                   "worker's threads (default: 1)")
+                   "threads: for many cores (on 2, the quick profile took 0.93x the time); the numbers are "
+                   "those of one process with a worker's threads, which moves training's float rounding "
+                   "(default: 1)")
     _common(r)
     r.set_defaults(func=_reproduce)
 

@@ -3,7 +3,7 @@
 Profiles:
 
 * ``quick`` (default): small conv4 (32 filters), 5-way 1-shot, short schedules; on the
-  built-in data set the whole pipeline takes 6-7 minutes on a 2-core CPU.
+  built-in data set the whole pipeline takes 6.5 minutes on a 2-core CPU.
 * ``paper``: the paper's Omniglot 20-way 1-shot schedule (60,000 iterations, meta-batch 16,
   5 inner steps of 0.1, 10 at test, three seeds, 600 test tasks). Meant for a GPU.
 
@@ -101,9 +101,10 @@ def reproduce(*, dataset: str = "synthetic", data_root: str | None = None,
               figures: str | Path | None = None, device: str = "auto",
               progress: bool = True, jobs: int = 1) -> Path:
     """``jobs`` > 1: train that many runs at a time, and measure that many checkpoints at a time
-    in each analysis, each in a worker process with its share of the threads (on a 2-core CPU,
-    two one-thread processes beat one with two threads). The numbers are those of one process
-    with a worker's thread count: on a CPU, training's float rounding follows the thread count."""
+    in each analysis, each in a worker process with its share of the threads. For many cores: one
+    process already keeps two busy (a run's step scales to two threads, test tasks run on a thread
+    each), and on two the quick profile took 0.93x the time (docs/BENCHMARKS.md). The numbers are
+    those of one process with a worker's thread count: training's float rounding follows it."""
     if jobs < 1:
         raise RepsimError(f"--jobs must be at least 1, got {jobs}")
     if profile not in PROFILES:
