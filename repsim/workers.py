@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable
 
@@ -30,23 +33,73 @@ def run_in_workers(function: Callable, calls: list[tuple], jobs: int, *, desc: s
     with environment(PYTHONWARNINGS="ignore::UserWarning:multiprocessing.resource_tracker"):
         from multiprocessing import resource_tracker
         resource_tracker.ensure_running()
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=torch.set_num_threads, initargs=(threads,))
+    spawn = multiprocessing.get_context("spawn")
+    stopping = spawn.Event()
+    pool = ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_start_worker, initargs=(threads, stopping))
     try:
-        futures = {pool.submit(function, *args): i for i, args in enumerate(calls)}
-        results = [None] * len(calls)
-        for future in tqdm(as_completed(futures), total=len(futures), disable=not progress,
-                           desc=f"{desc} in {jobs} processes of {threads} thread{'s' * (threads > 1)}"):
-            results[futures[future]] = future.result()
-        return results
+        with _sigterm_as_interrupt():
+            futures = {pool.submit(_call, function, args): i for i, args in enumerate(calls)}
+            results = [None] * len(calls)
+            for future in tqdm(as_completed(futures), total=len(futures), disable=not progress,
+                               desc=f"{desc} in {jobs} processes of {threads} thread{'s' * (threads > 1)}"):
+                results[futures[future]] = future.result()
+            return results
     except BaseException:
-        # stop the other workers now rather than after their calls: work cut short is written
-        # so that it is not kept (a part's seal, a run's checkpoint, is written last)
-        for process in list(pool._processes.values()):  # Python 3.14: pool.terminate_workers()
-            process.terminate()
+        stopping.set()
+        _stop(pool)
         raise
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+_stopping = None  # in a worker: set by the parent when the command stops
+
+
+def _start_worker(threads: int, stopping) -> None:
+    global _stopping
+    torch.set_num_threads(threads)
+    _stopping = stopping
+
+
+def _call(function: Callable, args: tuple):
+    # the pool hands a worker one more call than it runs, which shutdown cannot take back
+    if _stopping.is_set():
+        raise KeyboardInterrupt("the command is stopping: this call was not started")
+    return function(*args)
+
+
+def _stop(pool: ProcessPoolExecutor, grace: float = 60.0) -> None:
+    """Stop the workers now rather than after their calls. No further call starts; each worker is
+    sent SIGTERM, on which an analysis's part stops at once (unsealed, so not kept) and a training
+    run at the end of its iteration, with a checkpoint (at once if it was interrupted already, as
+    Ctrl-C interrupts every process of the terminal); one still running after ``grace`` seconds is
+    killed. A worker must not outlive the command: it would go on writing into its folder."""
+    workers = list(pool._processes.values())  # Python 3.14: pool.terminate_workers()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler) stops the command as Ctrl-C does, so that the workers are
+    stopped too rather than left running without it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 @contextlib.contextmanager
