@@ -1,6 +1,7 @@
 """The command line as a user meets it: help, version, one spelling per flag, readable output."""
 
 import re
+import shlex
 
 import pandas as pd
 import pytest
@@ -39,8 +40,7 @@ def test_every_command_shows_its_defaults_and_a_runnable_example(command, capsys
     # every example parses: no example names a flag the command does not have
     parser = build_parser()
     for line in EXAMPLES[command].splitlines():
-        argv = line.split("#")[0].split()[1:]
-        parser.parse_args([a.strip("'") for a in argv])
+        parser.parse_args(shlex.split(line.split("#")[0])[1:])  # as a shell would split it
 
 
 def test_shared_flags_have_one_meaning_and_one_default_across_commands():

@@ -289,9 +289,9 @@ def test_resume_accepts_a_run_started_before_a_config_key_existed_and_names_real
     (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
     final = train(config, tmp_path / "r", device="cpu", progress=False, resume=True)
     assert final.is_file()
-    from repsim.reproduce import _train_or_reuse  # `repsim reproduce` reuses it the same way
+    from repsim.reproduce import _finished  # `repsim reproduce` reuses it the same way
     (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
-    assert _train_or_reuse(config, tmp_path / "r", "cpu", False) == final
+    assert _finished(config, tmp_path / "r") == final
     with pytest.raises(RepsimError, match=r"different config .*\(changed: adapt_batchnorm, inner_lr\)"):
         train(tiny("iterations=3", "inner_lr=0.2", "adapt_batchnorm=false", "conventions=pytorch"),
               tmp_path / "r", device="cpu", progress=False, resume=True)
