@@ -1,8 +1,10 @@
 """Worker processes that share a CPU's cores out: ``repsim analyze --jobs`` (one checkpoint's part
 each) and ``repsim reproduce --jobs`` (one training run each).
 
-Two one-thread processes beat one process with two threads on a 2-core CPU (docs/BENCHMARKS.md):
-torch's intra-op parallelism on these small convolutions is poor, and a process waits on no other.
+On a 2-core CPU they gain little over one process (1.03-1.24x for an analysis, 1.08x for the
+quick profile's whole job; docs/BENCHMARKS.md), which already keeps both cores busy: test tasks
+run on a thread each, and a training step uses two threads well. They are for more cores than
+one process can use.
 """
 
 from __future__ import annotations
