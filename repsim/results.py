@@ -52,11 +52,12 @@ def check_writable(folder: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive(folder: Path, name: str):
+def exclusive(folder: Path, name: str, doing: str | None = None):
     """Hold ``folder``'s lock for analysis ``name`` (a lock file beside its results), so that
     two processes running the same analysis into one folder cannot silently overwrite each
     other's tables. Different analyses may run into one folder side by side. The lock is
-    the operating system's (flock): it is released when the process ends, however it ends."""
+    the operating system's (flock): it is released when the process ends, however it ends.
+    ``doing``: what the holder is doing, for the refusal (default: running the analysis)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, as before
@@ -75,8 +76,8 @@ def exclusive(folder: Path, name: str):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise RepsimError(f"{holder} is running the {name} analysis into {folder}: wait for it "
-                              f"to finish, or use another --out") from None
+            doing = doing or f"running the {name} analysis into {folder}"
+            raise RepsimError(f"{holder} is {doing}: wait for it to finish, or use another --out") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()}")

@@ -47,6 +47,7 @@ from repsim.evaluate import resolve_device, score_tasks, test_time_params
 from repsim.io import atomic_write_text
 from repsim.meta import meta_backward, meta_backward_compiled, meta_loss_vmap, own_inner_loop, training_objective
 from repsim.model import model_for
+from repsim.results import exclusive
 
 VALIDATION_SEED = 12345  # validation tasks are the same for every run and iteration
 # How long to train, how often to save and log, and whether that is the paper's schedule, not
@@ -65,9 +66,24 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     with a checkpoint where it stops; the final model is then not written and that
     checkpoint's path is returned. Ctrl-C (or SIGTERM) stops it the same way, after the
     iteration it interrupts, and then raises KeyboardInterrupt; a second one stops at once.
+    One process at a time trains into a run folder (another one gets a clear refusal).
     """
-    deadline = None if time_limit is None else time.monotonic() + time_limit
     out = Path(out)
+    # a second process would interleave its checkpoints and metrics with the first's, and
+    # delete the first's unfinished writes as stale; the lock sits beside the run folder, which
+    # must be empty for a new run
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RepsimError(f"cannot write to {out} ({e.strerror}): choose a writable --out") from None
+    with exclusive(out.parent, f"{out.name}.train", doing=f"training into {out}"):
+        return _train(config, out, device=device, resume=resume, progress=progress, stop_after=stop_after,
+                      time_limit=time_limit)
+
+
+def _train(config: Config, out: Path, *, device: str, resume: bool, progress: bool,
+           stop_after: int | None, time_limit: float | None) -> Path:
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     dev = resolve_device(device)
     splits = training_splits(config, progress)
     train_split = splits["train"]

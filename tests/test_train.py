@@ -188,7 +188,9 @@ def test_ctrl_c_stops_after_the_iteration_with_a_checkpoint_and_resumes(tmp_path
 
 
 def test_cli_ctrl_c_during_training_exits_130_saying_how_to_resume(tmp_path):
-    """The command as a user runs it: SIGINT once its first checkpoint is written."""
+    """The command as a user runs it: SIGINT once its first checkpoint is written. Meanwhile a
+    second trainer into its folder (a second --resume, a second reproduce) is refused, touching
+    nothing: it would interleave its checkpoints and metrics with the first's."""
     import signal
     import time
 
@@ -200,6 +202,8 @@ def test_cli_ctrl_c_during_training_exits_130_saying_how_to_resume(tmp_path):
     deadline = time.monotonic() + 120
     while not list(out.glob("checkpoints/iter-*.safetensors")) and time.monotonic() < deadline:
         time.sleep(0.2)
+    with pytest.raises(RepsimError, match=rf"^process {proc.pid} is training into {out}: wait for it to finish"):
+        train(load_config(None, sets), out, device="cpu", progress=False, resume=True, stop_after=1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
