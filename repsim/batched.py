@@ -26,6 +26,7 @@ Runs may differ only in their seed and initialisations (:data:`INIT_KEYS`).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sys
 import time
@@ -52,6 +53,7 @@ from repsim.train import (
     iteration_of,
     load_optimizer,
     prepare_run_folder,
+    run_folder_lock,
     save_run,
     training_draw,
     training_splits,
@@ -252,14 +254,24 @@ def train_runs(configs: list[Config], outs: list[str | Path], *, device: str = "
     the tasks in that many processes (on a fast GPU the draws are the host's bottleneck).
     ``stop_after`` and ``time_limit`` stop early as in :func:`repsim.train.train`, with a
     checkpoint of every run where they stop; ``--resume`` continues all of them (or each on
-    its own, with repsim train).
+    its own, with repsim train). One process at a time trains into a run folder.
     """
-    deadline = None if time_limit is None else time.monotonic() + time_limit
     check_together(configs)
     if len(outs) != len(configs) or len({Path(o).resolve() for o in outs}) != len(outs):
         raise RepsimError(f"{len(configs)} runs need {len(configs)} different run folders, got {len(outs)} "
                           f"({len({Path(o).resolve() for o in outs})} different)")
-    config, outs = configs[0], [Path(o) for o in outs]
+    outs = [Path(o) for o in outs]
+    with contextlib.ExitStack() as locks:
+        for out in outs:
+            locks.enter_context(run_folder_lock(out))
+        return _train_runs(configs, outs, device=device, resume=resume, progress=progress, graphs=graphs,
+                           workers=workers, stop_after=stop_after, time_limit=time_limit)
+
+
+def _train_runs(configs: list[Config], outs: list[Path], *, device: str, resume: bool, progress: bool,
+                graphs: bool, workers: int, stop_after: int | None, time_limit: float | None) -> list[Path]:
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    config = configs[0]
     dev = resolve_device(device)
     if graphs and dev.type != "cuda":
         raise RepsimError("CUDA graphs need a GPU: train on --device cuda, or without graphs")

@@ -14,6 +14,7 @@ Run folder layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -69,16 +70,23 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     One process at a time trains into a run folder (another one gets a clear refusal).
     """
     out = Path(out)
-    # a second process would interleave its checkpoints and metrics with the first's, and
-    # delete the first's unfinished writes as stale; the lock sits beside the run folder, which
-    # must be empty for a new run
+    with run_folder_lock(out):
+        return _train(config, out, device=device, resume=resume, progress=progress, stop_after=stop_after,
+                      time_limit=time_limit)
+
+
+@contextlib.contextmanager
+def run_folder_lock(out: Path):
+    """Hold run folder ``out`` for this process. A second process training into it would
+    interleave its checkpoints and metrics with the first's, and delete the first's unfinished
+    writes as stale; it is refused in one line. The lock file sits beside the run folder, which
+    must be empty for a new run."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RepsimError(f"cannot write to {out} ({e.strerror}): choose a writable --out") from None
     with exclusive(out.parent, f"{out.name}.train", doing=f"training into {out}"):
-        return _train(config, out, device=device, resume=resume, progress=progress, stop_after=stop_after,
-                      time_limit=time_limit)
+        yield
 
 
 def _train(config: Config, out: Path, *, device: str, resume: bool, progress: bool,

@@ -72,6 +72,20 @@ def test_a_batched_run_stopped_early_is_resumed_by_the_ordinary_trainer(tmp_path
                   _params(train(configs[0], tmp_path / "straight0", device="cpu", progress=False)))
 
 
+def test_a_run_folder_another_process_trains_into_is_refused_before_any_run_starts(tmp_path):
+    import os
+
+    from repsim.train import run_folder_lock
+    configs = [tiny("seed=0"), tiny("seed=1")]
+    outs = [tmp_path / "s0", tmp_path / "s1"]
+    with run_folder_lock(outs[1]):  # held, as by `repsim train` still running
+        with pytest.raises(RepsimError, match=rf"^process {os.getpid()} is training into {outs[1]}: wait"):
+            train_runs(configs, outs, device="cpu", progress=False, stop_after=1)
+    assert not outs[0].exists() and not outs[1].exists()  # neither run started
+    assert [load_checkpoint(p).iteration for p in train_runs(configs, outs, device="cpu", progress=False,
+                                                              stop_after=1)] == [1, 1]  # released
+
+
 def test_a_time_limit_stops_with_a_checkpoint_that_resumes(tmp_path):
     configs = [tiny("seed=0"), tiny("seed=1")]
     outs = [tmp_path / "s0", tmp_path / "s1"]
