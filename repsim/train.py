@@ -70,9 +70,12 @@ def train(config: Config, out: str | Path, *, device: str = "auto", resume: bool
     One process at a time trains into a run folder (another one gets a clear refusal).
     """
     out = Path(out)
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    dev = resolve_device(device)
+    splits = training_splits(config, progress)  # bad data is refused before anything is written
     with run_folder_lock(out):
-        return _train(config, out, device=device, resume=resume, progress=progress, stop_after=stop_after,
-                      time_limit=time_limit)
+        return _train(config, out, dev, splits, resume=resume, progress=progress, stop_after=stop_after,
+                      deadline=deadline)
 
 
 @contextlib.contextmanager
@@ -89,11 +92,8 @@ def run_folder_lock(out: Path):
         yield
 
 
-def _train(config: Config, out: Path, *, device: str, resume: bool, progress: bool,
-           stop_after: int | None, time_limit: float | None) -> Path:
-    deadline = None if time_limit is None else time.monotonic() + time_limit
-    dev = resolve_device(device)
-    splits = training_splits(config, progress)
+def _train(config: Config, out: Path, dev: torch.device, splits: dict, *, resume: bool, progress: bool,
+           stop_after: int | None, deadline: float | None) -> Path:
     train_split = splits["train"]
     # Multiclass pretraining classifies every (class, rotation) of the training split.
     n_rotations = 4 if train_split.rotate else 1
