@@ -32,7 +32,7 @@ def run_in_workers(function: Callable, calls: list[tuple], jobs: int, *, desc: s
     threads = max(1, torch.get_num_threads() // jobs)
     # the workers stopped on Ctrl-C hold the pool's semaphores, and multiprocessing's resource
     # tracker (started here, with this environment) would warn about them as "leaked" at exit
-    with environment(PYTHONWARNINGS="ignore::UserWarning:multiprocessing.resource_tracker"):
+    with _environment(PYTHONWARNINGS="ignore::UserWarning:multiprocessing.resource_tracker"):
         from multiprocessing import resource_tracker
         resource_tracker.ensure_running()
     spawn = multiprocessing.get_context("spawn")
@@ -47,8 +47,7 @@ def run_in_workers(function: Callable, calls: list[tuple], jobs: int, *, desc: s
                 results[futures[future]] = future.result()
             return results
     except BaseException:
-        stopping.set()
-        _stop(pool)
+        _stop(pool, stopping)
         raise
     finally:
         pool.shutdown(cancel_futures=True)
@@ -70,12 +69,13 @@ def _call(function: Callable, args: tuple):
     return function(*args)
 
 
-def _stop(pool: ProcessPoolExecutor, grace: float = 60.0) -> None:
+def _stop(pool: ProcessPoolExecutor, stopping, grace: float = 60.0) -> None:
     """Stop the workers now rather than after their calls. No further call starts; each worker is
     sent SIGTERM, on which an analysis's part stops at once (unsealed, so not kept) and a training
     run at the end of its iteration, with a checkpoint (at once if it was interrupted already, as
     Ctrl-C interrupts every process of the terminal); one still running after ``grace`` seconds is
     killed. A worker must not outlive the command: it would go on writing into its folder."""
+    stopping.set()  # the call a worker already holds is turned away (_call)
     workers = list(pool._processes.values())  # Python 3.14: pool.terminate_workers()
     pool.shutdown(wait=False, cancel_futures=True)
     for worker in workers:
@@ -105,7 +105,7 @@ def _sigterm_as_interrupt():
 
 
 @contextlib.contextmanager
-def environment(**variables):
+def _environment(**variables):
     """Environment variables set for the processes started inside, and restored after."""
     before = {k: os.environ.get(k) for k in variables}
     os.environ.update(variables)

@@ -229,14 +229,21 @@ def test_regimes_include_random_features(runs):
     assert list(table.regime) == ["maml", "anil", "random features"]
 
 
+def _tiny_profile(monkeypatch, runs) -> dict:
+    """A reproduce profile of a few seconds, as "tiny": the runs given, 4 iterations, 3 test tasks."""
+    from repsim import reproduce as rp
+    tiny = dict(settings=dict(ways=5, shots=1, queries=3, filters=8, meta_batch_size=2, iterations=4,
+                              checkpoint_every=2, eval_every=2, eval_tasks=3, batch_size=16, reduced=True),
+                runs=runs, tasks=3)
+    monkeypatch.setitem(rp.PROFILES, "tiny", tiny)
+    return tiny
+
+
 def test_reproduce_pipeline_end_to_end_and_reuses_runs(tmp_path, monkeypatch, capsys):
     """The main job, with a tiny profile: trains, analyses, reports; a second call retrains nothing."""
     from repsim import reproduce as rp
 
-    tiny = dict(settings=dict(ways=5, shots=1, queries=3, filters=8, meta_batch_size=2, iterations=4,
-                              checkpoint_every=2, eval_every=2, eval_tasks=3, batch_size=16, reduced=True),
-                runs=rp.RUNS, tasks=3)
-    monkeypatch.setitem(rp.PROFILES, "tiny", tiny)
+    _tiny_profile(monkeypatch, rp.RUNS)
     report = rp.reproduce(profile="tiny", out=tmp_path / "repro", device="cpu", progress=False)
     assert report.is_file() and (report.parent / "report.html").is_file()
     for name in ("accuracy", "similarity", "freezing", "cross", "heads", "regimes",
@@ -262,10 +269,7 @@ def test_reproduce_with_jobs_trains_and_measures_as_one_process_would(tmp_path, 
 
     from repsim import reproduce as rp
 
-    tiny = dict(settings=dict(ways=5, shots=1, queries=3, filters=8, meta_batch_size=2, iterations=4,
-                              checkpoint_every=2, eval_every=2, eval_tasks=3, batch_size=16, reduced=True),
-                runs=rp.RUNS[:3], tasks=3)
-    monkeypatch.setitem(rp.PROFILES, "tiny", tiny)
+    tiny = _tiny_profile(monkeypatch, rp.RUNS[:3])
     every_analysis = rp.analysis_plan  # two of them are enough here (a pool each, spawned)
     monkeypatch.setattr(rp, "analysis_plan", lambda *a: [p for p in every_analysis(*a)
                                                          if p[0] in ("accuracy", "similarity")])
